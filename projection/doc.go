@@ -1,0 +1,31 @@
+// Package projection is notifyd's local state: the view of every payment
+// transaction derived from the payment-events topic, and the idempotency
+// table (command_id -> delivery result) derived from the results topic.
+//
+// # Contract
+//
+// The state lives in an embedded on-disk key-value store (Pebble). Records of
+// one topic partition are applied in one atomic batch that also records the
+// next offset to read for that partition, so the state and its position in
+// the log can never disagree: after a crash, a restart resumes from the
+// stored offsets and replays at most the batches that were not yet written,
+// which is harmless because applying a record twice gives the same state.
+// An empty store starts every partition from the earliest offset and so
+// rebuilds itself from the topics.
+//
+// A payment event is a snapshot: it replaces the stored view of its
+// session_id. When both the stored snapshot and the new event carry a
+// version, an event whose version is <= the stored one is ignored (stale).
+// An event without a version applies in log order. A record with an empty
+// value is a tombstone: the session_id, its order_no and its version are
+// forgotten. order_no -> session_id is last-writer-wins: when a later
+// transaction reuses an order_no, the order_no names the later one; a
+// tombstone or a change of order_no removes a mapping only while it still
+// points at that session_id.
+//
+// The package knows nothing of Kafka: callers (package consumer) fetch
+// records and hand them over with their partition and offsets, and wait on
+// the store (WaitEvents, WaitResults, Changed) for read-your-writes.
+//
+// It imports only its store and package schemas.
+package projection

@@ -1,0 +1,217 @@
+package projection
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// ApplyStats counts what one ApplyEvents call did with its records.
+type ApplyStats struct {
+	Applied    int // snapshots stored
+	Stale      int // events ignored because their version was not newer
+	Tombstones int // session_ids forgotten
+	Invalid    int // records that are not valid payment events (skipped)
+}
+
+// Add adds o to s.
+func (s *ApplyStats) Add(o ApplyStats) {
+	s.Applied += o.Applied
+	s.Stale += o.Stale
+	s.Tombstones += o.Tombstones
+	s.Invalid += o.Invalid
+}
+
+// stored snapshot layout: version (BE64) | len(order_no) (BE16) | order_no |
+// the event's JSON as published. Version and order_no are kept in front so
+// that applying an event does not decode the previous snapshot.
+func encodeSnapshot(ev *schemas.PaymentEvent, raw []byte) []byte {
+	b := make([]byte, 0, 10+len(ev.OrderNo)+len(raw))
+	b = binary.BigEndian.AppendUint64(b, uint64(ev.Version))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(ev.OrderNo)))
+	b = append(b, ev.OrderNo...)
+	return append(b, raw...)
+}
+
+func snapshotHeader(b []byte) (version int64, orderNo string, raw []byte, err error) {
+	if len(b) < 10 {
+		return 0, "", nil, errors.New("corrupt snapshot")
+	}
+	n := int(binary.BigEndian.Uint16(b[8:10]))
+	if len(b) < 10+n {
+		return 0, "", nil, errors.New("corrupt snapshot")
+	}
+	return int64(binary.BigEndian.Uint64(b[:8])), string(b[10 : 10+n]), b[10+n:], nil
+}
+
+// ApplyEvents applies records of one payment-events partition, in order, in
+// one atomic batch that also stores the partition's next offset (the last
+// record's offset + 1). Invalid records are skipped, logged and counted; they
+// never stop the projection. Only a store failure returns an error, in which
+// case nothing of the batch was applied.
+func (s *Store) ApplyEvents(partition int, records []Record) (ApplyStats, error) {
+	var st ApplyStats
+	if len(records) == 0 {
+		return st, nil
+	}
+	b := s.db.NewIndexedBatch()
+	defer b.Close()
+	var txnDelta int64
+	for i := range records {
+		r := &records[i]
+		delta, outcome, err := s.applyEvent(b, r)
+		if err != nil {
+			return ApplyStats{}, fmt.Errorf("apply payment event partition %d offset %d: %w", partition, r.Offset, err)
+		}
+		txnDelta += delta
+		switch outcome {
+		case outcomeApplied:
+			st.Applied++
+		case outcomeStale:
+			st.Stale++
+		case outcomeTombstone:
+			st.Tombstones++
+		case outcomeInvalid:
+			st.Invalid++
+		}
+	}
+	next := records[len(records)-1].Offset + 1
+	if err := b.Set(offsetKey(prefixEventOffset, s.opts.EventsTopic, partition), binary.BigEndian.AppendUint64(nil, uint64(next)), nil); err != nil {
+		return ApplyStats{}, fmt.Errorf("apply payment events: %w", err)
+	}
+	if txnDelta != 0 {
+		s.mu.Lock()
+		count := s.txnCount + txnDelta
+		s.mu.Unlock()
+		if err := b.Set([]byte(keyTxnCount), binary.BigEndian.AppendUint64(nil, uint64(count)), nil); err != nil {
+			return ApplyStats{}, fmt.Errorf("apply payment events: %w", err)
+		}
+	}
+	// NoSync: the batch is atomic with its offset, so losing the tail of the
+	// WAL in a machine crash only means re-reading those records.
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return ApplyStats{}, fmt.Errorf("apply payment events: commit: %w", err)
+	}
+	s.publish(s.eventOffsets, partition, next, txnDelta)
+	return st, nil
+}
+
+type applyOutcome int
+
+const (
+	outcomeApplied applyOutcome = iota
+	outcomeStale
+	outcomeTombstone
+	outcomeInvalid
+)
+
+func (s *Store) applyEvent(b *pebble.Batch, r *Record) (txnDelta int64, _ applyOutcome, _ error) {
+	if len(r.Value) == 0 {
+		if len(r.Key) == 0 {
+			s.log.Warn("payment event skipped: tombstone without a key", "offset", r.Offset)
+			return 0, outcomeInvalid, nil
+		}
+		existed, err := s.forget(b, string(r.Key))
+		if err != nil {
+			return 0, 0, err
+		}
+		if existed {
+			txnDelta = -1
+		}
+		return txnDelta, outcomeTombstone, nil
+	}
+	ev, err := schemas.DecodePaymentEvent(r.Value)
+	if err != nil {
+		s.log.Warn("payment event skipped", "offset", r.Offset, "error", err)
+		return 0, outcomeInvalid, nil
+	}
+	txnKey := []byte(prefixTxn + ev.SessionID)
+	prev, found, err := getCopy(b, txnKey)
+	if err != nil {
+		return 0, 0, err
+	}
+	if found {
+		prevVersion, prevOrder, _, err := snapshotHeader(prev)
+		if err != nil {
+			return 0, 0, fmt.Errorf("session %s: %w", ev.SessionID, err)
+		}
+		if prevVersion > 0 && ev.Version > 0 && ev.Version <= prevVersion {
+			return 0, outcomeStale, nil
+		}
+		if prevOrder != "" && prevOrder != ev.OrderNo {
+			if err := s.unmapOrder(b, prevOrder, ev.SessionID); err != nil {
+				return 0, 0, err
+			}
+		}
+	} else {
+		txnDelta = 1
+	}
+	if err := b.Set(txnKey, encodeSnapshot(&ev, r.Value), nil); err != nil {
+		return 0, 0, err
+	}
+	if ev.OrderNo != "" {
+		if err := b.Set([]byte(prefixOrder+ev.OrderNo), []byte(ev.SessionID), nil); err != nil {
+			return 0, 0, err
+		}
+	}
+	return txnDelta, outcomeApplied, nil
+}
+
+// forget deletes a session's snapshot and its order_no mapping.
+func (s *Store) forget(b *pebble.Batch, sessionID string) (bool, error) {
+	txnKey := []byte(prefixTxn + sessionID)
+	prev, found, err := getCopy(b, txnKey)
+	if err != nil || !found {
+		return false, err
+	}
+	if _, prevOrder, _, err := snapshotHeader(prev); err == nil && prevOrder != "" {
+		if err := s.unmapOrder(b, prevOrder, sessionID); err != nil {
+			return false, err
+		}
+	}
+	return true, b.Delete(txnKey, nil)
+}
+
+// unmapOrder removes order_no -> sessionID unless order_no now names another
+// session.
+func (s *Store) unmapOrder(b *pebble.Batch, orderNo, sessionID string) error {
+	key := []byte(prefixOrder + orderNo)
+	cur, found, err := getCopy(b, key)
+	if err != nil || !found || string(cur) != sessionID {
+		return err
+	}
+	return b.Delete(key, nil)
+}
+
+// Transaction returns the current snapshot of a session_id.
+func (s *Store) Transaction(sessionID string) (schemas.PaymentEvent, bool, error) {
+	v, found, err := getCopy(s.db, []byte(prefixTxn+sessionID))
+	if err != nil || !found {
+		if err != nil {
+			err = fmt.Errorf("look up session: %w", err)
+		}
+		return schemas.PaymentEvent{}, false, err
+	}
+	_, _, raw, err := snapshotHeader(v)
+	if err != nil {
+		return schemas.PaymentEvent{}, false, fmt.Errorf("look up session: %w", err)
+	}
+	ev, err := schemas.DecodePaymentEvent(raw)
+	if err != nil {
+		return schemas.PaymentEvent{}, false, fmt.Errorf("look up session: stored snapshot: %w", err)
+	}
+	return ev, true, nil
+}
+
+// SessionForOrder returns the session_id an order_no names.
+func (s *Store) SessionForOrder(orderNo string) (string, bool, error) {
+	v, found, err := getCopy(s.db, []byte(prefixOrder+orderNo))
+	if err != nil {
+		return "", false, fmt.Errorf("look up order_no: %w", err)
+	}
+	return string(v), found, nil
+}

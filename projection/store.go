@@ -1,0 +1,266 @@
+package projection
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"sync"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Key prefixes of the store. Offsets are kept per topic name so that a
+// change of topic in the configuration starts that topic from the beginning.
+const (
+	prefixTxn          = "t/" // t/<session_id> -> stored snapshot
+	prefixOrder        = "o/" // o/<order_no> -> session_id
+	prefixEventOffset  = "p/" // p/<topic>/<partition BE32> -> next offset BE64
+	prefixResult       = "r/" // r/<command_id> -> delivery result JSON, as published
+	prefixResultOffset = "q/" // q/<topic>/<partition BE32> -> next offset BE64
+	keyTxnCount        = "m/transactions"
+)
+
+// Record is one log record handed to the store: its offset, key and value.
+type Record struct {
+	Offset int64
+	Key    []byte
+	Value  []byte
+}
+
+// Options configures a Store.
+type Options struct {
+	// EventsTopic and ResultsTopic name the topics whose offsets are
+	// stored. They are part of the offset keys.
+	EventsTopic  string
+	ResultsTopic string
+	// Logger receives the store's own log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is the local projection. All methods are safe for concurrent use;
+// Apply calls for the same topic partition must not run concurrently.
+type Store struct {
+	db   *pebble.DB
+	opts Options
+	log  *slog.Logger
+
+	mu            sync.Mutex
+	eventOffsets  map[int]int64
+	resultOffsets map[int]int64
+	txnCount      int64
+	changed       chan struct{}
+	closed        bool
+}
+
+// Open opens (creating if needed) the store in dir and loads its offsets.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.EventsTopic == "" || opts.ResultsTopic == "" {
+		return nil, errors.New("open store: EventsTopic and ResultsTopic are required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{log}})
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s := &Store{db: db, opts: opts, log: log, changed: make(chan struct{})}
+	if s.eventOffsets, err = s.loadOffsets(prefixEventOffset, opts.EventsTopic); err == nil {
+		s.resultOffsets, err = s.loadOffsets(prefixResultOffset, opts.ResultsTopic)
+	}
+	if err == nil {
+		s.txnCount, err = s.getInt(keyTxnCount)
+	}
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+// Close flushes and closes the store. Waiters are released with an error.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.changed)
+	s.mu.Unlock()
+	if err := s.db.Flush(); err != nil {
+		_ = s.db.Close()
+		return fmt.Errorf("close store: flush: %w", err)
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+func offsetKey(prefix, topic string, partition int) []byte {
+	k := make([]byte, 0, len(prefix)+len(topic)+5)
+	k = append(k, prefix...)
+	k = append(k, topic...)
+	k = append(k, '/')
+	return binary.BigEndian.AppendUint32(k, uint32(partition))
+}
+
+func (s *Store) loadOffsets(prefix, topic string) (map[int]int64, error) {
+	lower := offsetKey(prefix, topic, 0)
+	lower = lower[:len(lower)-4]
+	upper := append([]byte(nil), lower...)
+	upper[len(upper)-1]++ // '/' -> '0'
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, fmt.Errorf("load offsets of %s: %w", topic, err)
+	}
+	defer it.Close()
+	out := make(map[int]int64)
+	for it.First(); it.Valid(); it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != len(lower)+4 || len(v) != 8 {
+			return nil, fmt.Errorf("load offsets of %s: corrupt entry %q", topic, k)
+		}
+		out[int(binary.BigEndian.Uint32(k[len(lower):]))] = int64(binary.BigEndian.Uint64(v))
+	}
+	return out, it.Error()
+}
+
+func (s *Store) getInt(key string) (int64, error) {
+	v, closer, err := s.db.Get([]byte(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("corrupt %s", key)
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// EventOffsets returns, per payment-events partition, the next offset to
+// read. A partition absent from the map has never been read: start it at
+// the earliest offset.
+func (s *Store) EventOffsets() map[int]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.eventOffsets)
+}
+
+// ResultOffsets is EventOffsets for the results topic.
+func (s *Store) ResultOffsets() map[int]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.resultOffsets)
+}
+
+// Transactions returns the number of transactions in the projection.
+func (s *Store) Transactions() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.txnCount
+}
+
+// Changed returns a channel that is closed the next time the store applies a
+// batch (or is closed). Call it again for the next change.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// ErrClosed is returned by waits when the store is closed.
+var ErrClosed = errors.New("projection store closed")
+
+// WaitEvents blocks until, for every partition in hwm, the next offset to
+// read from payment-events is at least hwm[partition] (the high-water mark:
+// every record below it has been applied), or ctx ends.
+func (s *Store) WaitEvents(ctx context.Context, hwm map[int]int64) error {
+	return s.wait(ctx, hwm, func() map[int]int64 { return s.eventOffsets })
+}
+
+// WaitResults is WaitEvents for the results topic.
+func (s *Store) WaitResults(ctx context.Context, hwm map[int]int64) error {
+	return s.wait(ctx, hwm, func() map[int]int64 { return s.resultOffsets })
+}
+
+func (s *Store) wait(ctx context.Context, hwm map[int]int64, offsets func() map[int]int64) error {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return ErrClosed
+		}
+		done := true
+		cur := offsets()
+		for p, h := range hwm {
+			if h > 0 && cur[p] < h {
+				done = false
+				break
+			}
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for projection to catch up: %w", context.Cause(ctx))
+		case <-ch:
+		}
+	}
+}
+
+// publish records new offsets in memory and wakes waiters. Called after a
+// batch has been committed.
+func (s *Store) publish(offsets map[int]int64, partition int, next int64, txnDelta int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	offsets[partition] = next
+	s.txnCount += txnDelta
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// pebbleLogger routes Pebble's log lines to slog.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}
+
+func getCopy(r interface {
+	Get([]byte) ([]byte, io.Closer, error)
+}, key []byte) ([]byte, bool, error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	return out, true, closer.Close()
+}

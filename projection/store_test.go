@@ -1,0 +1,237 @@
+package projection
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/schemas"
+)
+
+func openTest(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(dir, Options{EventsTopic: "payment-events", ResultsTopic: "notification-results"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func event(session, order string, state schemas.State, version int64, email string) []byte {
+	m := map[string]any{
+		"event_id": fmt.Sprintf("%s-%s-%d", session, state, version), "session_id": session,
+		"state": state, "timestamp_utc": "2026-11-02T09:00:07Z", "customer_email": email,
+		"notifications": map[string][]string{"email": {}},
+	}
+	if order != "" {
+		m["order_no"] = order
+	}
+	if version > 0 {
+		m["version"] = version
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func recs(values ...[]byte) []Record {
+	out := make([]Record, len(values))
+	for i, v := range values {
+		out[i] = Record{Offset: int64(i), Value: v}
+	}
+	return out
+}
+
+func TestApplyEvents(t *testing.T) {
+	type want struct {
+		session string
+		found   bool
+		state   schemas.State
+		email   string
+	}
+	cases := []struct {
+		name     string
+		records  []Record
+		stats    ApplyStats
+		sessions []want
+		orders   map[string]string // order_no -> session ("" = unmapped)
+		count    int64
+	}{
+		{
+			name:     "snapshot replaces the stored view",
+			records:  recs(event("s1", "o1", "created", 0, "a@x.com"), event("s1", "o1", "paid", 0, "b@x.com")),
+			stats:    ApplyStats{Applied: 2},
+			sessions: []want{{"s1", true, "paid", "b@x.com"}},
+			orders:   map[string]string{"o1": "s1"},
+			count:    1,
+		},
+		{
+			name:     "stale version is ignored",
+			records:  recs(event("s1", "", "paid", 3, "a@x.com"), event("s1", "", "created", 2, "b@x.com"), event("s1", "", "failed", 3, "c@x.com")),
+			stats:    ApplyStats{Applied: 1, Stale: 2},
+			sessions: []want{{"s1", true, "paid", "a@x.com"}},
+			count:    1,
+		},
+		{
+			// The versionless event replaces the snapshot, so the stored
+			// snapshot has no version and the next versioned event applies.
+			name:     "event without version applies in log order",
+			records:  recs(event("s1", "", "paid", 3, "a@x.com"), event("s1", "", "created", 0, "b@x.com"), event("s1", "", "failed", 1, "c@x.com")),
+			stats:    ApplyStats{Applied: 3},
+			sessions: []want{{"s1", true, "failed", "c@x.com"}},
+			count:    1,
+		},
+		{
+			name:     "tombstone forgets session, order and version",
+			records:  []Record{{Offset: 0, Value: event("s1", "o1", "paid", 5, "a@x.com")}, {Offset: 1, Key: []byte("s1")}, {Offset: 2, Value: event("s1", "", "created", 1, "b@x.com")}},
+			stats:    ApplyStats{Applied: 2, Tombstones: 1},
+			sessions: []want{{"s1", true, "created", "b@x.com"}},
+			orders:   map[string]string{"o1": ""},
+			count:    1,
+		},
+		{
+			name:     "tombstone of unknown session",
+			records:  []Record{{Offset: 0, Key: []byte("nope")}},
+			stats:    ApplyStats{Tombstones: 1},
+			sessions: []want{{"nope", false, "", ""}},
+		},
+		{
+			name:     "order_no change moves the mapping",
+			records:  recs(event("s1", "o1", "created", 0, ""), event("s1", "o2", "paid", 0, "")),
+			stats:    ApplyStats{Applied: 2},
+			sessions: []want{{"s1", true, "paid", ""}},
+			orders:   map[string]string{"o1": "", "o2": "s1"},
+			count:    1,
+		},
+		{
+			name:     "reused order_no names the later session and survives the earlier's tombstone",
+			records:  []Record{{Offset: 0, Value: event("s1", "o1", "failed", 0, "")}, {Offset: 1, Value: event("s2", "o1", "created", 0, "")}, {Offset: 2, Key: []byte("s1")}},
+			stats:    ApplyStats{Applied: 2, Tombstones: 1},
+			sessions: []want{{"s1", false, "", ""}, {"s2", true, "created", ""}},
+			orders:   map[string]string{"o1": "s2"},
+			count:    1,
+		},
+		{
+			name:     "invalid records are skipped and counted",
+			records:  recs([]byte("{not json"), []byte(`{"event_id":"e","session_id":"s1","state":"bogus","timestamp_utc":"2026-01-01T00:00:00Z"}`), []byte(`[]`), event("s2", "", "paid", 0, "")),
+			stats:    ApplyStats{Applied: 1, Invalid: 3},
+			sessions: []want{{"s1", false, "", ""}, {"s2", true, "paid", ""}},
+			count:    1,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t, t.TempDir())
+			defer s.Close()
+			st, err := s.ApplyEvents(0, tc.records)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st != tc.stats {
+				t.Errorf("stats = %+v, want %+v", st, tc.stats)
+			}
+			for _, w := range tc.sessions {
+				ev, found, err := s.Transaction(w.session)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if found != w.found || ev.State != w.state || ev.CustomerEmail != w.email {
+					t.Errorf("session %s = (%v, %s, %q), want (%v, %s, %q)", w.session, found, ev.State, ev.CustomerEmail, w.found, w.state, w.email)
+				}
+			}
+			for order, wantSession := range tc.orders {
+				got, found, err := s.SessionForOrder(order)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if (wantSession != "") != found || got != wantSession {
+					t.Errorf("order %s -> %q (%v), want %q", order, got, found, wantSession)
+				}
+			}
+			if got := s.Transactions(); got != tc.count {
+				t.Errorf("transactions = %d, want %d", got, tc.count)
+			}
+			if got := s.EventOffsets()[0]; got != int64(len(tc.records)) {
+				t.Errorf("next offset = %d, want %d", got, len(tc.records))
+			}
+		})
+	}
+}
+
+func TestOffsetsAndStateSurviveReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	if _, err := s.ApplyEvents(3, []Record{{Offset: 41, Value: event("s1", "o1", "paid", 0, "a@x.com")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ApplyResults(1, []Record{{Offset: 7, Value: []byte(`{"command_id":"c1","result_id":"r1"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	defer s.Close()
+	if got := s.EventOffsets(); got[3] != 42 || len(got) != 1 {
+		t.Errorf("event offsets after reopen = %v", got)
+	}
+	if got := s.ResultOffsets(); got[1] != 8 || len(got) != 1 {
+		t.Errorf("result offsets after reopen = %v", got)
+	}
+	if ev, found, _ := s.Transaction("s1"); !found || ev.State != "paid" {
+		t.Errorf("snapshot after reopen = %v %+v", found, ev)
+	}
+	if s.Transactions() != 1 {
+		t.Errorf("count after reopen = %d", s.Transactions())
+	}
+	if v, found, _ := s.Result("c1"); !found || string(v) != `{"command_id":"c1","result_id":"r1"}` {
+		t.Errorf("result after reopen = %v %s", found, v)
+	}
+}
+
+func TestFirstResultWins(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	if err := s.RecordResult("c1", []byte(`{"command_id":"c1","result_id":"first"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ApplyResults(0, []Record{{Offset: 0, Value: []byte(`{"command_id":"c1","result_id":"second"}`)}, {Offset: 1, Value: []byte(`garbage`)}}); err != nil {
+		t.Fatal(err)
+	}
+	v, _, _ := s.Result("c1")
+	if string(v) != `{"command_id":"c1","result_id":"first"}` {
+		t.Errorf("result = %s", v)
+	}
+	if s.ResultOffsets()[0] != 2 {
+		t.Errorf("offset = %v", s.ResultOffsets())
+	}
+}
+
+func TestWaitEvents(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.WaitEvents(ctx, map[int]int64{0: 2, 1: 0}) }()
+	if _, err := s.ApplyEvents(0, []Record{{Offset: 0, Value: event("s1", "", "paid", 0, "")}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("wait returned before catch-up: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if _, err := s.ApplyEvents(0, []Record{{Offset: 1, Value: event("s2", "", "paid", 0, "")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel2()
+	if err := s.WaitEvents(short, map[int]int64{5: 1}); err == nil {
+		t.Fatal("wait on a partition never applied returned nil")
+	}
+}
