@@ -1,0 +1,450 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// Transactions is the read side of the projection that dispatch needs.
+type Transactions interface {
+	// Transaction returns the latest snapshot of a session; ok is false
+	// when the session is unknown.
+	Transaction(sessionID string) (schemas.PaymentEvent, bool, error)
+	// SessionForOrder returns the session of an order; ok is false when
+	// the order is unknown.
+	SessionForOrder(orderNo string) (string, bool, error)
+}
+
+// Config configures a Dispatcher.
+type Config struct {
+	// Providers sends each channel; a channel without a provider is
+	// rejected with provider_not_configured.
+	Providers map[schemas.Channel]Provider
+	// Retry is each channel's retry policy; a missing channel, or zero
+	// fields, take the defaults.
+	Retry map[schemas.Channel]RetryPolicy
+	// Templates renders the messages; required.
+	Templates *Templates
+	// Now stamps processed_at; default time.Now.
+	Now func() time.Time
+}
+
+// Dispatcher decides and sends the notifications of resend commands. It is
+// safe for concurrent use.
+type Dispatcher struct {
+	providers map[schemas.Channel]Provider
+	retry     map[schemas.Channel]RetryPolicy
+	templates *Templates
+	now       func() time.Time
+	txns      Transactions
+	log       *slog.Logger
+
+	// clock and sleep drive the retry budget and backoff waits; tests
+	// replace them.
+	clock func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
+}
+
+// New returns a Dispatcher reading transactions from txns and logging to log
+// (nil discards). It fails on a missing Templates or txns, a provider or
+// retry policy for an unknown channel, or an invalid retry policy (the error
+// names it, e.g. "retry.sms: max_attempts: must be >= 1").
+func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
+	if cfg.Templates == nil {
+		return nil, errors.New("dispatch: templates are required")
+	}
+	if txns == nil {
+		return nil, errors.New("dispatch: transactions are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Dispatcher{
+		providers: map[schemas.Channel]Provider{},
+		retry:     map[schemas.Channel]RetryPolicy{},
+		templates: cfg.Templates,
+		now:       cfg.Now,
+		txns:      txns,
+		log:       log,
+		clock:     time.Now,
+		sleep:     sleepCtx,
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
+	for ch, p := range cfg.Providers {
+		if !ch.Valid() {
+			return nil, fmt.Errorf("dispatch: providers: unknown channel %q", ch)
+		}
+		if p != nil {
+			d.providers[ch] = p
+		}
+	}
+	for ch := range cfg.Retry {
+		if !ch.Valid() {
+			return nil, fmt.Errorf("dispatch: retry: unknown channel %q", ch)
+		}
+	}
+	for _, ch := range schemas.Channels {
+		p := cfg.Retry[ch]
+		p.SetDefaults()
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("dispatch: retry.%s: %w", ch, err)
+		}
+		d.retry[ch] = p
+	}
+	return d, nil
+}
+
+// Resolution is the transaction a command names. Reason is "" when the
+// command names exactly one known transaction (Txn); otherwise it is
+// unknown_transaction or identifier_mismatch and Detail says why.
+type Resolution struct {
+	Txn    schemas.PaymentEvent
+	Reason schemas.Reason
+	Detail string
+}
+
+// Resolve finds the transaction cmd names. With session_id only or order_no
+// only, the transaction is that of the identifier, or unknown_transaction.
+// With both: unknown_transaction when neither names a known transaction;
+// identifier_mismatch when at least one does but they do not name one and
+// the same transaction (the session's snapshot carries the command's
+// order_no, or the order maps to the command's session). The error is only
+// for store failures.
+func (d *Dispatcher) Resolve(cmd schemas.ResendCommand) (Resolution, error) {
+	var (
+		bySession   schemas.PaymentEvent
+		sessionOK   bool
+		orderTxn    schemas.PaymentEvent
+		orderOK     bool
+		orderSessID string
+	)
+	if cmd.SessionID != "" {
+		txn, ok, err := d.txns.Transaction(cmd.SessionID)
+		if err != nil {
+			return Resolution{}, fmt.Errorf("dispatch: look up session: %w", err)
+		}
+		bySession, sessionOK = txn, ok
+	}
+	if cmd.OrderNo != "" && !(sessionOK && bySession.OrderNo == cmd.OrderNo) {
+		sid, ok, err := d.txns.SessionForOrder(cmd.OrderNo)
+		if err != nil {
+			return Resolution{}, fmt.Errorf("dispatch: look up order: %w", err)
+		}
+		if ok {
+			txn, ok, err := d.txns.Transaction(sid)
+			if err != nil {
+				return Resolution{}, fmt.Errorf("dispatch: look up order's session: %w", err)
+			}
+			orderTxn, orderOK, orderSessID = txn, ok, sid
+		}
+	}
+	switch {
+	case cmd.SessionID != "" && cmd.OrderNo != "":
+		switch {
+		case sessionOK && (bySession.OrderNo == cmd.OrderNo || orderSessID == cmd.SessionID):
+			return Resolution{Txn: bySession}, nil
+		case sessionOK && orderOK:
+			return Resolution{Reason: schemas.ReasonIdentifierMismatch,
+				Detail: fmt.Sprintf("session_id %q and order_no %q name different transactions", cmd.SessionID, cmd.OrderNo)}, nil
+		case sessionOK:
+			return Resolution{Reason: schemas.ReasonIdentifierMismatch,
+				Detail: fmt.Sprintf("order_no %q is not the order of session_id %q", cmd.OrderNo, cmd.SessionID)}, nil
+		case orderOK:
+			return Resolution{Reason: schemas.ReasonIdentifierMismatch,
+				Detail: fmt.Sprintf("session_id %q is unknown but order_no %q names another session", cmd.SessionID, cmd.OrderNo)}, nil
+		default:
+			return Resolution{Reason: schemas.ReasonUnknownTransaction,
+				Detail: fmt.Sprintf("no transaction with session_id %q or order_no %q", cmd.SessionID, cmd.OrderNo)}, nil
+		}
+	case cmd.SessionID != "":
+		if sessionOK {
+			return Resolution{Txn: bySession}, nil
+		}
+		return Resolution{Reason: schemas.ReasonUnknownTransaction,
+			Detail: fmt.Sprintf("no transaction with session_id %q", cmd.SessionID)}, nil
+	case cmd.OrderNo != "":
+		if orderOK {
+			return Resolution{Txn: orderTxn}, nil
+		}
+		return Resolution{Reason: schemas.ReasonUnknownTransaction,
+			Detail: fmt.Sprintf("no transaction with order_no %q", cmd.OrderNo)}, nil
+	default:
+		return Resolution{Reason: schemas.ReasonUnknownTransaction,
+			Detail: "the command names neither session_id nor order_no"}, nil
+	}
+}
+
+// job is one accepted channel waiting to be sent.
+type job struct {
+	index    int
+	provider Provider
+	policy   RetryPolicy
+	msg      Message
+}
+
+// Deliver checks each channel cmd requests against txn and sends the
+// accepted ones concurrently, one goroutine per channel, each with its
+// channel's RetryPolicy. See the package documentation for the checks,
+// their order and the result. It always returns a result; ctx ending makes
+// unsent channels fail with provider_unavailable.
+func (d *Dispatcher) Deliver(ctx context.Context, cmd schemas.ResendCommand, txn schemas.PaymentEvent) schemas.DeliveryResult {
+	results := make([]schemas.ChannelResult, len(cmd.Channels))
+	var jobs []job
+	data := dataFor(&txn)
+	lang := schemas.Language(data.Language)
+	for i, ch := range cmd.Channels {
+		res, j := d.check(cmd, &txn, ch, lang, data)
+		results[i] = res
+		if j != nil {
+			j.index = i
+			jobs = append(jobs, *j)
+		}
+	}
+
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Go(func() {
+			results[j.index] = d.send(ctx, j, results[j.index])
+		})
+	}
+	wg.Wait()
+
+	state := txn.State
+	out := schemas.DeliveryResult{
+		ResultID:    uuid.NewString(),
+		CommandID:   cmd.CommandID,
+		SessionID:   txn.SessionID,
+		OrderNo:     txn.OrderNo,
+		State:       &state,
+		Channels:    results,
+		RequestedBy: cmd.RequestedBy,
+		RequestedAt: cmd.RequestedAt,
+		ProcessedAt: d.now().UTC(),
+	}
+	out.Outcome, out.Message = summarise(results)
+	return out
+}
+
+// check applies the per-channel checks in order. It returns the channel's
+// result and, when the channel is accepted, the job that sends it.
+func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent, ch schemas.Channel, lang schemas.Language, data TemplateData) (schemas.ChannelResult, *job) {
+	contact := contactFor(ch, txn)
+	res := schemas.ChannelResult{Channel: ch, Recipient: MaskRecipient(ch, contact)}
+	reject := func(reason schemas.Reason, format string, args ...any) (schemas.ChannelResult, *job) {
+		res.Status = schemas.StatusRejected
+		res.Reason = reason
+		res.Detail = fmt.Sprintf(format, args...)
+		return res, nil
+	}
+	if !Supports(ch, txn.State) {
+		return reject(schemas.ReasonStateNotSupported, "%s cannot notify about state %s", ch, txn.State)
+	}
+	enabled, present := txn.Notifications[ch]
+	if !present {
+		return reject(schemas.ReasonChannelNotEnabled, "%s notifications were not enabled for this transaction", ch)
+	}
+	if len(enabled) > 0 && !slices.Contains(enabled, txn.State) {
+		return reject(schemas.ReasonStateNotEnabled, "%s notifications were not enabled for state %s", ch, txn.State)
+	}
+	if contact == "" {
+		if ch == schemas.ChannelEmail {
+			return reject(schemas.ReasonMissingContact, "the transaction has no customer email")
+		}
+		return reject(schemas.ReasonMissingContact, "the transaction has no customer phone")
+	}
+	if err := validateContact(ch, contact); err != nil {
+		return reject(schemas.ReasonInvalidContact, "%v", err)
+	}
+	provider := d.providers[ch]
+	if provider == nil {
+		return reject(schemas.ReasonProviderNotConfigured, "no %s provider is configured", ch)
+	}
+	r, ok, err := d.templates.Render(ch, txn.State, lang, data)
+	if !ok {
+		return reject(schemas.ReasonTemplateNotConfigured, "no %s template for state %s in %s or en", ch, txn.State, lang)
+	}
+	if err != nil {
+		d.log.Error("template failed to render", "command_id", cmd.CommandID, "channel", string(ch),
+			"state", string(txn.State), "language", string(lang), "error", err)
+		return reject(schemas.ReasonTemplateNotConfigured, "the %s template for state %s failed to render", ch, txn.State)
+	}
+	return res, &job{
+		provider: provider,
+		policy:   d.retry[ch],
+		msg: Message{
+			Channel: ch, To: contact, CommandID: cmd.CommandID,
+			Subject: r.Subject, Text: r.Text, HTML: r.HTML, WhatsApp: r.WhatsApp,
+		},
+	}
+}
+
+// send sends one accepted channel with retries and completes its result.
+func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult) schemas.ChannelResult {
+	p := j.policy
+	res.Provider = j.provider.Name()
+	fail := func(reason schemas.Reason, detail string) schemas.ChannelResult {
+		res.Status = schemas.StatusFailed
+		res.Reason = reason
+		res.Detail = detail
+		return res
+	}
+	start := d.clock()
+	deadline := start.Add(p.MaxElapsed)
+	var lastDetail string
+	for {
+		if err := ctx.Err(); err != nil {
+			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "stopped: "+err.Error(), lastDetail))
+		}
+		remaining := deadline.Sub(d.clock())
+		if remaining <= 0 {
+			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "retry budget of "+p.MaxElapsed.String()+" used up", lastDetail))
+		}
+		actx, cancel := context.WithTimeout(ctx, min(p.AttemptTimeout, remaining))
+		receipt, err := j.provider.Send(actx, j.msg)
+		cancel()
+		res.Attempts++
+		if err == nil {
+			res.ProviderMessageID = receipt.MessageID
+			res.Status = schemas.StatusSent
+			return res
+		}
+		permanent := IsPermanent(err)
+		lastDetail = errorDetail(err)
+		if lastDetail == "" {
+			lastDetail = "provider error"
+		}
+		d.log.Warn("provider attempt failed",
+			"command_id", j.msg.CommandID,
+			"channel", string(j.msg.Channel),
+			"recipient", res.Recipient,
+			"provider", res.Provider,
+			"attempt", res.Attempts,
+			"permanent", permanent,
+			"error", scrub(err.Error(), j.msg.To, res.Recipient))
+		if permanent {
+			return fail(schemas.ReasonProviderRejected, "provider rejected the message: "+lastDetail)
+		}
+		if ctx.Err() != nil {
+			continue // reported at the top of the loop
+		}
+		if res.Attempts >= p.MaxAttempts {
+			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "", lastDetail))
+		}
+		wait := max(p.backoff(res.Attempts), retryAfter(err))
+		if !d.clock().Add(wait).Before(deadline) {
+			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "next retry in "+wait.String()+" would pass the retry budget of "+p.MaxElapsed.String(), lastDetail))
+		}
+		if err := d.sleep(ctx, wait); err != nil {
+			continue // ctx ended; reported at the top of the loop
+		}
+	}
+}
+
+// giveUp phrases a provider_unavailable detail.
+func giveUp(attempts int, why, last string) string {
+	var b strings.Builder
+	b.WriteString("provider unavailable")
+	if attempts > 0 {
+		fmt.Fprintf(&b, " after %d attempt", attempts)
+		if attempts > 1 {
+			b.WriteString("s")
+		}
+	}
+	if why != "" {
+		b.WriteString(" (" + why + ")")
+	}
+	if last != "" {
+		b.WriteString(": " + last)
+	}
+	return b.String()
+}
+
+// scrub replaces the full contact in a provider's error text by its mask.
+func scrub(s, contact, mask string) string {
+	if contact == "" {
+		return s
+	}
+	if mask == "" {
+		mask = masked
+	}
+	return strings.ReplaceAll(s, contact, mask)
+}
+
+// summarise returns the outcome and message of a result's channels.
+func summarise(results []schemas.ChannelResult) (schemas.Outcome, string) {
+	var sent, other []string
+	for _, r := range results {
+		switch r.Status {
+		case schemas.StatusSent:
+			sent = append(sent, string(r.Channel)+" sent")
+		default:
+			other = append(other, fmt.Sprintf("%s %s (%s)", r.Channel, r.Status, r.Reason))
+		}
+	}
+	switch {
+	case len(results) == 0:
+		return schemas.OutcomeNotNotified, "Customer not notified: no channels requested."
+	case len(other) == 0:
+		return schemas.OutcomeNotified, schemas.MessageNotified
+	case len(sent) == 0:
+		return schemas.OutcomeNotNotified, "Customer not notified: " + strings.Join(other, "; ") + "."
+	default:
+		return schemas.OutcomePartiallyNotified, "Customer partially notified: " + strings.Join(append(sent, other...), "; ") + "."
+	}
+}
+
+// Failure builds the result of a command that failed as a whole: outcome
+// not_notified, an empty channels list, state nil unless the transaction is
+// known, the reason and detail, a human message, a new result_id, the
+// command's ids and requested_by/at, and processed_at.
+func (d *Dispatcher) Failure(cmd schemas.ResendCommand, state *schemas.State, reason schemas.Reason, detail string) schemas.DeliveryResult {
+	var st *schemas.State
+	if state != nil {
+		s := *state
+		st = &s
+	}
+	return schemas.DeliveryResult{
+		ResultID:    uuid.NewString(),
+		CommandID:   cmd.CommandID,
+		SessionID:   cmd.SessionID,
+		OrderNo:     cmd.OrderNo,
+		State:       st,
+		Outcome:     schemas.OutcomeNotNotified,
+		Message:     failureMessage(reason),
+		Reason:      reason,
+		Detail:      detail,
+		Channels:    []schemas.ChannelResult{},
+		RequestedBy: cmd.RequestedBy,
+		RequestedAt: cmd.RequestedAt,
+		ProcessedAt: d.now().UTC(),
+	}
+}
+
+// failureMessage phrases a whole-command failure.
+func failureMessage(reason schemas.Reason) string {
+	switch reason {
+	case schemas.ReasonInvalidCommand:
+		return "Customer not notified: the command is invalid."
+	case schemas.ReasonUnknownTransaction:
+		return "Customer not notified: the transaction is not known."
+	case schemas.ReasonIdentifierMismatch:
+		return "Customer not notified: session_id and order_no do not name the same transaction."
+	case schemas.ReasonCommandExpired:
+		return "Customer not notified: the command expired before it was processed."
+	case "":
+		return "Customer not notified."
+	default:
+		return "Customer not notified (" + string(reason) + ")."
+	}
+}
