@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -23,10 +26,14 @@ var ErrNotJSON = errors.New("not a JSON object")
 
 // ValidationError says which field of a message breaks its schema and how.
 type ValidationError struct {
-	Field   string
+	// Field is the member at fault, e.g. "version" or "notifications.sms";
+	// "" when the message as a whole is at fault.
+	Field string
+	// Problem says what is wrong with it.
 	Problem string
 }
 
+// Error returns "field: problem", or the problem alone without a field.
 func (e *ValidationError) Error() string {
 	if e.Field == "" {
 		return e.Problem
@@ -38,25 +45,46 @@ func invalid(field, format string, args ...any) error {
 	return &ValidationError{Field: field, Problem: fmt.Sprintf(format, args...)}
 }
 
-// decodeObject unmarshals data into v, reporting non-JSON and non-object
-// values as ErrNotJSON and type mismatches as a *ValidationError.
+// decodeObject unmarshals the JSON object data into the struct v (a pointer),
+// reporting non-JSON and non-object values as ErrNotJSON and type mismatches
+// as a *ValidationError. Unlike json.Unmarshal it matches member names
+// exactly, as JSON Schema does: "EVENT_ID" or "ſtate" are unknown members,
+// not event_id or state. Of duplicate members the last one wins, as in the
+// schema validator.
 func decodeObject(data []byte, v any) error {
-	trimmed := bytes.TrimSpace(data)
-	if !utf8.Valid(trimmed) {
+	if !utf8.Valid(data) {
 		return fmt.Errorf("%w: invalid UTF-8", ErrNotJSON)
 	}
-	if !json.Valid(trimmed) {
+	if !json.Valid(data) {
 		return fmt.Errorf("%w: malformed JSON", ErrNotJSON)
 	}
-	if len(trimmed) == 0 || trimmed[0] != '{' {
+	// Only JSON's own whitespace: json.Valid has accepted nothing else.
+	if trimmed := bytes.TrimLeft(data, " \t\r\n"); trimmed[0] != '{' {
 		return fmt.Errorf("%w: value is not an object", ErrNotJSON)
 	}
-	if err := json.Unmarshal(trimmed, v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return invalid(te.Field, "must be %s, got %s", jsonType(te.Type.Kind().String()), te.Value)
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(data, &members); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotJSON, err)
+	}
+	rv := reflect.ValueOf(v).Elem()
+	rt := rv.Type()
+	for i := range rt.NumField() {
+		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+		member, ok := members[name]
+		if !ok {
+			continue
 		}
-		return invalid("", "%v", err)
+		if err := json.Unmarshal(member, rv.Field(i).Addr().Interface()); err != nil {
+			var te *json.UnmarshalTypeError
+			if !errors.As(err, &te) {
+				return invalid(name, "%v", err)
+			}
+			want := jsonType(te.Type.Kind().String())
+			if rt.Field(i).Type.Kind() == reflect.Slice && te.Type.Kind() != reflect.Slice {
+				return invalid(name, "items must be %s, got %s", want, te.Value)
+			}
+			return invalid(name, "must be %s, got %s", want, te.Value)
+		}
 	}
 	return nil
 }
@@ -76,17 +104,55 @@ func jsonType(kind string) string {
 	}
 }
 
+// Patterns of the timestamps accepted, shared with the JSON Schemas (the
+// tests check that the schemas carry the same patterns). They check the
+// calendar (month lengths, leap years) so that a schema validator without
+// format assertion agrees with the decoders. Years run from 0001 to 9998 so
+// that any offset leaves the UTC instant within what time.Time marshals.
+const (
+	yearPattern     = `(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])`
+	leapYearPattern = `(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)`
+	datePattern     = `(?:` + yearPattern + `-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|` + leapYearPattern + `-02-29)`
+	clockPattern    = `(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:[.][0-9]+)?`
+	offsetPattern   = `(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])`
+
+	// dateTimePattern is RFC 3339 date-time with an upper-case T and Z (Go's
+	// time package rejects lower case) and no leap second.
+	dateTimePattern = `^` + datePattern + `T` + clockPattern + offsetPattern + `$`
+	// timestampPattern is dateTimePattern or GatewayTimeLayout, optionally
+	// with a fraction of a second.
+	timestampPattern = `^` + datePattern + `(?:T` + clockPattern + offsetPattern + `| ` + clockPattern + `)$`
+)
+
+var (
+	dateTimeRE     = regexp.MustCompile(dateTimePattern)
+	gatewayTimeRE  = regexp.MustCompile(`^` + datePattern + ` ` + clockPattern + `$`)
+	errNotDateTime = errors.New("not an RFC 3339 date-time")
+)
+
+// parseDateTime reads an RFC 3339 date-time as dateTimePattern restricts it.
+func parseDateTime(s string) (time.Time, error) {
+	if !dateTimeRE.MatchString(s) {
+		return time.Time{}, errNotDateTime
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}
+
 // ParseTimestamp reads an RFC 3339 timestamp or the gateway's
-// "2006-01-02 15:04:05" UTC form.
+// "2006-01-02 15:04:05" UTC form, either optionally with a fraction of a
+// second. It is strict where time.Parse is lenient: two-digit hours, a
+// period before the fraction, upper-case T and Z, offsets up to ±23:59 and
+// years 0001 to 9998, exactly as the payment event schema's timestamp_utc.
 func ParseTimestamp(s string) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+	if t, err := parseDateTime(s); err == nil {
 		return t.UTC(), nil
 	}
-	t, err := time.ParseInLocation(GatewayTimeLayout, s, time.UTC)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("not RFC 3339 nor %q", GatewayTimeLayout)
+	if gatewayTimeRE.MatchString(s) {
+		if t, err := time.ParseInLocation(GatewayTimeLayout, s, time.UTC); err == nil {
+			return t, nil
+		}
 	}
-	return t, nil
+	return time.Time{}, fmt.Errorf("not RFC 3339 nor %q", GatewayTimeLayout)
 }
 
 func checkID(field, v string, required bool) error {
@@ -107,7 +173,7 @@ type rawPaymentEvent struct {
 	SessionID         *string                    `json:"session_id"`
 	OrderNo           *string                    `json:"order_no"`
 	State             *string                    `json:"state"`
-	Version           *json.Number               `json:"version"`
+	Version           json.RawMessage            `json:"version"`
 	TimestampUTC      *string                    `json:"timestamp_utc"`
 	Amount            json.RawMessage            `json:"amount"`
 	CurrencyCode      *string                    `json:"currency_code"`
@@ -169,9 +235,9 @@ func (raw *rawPaymentEvent) validate() (PaymentEvent, error) {
 	if !ev.State.Valid() {
 		return ev, invalid("state", "unknown state %q", truncate(string(ev.State), 32))
 	}
-	if raw.Version != nil {
-		v, err := raw.Version.Int64()
-		if err != nil || v < 1 {
+	if len(raw.Version) > 0 && string(raw.Version) != "null" {
+		v, ok := positiveInt(string(raw.Version))
+		if !ok {
 			return ev, invalid("version", "must be a positive integer")
 		}
 		ev.Version = v
@@ -197,15 +263,17 @@ func (raw *rawPaymentEvent) validate() (PaymentEvent, error) {
 	}
 	if raw.Notifications != nil {
 		ev.Notifications = make(map[Channel][]State, len(raw.Notifications))
-		for name, list := range raw.Notifications {
-			ch := Channel(name)
-			if !ch.Valid() {
-				// Unknown channels are ignored like unknown fields: a newer
-				// gateway may offer channels notifyd does not send on.
+		// Unknown channels are ignored like unknown fields: a newer gateway
+		// may offer channels notifyd does not send on. A known channel's
+		// list must be an array (null is not the empty list).
+		for _, ch := range Channels {
+			name := string(ch)
+			list, ok := raw.Notifications[name]
+			if !ok {
 				continue
 			}
 			var states []string
-			if err := json.Unmarshal(list, &states); err != nil {
+			if err := json.Unmarshal(list, &states); err != nil || states == nil {
 				return ev, invalid("notifications."+name, "must be a list of states")
 			}
 			out := make([]State, 0, len(states))
@@ -286,7 +354,7 @@ func (raw *rawCommand) validate() (ResendCommand, error) {
 		cmd.Channels = append(cmd.Channels, ch)
 	}
 	if cmd.RequestedAt != "" {
-		if _, err := time.Parse(time.RFC3339Nano, cmd.RequestedAt); err != nil {
+		if _, err := parseDateTime(cmd.RequestedAt); err != nil {
 			return cmd, invalid("requested_at", "must be an RFC 3339 timestamp")
 		}
 	}
@@ -322,6 +390,37 @@ func PeekCommand(data []byte) (id CommandIdentity, ok bool) {
 	}
 	id = CommandIdentity{CommandID: get("command_id"), SessionID: get("session_id"), OrderNo: get("order_no")}
 	return id, id.CommandID != ""
+}
+
+// positiveInt returns the value of the JSON number lit if it is an integer
+// from 1 to math.MaxInt64, whatever its spelling: 1.0, 1e2 and 10e-1 are
+// integers to JSON Schema, so they are here.
+func positiveInt(lit string) (int64, bool) {
+	if lit == "" || lit[0] == '-' || lit[0] < '0' || lit[0] > '9' {
+		return 0, false
+	}
+	mant, exp := lit, int64(0)
+	if i := strings.IndexAny(lit, "eE"); i >= 0 {
+		mant = lit[:i]
+		e, err := strconv.ParseInt(lit[i+1:], 10, 64)
+		// A nonzero value with so large an exponent is a fraction or
+		// too big, whatever the length of its mantissa.
+		if err != nil || e > 1<<40 || e < -1<<40 {
+			return 0, false
+		}
+		exp = e
+	}
+	whole, frac, _ := strings.Cut(mant, ".")
+	digits := strings.TrimLeft(whole+frac, "0")
+	exp -= int64(len(frac))
+	trimmed := strings.TrimRight(digits, "0")
+	exp += int64(len(digits) - len(trimmed))
+	digits = trimmed
+	if digits == "" || exp < 0 || int64(len(digits))+exp > 19 {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(digits+strings.Repeat("0", int(exp)), 10, 64)
+	return v, err == nil
 }
 
 func truncate(s string, n int) string {

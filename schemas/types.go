@@ -200,6 +200,17 @@ type DeliveryResult struct {
 	ProcessedAt time.Time `json:"processed_at"`
 }
 
+// MarshalJSON encodes the result with nil Channels as "channels":[], never
+// null, as the delivery-result schema requires.
+func (r DeliveryResult) MarshalJSON() ([]byte, error) {
+	type plain DeliveryResult // no methods: no recursion
+	p := plain(r)
+	if p.Channels == nil {
+		p.Channels = []ChannelResult{}
+	}
+	return json.Marshal(p)
+}
+
 // Key returns the Kafka key of the result: session_id, else order_no, else
 // command_id.
 func (r *DeliveryResult) Key() string {
