@@ -51,7 +51,7 @@ func invalid(field, format string, args ...any) error {
 // exactly, as JSON Schema does: "EVENT_ID" or "ſtate" are unknown members,
 // not event_id or state. Of duplicate members the last one wins, as in the
 // schema validator.
-func decodeObject(data []byte, v any) error {
+func decodeObject(data []byte, v any, fields []string) error {
 	if !utf8.Valid(data) {
 		return fmt.Errorf("%w: invalid UTF-8", ErrNotJSON)
 	}
@@ -62,16 +62,27 @@ func decodeObject(data []byte, v any) error {
 	if trimmed := bytes.TrimLeft(data, " \t\r\n"); trimmed[0] != '{' {
 		return fmt.Errorf("%w: value is not an object", ErrNotJSON)
 	}
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(data, &members); err != nil {
-		return fmt.Errorf("%w: %v", ErrNotJSON, err)
-	}
 	rv := reflect.ValueOf(v).Elem()
 	rt := rv.Type()
-	for i := range rt.NumField() {
-		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
-		member, ok := members[name]
-		if !ok {
+	// The last of duplicate members wins.
+	members := make([][]byte, len(fields))
+	eachMember(data, func(name, value []byte) {
+		for i, f := range fields {
+			if string(name) == f {
+				members[i] = value
+				return
+			}
+		}
+	})
+	for i, name := range fields {
+		member := json.RawMessage(members[i])
+		if member == nil {
+			continue
+		}
+		if ok, err := decodeFast(member, rv.Field(i)); ok {
+			if err != nil {
+				return invalid(name, "%v", err)
+			}
 			continue
 		}
 		if err := json.Unmarshal(member, rv.Field(i).Addr().Interface()); err != nil {
@@ -87,6 +98,123 @@ func decodeObject(data []byte, v any) error {
 		}
 	}
 	return nil
+}
+
+// jsonNames lists the JSON member name of each field of a struct type, in
+// field order. The decoders compute theirs once, at package initialisation.
+func jsonNames(t reflect.Type) []string {
+	names := make([]string, t.NumField())
+	for i := range names {
+		names[i], _, _ = strings.Cut(t.Field(i).Tag.Get("json"), ",")
+	}
+	return names
+}
+
+// eachMember calls fn with the name and the raw value of each top-level
+// member of data, which must be a valid JSON object (json.Valid). Names are
+// unescaped; values are sub-slices of data. It replaces decoding into a
+// map[string]json.RawMessage, which costs most of a payment event's decode.
+func eachMember(data []byte, fn func(name, value []byte)) {
+	i := bytes.IndexByte(data, '{') + 1
+	for {
+		i = skipSpace(data, i)
+		if data[i] == '}' {
+			return
+		}
+		end := skipString(data, i)
+		name := data[i+1 : end-1]
+		if bytes.IndexByte(name, '\\') >= 0 {
+			var unescaped string
+			_ = json.Unmarshal(data[i:end], &unescaped)
+			name = []byte(unescaped)
+		}
+		i = skipSpace(data, end)
+		i = skipSpace(data, i+1) // ':'
+		vend := skipValue(data, i)
+		fn(name, data[i:vend])
+		i = skipSpace(data, vend)
+		if data[i] == ',' {
+			i++
+		}
+	}
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at data[i] == '"'.
+func skipString(data []byte, i int) int {
+	for i++; i < len(data); i++ {
+		switch data[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return i
+}
+
+// skipValue returns the index after the JSON value starting at data[i].
+func skipValue(data []byte, i int) int {
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for i < len(data) {
+			switch data[i] {
+			case '"':
+				i = skipString(data, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	default: // number, true, false, null
+		for i < len(data) && !strings.ContainsRune(",}] \t\r\n", rune(data[i])) {
+			i++
+		}
+		return i
+	}
+}
+
+var (
+	paymentEventFields = jsonNames(reflect.TypeFor[rawPaymentEvent]())
+	commandFields      = jsonNames(reflect.TypeFor[rawCommand]())
+	rawMessageType     = reflect.TypeFor[json.RawMessage]()
+	stringPtrType      = reflect.TypeFor[*string]()
+)
+
+// decodeFast decodes the common members without a second pass of the JSON
+// decoder: raw members, and strings without escapes into *string fields.
+// member is already known to be valid JSON (the whole object was parsed).
+// ok=false leaves the member to json.Unmarshal.
+func decodeFast(member json.RawMessage, field reflect.Value) (ok bool, err error) {
+	if field.Type() == rawMessageType {
+		field.SetBytes(member)
+		return true, nil
+	}
+	if field.Type() != stringPtrType {
+		return false, nil
+	}
+	if len(member) < 2 || member[0] != '"' || bytes.IndexByte(member, '\\') >= 0 {
+		return false, nil
+	}
+	s := string(member[1 : len(member)-1])
+	field.Set(reflect.ValueOf(&s))
+	return true, nil
 }
 
 func jsonType(kind string) string {
@@ -197,7 +325,7 @@ func str(p *string) string {
 // or are a *ValidationError naming the field.
 func DecodePaymentEvent(data []byte) (PaymentEvent, error) {
 	var raw rawPaymentEvent
-	if err := decodeObject(data, &raw); err != nil {
+	if err := decodeObject(data, &raw, paymentEventFields); err != nil {
 		return PaymentEvent{}, fmt.Errorf("payment event: %w", err)
 	}
 	ev, err := raw.validate()
@@ -305,7 +433,7 @@ const MaxRequestedByLength = 256
 // ErrNotJSON or are a *ValidationError naming the field.
 func DecodeCommand(data []byte) (ResendCommand, error) {
 	var raw rawCommand
-	if err := decodeObject(data, &raw); err != nil {
+	if err := decodeObject(data, &raw, commandFields); err != nil {
 		return ResendCommand{}, fmt.Errorf("resend command: %w", err)
 	}
 	cmd, err := raw.validate()
