@@ -272,6 +272,9 @@ func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent,
 	}
 	r, ok, err := d.templates.Render(ch, txn.State, lang, data)
 	if !ok {
+		if lang == schemas.LanguageEN {
+			return reject(schemas.ReasonTemplateNotConfigured, "no %s template for state %s in en", ch, txn.State)
+		}
 		return reject(schemas.ReasonTemplateNotConfigured, "no %s template for state %s in %s or en", ch, txn.State, lang)
 	}
 	if err != nil {

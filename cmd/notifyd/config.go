@@ -1,0 +1,363 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/notifyd/notifyd/consumer"
+	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// Config is the notifyd configuration file. Every key is documented in the
+// README's configuration reference.
+type Config struct {
+	Kafka          KafkaConfig               `yaml:"kafka"`
+	EmbeddedBroker EmbeddedBrokerConfig      `yaml:"embedded_broker"`
+	Store          StoreConfig               `yaml:"store"`
+	HTTP           HTTPConfig                `yaml:"http"`
+	Processing     ProcessingConfig          `yaml:"processing"`
+	Providers      map[string]ProviderConfig `yaml:"providers"`
+	Templates      dispatch.TemplateConfig   `yaml:"templates"`
+	Log            LogConfig                 `yaml:"log"`
+}
+
+// KafkaConfig is the kafka block.
+type KafkaConfig struct {
+	Brokers           []string        `yaml:"brokers"`
+	GroupID           string          `yaml:"group_id"`
+	ClientID          string          `yaml:"client_id"`
+	Topics            consumer.Topics `yaml:"topics"`
+	CreateTopics      *bool           `yaml:"create_topics"`
+	TopicPartitions   int             `yaml:"topic_partitions"`
+	ReplicationFactor int             `yaml:"replication_factor"`
+}
+
+// EmbeddedBrokerConfig is the embedded_broker block, used when kafka.brokers
+// is empty.
+type EmbeddedBrokerConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+// StoreConfig is the store block.
+type StoreConfig struct {
+	Dir string `yaml:"dir"`
+}
+
+// HTTPConfig is the http block.
+type HTTPConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+// ProcessingConfig is the processing block.
+type ProcessingConfig struct {
+	Concurrency     int           `yaml:"concurrency"`
+	CatchUpWait     time.Duration `yaml:"catch_up_wait"`
+	MaxCommandAge   time.Duration `yaml:"max_command_age"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// ProviderConfig is providers.<channel>.
+type ProviderConfig struct {
+	// Kind selects the provider: console (more kinds come with the real
+	// providers).
+	Kind    string               `yaml:"kind"`
+	Console ConsoleConfig        `yaml:"console"`
+	Retry   dispatch.RetryPolicy `yaml:"retry"`
+}
+
+// ConsoleConfig is providers.<channel>.console. The console provider prints
+// each rendered message (recipient masked) to standard output.
+type ConsoleConfig struct{}
+
+// LogConfig is the log block.
+type LogConfig struct {
+	// Level is debug, info, warn or error (default info).
+	Level string `yaml:"level"`
+	// Format is json or text (default: text on a terminal, else json).
+	Format string `yaml:"format"`
+}
+
+// embedded reports whether the configuration runs the embedded broker.
+func (c *Config) embedded() bool { return len(c.Kafka.Brokers) == 0 }
+
+// DefaultConfig is the configuration with no file: the embedded broker,
+// console providers on every channel and the built-in templates.
+func DefaultConfig() Config {
+	c := Config{Templates: dispatch.DefaultTemplates(), Providers: map[string]ProviderConfig{}}
+	for _, ch := range schemas.Channels {
+		c.Providers[string(ch)] = ProviderConfig{Kind: "console"}
+	}
+	c.setDefaults()
+	return c
+}
+
+func (c *Config) setDefaults() {
+	if c.EmbeddedBroker.Listen == "" {
+		c.EmbeddedBroker.Listen = "127.0.0.1:9092"
+	}
+	if c.Store.Dir == "" {
+		c.Store.Dir = "./data"
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:8080"
+	}
+	if c.Kafka.GroupID == "" {
+		c.Kafka.GroupID = "notifyd"
+	}
+	d := consumer.DefaultTopics()
+	for _, f := range []struct {
+		v   *string
+		def string
+	}{
+		{&c.Kafka.Topics.PaymentEvents, d.PaymentEvents}, {&c.Kafka.Topics.Commands, d.Commands},
+		{&c.Kafka.Topics.Results, d.Results}, {&c.Kafka.Topics.DeadLetter, d.DeadLetter},
+	} {
+		if *f.v == "" {
+			*f.v = f.def
+		}
+	}
+	if c.Processing.CatchUpWait == 0 {
+		c.Processing.CatchUpWait = 10 * time.Second
+	}
+	if c.Processing.MaxCommandAge == 0 {
+		c.Processing.MaxCommandAge = 24 * time.Hour
+	}
+	if c.Processing.Concurrency == 0 {
+		c.Processing.Concurrency = 64
+	}
+	if c.Processing.ShutdownTimeout == 0 {
+		c.Processing.ShutdownTimeout = 20 * time.Second
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	for name, p := range c.Providers {
+		p.Retry.SetDefaults()
+		c.Providers[name] = p
+	}
+}
+
+// Validate checks everything that can be checked without connecting, and
+// names the key of the first problem.
+func (c *Config) Validate() error {
+	for _, b := range c.Kafka.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return fmt.Errorf("kafka.brokers: %q is not host:port", b)
+		}
+	}
+	if c.embedded() {
+		if _, _, err := net.SplitHostPort(c.EmbeddedBroker.Listen); err != nil {
+			return fmt.Errorf("embedded_broker.listen: %q is not host:port", c.EmbeddedBroker.Listen)
+		}
+	}
+	if c.HTTP.Listen != "off" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			return fmt.Errorf("http.listen: %q is not host:port (or off)", c.HTTP.Listen)
+		}
+	}
+	if err := c.serviceConfig().Validate(); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(c.Providers))
+	for name := range c.Providers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		p := c.Providers[name]
+		if !schemas.Channel(name).Valid() {
+			return fmt.Errorf("providers.%s: unknown channel (want email, sms or whatsapp)", name)
+		}
+		switch p.Kind {
+		case "console":
+		case "":
+			return fmt.Errorf("providers.%s.kind: is required (console)", name)
+		default:
+			return fmt.Errorf("providers.%s.kind: unknown kind %q (want console)", name, p.Kind)
+		}
+		if err := p.Retry.Validate(); err != nil {
+			return fmt.Errorf("providers.%s.retry.%w", name, err)
+		}
+	}
+	if _, err := dispatch.ParseTemplates(c.Templates); err != nil {
+		return err
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q (want debug, info, warn or error)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "json", "text":
+	default:
+		return fmt.Errorf("log.format: %q (want json or text)", c.Log.Format)
+	}
+	return nil
+}
+
+// serviceConfig is the consumer's part of the configuration. Brokers are
+// filled in by serve once the embedded broker (if any) is listening.
+func (c *Config) serviceConfig() consumer.Config {
+	brokers := c.Kafka.Brokers
+	if c.embedded() {
+		brokers = []string{c.EmbeddedBroker.Listen}
+	}
+	return consumer.Config{
+		Brokers: brokers, GroupID: c.Kafka.GroupID, ClientID: c.Kafka.ClientID, Topics: c.Kafka.Topics,
+		CreateTopics: c.Kafka.CreateTopics, TopicPartitions: c.Kafka.TopicPartitions, ReplicationFactor: c.Kafka.ReplicationFactor,
+		StoreDir: c.Store.Dir, Concurrency: c.Processing.Concurrency, CatchUpWait: c.Processing.CatchUpWait,
+		MaxCommandAge: c.Processing.MaxCommandAge, ShutdownTimeout: c.Processing.ShutdownTimeout,
+	}
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnv replaces ${NAME} with the environment variable NAME; an unset
+// variable is an error, so a missing secret stops start-up.
+func expandEnv(data []byte) ([]byte, error) {
+	var missing []string
+	out := envRef.ReplaceAllFunc(data, func(ref []byte) []byte {
+		name := string(envRef.FindSubmatch(ref)[1])
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return []byte(v)
+	})
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("environment variables referenced but not set: %s", strings.Join(missing, ", "))
+	}
+	return out, nil
+}
+
+// LoadConfig reads a configuration file. A file replaces the built-in
+// templates and providers: what it does not configure is not configured.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig parses, defaults and validates a configuration.
+func ParseConfig(data []byte) (Config, error) {
+	data, err := expandEnv(data)
+	if err != nil {
+		return Config{}, err
+	}
+	var c Config
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return Config{}, fmt.Errorf("not valid YAML: %w", err)
+	}
+	if len(root.Content) > 0 {
+		lines := map[int]string{}
+		if err := checkKeys(root.Content[0], reflect.TypeOf(c), "", lines); err != nil {
+			return Config{}, err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(&c); err != nil {
+			return Config{}, nameKey(err, lines)
+		}
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// checkKeys walks the YAML tree against the Go type and reports an unknown
+// key by its full dotted name; it also records which key each line holds so
+// that decode errors (which yaml reports by line) can name the key.
+func checkKeys(n *yaml.Node, t reflect.Type, path string, lines map[int]string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if path != "" {
+		lines[n.Line] = path
+	}
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" {
+				name = strings.ToLower(f.Name)
+			}
+			fields[name] = f.Type
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := join(path, k.Value)
+			lines[k.Line] = key
+			ft, ok := fields[k.Value]
+			if !ok {
+				return fmt.Errorf("%s: unknown key", key)
+			}
+			if err := checkKeys(v, ft, key, lines); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := join(path, k.Value)
+			lines[k.Line] = key
+			if err := checkKeys(v, t.Elem(), key, lines); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		for _, v := range n.Content {
+			if err := checkKeys(v, t.Elem(), path, lines); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): (.*)`)
+
+// nameKey rewrites yaml's "line N: cannot unmarshal ..." into "key: ...".
+func nameKey(err error, lines map[int]string) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) || len(te.Errors) == 0 {
+		return err
+	}
+	m := yamlLine.FindStringSubmatch(te.Errors[0])
+	if m == nil {
+		return err
+	}
+	var line int
+	fmt.Sscan(m[1], &line)
+	if key, ok := lines[line]; ok {
+		return fmt.Errorf("%s: %s", key, m[2])
+	}
+	return err
+}

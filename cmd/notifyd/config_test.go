@@ -1,0 +1,105 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfig(t *testing.T) {
+	t.Setenv("NOTIFYD_TEST_SECRET", "s3cret")
+	cases := []struct {
+		name    string
+		yaml    string
+		wantErr string // substring; "" means valid
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "empty file: defaults, embedded broker, no providers or templates", yaml: "",
+			check: func(t *testing.T, c Config) {
+				if !c.embedded() || c.EmbeddedBroker.Listen != "127.0.0.1:9092" || c.Store.Dir != "./data" || c.Kafka.GroupID != "notifyd" {
+					t.Errorf("defaults: %+v", c)
+				}
+				if c.Processing.CatchUpWait != 10*time.Second || c.Processing.MaxCommandAge != 24*time.Hour || c.Processing.Concurrency != 64 {
+					t.Errorf("processing defaults: %+v", c.Processing)
+				}
+				if c.Kafka.Topics.PaymentEvents != "payment-events" || c.Kafka.Topics.DeadLetter != "notification-commands-dlq" {
+					t.Errorf("topics: %+v", c.Kafka.Topics)
+				}
+				if len(c.Providers) != 0 || len(c.Templates) != 0 {
+					t.Errorf("a file's providers and templates are the whole set: %+v", c.Providers)
+				}
+			}},
+		{name: "full", yaml: `
+kafka:
+  brokers: [k1:9092, k2:9092]
+  group_id: g
+  topics: {commands: cmds}
+processing: {concurrency: 8, catch_up_wait: 3s, max_command_age: 1h}
+providers:
+  email: {kind: console, retry: {max_attempts: 2}}
+templates:
+  email:
+    paid:
+      en: {subject: "Paid {{.OrderNo}}", text: "Hi {{.CustomerFirstName}}, ${NOTIFYD_TEST_SECRET}"}
+`, check: func(t *testing.T, c Config) {
+			if c.embedded() || len(c.Kafka.Brokers) != 2 || c.Kafka.Topics.Commands != "cmds" || c.Kafka.Topics.Results != "notification-results" {
+				t.Errorf("kafka: %+v", c.Kafka)
+			}
+			if c.Processing.CatchUpWait != 3*time.Second || c.Processing.Concurrency != 8 {
+				t.Errorf("processing: %+v", c.Processing)
+			}
+			if p := c.Providers["email"]; p.Retry.MaxAttempts != 2 || p.Retry.InitialBackoff != 500*time.Millisecond {
+				t.Errorf("retry defaults not filled: %+v", p.Retry)
+			}
+			if got := c.Templates["email"]["paid"]["en"].Text; got != "Hi {{.CustomerFirstName}}, s3cret" {
+				t.Errorf("env expansion: %q", got)
+			}
+		}},
+		{name: "unknown key", yaml: "kafka:\n  brokerz: [a:1]\n", wantErr: "kafka.brokerz: unknown key"},
+		{name: "unknown nested key", yaml: "providers:\n  email:\n    kind: console\n    smtp_host: x\n", wantErr: "providers.email.smtp_host: unknown key"},
+		{name: "wrong type", yaml: "processing:\n  concurrency: lots\n", wantErr: "processing.concurrency:"},
+		{name: "bad duration", yaml: "processing:\n  catch_up_wait: soon\n", wantErr: "processing.catch_up_wait:"},
+		{name: "negative duration", yaml: "processing:\n  max_command_age: -1s\n", wantErr: "processing.max_command_age:"},
+		{name: "zero concurrency is the default, negative is not", yaml: "processing:\n  concurrency: -2\n", wantErr: "processing.concurrency:"},
+		{name: "bad broker", yaml: "kafka:\n  brokers: [nohostport]\n", wantErr: "kafka.brokers:"},
+		{name: "same topic twice", yaml: "kafka:\n  topics: {results: x, dead_letter: x}\n", wantErr: "topic \"x\""},
+		{name: "unknown channel", yaml: "providers:\n  fax: {kind: console}\n", wantErr: "providers.fax:"},
+		{name: "unknown kind", yaml: "providers:\n  sms: {kind: carrier-pigeon}\n", wantErr: "providers.sms.kind:"},
+		{name: "missing kind", yaml: "providers:\n  sms: {}\n", wantErr: "providers.sms.kind:"},
+		{name: "bad retry", yaml: "providers:\n  sms: {kind: console, retry: {max_attempts: -1}}\n", wantErr: "providers.sms.retry.max_attempts"},
+		{name: "broken template", yaml: "templates:\n  sms:\n    paid:\n      en: {text: \"{{.Nope\"}\n", wantErr: "templates.sms.paid.en"},
+		{name: "template for unsupported cell", yaml: "templates:\n  whatsapp:\n    refunded:\n      en: {name: x, language: en}\n", wantErr: "templates.whatsapp.refunded"},
+		{name: "unset env var", yaml: "kafka:\n  client_id: ${NOTIFYD_TEST_UNSET_VAR}\n", wantErr: "NOTIFYD_TEST_UNSET_VAR"},
+		{name: "bad log level", yaml: "log: {level: loud}\n", wantErr: "log.level:"},
+		{name: "bad http listen", yaml: "http: {listen: nope}\n", wantErr: "http.listen:"},
+		{name: "not yaml", yaml: "kafka: [\n", wantErr: "not valid YAML"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(tc.yaml))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				tc.check(t, c)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("error leaks a secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	c := DefaultConfig()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Providers) != 3 || c.Providers["whatsapp"].Kind != "console" {
+		t.Errorf("providers: %+v", c.Providers)
+	}
+}

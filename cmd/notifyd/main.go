@@ -1,0 +1,123 @@
+// Command notifyd resends payment notifications: it follows payment-state
+// events into a local projection, answers resend commands from Kafka and
+// publishes one delivery result per command.
+//
+// Usage:
+//
+//	notifyd [serve] [-config FILE]     run the service (the default)
+//	notifyd resend -session-id X | -order-no Y -channels sms,email [-wait 30s]
+//	notifyd publish -topic T           produce JSON lines from stdin
+//	notifyd tail                       follow the results topic
+//	notifyd schema NAME                print a JSON Schema
+//
+// Every subcommand reads the same configuration (-config FILE or the
+// NOTIFYD_CONFIG environment variable); with none, notifyd runs on its
+// embedded Kafka-protocol broker with console providers.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// errUsage marks a command-line mistake (exit status 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one subcommand and returns the exit status.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	name := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		name, args = args[0], args[1:]
+	}
+	cmds := map[string]func(context.Context, []string, io.Reader, io.Writer, io.Writer) error{
+		"serve":   serve,
+		"resend":  resend,
+		"publish": publish,
+		"tail":    tail,
+		"schema":  schema,
+	}
+	cmd, ok := cmds[name]
+	if !ok {
+		fmt.Fprintf(stderr, "notifyd: unknown command %q (serve, resend, publish, tail, schema)\n", name)
+		return 2
+	}
+	err := cmd(ctx, args, stdin, stdout, stderr)
+	var exit exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &exit):
+		return int(exit)
+	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+		return 2
+	default:
+		fmt.Fprintf(stderr, "notifyd %s: %v\n", name, err)
+		return 1
+	}
+}
+
+// exitError ends a subcommand with a status and no further message.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// configFlag registers -config on fs; load reads it, or NOTIFYD_CONFIG, or
+// returns the built-in default configuration.
+func configFlag(fs *flag.FlagSet) (load func() (Config, bool, error)) {
+	path := fs.String("config", "", "configuration file (default $NOTIFYD_CONFIG, else the embedded default)")
+	return func() (Config, bool, error) {
+		p := *path
+		if p == "" {
+			p = os.Getenv("NOTIFYD_CONFIG")
+		}
+		if p == "" {
+			return DefaultConfig(), false, nil
+		}
+		c, err := LoadConfig(p)
+		return c, true, err
+	}
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("notifyd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// newLogger builds the slog logger of the log block: JSON by default, text
+// when the output is a terminal, unless log.format says otherwise.
+func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	format := c.Format
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && isTerminal(f) {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

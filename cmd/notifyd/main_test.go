@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestCLIRoundTrip runs `notifyd serve` on the embedded broker and drives
+// it with `publish` and `resend` as a user would.
+func TestCLIRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	broker, httpAddr := freePort(t), freePort(t)
+	cfgPath := filepath.Join(dir, "notifyd.yaml")
+	cfg := fmt.Sprintf(`
+embedded_broker: {listen: %q}
+store: {dir: %q}
+http: {listen: %q}
+log: {format: text, level: warn}
+providers:
+  email: {kind: console}
+  sms: {kind: console}
+templates:
+  email:
+    paid:
+      en: {subject: "Payment {{.OrderNo}} received", text: "Thank you {{.CustomerFirstName}}: {{.Amount}} {{.CurrencyCode}}."}
+  sms:
+    paid:
+      ar: {text: "شكرا {{.CustomerFirstName}}، تم الدفع {{.Amount}} {{.CurrencyCode}}"}
+`, broker, filepath.Join(dir, "data"), httpAddr)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	serveOut, serveErr := &syncBuffer{}, &syncBuffer{}
+	served := make(chan int, 1)
+	go func() { served <- run(ctx, []string{"-config", cfgPath}, nil, serveOut, serveErr) }()
+	defer func() {
+		cancel()
+		select {
+		case code := <-served:
+			if code != 0 {
+				t.Errorf("serve exited %d: %s", code, serveErr.String())
+			}
+		case <-time.After(40 * time.Second):
+			t.Error("serve did not stop")
+		}
+	}()
+	waitReady(t, httpAddr, served, serveErr)
+
+	event := `{"event_id":"e-1","session_id":"sess-1","order_no":"order-1","state":"paid","timestamp_utc":"2026-11-02 09:00:07","amount":"12.500","currency_code":"KWD","customer_email":"layla@example.com","customer_phone":"+96550001234","customer_first_name":"Layla","language":"ar","notifications":{"email":["paid"],"sms":[],"whatsapp":["created"]}}`
+	var out, errOut bytes.Buffer
+	if code := run(ctx, []string{"publish", "-config", cfgPath, "-topic", "payment-events"}, strings.NewReader(event+"\n"), &out, &errOut); code != 0 {
+		t.Fatalf("publish exited %d: %s", code, errOut.String())
+	}
+
+	resendCmd := func(args ...string) (int, schemas.DeliveryResult, string) {
+		var out, errOut bytes.Buffer
+		code := run(ctx, append([]string{"resend", "-config", cfgPath, "-wait", "30s"}, args...), nil, &out, &errOut)
+		var r schemas.DeliveryResult
+		if out.Len() > 0 {
+			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+				t.Fatalf("resend printed %q: %v", out.String(), err)
+			}
+		}
+		return code, r, errOut.String()
+	}
+	code, r, stderr := resendCmd("-order-no", "order-1", "-channels", "email,sms")
+	if code != 0 || r.Outcome != schemas.OutcomeNotified || r.Message != schemas.MessageNotified {
+		t.Fatalf("resend: exit %d, %+v, %s", code, r, stderr)
+	}
+	// The console provider printed both messages, the SMS in Arabic (no ar
+	// email template: it fell back to en), recipients masked.
+	printed := serveOut.String()
+	for _, want := range []string{"Payment order-1 received", "شكرا Layla", "l***@example.com", "+965****1234"} {
+		if !strings.Contains(printed, want) {
+			t.Errorf("console output lacks %q:\n%s", want, printed)
+		}
+	}
+	for _, leak := range []string{"layla@example.com", "+96550001234"} {
+		if strings.Contains(printed+serveErr.String(), leak) {
+			t.Errorf("unmasked contact %q in output or logs", leak)
+		}
+	}
+	code, r, _ = resendCmd("-session-id", "sess-1", "-channels", "whatsapp")
+	if code != 1 || r.Outcome != schemas.OutcomeNotNotified || r.Channels[0].Reason != schemas.ReasonStateNotEnabled {
+		t.Errorf("whatsapp resend: exit %d, %+v", code, r)
+	}
+	if code, _, _ := resendCmd("-channels", "sms"); code != 2 {
+		t.Errorf("resend without an identifier exited %d, want 2", code)
+	}
+}
+
+func waitReady(t *testing.T, httpAddr string, served chan int, serveErr *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case code := <-served:
+			t.Fatalf("serve exited %d: %s", code, serveErr.String())
+		default:
+		}
+		conn, err := net.Dial("tcp", httpAddr)
+		if err == nil {
+			fmt.Fprintf(conn, "GET /readyz HTTP/1.0\r\n\r\n")
+			buf := make([]byte, 64)
+			n, _ := conn.Read(buf)
+			conn.Close()
+			if strings.Contains(string(buf[:n]), "200 OK") {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("serve not ready after 30s: %s", serveErr.String())
+}
+
+func TestSchemaCommand(t *testing.T) {
+	for _, name := range schemas.SchemaNames() {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), []string{"schema", name}, nil, &out, &errOut); code != 0 {
+			t.Fatalf("schema %s exited %d: %s", name, code, errOut.String())
+		}
+		var v map[string]any
+		if err := json.Unmarshal(out.Bytes(), &v); err != nil || v["$schema"] == nil {
+			t.Errorf("schema %s printed no JSON Schema: %v", name, err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"schema", "nope"}, nil, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "resend-command") {
+		t.Errorf("unknown schema: exit %d, %q", code, errOut.String())
+	}
+	if code := run(context.Background(), []string{"frobnicate"}, nil, &out, &errOut); code != 2 {
+		t.Errorf("unknown command exited %d", code)
+	}
+}
+
+func TestBadConfigStopsStartup(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(path, []byte("processing:\n  catch_up_wait: forever\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"serve", "-config", path}, nil, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "processing.catch_up_wait") {
+		t.Errorf("exit %d, stderr %q", code, errOut.String())
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/notifyd/notifyd/consumer"
+	"github.com/notifyd/notifyd/consumer/embedded"
+	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/schemas"
+)
+
+func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	load := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	cfg, fromFile, err := load()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	if !fromFile {
+		log.Info("no configuration file: using the embedded default (embedded Kafka-protocol broker, console providers, built-in en/ar templates)")
+	}
+	templates, err := dispatch.ParseTemplates(cfg.Templates)
+	if err != nil {
+		return err
+	}
+	dcfg := dispatch.Config{Providers: map[schemas.Channel]dispatch.Provider{}, Retry: map[schemas.Channel]dispatch.RetryPolicy{}, Templates: templates}
+	for name, p := range cfg.Providers {
+		ch := schemas.Channel(name)
+		switch p.Kind {
+		case "console":
+			dcfg.Providers[ch] = dispatch.NewConsole(stdout)
+		}
+		dcfg.Retry[ch] = p.Retry
+	}
+
+	scfg := cfg.serviceConfig()
+	if cfg.embedded() {
+		dir := filepath.Join(cfg.Store.Dir, "embedded-broker")
+		broker, err := embedded.Start(embedded.Config{Listen: cfg.EmbeddedBroker.Listen, DataDir: dir, Logger: log})
+		if err != nil {
+			return fmt.Errorf("embedded_broker.listen: %w", err)
+		}
+		defer broker.Close()
+		scfg.Brokers = []string{broker.Addr()}
+		log.Info("embedded Kafka-protocol broker started (development only: one node, no replication)", "addr", broker.Addr(), "data_dir", dir)
+	}
+	svc, err := consumer.New(scfg, dcfg, log)
+	if err != nil {
+		return err
+	}
+	if cfg.HTTP.Listen != "off" {
+		stopHTTP, err := serveHTTP(cfg.HTTP.Listen, svc, log)
+		if err != nil {
+			return err
+		}
+		defer stopHTTP()
+	}
+	return svc.Run(ctx)
+}
+
+// serveHTTP serves /healthz (the process is alive) and /readyz (commands
+// are being consumed).
+func serveHTTP(addr string, svc *consumer.Service, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http.listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	reply := func(w http.ResponseWriter, code int, body any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(body)
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		reply(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-svc.Running():
+			reply(w, http.StatusOK, map[string]string{"status": "ready"})
+		default:
+			reply(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "reason": "not consuming commands yet"})
+		}
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "error", err)
+		}
+	}()
+	log.Info("http listening", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}

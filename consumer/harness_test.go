@@ -1,0 +1,349 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/notifyd/notifyd/consumer/embedded"
+	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// The end-to-end tests run notifyd's Service against a Kafka-protocol
+// broker over real connections: the embedded broker by default, or the
+// brokers in NOTIFYD_TEST_BROKERS. Topics get unique names per test, so
+// tests share nothing but the broker.
+
+const testPartitions = 4
+
+type harness struct {
+	t       testing.TB
+	brokers []string
+	topics  Topics
+	writer  *kafka.Writer
+	client  *kafka.Client
+
+	mu      sync.Mutex
+	results map[string][]received // command_id -> results in arrival order
+	dlq     []received
+	changed chan struct{}
+}
+
+type received struct {
+	msg    kafka.Message
+	result schemas.DeliveryResult
+}
+
+func newHarness(t testing.TB) *harness {
+	t.Helper()
+	var brokers []string
+	if env := os.Getenv("NOTIFYD_TEST_BROKERS"); env != "" {
+		brokers = strings.Split(env, ",")
+	} else {
+		b, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		brokers = []string{b.Addr()}
+	}
+	prefix := fmt.Sprintf("%s-%d-", strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()), time.Now().UnixNano())
+	h := &harness{
+		t: t, brokers: brokers,
+		topics: Topics{
+			PaymentEvents: prefix + "payment-events", Commands: prefix + "notification-commands",
+			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq",
+		},
+		client:  &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second},
+		results: map[string][]received{},
+		changed: make(chan struct{}),
+	}
+	h.writer = NewWriter(brokers, "test")
+	t.Cleanup(func() { h.writer.Close() })
+	var specs []TopicSpec
+	for _, name := range []string{h.topics.PaymentEvents, h.topics.Commands, h.topics.Results, h.topics.DeadLetter} {
+		specs = append(specs, TopicSpec{Name: name, Partitions: testPartitions, ReplicationFactor: 1})
+	}
+	if err := EnsureTopics(context.Background(), h.client, specs, true); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	go func() {
+		defer func() { done <- struct{}{} }()
+		_ = Follow(ctx, brokers, h.topics.Results, false, func(m kafka.Message) bool {
+			var r schemas.DeliveryResult
+			if err := json.Unmarshal(m.Value, &r); err != nil {
+				t.Errorf("result is not JSON: %s", m.Value)
+			}
+			h.mu.Lock()
+			h.results[r.CommandID] = append(h.results[r.CommandID], received{m, r})
+			h.notifyLocked()
+			h.mu.Unlock()
+			return true
+		})
+	}()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		_ = Follow(ctx, brokers, h.topics.DeadLetter, false, func(m kafka.Message) bool {
+			h.mu.Lock()
+			h.dlq = append(h.dlq, received{msg: m})
+			h.notifyLocked()
+			h.mu.Unlock()
+			return true
+		})
+	}()
+	return h
+}
+
+func (h *harness) notifyLocked() {
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// waitFor waits until cond (called under the lock) holds.
+func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) {
+	h.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		h.mu.Lock()
+		ok := cond()
+		ch := h.changed
+		h.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			h.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+	}
+}
+
+// result waits for the first result of commandID.
+func (h *harness) result(commandID string) received {
+	h.t.Helper()
+	h.waitFor("result of "+commandID, 30*time.Second, func() bool { return len(h.results[commandID]) > 0 })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.results[commandID][0]
+}
+
+func (h *harness) resultCount(commandID string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.results[commandID])
+}
+
+func (h *harness) produce(topic string, msgs ...kafka.Message) {
+	h.t.Helper()
+	for i := range msgs {
+		msgs[i].Topic = topic
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.writer.WriteMessages(ctx, msgs...); err != nil {
+		h.t.Fatalf("produce to %s: %v", topic, err)
+	}
+}
+
+// event publishes a payment event built from fields over a valid base.
+func (h *harness) event(session string, fields map[string]any) {
+	h.t.Helper()
+	ev := map[string]any{
+		"event_id": fmt.Sprintf("%s-%d", session, time.Now().UnixNano()), "session_id": session,
+		"state": "paid", "timestamp_utc": "2026-11-02 09:00:07", "amount": "12.500", "currency_code": "KWD",
+		"customer_email": "layla@example.com", "customer_phone": "+96550001234",
+		"customer_first_name": "Layla", "language": "en",
+		"notifications": map[string][]string{"email": {}, "sms": {}, "whatsapp": {}},
+	}
+	for k, v := range fields {
+		if v == nil {
+			delete(ev, k)
+		} else {
+			ev[k] = v
+		}
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.produce(h.topics.PaymentEvents, kafka.Message{Key: []byte(session), Value: b})
+}
+
+// command publishes a resend command keyed by its session_id or order_no.
+func (h *harness) command(cmd map[string]any) {
+	h.t.Helper()
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	key, _ := cmd["session_id"].(string)
+	if key == "" {
+		key, _ = cmd["order_no"].(string)
+	}
+	h.produce(h.topics.Commands, kafka.Message{Key: []byte(key), Value: b})
+}
+
+// instance is one running Service.
+type instance struct {
+	svc      *Service
+	dir      string
+	provider *recordingProvider
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+type instanceOpts struct {
+	dir         string
+	channels    []schemas.Channel // providers configured (default all)
+	templates   dispatch.TemplateConfig
+	catchUpWait time.Duration
+	retry       dispatch.RetryPolicy
+	provider    *recordingProvider
+}
+
+func (h *harness) start(o instanceOpts) *instance {
+	h.t.Helper()
+	if o.dir == "" {
+		o.dir = h.t.TempDir()
+	}
+	if o.channels == nil {
+		o.channels = schemas.Channels
+	}
+	if o.templates == nil {
+		o.templates = dispatch.DefaultTemplates()
+	}
+	if o.catchUpWait == 0 {
+		o.catchUpWait = 2 * time.Second
+	}
+	if o.retry.MaxAttempts == 0 {
+		o.retry = dispatch.RetryPolicy{MaxAttempts: 3, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, MaxElapsed: 5 * time.Second, AttemptTimeout: 2 * time.Second}
+	}
+	if o.provider == nil {
+		o.provider = newRecordingProvider()
+	}
+	tpl, err := dispatch.ParseTemplates(o.templates)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	dcfg := dispatch.Config{Providers: map[schemas.Channel]dispatch.Provider{}, Retry: map[schemas.Channel]dispatch.RetryPolicy{}, Templates: tpl}
+	for _, ch := range o.channels {
+		dcfg.Providers[ch] = o.provider
+		dcfg.Retry[ch] = o.retry
+	}
+	svc, err := New(Config{
+		Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics,
+		StoreDir: o.dir, CatchUpWait: o.catchUpWait, ShutdownTimeout: 10 * time.Second,
+	}, dcfg, slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{svc: svc, dir: o.dir, provider: o.provider, cancel: cancel, done: make(chan error, 1)}
+	go func() { in.done <- svc.Run(ctx) }()
+	h.t.Cleanup(func() { in.stop(h.t) })
+	select {
+	case <-svc.Running():
+	case err := <-in.done:
+		h.t.Fatalf("service stopped at start: %v", err)
+	case <-time.After(30 * time.Second):
+		h.t.Fatal("service did not start in 30s")
+	}
+	return in
+}
+
+// stop stops the instance and checks it shut down cleanly.
+func (in *instance) stop(t testing.TB) {
+	if in.cancel == nil {
+		return
+	}
+	in.cancel()
+	in.cancel = nil
+	select {
+	case err := <-in.done:
+		if err != nil {
+			t.Errorf("service stopped with error: %v", err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Error("service did not stop within 40s")
+	}
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// recordingProvider is an in-process provider that records what it is
+// asked to send and fails on chosen recipients: contacts whose local part
+// or digits start with "reject"/"+1555000" fail permanently, with
+// "down"/"+1555999" transiently.
+type recordingProvider struct {
+	mu    sync.Mutex
+	sent  []dispatch.Message
+	calls int
+	delay time.Duration
+}
+
+func newRecordingProvider() *recordingProvider { return &recordingProvider{} }
+
+func (p *recordingProvider) Name() string { return "recording" }
+
+func (p *recordingProvider) Send(ctx context.Context, m dispatch.Message) (dispatch.Receipt, error) {
+	p.mu.Lock()
+	p.calls++
+	n := p.calls
+	p.mu.Unlock()
+	if p.delay > 0 {
+		select {
+		case <-time.After(p.delay):
+		case <-ctx.Done():
+			return dispatch.Receipt{}, ctx.Err()
+		}
+	}
+	switch {
+	case strings.HasPrefix(m.To, "reject") || strings.HasPrefix(m.To, "+1555000"):
+		return dispatch.Receipt{}, dispatch.Permanent("recipient refused", errors.New("refused"))
+	case strings.HasPrefix(m.To, "down") || strings.HasPrefix(m.To, "+1555999"):
+		return dispatch.Receipt{}, dispatch.Transient("provider down", 0, errors.New("unavailable"))
+	}
+	p.mu.Lock()
+	p.sent = append(p.sent, m)
+	p.mu.Unlock()
+	return dispatch.Receipt{MessageID: fmt.Sprintf("rec-%d", n)}, nil
+}
+
+// sentFor returns the messages sent for a command.
+func (p *recordingProvider) sentFor(commandID string) []dispatch.Message {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []dispatch.Message
+	for _, m := range p.sent {
+		if m.CommandID == commandID {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (p *recordingProvider) total() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.sent)
+}

@@ -1,0 +1,438 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/notifyd/notifyd/consumer/wmkafka"
+	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/projection"
+)
+
+// Topics names the four topics of the contract.
+type Topics struct {
+	PaymentEvents string `yaml:"payment_events"`
+	Commands      string `yaml:"commands"`
+	Results       string `yaml:"results"`
+	DeadLetter    string `yaml:"dead_letter"`
+}
+
+// DefaultTopics are the contract's default topic names.
+func DefaultTopics() Topics {
+	return Topics{
+		PaymentEvents: "payment-events",
+		Commands:      "notification-commands",
+		Results:       "notification-results",
+		DeadLetter:    "notification-commands-dlq",
+	}
+}
+
+// Config configures a Service. Zero fields take the defaults documented on
+// each; Validate names the first bad field by its configuration key.
+type Config struct {
+	// Brokers are the Kafka bootstrap addresses (kafka.brokers).
+	Brokers []string
+	// GroupID is the consumer group that shares the commands (kafka.group_id,
+	// default notifyd).
+	GroupID string
+	// ClientID is sent to the brokers and is the CloudEvents source of
+	// results (kafka.client_id, default notifyd-<hostname>).
+	ClientID string
+	// Topics are the topic names (kafka.topics.*).
+	Topics Topics
+	// CreateTopics creates missing topics at start-up; when false, missing
+	// topics stop start-up (kafka.create_topics, default true).
+	CreateTopics *bool
+	// TopicPartitions and ReplicationFactor apply to created topics
+	// (kafka.topic_partitions default 6, kafka.replication_factor default 1).
+	TopicPartitions   int
+	ReplicationFactor int
+	// StoreDir holds the local store (store.dir, default ./data); the
+	// projection lives in its "projection" subfolder.
+	StoreDir string
+	// Concurrency bounds the commands handled at once (processing.concurrency,
+	// default 64).
+	Concurrency int
+	// CatchUpWait is how long a command naming an unknown transaction waits
+	// for it to appear (processing.catch_up_wait, default 10s).
+	CatchUpWait time.Duration
+	// MaxCommandAge: older commands, by their Kafka timestamp, are answered
+	// command_expired (processing.max_command_age, default 24h).
+	MaxCommandAge time.Duration
+	// ShutdownTimeout bounds how long in-flight commands may take to finish
+	// after a stop is requested (processing.shutdown_timeout, default 20s).
+	ShutdownTimeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.GroupID == "" {
+		c.GroupID = "notifyd"
+	}
+	if c.ClientID == "" {
+		host, _ := os.Hostname()
+		c.ClientID = "notifyd-" + host
+	}
+	d := DefaultTopics()
+	for _, f := range []struct {
+		v   *string
+		def string
+	}{
+		{&c.Topics.PaymentEvents, d.PaymentEvents}, {&c.Topics.Commands, d.Commands},
+		{&c.Topics.Results, d.Results}, {&c.Topics.DeadLetter, d.DeadLetter},
+	} {
+		if *f.v == "" {
+			*f.v = f.def
+		}
+	}
+	if c.CreateTopics == nil {
+		t := true
+		c.CreateTopics = &t
+	}
+	if c.TopicPartitions == 0 {
+		c.TopicPartitions = 6
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = 1
+	}
+	if c.StoreDir == "" {
+		c.StoreDir = "./data"
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 64
+	}
+	if c.CatchUpWait == 0 {
+		c.CatchUpWait = 10 * time.Second
+	}
+	if c.MaxCommandAge == 0 {
+		c.MaxCommandAge = 24 * time.Hour
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 20 * time.Second
+	}
+}
+
+// Validate checks a configuration; zero fields (the defaults) are valid.
+func (c Config) Validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("kafka.brokers: at least one broker is required")
+	}
+	for _, b := range c.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return fmt.Errorf("kafka.brokers: %q is not host:port", b)
+		}
+	}
+	seen := map[string]string{}
+	for key, name := range map[string]string{
+		"kafka.topics.payment_events": c.Topics.PaymentEvents, "kafka.topics.commands": c.Topics.Commands,
+		"kafka.topics.results": c.Topics.Results, "kafka.topics.dead_letter": c.Topics.DeadLetter,
+	} {
+		if name == "" {
+			continue
+		}
+		if other, dup := seen[name]; dup {
+			return fmt.Errorf("%s: topic %q is also %s", key, name, other)
+		}
+		seen[name] = key
+	}
+	switch {
+	case c.TopicPartitions < 0:
+		return errors.New("kafka.topic_partitions: must be >= 1")
+	case c.ReplicationFactor < 0:
+		return errors.New("kafka.replication_factor: must be >= 1")
+	case c.Concurrency < 0:
+		return errors.New("processing.concurrency: must be >= 1")
+	case c.CatchUpWait < 0:
+		return errors.New("processing.catch_up_wait: must not be negative")
+	case c.MaxCommandAge < 0:
+		return errors.New("processing.max_command_age: must not be negative")
+	case c.ShutdownTimeout < 0:
+		return errors.New("processing.shutdown_timeout: must not be negative")
+	}
+	return nil
+}
+
+// Service is one notifyd instance: it follows payment-events and results
+// into the local store and answers the commands of its consumer group.
+type Service struct {
+	cfg     Config
+	dcfg    dispatch.Config
+	log     *slog.Logger
+	running chan struct{}
+
+	mu      sync.Mutex
+	store   *projection.Store
+	events  *follower
+	results *follower
+}
+
+// Stats are counters of one Run.
+type Stats struct {
+	// EventsApplied and ResultsApplied count the records of payment-events
+	// and of the results topic applied to the store since Run started.
+	EventsApplied, ResultsApplied int64
+}
+
+// Stats returns the counters of the current Run.
+func (s *Service) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var st Stats
+	if s.events != nil {
+		st.EventsApplied = s.events.applied.Load()
+		st.ResultsApplied = s.results.applied.Load()
+	}
+	return st
+}
+
+// New validates cfg and returns a Service; nothing is started before Run.
+// dcfg configures dispatch; the Service supplies the projection it reads.
+func New(cfg Config, dcfg dispatch.Config, log *slog.Logger) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg, dcfg: dcfg, log: log, running: make(chan struct{})}, nil
+}
+
+// Running is closed once the service consumes commands.
+func (s *Service) Running() <-chan struct{} { return s.running }
+
+// Store returns the open projection store, nil before Run opened it.
+func (s *Service) Store() *projection.Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.store
+}
+
+// Run runs the service until ctx ends, then shuts down in order: stop
+// fetching commands, let in-flight commands finish and publish their results
+// (up to ShutdownTimeout), commit their offsets, stop following, close the
+// store. It returns nil after a clean shutdown.
+func (s *Service) Run(ctx context.Context) error {
+	cfg := s.cfg
+	transport := &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport}
+
+	if err := s.ensureTopics(ctx, client); err != nil {
+		return err
+	}
+	store, err := s.openStore(ctx, client)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.store = store
+	s.mu.Unlock()
+	defer func() {
+		if err := store.Close(); err != nil {
+			s.log.Error("close store", "error", err)
+		}
+	}()
+	dispatcher, err := dispatch.New(s.dcfg, store, s.log)
+	if err != nil {
+		return fmt.Errorf("dispatch: %w", err)
+	}
+
+	// fatal ends the service on an error nothing can recover from.
+	runCtx, fatal := context.WithCancelCause(ctx)
+	defer fatal(nil)
+	followCtx, stopFollowing := context.WithCancel(context.Background())
+	defer stopFollowing()
+	dialer := &kafka.Dialer{ClientID: cfg.ClientID, Timeout: 10 * time.Second, DualStack: true}
+	newFollower := func(topic string, next func(int) (int64, bool), apply func(int, []projection.Record) error) *follower {
+		return &follower{topic: topic, brokers: cfg.Brokers, dialer: dialer, client: client, next: next, apply: apply,
+			fail: fatal, log: s.log.With("component", "follower"), ctx: followCtx}
+	}
+	events := newFollower(cfg.Topics.PaymentEvents, offsetOf(store.EventOffsets), func(p int, r []projection.Record) error {
+		_, err := store.ApplyEvents(p, r)
+		return err
+	})
+	results := newFollower(cfg.Topics.Results, offsetOf(store.ResultOffsets), func(p int, r []projection.Record) error {
+		_, err := store.ApplyResults(p, r)
+		return err
+	})
+	s.mu.Lock()
+	s.events, s.results = events, results
+	s.mu.Unlock()
+	defer func() {
+		stopFollowing()
+		events.Wait()
+		results.Wait()
+	}()
+	wm := newWatermarks(client, cfg.Topics.PaymentEvents, cfg.Topics.Results)
+	offs, err := wm.Get(ctx)
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	for _, f := range []*follower{events, results} {
+		f.Follow(partitionsOf(offs[f.topic]))
+	}
+
+	wlog := watermill.NewSlogLogger(s.log.With("component", "watermill"))
+	pub, err := wmkafka.NewPublisher(wmkafka.PublisherConfig{Brokers: cfg.Brokers, ClientID: cfg.ClientID, OmitUUIDHeader: true}, wlog)
+	if err != nil {
+		return fmt.Errorf("results publisher: %w", err)
+	}
+	defer pub.Close()
+	sub, err := wmkafka.NewSubscriber(wmkafka.SubscriberConfig{
+		Brokers: cfg.Brokers, GroupID: cfg.GroupID, ClientID: cfg.ClientID,
+		Concurrency: cfg.Concurrency, CloseTimeout: cfg.ShutdownTimeout,
+	}, wlog)
+	if err != nil {
+		return fmt.Errorf("commands subscriber: %w", err)
+	}
+	handlerCtx, cancelHandlers := context.WithCancel(context.Background())
+	defer cancelHandlers()
+	h := &commandHandler{
+		ctx: handlerCtx, store: store, dispatcher: dispatcher, watermarks: wm, events: events, results: results,
+		publisher: pub, resultTopic: cfg.Topics.Results, eventsTopic: cfg.Topics.PaymentEvents,
+		source: "notifyd/" + cfg.ClientID, catchUpWait: cfg.CatchUpWait, maxAge: cfg.MaxCommandAge,
+		now: time.Now, log: s.log.With("component", "commands"), inflight: make(map[string]chan struct{}),
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout + 5*time.Second}, wlog)
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	poison, err := middleware.PoisonQueueWithFilter(deadLetterPublisher{pub}, cfg.Topics.DeadLetter, isPoison)
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	router.AddMiddleware(middleware.CorrelationID, poison, middleware.Recoverer)
+	router.AddNoPublisherHandler("resend-commands", cfg.Topics.Commands, sub, h.Handle)
+
+	routerDone := make(chan error, 1)
+	go func() { routerDone <- router.Run(context.Background()) }()
+	select {
+	case <-router.Running():
+		close(s.running)
+		s.log.Info("notifyd consuming commands", "topic", cfg.Topics.Commands, "group", cfg.GroupID, "brokers", cfg.Brokers)
+	case err := <-routerDone:
+		return fmt.Errorf("router: %w", err)
+	}
+
+	select {
+	case <-runCtx.Done():
+	case err := <-routerDone:
+		if err != nil {
+			return fmt.Errorf("router stopped: %w", err)
+		}
+	}
+	s.log.Info("stopping: finishing in-flight commands", "timeout", cfg.ShutdownTimeout.String())
+	deadline := time.AfterFunc(cfg.ShutdownTimeout, cancelHandlers)
+	defer deadline.Stop()
+	if err := router.Close(); err != nil {
+		s.log.Error("close router", "error", err)
+	}
+	if err := sub.Close(); err != nil {
+		s.log.Error("close subscriber", "error", err)
+	}
+	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+func offsetOf(offsets func() map[int]int64) func(int) (int64, bool) {
+	return func(p int) (int64, bool) {
+		off, ok := offsets()[p]
+		return off, ok
+	}
+}
+
+func partitionsOf(m map[int]Offsets) []int {
+	out := make([]int, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	return out
+}
+
+// ensureTopics creates or checks the topics, retrying while the brokers
+// cannot be reached: a service started before its Kafka waits for it.
+func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error {
+	cfg := s.cfg
+	specs := []TopicSpec{
+		{Name: cfg.Topics.PaymentEvents, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.ReplicationFactor,
+			Configs: map[string]string{"cleanup.policy": "compact"}},
+		{Name: cfg.Topics.Commands, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.ReplicationFactor},
+		{Name: cfg.Topics.Results, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.ReplicationFactor},
+		{Name: cfg.Topics.DeadLetter, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.ReplicationFactor},
+	}
+	backoff := 500 * time.Millisecond
+	for {
+		err := EnsureTopics(ctx, client, specs, *cfg.CreateTopics)
+		if err == nil {
+			return nil
+		}
+		var netErr net.Error
+		if !errors.As(err, &netErr) && !errors.Is(err, kafka.LeaderNotAvailable) && !errors.Is(err, kafka.BrokerNotAvailable) {
+			return err
+		}
+		s.log.Warn("kafka not reachable yet, retrying", "brokers", cfg.Brokers, "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("start: %w", context.Cause(ctx))
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// openStore opens the projection and checks that it describes the log it
+// will follow: a stored offset beyond a partition's end means the topic was
+// recreated or the brokers are another cluster, so the store is rebuilt
+// from the topics rather than silently skipping records.
+func (s *Service) openStore(ctx context.Context, client *kafka.Client) (*projection.Store, error) {
+	dir := filepath.Join(s.cfg.StoreDir, "projection")
+	opts := projection.Options{EventsTopic: s.cfg.Topics.PaymentEvents, ResultsTopic: s.cfg.Topics.Results, Logger: s.log.With("component", "store")}
+	store, err := projection.Open(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	offs, err := ListOffsets(ctx, client, s.cfg.Topics.PaymentEvents, s.cfg.Topics.Results)
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	check := func(topic string, stored map[int]int64) string {
+		for p, next := range stored {
+			if b, ok := offs[topic][p]; !ok || next > b.End {
+				return topic + "/" + strconv.Itoa(p)
+			}
+		}
+		return ""
+	}
+	bad := check(s.cfg.Topics.PaymentEvents, store.EventOffsets())
+	if bad == "" {
+		bad = check(s.cfg.Topics.Results, store.ResultOffsets())
+	}
+	if bad == "" {
+		return store, nil
+	}
+	s.log.Warn("store is ahead of the log (topic recreated or another cluster): rebuilding it from the topics", "partition", bad, "dir", dir)
+	if err := store.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("rebuild store: %w", err)
+	}
+	return projection.Open(dir, opts)
+}
