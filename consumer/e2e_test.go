@@ -181,14 +181,16 @@ func TestReasonsEndToEnd(t *testing.T) {
 }
 
 // TestCommandExpired answers a command older than max_command_age, by its
-// Kafka timestamp, without dispatching it.
+// Kafka timestamp, without dispatching it. Both commands are published
+// before the instance first starts: a new group reads from the earliest
+// offset, so they are answered.
 func TestCommandExpired(t *testing.T) {
 	h := newHarness(t)
-	in := h.start(instanceOpts{})
 	h.event("s1", nil)
 	h.produce(h.topics.Commands, kafka.Message{Key: []byte("s1"), Time: time.Now().Add(-25 * time.Hour),
 		Value: []byte(`{"command_id":"old","session_id":"s1","channels":["email"]}`)})
 	h.command(map[string]any{"command_id": "fresh", "session_id": "s1", "channels": []string{"email"}})
+	in := h.start(instanceOpts{})
 	if r := h.result("old").result; r.Reason != schemas.ReasonCommandExpired || r.Outcome != schemas.OutcomeNotNotified || len(r.Channels) != 0 {
 		t.Errorf("old command: %+v", r)
 	}
@@ -438,4 +440,95 @@ func TestTwoInstancesShareCommands(t *testing.T) {
 	}
 	h.mu.Unlock()
 	t.Logf("%d commands: %d on one instance, %d on the other, %d results replayed after the rebalance", n, a.provider.total(), b.provider.total(), replays)
+}
+
+// TestConcurrencyAndKeyOrder: commands of different keys are sent at the
+// same time (the provider holds every call until 16 are in flight at once,
+// and fails the test otherwise), while commands of one key are handled one
+// at a time, in the order published.
+func TestConcurrencyAndKeyOrder(t *testing.T) {
+	h := newHarness(t)
+	p := newRecordingProvider()
+	const parallel = 16
+	p.barrier = make(chan struct{})
+	p.barrierAt = parallel
+	in := h.start(instanceOpts{provider: p})
+	for i := 0; i < parallel; i++ {
+		h.event(fmt.Sprintf("s%d", i), nil)
+	}
+	for i := 0; i < parallel; i++ {
+		h.command(map[string]any{"command_id": fmt.Sprintf("c%d", i), "session_id": fmt.Sprintf("s%d", i), "channels": []string{"email"}})
+	}
+	for i := 0; i < parallel; i++ {
+		if r := h.result(fmt.Sprintf("c%d", i)).result; r.Outcome != schemas.OutcomeNotified {
+			t.Fatalf("c%d: %s", i, h.result(fmt.Sprintf("c%d", i)).msg.Value)
+		}
+	}
+	if got := p.maxInFlight(); got < parallel {
+		t.Errorf("at most %d provider calls in flight, want %d", got, parallel)
+	}
+
+	// One key: ten commands, each with a slow provider call.
+	p.reset(20 * time.Millisecond)
+	h.event("same", nil)
+	for i := 0; i < 10; i++ {
+		h.command(map[string]any{"command_id": fmt.Sprintf("k%d", i), "session_id": "same", "channels": []string{"sms"}})
+	}
+	for i := 0; i < 10; i++ {
+		h.result(fmt.Sprintf("k%d", i))
+	}
+	var order []string
+	for _, m := range in.provider.sentSince() {
+		order = append(order, m.CommandID)
+	}
+	want := []string{"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"}
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Errorf("same-key commands sent in order %v", order)
+	}
+	if got := p.maxInFlight(); got != 1 {
+		t.Errorf("%d calls of one key in flight at once, want 1", got)
+	}
+}
+
+// TestGracefulShutdown: a stop lets in-flight commands finish and publish
+// their results, and commits them, so a restart dispatches none again.
+func TestGracefulShutdown(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	p := newRecordingProvider()
+	p.delay = 500 * time.Millisecond
+	in := h.start(instanceOpts{dir: dir, provider: p})
+	const n = 20
+	for i := 0; i < n; i++ {
+		h.event(fmt.Sprintf("s%d", i), nil)
+	}
+	for i := 0; i < n; i++ {
+		h.command(map[string]any{"command_id": fmt.Sprintf("c%d", i), "session_id": fmt.Sprintf("s%d", i), "channels": []string{"email"}})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for p.callCount() < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.callCount() < n {
+		t.Fatalf("only %d of %d commands reached the provider", p.callCount(), n)
+	}
+	in.stop(t) // every call is in flight now
+	for i := 0; i < n; i++ {
+		if r := h.result(fmt.Sprintf("c%d", i)).result; r.Outcome != schemas.OutcomeNotified {
+			t.Errorf("c%d: %+v", i, r)
+		}
+	}
+	p.reset(0)
+	h.start(instanceOpts{dir: dir, provider: p})
+	h.event("s-after", nil)
+	h.command(map[string]any{"command_id": "after", "session_id": "s-after", "channels": []string{"email"}})
+	h.result("after")
+	if got := p.callCount(); got != 1 {
+		t.Errorf("after restart the provider was called %d times, want 1 (nothing redone)", got)
+	}
+	for i := 0; i < n; i++ {
+		if c := h.resultCount(fmt.Sprintf("c%d", i)); c != 1 {
+			t.Errorf("c%d answered %d times", i, c)
+		}
+	}
 }

@@ -293,12 +293,18 @@ func (w testWriter) Write(p []byte) (int, error) {
 // recordingProvider is an in-process provider that records what it is
 // asked to send and fails on chosen recipients: contacts whose local part
 // or digits start with "reject"/"+1555000" fail permanently, with
-// "down"/"+1555999" transiently.
+// "down"/"+1555999" transiently. With a barrier, each call waits until
+// barrierAt calls are in flight at once (failing the test after 20 s).
 type recordingProvider struct {
-	mu    sync.Mutex
-	sent  []dispatch.Message
-	calls int
-	delay time.Duration
+	mu        sync.Mutex
+	sent      []dispatch.Message
+	calls     int
+	inFlight  int
+	maxFlight int
+	since     int // index into sent of the last reset
+	delay     time.Duration
+	barrier   chan struct{}
+	barrierAt int
 }
 
 func newRecordingProvider() *recordingProvider { return &recordingProvider{} }
@@ -309,7 +315,26 @@ func (p *recordingProvider) Send(ctx context.Context, m dispatch.Message) (dispa
 	p.mu.Lock()
 	p.calls++
 	n := p.calls
+	p.inFlight++
+	p.maxFlight = max(p.maxFlight, p.inFlight)
+	barrier := p.barrier
+	if barrier != nil && p.inFlight >= p.barrierAt {
+		close(barrier)
+		p.barrier = nil
+	}
 	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.inFlight--
+		p.mu.Unlock()
+	}()
+	if barrier != nil {
+		select {
+		case <-barrier:
+		case <-time.After(20 * time.Second):
+			return dispatch.Receipt{}, dispatch.Permanent("barrier never reached: calls are not concurrent", nil)
+		}
+	}
 	if p.delay > 0 {
 		select {
 		case <-time.After(p.delay):
@@ -329,6 +354,13 @@ func (p *recordingProvider) Send(ctx context.Context, m dispatch.Message) (dispa
 	return dispatch.Receipt{MessageID: fmt.Sprintf("rec-%d", n)}, nil
 }
 
+// reset clears the call counters and sets a new delay.
+func (p *recordingProvider) reset(delay time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls, p.maxFlight, p.since, p.delay = 0, 0, len(p.sent), delay
+}
+
 // sentFor returns the messages sent for a command.
 func (p *recordingProvider) sentFor(commandID string) []dispatch.Message {
 	p.mu.Lock()
@@ -342,8 +374,27 @@ func (p *recordingProvider) sentFor(commandID string) []dispatch.Message {
 	return out
 }
 
+// sentSince returns the messages sent since the last reset, in order.
+func (p *recordingProvider) sentSince() []dispatch.Message {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]dispatch.Message(nil), p.sent[p.since:]...)
+}
+
 func (p *recordingProvider) total() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.sent)
+}
+
+func (p *recordingProvider) callCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls
+}
+
+func (p *recordingProvider) maxInFlight() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.maxFlight
 }
