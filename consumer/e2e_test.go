@@ -219,6 +219,9 @@ func TestProjectionRules(t *testing.T) {
 	if r := h.result("stale").result; r.State == nil || *r.State != schemas.StatePaid {
 		t.Errorf("stale version applied: %+v", r)
 	}
+	if r := h.result("contact").result; r.Outcome != schemas.OutcomeNotified || r.Channels[0].Recipient != "n***@example.com" {
+		t.Errorf("contact change: %+v", r)
+	}
 	if got := in.provider.sentFor("contact"); len(got) != 1 || got[0].To != "new@example.com" {
 		t.Errorf("sent to %+v, want the new contact", got)
 	}
@@ -404,7 +407,8 @@ func TestTwoInstancesShareCommands(t *testing.T) {
 	b := h.start(instanceOpts{})
 	const wave = 20
 	n := 0
-	for w := 0; w < 30 && (a.provider.total() == 0 || b.provider.total() == 0); w++ {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && (a.provider.total() == 0 || b.provider.total() == 0) {
 		for i := n; i < n+wave; i++ {
 			h.event(fmt.Sprintf("s%d", i), nil)
 		}
@@ -417,6 +421,7 @@ func TestTwoInstancesShareCommands(t *testing.T) {
 			}
 		}
 		n += wave
+		time.Sleep(200 * time.Millisecond)
 	}
 	if a.provider.total() == 0 || b.provider.total() == 0 {
 		t.Fatalf("after %d commands one instance still did all the work: %d / %d", n, a.provider.total(), b.provider.total())

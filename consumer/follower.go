@@ -66,17 +66,6 @@ func (f *follower) Follow(partitions []int) {
 	}
 }
 
-// Followed returns the partitions being followed.
-func (f *follower) Followed() []int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make([]int, 0, len(f.parts))
-	for p := range f.parts {
-		out = append(out, p)
-	}
-	return out
-}
-
 // Wait waits for every partition reader to stop (after the context ends).
 func (f *follower) Wait() { f.wg.Wait() }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -56,7 +55,6 @@ type commandHandler struct {
 	results     *follower
 	publisher   message.Publisher
 	resultTopic string
-	eventsTopic string
 	source      string
 	catchUpWait time.Duration
 	maxAge      time.Duration
@@ -257,11 +255,4 @@ func recordTime(msg *message.Message) (time.Time, bool) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	return t, err == nil && !t.IsZero()
-}
-
-// partitionOffset reads the record position the subscriber put on msg.
-func partitionOffset(msg *message.Message) (partition, offset int64) {
-	partition, _ = strconv.ParseInt(msg.Metadata.Get(wmkafka.MetadataPartition), 10, 32)
-	offset, _ = strconv.ParseInt(msg.Metadata.Get(wmkafka.MetadataOffset), 10, 64)
-	return partition, offset
 }

@@ -302,7 +302,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer cancelHandlers()
 	h := &commandHandler{
 		ctx: handlerCtx, store: store, dispatcher: dispatcher, watermarks: wm, events: events, results: results,
-		publisher: pub, resultTopic: cfg.Topics.Results, eventsTopic: cfg.Topics.PaymentEvents,
+		publisher: pub, resultTopic: cfg.Topics.Results,
 		source: "notifyd/" + cfg.ClientID, catchUpWait: cfg.CatchUpWait, maxAge: cfg.MaxCommandAge,
 		now: time.Now, log: s.log.With("component", "commands"), inflight: make(map[string]chan struct{}),
 	}

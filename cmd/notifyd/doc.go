@@ -1,0 +1,16 @@
+// Command notifyd resends payment notifications: it follows payment-state
+// events into a local projection, answers resend commands from Kafka and
+// publishes one delivery result per command.
+//
+// Usage:
+//
+//	notifyd [serve] [-config FILE]     run the service (the default)
+//	notifyd resend -session-id X | -order-no Y -channels sms,email [-wait 30s]
+//	notifyd publish -topic T           produce JSON lines from stdin
+//	notifyd tail                       follow the results topic
+//	notifyd schema NAME                print a JSON Schema
+//
+// Every subcommand reads the same configuration (-config FILE or the
+// NOTIFYD_CONFIG environment variable); with none, notifyd runs on its
+// embedded Kafka-protocol broker with console providers.
+package main
