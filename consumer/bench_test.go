@@ -48,7 +48,7 @@ func BenchmarkProjectionApply(b *testing.B) {
 		ends[p] = o.End
 	}
 	f := &follower{topic: h.topics.PaymentEvents, brokers: h.brokers, dialer: kafka.DefaultDialer, client: h.client,
-		next: offsetOf(store.EventOffsets), fail: func(err error) { b.Error(err) }, log: slog.New(slog.DiscardHandler), ctx: ctx,
+		stored: store.EventOffsets, fail: func(err error) { b.Error(err) }, log: slog.New(slog.DiscardHandler), ctx: ctx,
 		apply: func(p int, r []projection.Record) error {
 			_, err := store.ApplyEvents(p, r)
 			return err

@@ -28,11 +28,12 @@ type follower struct {
 	brokers []string
 	dialer  *kafka.Dialer
 	client  *kafka.Client
-	// next returns the stored next offset of a partition, ok=false if none.
-	next  func(partition int) (int64, bool)
-	apply func(partition int, records []projection.Record) error
-	fail  func(error)
-	log   *slog.Logger
+	// stored returns the next offset to read of every partition the store
+	// has applied records of; a partition absent starts at the earliest.
+	stored func() map[int]int64
+	apply  func(partition int, records []projection.Record) error
+	fail   func(error)
+	log    *slog.Logger
 
 	ctx context.Context
 	wg  sync.WaitGroup
@@ -41,6 +42,43 @@ type follower struct {
 
 	mu    sync.Mutex
 	parts map[int]bool
+	// ends is the highest end offset (high-water mark) seen per partition,
+	// from fetched records and from high-water-mark rounds.
+	ends map[int]int64
+}
+
+// noteEnds records end offsets read from the broker.
+func (f *follower) noteEnds(offs map[int]Offsets) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for p, o := range offs {
+		f.noteEndLocked(p, o.End)
+	}
+}
+
+func (f *follower) noteEndLocked(p int, end int64) {
+	if f.ends == nil {
+		f.ends = make(map[int]int64)
+	}
+	if end > f.ends[p] {
+		f.ends[p] = end
+	}
+}
+
+// lag returns the records known to exist that the store has not applied:
+// the sum over partitions of the end offset seen minus the next offset
+// stored.
+func (f *follower) lag() int64 {
+	next := f.stored()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var lag int64
+	for p, end := range f.ends {
+		if d := end - next[p]; d > 0 {
+			lag += d
+		}
+	}
+	return lag
 }
 
 // Follow starts readers for the partitions not followed yet.
@@ -86,7 +124,7 @@ func (f *follower) run(partition int) {
 	})
 	defer r.Close()
 	start := kafka.FirstOffset
-	if off, ok := f.next(partition); ok {
+	if off, ok := f.stored()[partition]; ok {
 		start = off
 	}
 	if err := r.SetOffset(start); err != nil {
@@ -101,6 +139,7 @@ func (f *follower) run(partition int) {
 	batch := make([]projection.Record, 0, followBatch)
 	for m := range msgs {
 		batch = append(batch[:0], record(m))
+		last := m
 	drain:
 		for len(batch) < followBatch {
 			select {
@@ -109,6 +148,7 @@ func (f *follower) run(partition int) {
 					break drain
 				}
 				batch = append(batch, record(m))
+				last = m
 			default:
 				break drain
 			}
@@ -121,6 +161,9 @@ func (f *follower) run(partition int) {
 			return
 		}
 		f.applied.Add(int64(len(batch)))
+		f.mu.Lock()
+		f.noteEndLocked(partition, last.HighWaterMark)
+		f.mu.Unlock()
 	}
 }
 

@@ -40,6 +40,20 @@ func DefaultTopics() Topics {
 	}
 }
 
+// DefaultTopicConfigs are the configs of created topics: payment-events is
+// compacted (the projection needs the last snapshot of every transaction,
+// forever), the others expire by time. Results are kept 30 days: a store
+// rebuilt from the topics remembers the command_ids answered within them.
+func DefaultTopicConfigs() map[string]map[string]string {
+	const day = 24 * 60 * 60 * 1000
+	return map[string]map[string]string{
+		"payment_events": {"cleanup.policy": "compact"},
+		"commands":       {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(7 * day)},
+		"results":        {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
+		"dead_letter":    {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
+	}
+}
+
 // Config configures a Service. Zero fields take the defaults documented on
 // each; Validate names the first bad field by its configuration key.
 type Config struct {
@@ -60,6 +74,10 @@ type Config struct {
 	// (kafka.topic_partitions default 6, kafka.replication_factor default 1).
 	TopicPartitions   int
 	ReplicationFactor int
+	// TopicConfigs are topic configs set on created topics, by role
+	// (payment_events, commands, results, dead_letter), laid over
+	// DefaultTopicConfigs (kafka.topic_configs).
+	TopicConfigs map[string]map[string]string
 	// StoreDir holds the local store (store.dir, default ./data); the
 	// projection lives in its "projection" subfolder.
 	StoreDir string
@@ -75,6 +93,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight commands may take to finish
 	// after a stop is requested (processing.shutdown_timeout, default 20s).
 	ShutdownTimeout time.Duration
+	// ReadyMaxLag is how many records of payment-events (and, separately,
+	// of the results topic) the store may be behind the brokers while the
+	// instance reports ready (processing.ready_max_lag, default 100).
+	ReadyMaxLag int64
 }
 
 func (c *Config) setDefaults() {
@@ -122,6 +144,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 20 * time.Second
 	}
+	if c.ReadyMaxLag == 0 {
+		c.ReadyMaxLag = 100
+	}
 }
 
 // Validate checks a configuration; zero fields (the defaults) are valid.
@@ -160,6 +185,13 @@ func (c Config) Validate() error {
 		return errors.New("processing.max_command_age: must not be negative")
 	case c.ShutdownTimeout < 0:
 		return errors.New("processing.shutdown_timeout: must not be negative")
+	case c.ReadyMaxLag < 0:
+		return errors.New("processing.ready_max_lag: must not be negative")
+	}
+	for role := range c.TopicConfigs {
+		if _, ok := DefaultTopicConfigs()[role]; !ok {
+			return fmt.Errorf("kafka.topic_configs.%s: unknown topic (want payment_events, commands, results or dead_letter)", role)
+		}
 	}
 	return nil
 }
@@ -176,6 +208,91 @@ type Service struct {
 	store   *projection.Store
 	events  *follower
 	results *follower
+	// kafkaErr is the error of the last high-water-mark round, nil once
+	// one succeeds; kafkaOK is when one last succeeded.
+	kafkaErr error
+	kafkaOK  time.Time
+}
+
+// refreshInterval is how often the end offsets of the followed topics are
+// read when no command asks for them: it keeps the lag (and readiness)
+// current while the topics are idle or the fetchers are stuck.
+const refreshInterval = 5 * time.Second
+
+// Readiness says whether an instance should be considered ready, and why
+// not. Served as JSON by /readyz.
+type Readiness struct {
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"`
+	// ProjectionLag and ResultsLag are the records of payment-events and of
+	// the results topic known to exist and not yet applied to the store.
+	ProjectionLag int64 `json:"projection_lag"`
+	ResultsLag    int64 `json:"results_lag"`
+}
+
+// Readiness reports whether the instance is ready: its store is open, the
+// brokers answer, the store is within ReadyMaxLag records of both followed
+// topics, and commands are being consumed.
+func (s *Service) Readiness() Readiness {
+	s.mu.Lock()
+	store, events, results, kerr, kok := s.store, s.events, s.results, s.kafkaErr, s.kafkaOK
+	s.mu.Unlock()
+	if store == nil || events == nil {
+		return Readiness{Reason: "starting: store not open yet"}
+	}
+	r := Readiness{ProjectionLag: events.lag(), ResultsLag: results.lag()}
+	select {
+	case <-s.running:
+	default:
+		r.Reason = "starting: not consuming commands yet"
+		return r
+	}
+	switch {
+	case kerr != nil && time.Since(kok) > 3*refreshInterval:
+		r.Reason = "kafka unreachable: " + kerr.Error()
+	case r.ProjectionLag > s.cfg.ReadyMaxLag:
+		r.Reason = fmt.Sprintf("projection catching up: %d payment events behind", r.ProjectionLag)
+	case r.ResultsLag > s.cfg.ReadyMaxLag:
+		r.Reason = fmt.Sprintf("idempotency table catching up: %d results behind", r.ResultsLag)
+	default:
+		r.Ready = true
+	}
+	return r
+}
+
+// refresh reads the end offsets of the followed topics every
+// refreshInterval until ctx ends.
+func (s *Service) refresh(ctx context.Context, wm *watermarks, followers ...*follower) {
+	t := time.NewTicker(refreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*refreshInterval)
+		offs, err := wm.Get(rctx)
+		cancel()
+		s.noteRound(offs, err, followers...)
+	}
+}
+
+// noteRound records the outcome of a high-water-mark round.
+func (s *Service) noteRound(offs map[string]map[int]Offsets, err error, followers ...*follower) {
+	s.mu.Lock()
+	s.kafkaErr = err
+	if err == nil {
+		s.kafkaOK = time.Now()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return
+	}
+	for _, f := range followers {
+		f.noteEnds(offs[f.topic])
+		f.Follow(partitionsOf(offs[f.topic]))
+	}
 }
 
 // Stats are counters of one Run.
@@ -256,15 +373,15 @@ func (s *Service) Run(ctx context.Context) error {
 	followCtx, stopFollowing := context.WithCancel(context.Background())
 	defer stopFollowing()
 	dialer := &kafka.Dialer{ClientID: cfg.ClientID, Timeout: 10 * time.Second, DualStack: true}
-	newFollower := func(topic string, next func(int) (int64, bool), apply func(int, []projection.Record) error) *follower {
-		return &follower{topic: topic, brokers: cfg.Brokers, dialer: dialer, client: client, next: next, apply: apply,
+	newFollower := func(topic string, stored func() map[int]int64, apply func(int, []projection.Record) error) *follower {
+		return &follower{topic: topic, brokers: cfg.Brokers, dialer: dialer, client: client, stored: stored, apply: apply,
 			fail: fatal, log: s.log.With("component", "follower"), ctx: followCtx}
 	}
-	events := newFollower(cfg.Topics.PaymentEvents, offsetOf(store.EventOffsets), func(p int, r []projection.Record) error {
+	events := newFollower(cfg.Topics.PaymentEvents, store.EventOffsets, func(p int, r []projection.Record) error {
 		_, err := store.ApplyEvents(p, r)
 		return err
 	})
-	results := newFollower(cfg.Topics.Results, offsetOf(store.ResultOffsets), func(p int, r []projection.Record) error {
+	results := newFollower(cfg.Topics.Results, store.ResultOffsets, func(p int, r []projection.Record) error {
 		_, err := store.ApplyResults(p, r)
 		return err
 	})
@@ -281,9 +398,13 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	for _, f := range []*follower{events, results} {
-		f.Follow(partitionsOf(offs[f.topic]))
-	}
+	s.noteRound(offs, nil, events, results)
+	refreshed := make(chan struct{})
+	go func() {
+		defer close(refreshed)
+		s.refresh(followCtx, wm, events, results)
+	}()
+	defer func() { stopFollowing(); <-refreshed }()
 
 	wlog := watermill.NewSlogLogger(s.log.With("component", "watermill"))
 	pub, err := wmkafka.NewPublisher(wmkafka.PublisherConfig{Brokers: cfg.Brokers, ClientID: cfg.ClientID, OmitUUIDHeader: true}, wlog)
@@ -350,13 +471,6 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-func offsetOf(offsets func() map[int]int64) func(int) (int64, bool) {
-	return func(p int) (int64, bool) {
-		off, ok := offsets()[p]
-		return off, ok
-	}
-}
-
 func partitionsOf(m map[int]Offsets) []int {
 	out := make([]int, 0, len(m))
 	for p := range m {
@@ -369,12 +483,18 @@ func partitionsOf(m map[int]Offsets) []int {
 // cannot be reached: a service started before its Kafka waits for it.
 func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error {
 	cfg := s.cfg
+	configs := DefaultTopicConfigs()
+	for role, kv := range cfg.TopicConfigs {
+		for k, v := range kv {
+			configs[role][k] = v
+		}
+	}
+	spec := func(name, role string) TopicSpec {
+		return TopicSpec{Name: name, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.ReplicationFactor, Configs: configs[role]}
+	}
 	specs := []TopicSpec{
-		{Name: cfg.Topics.PaymentEvents, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.ReplicationFactor,
-			Configs: map[string]string{"cleanup.policy": "compact"}},
-		{Name: cfg.Topics.Commands, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.ReplicationFactor},
-		{Name: cfg.Topics.Results, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.ReplicationFactor},
-		{Name: cfg.Topics.DeadLetter, Partitions: cfg.TopicPartitions, ReplicationFactor: cfg.ReplicationFactor},
+		spec(cfg.Topics.PaymentEvents, "payment_events"), spec(cfg.Topics.Commands, "commands"),
+		spec(cfg.Topics.Results, "results"), spec(cfg.Topics.DeadLetter, "dead_letter"),
 	}
 	backoff := 500 * time.Millisecond
 	for {

@@ -235,3 +235,40 @@ func TestWaitEvents(t *testing.T) {
 		t.Fatal("wait on a partition never applied returned nil")
 	}
 }
+
+func TestDigest(t *testing.T) {
+	a, b := openTest(t, t.TempDir()), openTest(t, t.TempDir())
+	defer a.Close()
+	defer b.Close()
+	evs := []Record{{Offset: 0, Value: event("s1", "o1", "paid", 0, "a@x.com")}, {Offset: 1, Value: event("s2", "", "created", 0, "")}}
+	// a applies in one batch, b in two and from another partition; the
+	// offsets differ, the state does not.
+	if _, err := a.ApplyEvents(0, evs); err != nil {
+		t.Fatal(err)
+	}
+	for i := range evs {
+		if _, err := b.ApplyEvents(3, evs[i:i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.RecordResult("c1", []byte(`{"command_id":"c1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ApplyResults(0, []Record{{Offset: 5, Value: []byte(`{"command_id":"c1"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	da, err := a.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, _ := b.Digest()
+	if da != db || len(da) != 64 {
+		t.Fatalf("digests differ: %s %s", da, db)
+	}
+	if _, err := b.ApplyEvents(3, []Record{{Offset: 9, Value: event("s2", "", "paid", 0, "")}}); err != nil {
+		t.Fatal(err)
+	}
+	if db2, _ := b.Digest(); db2 == da {
+		t.Fatal("digest did not change with the state")
+	}
+}

@@ -41,6 +41,9 @@ type KafkaConfig struct {
 	CreateTopics      *bool           `yaml:"create_topics"`
 	TopicPartitions   int             `yaml:"topic_partitions"`
 	ReplicationFactor int             `yaml:"replication_factor"`
+	// TopicConfigs are configs of created topics by role, over the
+	// defaults (payment_events compacted, the others time retention).
+	TopicConfigs map[string]map[string]string `yaml:"topic_configs"`
 }
 
 // EmbeddedBrokerConfig is the embedded_broker block, used when kafka.brokers
@@ -65,15 +68,17 @@ type ProcessingConfig struct {
 	CatchUpWait     time.Duration `yaml:"catch_up_wait"`
 	MaxCommandAge   time.Duration `yaml:"max_command_age"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	ReadyMaxLag     int64         `yaml:"ready_max_lag"`
 }
 
 // ProviderConfig is providers.<channel>.
 type ProviderConfig struct {
-	// Kind selects the provider: console (more kinds come with the real
-	// providers).
-	Kind    string               `yaml:"kind"`
-	Console ConsoleConfig        `yaml:"console"`
-	Retry   dispatch.RetryPolicy `yaml:"retry"`
+	// Kind selects the provider: console or webhook (more kinds come with
+	// the real providers).
+	Kind    string                 `yaml:"kind"`
+	Console ConsoleConfig          `yaml:"console"`
+	Webhook dispatch.WebhookConfig `yaml:"webhook"`
+	Retry   dispatch.RetryPolicy   `yaml:"retry"`
 }
 
 // ConsoleConfig is providers.<channel>.console. The console provider prints
@@ -181,10 +186,14 @@ func (c *Config) Validate() error {
 		}
 		switch p.Kind {
 		case "console":
+		case "webhook":
+			if err := p.Webhook.Validate(); err != nil {
+				return fmt.Errorf("providers.%s.webhook.%w", name, err)
+			}
 		case "":
-			return fmt.Errorf("providers.%s.kind: is required (console)", name)
+			return fmt.Errorf("providers.%s.kind: is required (console or webhook)", name)
 		default:
-			return fmt.Errorf("providers.%s.kind: unknown kind %q (want console)", name, p.Kind)
+			return fmt.Errorf("providers.%s.kind: unknown kind %q (want console or webhook)", name, p.Kind)
 		}
 		if err := p.Retry.Validate(); err != nil {
 			return fmt.Errorf("providers.%s.retry.%w", name, err)
@@ -216,8 +225,10 @@ func (c *Config) serviceConfig() consumer.Config {
 	return consumer.Config{
 		Brokers: brokers, GroupID: c.Kafka.GroupID, ClientID: c.Kafka.ClientID, Topics: c.Kafka.Topics,
 		CreateTopics: c.Kafka.CreateTopics, TopicPartitions: c.Kafka.TopicPartitions, ReplicationFactor: c.Kafka.ReplicationFactor,
-		StoreDir: c.Store.Dir, Concurrency: c.Processing.Concurrency, CatchUpWait: c.Processing.CatchUpWait,
+		TopicConfigs: c.Kafka.TopicConfigs,
+		StoreDir:     c.Store.Dir, Concurrency: c.Processing.Concurrency, CatchUpWait: c.Processing.CatchUpWait,
 		MaxCommandAge: c.Processing.MaxCommandAge, ShutdownTimeout: c.Processing.ShutdownTimeout,
+		ReadyMaxLag: c.Processing.ReadyMaxLag,
 	}
 }
 

@@ -66,6 +66,13 @@ templates:
 		{name: "unknown channel", yaml: "providers:\n  fax: {kind: console}\n", wantErr: "providers.fax:"},
 		{name: "unknown kind", yaml: "providers:\n  sms: {kind: carrier-pigeon}\n", wantErr: "providers.sms.kind:"},
 		{name: "missing kind", yaml: "providers:\n  sms: {}\n", wantErr: "providers.sms.kind:"},
+		{name: "webhook without url", yaml: "providers:\n  sms: {kind: webhook}\n", wantErr: "providers.sms.webhook.url:"},
+		{name: "webhook with a secret header", yaml: "providers:\n  sms: {kind: webhook, webhook: {url: \"https://gw.example.com/sms\", headers: {Authorization: \"Bearer ${NOTIFYD_TEST_SECRET}\"}}}\n",
+			check: func(t *testing.T, c Config) {
+				if c.Providers["sms"].Webhook.Headers["Authorization"] != "Bearer s3cret" {
+					t.Errorf("webhook: %+v", c.Providers["sms"].Webhook)
+				}
+			}},
 		{name: "bad retry", yaml: "providers:\n  sms: {kind: console, retry: {max_attempts: -1}}\n", wantErr: "providers.sms.retry.max_attempts"},
 		{name: "broken template", yaml: "templates:\n  sms:\n    paid:\n      en: {text: \"{{.Nope\"}\n", wantErr: "templates.sms.paid.en"},
 		{name: "template for unsupported cell", yaml: "templates:\n  whatsapp:\n    refunded:\n      en: {name: x, language: en}\n", wantErr: "templates.whatsapp.refunded"},

@@ -42,6 +42,12 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 		switch p.Kind {
 		case "console":
 			dcfg.Providers[ch] = dispatch.NewConsole(stdout)
+		case "webhook":
+			wh, err := dispatch.NewWebhook(p.Webhook, nil)
+			if err != nil {
+				return fmt.Errorf("providers.%s.webhook.%w", name, err)
+			}
+			dcfg.Providers[ch] = wh
 		}
 		dcfg.Retry[ch] = p.Retry
 	}
@@ -71,8 +77,9 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	return svc.Run(ctx)
 }
 
-// serveHTTP serves /healthz (the process is alive) and /readyz (commands
-// are being consumed).
+// serveHTTP serves /healthz (the process is alive) and /readyz (the store
+// is open, Kafka answers, the projection is caught up and commands are
+// consumed; the JSON body says why not).
 func serveHTTP(addr string, svc *consumer.Service, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -88,12 +95,12 @@ func serveHTTP(addr string, svc *consumer.Service, log *slog.Logger) (stop func(
 		reply(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-svc.Running():
-			reply(w, http.StatusOK, map[string]string{"status": "ready"})
-		default:
-			reply(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "reason": "not consuming commands yet"})
+		r := svc.Readiness()
+		code := http.StatusOK
+		if !r.Ready {
+			code = http.StatusServiceUnavailable
 		}
+		reply(w, code, r)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {

@@ -1,0 +1,153 @@
+package dispatch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// WebhookConfig configures a Webhook provider (providers.<channel>.webhook).
+type WebhookConfig struct {
+	// URL receives one POST per message. Required; http or https.
+	URL string `yaml:"url"`
+	// Headers are added to every request, e.g. an Authorization header
+	// written as ${TOKEN} in the configuration. Their values are secrets:
+	// they never appear in logs, errors or results.
+	Headers map[string]string `yaml:"headers"`
+}
+
+// Validate names the first bad field.
+func (c WebhookConfig) Validate() error {
+	u, err := url.Parse(c.URL)
+	if c.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("url: must be an http or https URL")
+	}
+	return nil
+}
+
+// Webhook is a Provider that POSTs each message as JSON to a URL: for a
+// merchant's own gateway, and for tests that record what notifyd sends
+// outside its process.
+//
+// The request body is WebhookRequest; the header Idempotency-Key is
+// "<command_id>:<channel>". A 2xx answer must carry {"id": "..."}, the
+// provider_message_id. 429 and 5xx answers and network errors are
+// transient (Retry-After in seconds is honoured); other 4xx answers are
+// permanent. A 2xx without an id may have been sent, so it is not retried:
+// it is reported as a permanent failure. Details carry the HTTP status and
+// the start of the body, never the request's headers.
+type Webhook struct {
+	cfg    WebhookConfig
+	client *http.Client
+}
+
+// WebhookRequest is the JSON body a Webhook posts.
+type WebhookRequest struct {
+	Channel   string            `json:"channel"`
+	To        string            `json:"to"`
+	CommandID string            `json:"command_id"`
+	Subject   string            `json:"subject,omitempty"`
+	Text      string            `json:"text,omitempty"`
+	HTML      string            `json:"html,omitempty"`
+	WhatsApp  *WhatsAppTemplate `json:"whatsapp,omitempty"`
+}
+
+// NewWebhook returns a Webhook; client nil means a client without its own
+// timeout (each attempt is bounded by the retry policy's attempt_timeout).
+func NewWebhook(cfg WebhookConfig, client *http.Client) (*Webhook, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if client == nil {
+		client = &http.Client{}
+	}
+	return &Webhook{cfg: cfg, client: client}, nil
+}
+
+// Name returns "webhook".
+func (w *Webhook) Name() string { return "webhook" }
+
+// Send posts m and reads the provider's message id from the answer.
+func (w *Webhook) Send(ctx context.Context, m Message) (Receipt, error) {
+	body, err := json.Marshal(WebhookRequest{
+		Channel: string(m.Channel), To: m.To, CommandID: m.CommandID,
+		Subject: m.Subject, Text: m.Text, HTML: m.HTML, WhatsApp: m.WhatsApp,
+	})
+	if err != nil {
+		return Receipt{}, Permanent("cannot encode the request", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return Receipt{}, Permanent("cannot build the request", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", m.CommandID+":"+string(m.Channel))
+	for k, v := range w.cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		// The URL is ours, not a secret; the error text may name it.
+		return Receipt{}, Transient("webhook unreachable", 0, errors.New(scrubURLError(err)))
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	detail := fmt.Sprintf("HTTP %d: %s", resp.StatusCode, bodyStart(raw))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		var ok struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(raw, &ok) != nil || ok.ID == "" {
+			return Receipt{}, Permanent("answer without a message id (may have been sent): "+detail, nil)
+		}
+		return Receipt{MessageID: ok.ID}, nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return Receipt{}, Transient(detail, parseRetryAfter(resp.Header.Get("Retry-After")), nil)
+	default:
+		return Receipt{}, Permanent(detail, nil)
+	}
+}
+
+// bodyStart returns the first 200 bytes of a body as one line of text.
+func bodyStart(b []byte) string {
+	const n = 200
+	if len(b) > n {
+		b = b[:n]
+		for len(b) > 0 && !utf8.Valid(b) {
+			b = b[:len(b)-1]
+		}
+	}
+	return strings.Join(strings.Fields(string(b)), " ")
+}
+
+// parseRetryAfter reads a Retry-After header in seconds or as an HTTP date.
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return time.Until(t)
+	}
+	return 0
+}
+
+func scrubURLError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + ": " + ue.Err.Error()
+	}
+	return err.Error()
+}
