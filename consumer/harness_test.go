@@ -258,6 +258,7 @@ func (h *harness) start(o instanceOpts) *instance {
 	select {
 	case <-svc.Running():
 	case err := <-in.done:
+		in.cancel = nil // stop has nothing left to wait for
 		h.t.Fatalf("service stopped at start: %v", err)
 	case <-time.After(30 * time.Second):
 		h.t.Fatal("service did not start in 30s")

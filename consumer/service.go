@@ -95,7 +95,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// ReadyMaxLag is how many records of payment-events (and, separately,
 	// of the results topic) the store may be behind the brokers while the
-	// instance reports ready (processing.ready_max_lag, default 100).
+	// instance reports ready (processing.ready_max_lag; the command sets
+	// its default, 100; zero here means fully caught up).
 	ReadyMaxLag int64
 }
 
@@ -143,9 +144,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 20 * time.Second
-	}
-	if c.ReadyMaxLag == 0 {
-		c.ReadyMaxLag = 100
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -112,8 +113,29 @@ func Partitions(ctx context.Context, client *kafka.Client, topics ...string) (ma
 type Offsets struct{ First, End int64 }
 
 // ListOffsets returns the first and end offsets of every partition of the
-// given topics, in one metadata and one list-offsets round trip.
+// given topics, in one metadata and one list-offsets round trip. Errors the
+// broker marks temporary (a partition whose leader is moving or just being
+// elected, as right after a topic is created) are retried for up to about
+// 10 s, within ctx.
 func ListOffsets(ctx context.Context, client *kafka.Client, topics ...string) (map[string]map[int]Offsets, error) {
+	backoff := 50 * time.Millisecond
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		offs, err := listOffsets(ctx, client, topics...)
+		var kerr kafka.Error
+		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() || time.Now().After(deadline) {
+			return offs, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func listOffsets(ctx context.Context, client *kafka.Client, topics ...string) (map[string]map[int]Offsets, error) {
 	parts, err := Partitions(ctx, client, topics...)
 	if err != nil {
 		return nil, err

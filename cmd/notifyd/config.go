@@ -68,7 +68,9 @@ type ProcessingConfig struct {
 	CatchUpWait     time.Duration `yaml:"catch_up_wait"`
 	MaxCommandAge   time.Duration `yaml:"max_command_age"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	ReadyMaxLag     int64         `yaml:"ready_max_lag"`
+	// ReadyMaxLag is a pointer so that 0 (ready only when fully caught up)
+	// can be told from unset (100).
+	ReadyMaxLag *int64 `yaml:"ready_max_lag"`
 }
 
 // ProviderConfig is providers.<channel>.
@@ -143,6 +145,10 @@ func (c *Config) setDefaults() {
 	}
 	if c.Processing.ShutdownTimeout == 0 {
 		c.Processing.ShutdownTimeout = 20 * time.Second
+	}
+	if c.Processing.ReadyMaxLag == nil {
+		lag := int64(100)
+		c.Processing.ReadyMaxLag = &lag
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -228,7 +234,7 @@ func (c *Config) serviceConfig() consumer.Config {
 		TopicConfigs: c.Kafka.TopicConfigs,
 		StoreDir:     c.Store.Dir, Concurrency: c.Processing.Concurrency, CatchUpWait: c.Processing.CatchUpWait,
 		MaxCommandAge: c.Processing.MaxCommandAge, ShutdownTimeout: c.Processing.ShutdownTimeout,
-		ReadyMaxLag: c.Processing.ReadyMaxLag,
+		ReadyMaxLag: *c.Processing.ReadyMaxLag,
 	}
 }
 

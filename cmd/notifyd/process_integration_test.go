@@ -1,0 +1,480 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/notifyd/notifyd/consumer"
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// The reliability suite runs the notifyd binary as a separate process
+// against a real Kafka broker (NOTIFYD_TEST_BROKERS, started by .ci/run with
+// scripts/kafka-local), kills it, restarts the broker, deletes its disk, and
+// checks that nothing is lost. Providers are webhooks served by the test,
+// so every call notifyd makes is recorded outside its process.
+
+// notifydBin is the binary built once by TestMain.
+var notifydBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "notifyd-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	notifydBin = filepath.Join(dir, "notifyd")
+	args := []string{"build", "-o", notifydBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build notifyd:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func testBrokers(t testing.TB) []string {
+	t.Helper()
+	env := os.Getenv("NOTIFYD_TEST_BROKERS")
+	if env == "" {
+		t.Fatal("the integration tests need a broker: NOTIFYD_TEST_BROKERS=host:port (see scripts/kafka-local)")
+	}
+	return strings.Split(env, ",")
+}
+
+// cluster is what one reliability test shares: the brokers, its own
+// topics, the recording provider, and followers of results and dead
+// letters.
+type cluster struct {
+	t       testing.TB
+	brokers []string
+	topics  consumer.Topics
+	writer  *kafka.Writer
+	calls   *callLog
+	srv     *httptest.Server
+
+	logs []string // log files of the processes started
+
+	mu      sync.Mutex
+	results map[string][]kafka.Message // command_id -> results
+	dlq     []kafka.Message
+	invalid int // results with reason invalid_command
+}
+
+func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
+	t.Helper()
+	brokers := testBrokers(t)
+	prefix := fmt.Sprintf("it-%s-%d-", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano())
+	c := &cluster{
+		t: t, brokers: brokers,
+		topics: consumer.Topics{PaymentEvents: prefix + "payment-events", Commands: prefix + "notification-commands",
+			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq"},
+		calls:   &callLog{delay: providerDelay, counts: map[string][]time.Time{}},
+		results: map[string][]kafka.Message{},
+	}
+	c.srv = httptest.NewServer(c.calls)
+	t.Cleanup(c.srv.Close)
+	c.writer = consumer.NewWriter(brokers, "it")
+	t.Cleanup(func() { c.writer.Close() })
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	var specs []consumer.TopicSpec
+	for _, n := range []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter} {
+		specs = append(specs, consumer.TopicSpec{Name: n, Partitions: 4, ReplicationFactor: 1})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := consumer.EnsureTopics(ctx, client, specs, true); err != nil {
+		t.Fatal(err)
+	}
+	fctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stop(); wg.Wait() })
+	follow := func(topic string, fn func(kafka.Message)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for fctx.Err() == nil {
+				_ = consumer.Follow(fctx, brokers, topic, false, func(m kafka.Message) bool { fn(m); return true })
+			}
+		}()
+	}
+	follow(c.topics.Results, func(m kafka.Message) {
+		var r schemas.DeliveryResult
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			t.Errorf("result is not JSON: %q", m.Value)
+			return
+		}
+		c.mu.Lock()
+		c.results[r.CommandID] = append(c.results[r.CommandID], m)
+		if r.Reason == schemas.ReasonInvalidCommand && len(c.results[r.CommandID]) == 1 {
+			c.invalid++
+		}
+		c.mu.Unlock()
+	})
+	follow(c.topics.DeadLetter, func(m kafka.Message) {
+		c.mu.Lock()
+		c.dlq = append(c.dlq, m)
+		c.mu.Unlock()
+	})
+	return c
+}
+
+// produce writes records, retrying while the broker is unavailable.
+func (c *cluster) produce(topic string, msgs ...kafka.Message) {
+	c.t.Helper()
+	for i := range msgs {
+		msgs[i].Topic = topic
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := c.writer.WriteMessages(ctx, msgs...)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("produce to %s: %v", topic, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func eventJSON(session, state string, version int) []byte {
+	return []byte(fmt.Sprintf(`{"event_id":"%s-%d","session_id":"%s","order_no":"o-%s","state":"%s","version":%d,"timestamp_utc":"2026-11-02T09:00:07Z","amount":"12.500","currency_code":"KWD","customer_email":"c-%s@example.com","customer_phone":"+96550001234","customer_first_name":"Layla","language":"en","notifications":{"email":[],"sms":[]}}`,
+		session, version, session, session, state, version, session))
+}
+
+func commandJSON(id, session string, channels ...string) []byte {
+	b, _ := json.Marshal(map[string]any{"command_id": id, "session_id": session, "channels": channels})
+	return b
+}
+
+// events publishes one payment event per session, in batches.
+func (c *cluster) events(sessions []string, state string, version int) {
+	const batch = 2000
+	msgs := make([]kafka.Message, 0, batch)
+	for i, s := range sessions {
+		msgs = append(msgs, kafka.Message{Key: []byte(s), Value: eventJSON(s, state, version)})
+		if len(msgs) == batch || i == len(sessions)-1 {
+			c.produce(c.topics.PaymentEvents, msgs...)
+			msgs = msgs[:0]
+		}
+	}
+}
+
+func (c *cluster) answered(ids []string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if len(c.results[id]) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// waitAnswered waits until every id has a result.
+func (c *cluster) waitAnswered(ids []string, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for c.answered(ids) < len(ids) {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("after %s only %d of %d commands have a result", timeout, c.answered(ids), len(ids))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkResults asserts that every result of a command is the same record
+// value (a replay, never a second decision) and returns how many commands
+// were answered more than once.
+func (c *cluster) checkResults(ids []string) (replayed int) {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		rs := c.results[id]
+		for _, r := range rs[1:] {
+			if !bytes.Equal(r.Value, rs[0].Value) {
+				c.t.Errorf("command %s has two different results:\n%s\n%s", id, rs[0].Value, r.Value)
+			}
+		}
+		if len(rs) > 1 {
+			replayed++
+		}
+	}
+	return replayed
+}
+
+// callLog is the webhook provider's far end: it records every call as
+// (command_id, channel) with the time it started, waits delay, and answers
+// with a message id.
+type callLog struct {
+	delay time.Duration
+
+	mu       sync.Mutex
+	counts   map[string][]time.Time
+	inFlight int
+	maxIn    int
+}
+
+func (l *callLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Channel   string `json:"channel"`
+		CommandID string `json:"command_id"`
+	}
+	body, _ := io.ReadAll(r.Body)
+	if err := json.Unmarshal(body, &req); err != nil || req.CommandID == "" {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	key := req.CommandID + "/" + req.Channel
+	l.mu.Lock()
+	l.counts[key] = append(l.counts[key], time.Now())
+	l.inFlight++
+	l.maxIn = max(l.maxIn, l.inFlight)
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.inFlight--
+		l.mu.Unlock()
+	}()
+	select {
+	case <-time.After(l.delay):
+	case <-r.Context().Done():
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"id":"wh-%d"}`, rand.Int64())
+}
+
+func (l *callLog) total() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, c := range l.counts {
+		n += len(c)
+	}
+	return n
+}
+
+// duplicates returns the (command_id/channel) keys called more than once,
+// with the time of their first call.
+func (l *callLog) duplicates() map[string]time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]time.Time{}
+	for k, ts := range l.counts {
+		if len(ts) > 1 {
+			out[k] = ts[0]
+		}
+	}
+	return out
+}
+
+// proc is one notifyd process.
+type proc struct {
+	t        testing.TB
+	cmd      *exec.Cmd
+	dir      string
+	httpAddr string
+	logPath  string
+	exited   chan error
+}
+
+type procOpts struct {
+	dir          string // store.dir; a new one when empty
+	concurrency  int
+	readyMaxLag  int // 0: ready only when fully caught up
+	catchUpWait  time.Duration
+	waitForReady bool
+}
+
+func (c *cluster) config(o procOpts, httpAddr string) string {
+	return fmt.Sprintf(`
+kafka:
+  brokers: [%s]
+  group_id: %s
+  client_id: it
+  topics: {payment_events: %q, commands: %q, results: %q, dead_letter: %q}
+store: {dir: %q}
+http: {listen: %q}
+log: {format: json, level: info}
+processing: {concurrency: %d, catch_up_wait: %s, ready_max_lag: %d, shutdown_timeout: 20s}
+providers:
+  email: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 3, initial_backoff: 50ms, attempt_timeout: 5s}}
+  sms: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 3, initial_backoff: 50ms, attempt_timeout: 5s}}
+templates:
+  email:
+    created: {en: {subject: "Order {{.OrderNo}}", text: "Created {{.Amount}}"}}
+    paid: {en: {subject: "Order {{.OrderNo}}", text: "Paid {{.Amount}}"}}
+  sms:
+    created: {en: {text: "Created {{.Amount}}"}}
+    paid: {en: {text: "Paid {{.Amount}}"}}
+`, strings.Join(c.brokers, ", "), "g-"+c.topics.Commands, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
+		o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, c.srv.URL+"/email", c.srv.URL+"/sms")
+}
+
+// start starts a notifyd process and waits until its /healthz answers
+// (and /readyz says ready, with waitForReady).
+func (c *cluster) start(o procOpts) *proc {
+	c.t.Helper()
+	if o.dir == "" {
+		o.dir = c.t.TempDir()
+	}
+	if o.concurrency == 0 {
+		o.concurrency = 64
+	}
+	if o.catchUpWait == 0 {
+		o.catchUpWait = 10 * time.Second
+	}
+	p := &proc{t: c.t, dir: o.dir, httpAddr: freePort(c.t), exited: make(chan error, 1)}
+	cfgPath := filepath.Join(o.dir, "notifyd.yaml")
+	if err := os.WriteFile(cfgPath, []byte(c.config(o, p.httpAddr)), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	p.logPath = filepath.Join(o.dir, fmt.Sprintf("notifyd-%d.log", time.Now().UnixNano()))
+	c.logs = append(c.logs, p.logPath)
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	p.cmd = exec.Command(notifydBin, "serve", "-config", cfgPath)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait(); logf.Close() }()
+	c.t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if c.t.Failed() {
+			b, _ := os.ReadFile(p.logPath)
+			c.t.Logf("notifyd log %s (last 4 KiB):\n%s", p.logPath, lastBytes(b, 4096))
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, _ := p.get("/healthz")
+		if code == http.StatusOK {
+			if !o.waitForReady {
+				return p
+			}
+			if code, _ := p.get("/readyz"); code == http.StatusOK {
+				return p
+			}
+		}
+		select {
+		case err := <-p.exited:
+			b, _ := os.ReadFile(p.logPath)
+			c.t.Fatalf("notifyd exited at start (%v):\n%s", err, lastBytes(b, 4096))
+		default:
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(p.logPath)
+			c.t.Fatalf("notifyd not up after 60s:\n%s", lastBytes(b, 4096))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func lastBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// get requests a path of the process's HTTP server.
+func (p *proc) get(path string) (int, []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// kill9 kills the process with SIGKILL.
+func (p *proc) kill9() {
+	p.t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		p.t.Fatal(err)
+	}
+	<-p.exited
+}
+
+// stop sends SIGTERM and checks a clean exit within 30 s.
+func (p *proc) stop() {
+	p.t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			b, _ := os.ReadFile(p.logPath)
+			p.t.Fatalf("notifyd exited with %v after SIGTERM:\n%s", err, lastBytes(b, 4096))
+		}
+		p.t.Logf("notifyd stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	case <-time.After(30 * time.Second):
+		p.t.Fatal("notifyd did not exit within 30 s of SIGTERM")
+	}
+}
+
+func (p *proc) running() bool {
+	select {
+	case err := <-p.exited:
+		p.exited <- err
+		return false
+	default:
+		return true
+	}
+}
+
+// logLines returns the lines of every process's log that contain s.
+func (c *cluster) logLines(s string) []string {
+	var out []string
+	for _, path := range c.logs {
+		b, _ := os.ReadFile(path)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, s) {
+				out = append(out, filepath.Base(path)+": "+l)
+			}
+		}
+	}
+	return out
+}
