@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/time/rate"
+
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -32,6 +34,10 @@ type Config struct {
 	// Retry is each channel's retry policy; a missing channel, or zero
 	// fields, take the defaults.
 	Retry map[schemas.Channel]RetryPolicy
+	// RateLimits bounds each channel's provider calls; a missing channel
+	// has no limit. Waiting for the limiter is not a failure and does not
+	// use the retry budget.
+	RateLimits map[schemas.Channel]RateLimit
 	// Templates renders the messages; required.
 	Templates *Templates
 	// Now stamps processed_at; default time.Now.
@@ -43,6 +49,7 @@ type Config struct {
 type Dispatcher struct {
 	providers map[schemas.Channel]Provider
 	retry     map[schemas.Channel]RetryPolicy
+	limiters  map[schemas.Channel]*rate.Limiter
 	templates *Templates
 	now       func() time.Time
 	txns      Transactions
@@ -71,6 +78,7 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 	d := &Dispatcher{
 		providers: map[schemas.Channel]Provider{},
 		retry:     map[schemas.Channel]RetryPolicy{},
+		limiters:  map[schemas.Channel]*rate.Limiter{},
 		templates: cfg.Templates,
 		now:       cfg.Now,
 		txns:      txns,
@@ -92,6 +100,17 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 	for ch := range cfg.Retry {
 		if !ch.Valid() {
 			return nil, fmt.Errorf("dispatch: retry: unknown channel %q", ch)
+		}
+	}
+	for ch, rl := range cfg.RateLimits {
+		if !ch.Valid() {
+			return nil, fmt.Errorf("dispatch: rate_limit: unknown channel %q", ch)
+		}
+		if err := rl.Validate(); err != nil {
+			return nil, fmt.Errorf("dispatch: rate_limit.%s: %w", ch, err)
+		}
+		if l := rl.limiter(); l != nil {
+			d.limiters[ch] = l
 		}
 	}
 	for _, ch := range schemas.Channels {
@@ -312,6 +331,14 @@ func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult)
 		remaining := deadline.Sub(d.clock())
 		if remaining <= 0 {
 			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "retry budget of "+p.MaxElapsed.String()+" used up", lastDetail))
+		}
+		if l := d.limiters[j.msg.Channel]; l != nil {
+			// Waiting for the rate limit is not part of the retry budget.
+			waited := d.clock()
+			if err := l.Wait(ctx); err != nil {
+				continue // ctx ended; reported at the top of the loop
+			}
+			deadline = deadline.Add(d.clock().Sub(waited))
 		}
 		actx, cancel := context.WithTimeout(ctx, min(p.AttemptTimeout, remaining))
 		receipt, err := j.provider.Send(actx, j.msg)

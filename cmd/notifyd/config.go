@@ -81,6 +81,8 @@ type ProviderConfig struct {
 	Console ConsoleConfig          `yaml:"console"`
 	Webhook dispatch.WebhookConfig `yaml:"webhook"`
 	Retry   dispatch.RetryPolicy   `yaml:"retry"`
+	// RateLimit bounds the provider's calls (token bucket); unset: none.
+	RateLimit dispatch.RateLimit `yaml:"rate_limit"`
 }
 
 // ConsoleConfig is providers.<channel>.console. The console provider prints
@@ -203,6 +205,9 @@ func (c *Config) Validate() error {
 		}
 		if err := p.Retry.Validate(); err != nil {
 			return fmt.Errorf("providers.%s.retry.%w", name, err)
+		}
+		if err := p.RateLimit.Validate(); err != nil {
+			return fmt.Errorf("providers.%s.rate_limit.%w", name, err)
 		}
 	}
 	if _, err := dispatch.ParseTemplates(c.Templates); err != nil {

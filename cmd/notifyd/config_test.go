@@ -73,6 +73,7 @@ templates:
 					t.Errorf("webhook: %+v", c.Providers["sms"].Webhook)
 				}
 			}},
+		{name: "bad rate limit", yaml: "providers:\n  sms: {kind: console, rate_limit: {per_second: -3}}\n", wantErr: "providers.sms.rate_limit.per_second:"},
 		{name: "bad retry", yaml: "providers:\n  sms: {kind: console, retry: {max_attempts: -1}}\n", wantErr: "providers.sms.retry.max_attempts"},
 		{name: "broken template", yaml: "templates:\n  sms:\n    paid:\n      en: {text: \"{{.Nope\"}\n", wantErr: "templates.sms.paid.en"},
 		{name: "template for unsupported cell", yaml: "templates:\n  whatsapp:\n    refunded:\n      en: {name: x, language: en}\n", wantErr: "templates.whatsapp.refunded"},

@@ -36,7 +36,10 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	dcfg := dispatch.Config{Providers: map[schemas.Channel]dispatch.Provider{}, Retry: map[schemas.Channel]dispatch.RetryPolicy{}, Templates: templates}
+	dcfg := dispatch.Config{
+		Providers: map[schemas.Channel]dispatch.Provider{}, Retry: map[schemas.Channel]dispatch.RetryPolicy{},
+		RateLimits: map[schemas.Channel]dispatch.RateLimit{}, Templates: templates,
+	}
 	for name, p := range cfg.Providers {
 		ch := schemas.Channel(name)
 		switch p.Kind {
@@ -50,6 +53,7 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 			dcfg.Providers[ch] = wh
 		}
 		dcfg.Retry[ch] = p.Retry
+		dcfg.RateLimits[ch] = p.RateLimit
 	}
 
 	scfg := cfg.serviceConfig()

@@ -1,0 +1,105 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// This file holds what the HTTP providers of real messaging services
+// (Twilio, Meta) share. Webhook predates it; bodyStart and parseRetryAfter
+// live in webhook.go and are used here too.
+
+// maxAnswerBytes bounds how much of a provider's answer is read.
+const maxAnswerBytes = 64 << 10
+
+// httpAnswer is a provider's HTTP answer: its status, the Retry-After it
+// asked for (0 when none) and the start of its body.
+type httpAnswer struct {
+	status     int
+	retryAfter time.Duration
+	body       []byte
+}
+
+// success reports whether the answer has a 2xx status.
+func (a httpAnswer) success() bool { return a.status >= 200 && a.status < 300 }
+
+// retryable reports whether the status alone calls for a retry: 429 and
+// 5xx.
+func (a httpAnswer) retryable() bool {
+	return a.status == http.StatusTooManyRequests || a.status >= 500
+}
+
+// doHTTP sends req with client and reads at most maxAnswerBytes of the
+// answer. Failing to get an answer at all (connection refused, DNS, TLS, the
+// attempt's ctx ending) is a transient *ProviderError whose detail names
+// provider; neither it nor the wrapped error holds the request URL or its
+// headers. A body that cannot be read to the end is kept as far as it was
+// read: callers must treat it like any other unparseable answer.
+func doHTTP(client *http.Client, req *http.Request, provider string) (httpAnswer, error) {
+	resp, err := client.Do(req)
+	if err != nil {
+		what := provider + " unreachable"
+		var ne net.Error
+		switch {
+		case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+			what = provider + " did not answer in time"
+		case errors.Is(err, context.Canceled):
+			what = provider + " request canceled"
+		}
+		return httpAnswer{}, Transient(what, 0, withoutURL(err))
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+	return httpAnswer{
+		status:     resp.StatusCode,
+		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After")),
+		body:       raw,
+	}, nil
+}
+
+// withoutURL drops the request URL from a *url.Error, keeping the cause in
+// the chain (so errors.Is(err, context.DeadlineExceeded) still holds). It
+// is scrubURLError's variant for errors that stay errors.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
+// redactAnswer prepares text a provider sent back for a ProviderError detail: each
+// non-empty secret becomes "***", the recipient's number to, written as
+// given or without its leading "+", becomes MaskPhone(to), and the result is
+// cut to bodyStart's length on one line. Redaction comes first so that a cut
+// never leaves part of a secret or number behind.
+func redactAnswer(text []byte, to string, secrets ...string) string {
+	s := string(text)
+	for _, sec := range secrets {
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, masked)
+		}
+	}
+	if to != "" {
+		mask := MaskPhone(to)
+		s = strings.ReplaceAll(s, to, mask)
+		if digits := strings.TrimPrefix(to, "+"); digits != to && digits != "" {
+			s = strings.ReplaceAll(s, digits, mask)
+		}
+	}
+	return bodyStart([]byte(s))
+}
+
+// isHTTPURL reports whether s is an absolute http or https URL with a
+// host.
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}

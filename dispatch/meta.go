@@ -1,0 +1,271 @@
+package dispatch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Defaults for MetaConfig.
+const (
+	DefaultMetaBaseURL    = "https://graph.facebook.com"
+	DefaultMetaAPIVersion = "v21.0"
+)
+
+// MetaConfig configures a Meta provider (providers.whatsapp.meta).
+type MetaConfig struct {
+	// BaseURL is the Graph API's root; default DefaultMetaBaseURL. Tests
+	// point it at a local server; a path prefix (a proxy) is kept.
+	BaseURL string `yaml:"base_url"`
+	// APIVersion is the Graph API version, "v" major "." minor; default
+	// DefaultMetaAPIVersion.
+	APIVersion string `yaml:"api_version"`
+	// PhoneNumberID is the numeric id of the business phone number that
+	// sends (not the phone number itself). Required.
+	PhoneNumberID string `yaml:"phone_number_id"`
+	// AccessToken is a system user access token with the
+	// whatsapp_business_messaging permission, sent as a Bearer token.
+	// Required. It is a secret: it never appears in errors, details or logs.
+	AccessToken string `yaml:"access_token"`
+}
+
+var metaAPIVersion = regexp.MustCompile(`^v[0-9]+\.[0-9]+$`)
+
+// Validate names the first bad field by its configuration key, e.g.
+// "phone_number_id: required". base_url and api_version may be empty (the
+// defaults apply).
+func (c MetaConfig) Validate() error {
+	switch {
+	case c.BaseURL != "" && !isHTTPURL(c.BaseURL):
+		return errors.New("base_url: must be an http or https URL")
+	case c.APIVersion != "" && !metaAPIVersion.MatchString(c.APIVersion):
+		return errors.New(`api_version: must look like "v21.0"`)
+	case c.PhoneNumberID == "":
+		return errors.New("phone_number_id: required")
+	case strings.Trim(c.PhoneNumberID, "0123456789") != "":
+		return errors.New("phone_number_id: must be the numeric id of the business phone number, not the number")
+	case c.AccessToken == "":
+		return errors.New("access_token: required")
+	}
+	return nil
+}
+
+// Meta is a Provider that sends whatsapp template messages through Meta's
+// WhatsApp Cloud API, one request per message:
+//
+//	POST {base_url}/{api_version}/{phone_number_id}/messages
+//
+// with a JSON MetaRequest built from Message.WhatsApp (its parameters pass
+// unchanged, as one "body" component, omitted when there are none) and the
+// access token as a Bearer token. The receipt's MessageID is the answer's
+// messages[0].id ("wamid...").
+//
+// The recipient ("to") is Message.To unchanged, i.e. E.164 with its leading
+// "+". The Cloud API accepts numbers with or without "+", but Meta's
+// documentation recommends the "+" and country calling code: a number
+// without "+" may be read as national to the business number's country.
+//
+// Classification of each attempt (the dispatcher retries):
+//   - a 2xx answer with messages[0].id is a success;
+//   - a 2xx answer that is not JSON or has no message id may have been
+//     sent, so it is permanent (never retried), with the HTTP status and the
+//     start of the body in the detail;
+//   - an error answer {"error":{"code",...}} with a listed code is decided
+//     by the code whatever the HTTP status: 130429 (throughput limit),
+//     131056 (pair rate limit), 131000 (something went wrong) and 2
+//     (service unavailable) are transient; 131026 (undeliverable), 131047
+//     (re-engagement window), 131008 (required parameter missing), 132000
+//     (template parameter count), 132001 (template does not exist), 100
+//     (invalid parameter), 190 (access token expired or invalid) and 368
+//     (blocked for policy violations) are permanent;
+//   - any other answer (an unlisted code, or a body that is not a Graph
+//     error) is decided by the HTTP status: 429 and 5xx transient, anything
+//     else permanent;
+//   - transient answers honour Retry-After (seconds or an HTTP date);
+//   - network errors and the attempt's ctx ending are transient.
+//
+// The detail is "meta 131026 (HTTP 400): <message>: <error_data.details>",
+// or "meta (HTTP 500): <start of body>" when the body is not a Graph error.
+// The access token is never put into errors; where Meta's answer echoes it,
+// it is replaced by "***", and the recipient's number, where Meta echoes it
+// with or without "+", by MaskPhone(To).
+//
+// A Meta is safe for concurrent use.
+type Meta struct {
+	cfg      MetaConfig
+	client   *http.Client
+	endpoint string
+}
+
+// MetaRequest is the JSON body of a Cloud API template message.
+type MetaRequest struct {
+	MessagingProduct string       `json:"messaging_product"` // always "whatsapp"
+	To               string       `json:"to"`
+	Type             string       `json:"type"` // always "template"
+	Template         MetaTemplate `json:"template"`
+}
+
+// MetaTemplate is a template message's template object.
+type MetaTemplate struct {
+	Name     string       `json:"name"`
+	Language MetaLanguage `json:"language"`
+	// Components holds one "body" component with the parameters; it is
+	// omitted when the template has none.
+	Components []MetaComponent `json:"components,omitempty"`
+}
+
+// MetaLanguage is a template message's language, e.g. {"code": "en_US"}.
+type MetaLanguage struct {
+	Code string `json:"code"`
+}
+
+// MetaComponent is one component of a template message.
+type MetaComponent struct {
+	Type       string          `json:"type"`
+	Parameters []MetaParameter `json:"parameters"`
+}
+
+// MetaParameter is one text parameter of a template component.
+type MetaParameter struct {
+	Type string `json:"type"` // always "text"
+	Text string `json:"text"`
+}
+
+// NewMeta validates cfg and returns a Meta; empty base_url and api_version
+// take the defaults. client nil means a client without its own timeout
+// (each attempt is bounded by the retry policy's attempt_timeout).
+func NewMeta(cfg MetaConfig, client *http.Client) (*Meta, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultMetaBaseURL
+	}
+	if cfg.APIVersion == "" {
+		cfg.APIVersion = DefaultMetaAPIVersion
+	}
+	if client == nil {
+		client = &http.Client{}
+	}
+	endpoint := strings.TrimRight(cfg.BaseURL, "/") + "/" + cfg.APIVersion + "/" + url.PathEscape(cfg.PhoneNumberID) + "/messages"
+	return &Meta{cfg: cfg, client: client, endpoint: endpoint}, nil
+}
+
+// Name returns "meta".
+func (p *Meta) Name() string { return "meta" }
+
+// Send sends m.WhatsApp as a template message to m.To and returns the
+// message id. A message without a WhatsApp template is a permanent error.
+// See Meta for how failures are classified.
+func (p *Meta) Send(ctx context.Context, m Message) (Receipt, error) {
+	wa := m.WhatsApp
+	if wa == nil || wa.Name == "" || wa.Language == "" {
+		return Receipt{}, Permanent("meta: the message has no whatsapp template name and language", nil)
+	}
+	body := MetaRequest{MessagingProduct: "whatsapp", To: m.To, Type: "template"}
+	body.Template.Name = wa.Name
+	body.Template.Language.Code = wa.Language
+	if len(wa.Params) > 0 {
+		c := MetaComponent{Type: "body", Parameters: make([]MetaParameter, len(wa.Params))}
+		for i, s := range wa.Params {
+			c.Parameters[i] = MetaParameter{Type: "text", Text: s}
+		}
+		body.Template.Components = []MetaComponent{c}
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return Receipt{}, Permanent("meta: cannot encode the request", nil)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.endpoint, bytes.NewReader(raw))
+	if err != nil {
+		return Receipt{}, Permanent("meta: cannot build the request", nil)
+	}
+	req.Header.Set("Authorization", "Bearer "+p.cfg.AccessToken)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	ans, err := doHTTP(p.client, req, "meta")
+	if err != nil {
+		return Receipt{}, err
+	}
+	return p.classify(ans, m.To)
+}
+
+// metaCodePermanent maps the Cloud API error codes that decide the
+// classification on their own to whether they are permanent.
+var metaCodePermanent = map[int]bool{
+	130429: false, // rate limit hit (throughput)
+	131056: false, // (business, consumer) pair rate limit hit
+	131000: false, // something went wrong
+	2:      false, // API service: temporary downtime or overload
+	131026: true,  // message undeliverable
+	131047: true,  // re-engagement message: outside the 24-hour window
+	131008: true,  // required parameter is missing
+	132000: true,  // template parameter count mismatch
+	132001: true,  // template does not exist
+	100:    true,  // invalid parameter
+	190:    true,  // access token expired or invalid
+	368:    true,  // temporarily blocked for policy violations
+}
+
+// classify turns Meta's answer into a receipt or a classified error.
+func (p *Meta) classify(ans httpAnswer, to string) (Receipt, error) {
+	tok := p.cfg.AccessToken
+	if ans.success() {
+		var ok struct {
+			Messages []struct {
+				ID string `json:"id"`
+			} `json:"messages"`
+		}
+		if json.Unmarshal(ans.body, &ok) != nil || len(ok.Messages) == 0 || ok.Messages[0].ID == "" {
+			return Receipt{}, Permanent(fmt.Sprintf("meta answer without a message id (may have been sent): HTTP %d: %s",
+				ans.status, redactAnswer(ans.body, to, tok)), nil)
+		}
+		return Receipt{MessageID: ok.Messages[0].ID}, nil
+	}
+	var e struct {
+		Error *struct {
+			Message   string          `json:"message"`
+			Code      int             `json:"code"`
+			ErrorData json.RawMessage `json:"error_data"`
+		} `json:"error"`
+	}
+	var detail string
+	var code int
+	if json.Unmarshal(ans.body, &e) == nil && e.Error != nil && (e.Error.Code != 0 || e.Error.Message != "") {
+		code = e.Error.Code
+		// error_data is an object with details in the Cloud API, but other
+		// Graph errors may carry a string or nothing.
+		var data struct {
+			Details string `json:"details"`
+		}
+		_ = json.Unmarshal(e.Error.ErrorData, &data)
+		text := redactAnswer([]byte(e.Error.Message), to, tok)
+		if d := redactAnswer([]byte(data.Details), to, tok); d != "" && d != text {
+			if text != "" {
+				text += ": "
+			}
+			text += d
+		}
+		c := ""
+		if code != 0 {
+			c = fmt.Sprintf(" %d", code)
+		}
+		detail = fmt.Sprintf("meta%s (HTTP %d): %s", c, ans.status, text)
+	} else {
+		detail = fmt.Sprintf("meta (HTTP %d): %s", ans.status, redactAnswer(ans.body, to, tok))
+	}
+	permanent, listed := metaCodePermanent[code]
+	if !listed {
+		permanent = !ans.retryable()
+	}
+	if permanent {
+		return Receipt{}, Permanent(detail, nil)
+	}
+	return Receipt{}, Transient(detail, ans.retryAfter, nil)
+}

@@ -1,0 +1,70 @@
+package dispatch
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/schemas"
+)
+
+func TestRateLimitValidate(t *testing.T) {
+	cases := []struct {
+		rl   RateLimit
+		want string
+	}{
+		{RateLimit{}, ""},
+		{RateLimit{PerSecond: 5}, ""},
+		{RateLimit{PerSecond: 0.5, Burst: 3}, ""},
+		{RateLimit{PerSecond: -1}, "per_second:"},
+		{RateLimit{PerSecond: 1, Burst: -1}, "burst:"},
+		{RateLimit{Burst: 2}, "burst: needs per_second"},
+	}
+	for _, tc := range cases {
+		err := tc.rl.Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tc.want)) {
+			t.Errorf("%+v: err = %v, want %q", tc.rl, err, tc.want)
+		}
+	}
+}
+
+// TestRateLimitSpacesCallsWithoutFailing: with 20 calls/s and a burst of 1,
+// six commands cannot all be sent in less than 250 ms (a lower bound the
+// limiter guarantees); each is sent, even though waiting for the limiter
+// takes longer than the 50 ms retry budget: the wait is not a failure.
+func TestRateLimitSpacesCallsWithoutFailing(t *testing.T) {
+	p := &okProvider{name: "ok"}
+	d, err := New(Config{
+		Providers:  map[schemas.Channel]Provider{schemas.ChannelSMS: p},
+		Retry:      map[schemas.Channel]RetryPolicy{schemas.ChannelSMS: {MaxElapsed: 50 * time.Millisecond}},
+		RateLimits: map[schemas.Channel]RateLimit{schemas.ChannelSMS: {PerSecond: 20, Burst: 1}},
+		Templates:  defaultTemplates(t),
+	}, newMemStore(paidTxn()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	done := make(chan schemas.DeliveryResult, 6)
+	for i := 0; i < 6; i++ {
+		go func() { done <- d.Deliver(context.Background(), command(schemas.ChannelSMS), paidTxn()) }()
+	}
+	for i := 0; i < 6; i++ {
+		if r := <-done; r.Outcome != schemas.OutcomeNotified {
+			t.Errorf("rate-limited command: %+v", r)
+		}
+	}
+	if elapsed := time.Since(start); elapsed < 250*time.Millisecond {
+		t.Errorf("6 calls at 20/s with burst 1 took %s: the limiter did not hold them", elapsed)
+	}
+	if n := len(p.sent()); n != 6 {
+		t.Errorf("sent %d, want 6", n)
+	}
+}
+
+func TestRateLimitUnknownChannel(t *testing.T) {
+	_, err := New(Config{Templates: defaultTemplates(t), RateLimits: map[schemas.Channel]RateLimit{"fax": {PerSecond: 1}}}, newMemStore(), nil)
+	if err == nil {
+		t.Fatal("accepted a rate limit for an unknown channel")
+	}
+}
