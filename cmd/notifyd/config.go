@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"reflect"
@@ -75,11 +76,15 @@ type ProcessingConfig struct {
 
 // ProviderConfig is providers.<channel>.
 type ProviderConfig struct {
-	// Kind selects the provider: console or webhook (more kinds come with
-	// the real providers).
+	// Kind selects the provider: console or webhook on any channel; smtp
+	// for email, twilio for sms, meta for whatsapp. The block named like
+	// the kind configures it.
 	Kind    string                 `yaml:"kind"`
 	Console ConsoleConfig          `yaml:"console"`
 	Webhook dispatch.WebhookConfig `yaml:"webhook"`
+	SMTP    dispatch.SMTPConfig    `yaml:"smtp"`
+	Twilio  dispatch.TwilioConfig  `yaml:"twilio"`
+	Meta    dispatch.MetaConfig    `yaml:"meta"`
 	Retry   dispatch.RetryPolicy   `yaml:"retry"`
 	// RateLimit bounds the provider's calls (token bucket); unset: none.
 	RateLimit dispatch.RateLimit `yaml:"rate_limit"`
@@ -88,6 +93,64 @@ type ProviderConfig struct {
 // ConsoleConfig is providers.<channel>.console. The console provider prints
 // each rendered message (recipient masked) to standard output.
 type ConsoleConfig struct{}
+
+// kindsFor lists the provider kinds a channel can use.
+func kindsFor(ch schemas.Channel) []string {
+	switch ch {
+	case schemas.ChannelEmail:
+		return []string{"console", "webhook", "smtp"}
+	case schemas.ChannelSMS:
+		return []string{"console", "webhook", "twilio"}
+	case schemas.ChannelWhatsApp:
+		return []string{"console", "webhook", "meta"}
+	}
+	return nil
+}
+
+// validateKind checks the kind and its block; errors start with the key
+// below providers.<channel>.
+func (p ProviderConfig) validateKind(ch schemas.Channel) error {
+	kinds := kindsFor(ch)
+	want := strings.Join(kinds, ", ")
+	if p.Kind == "" {
+		return fmt.Errorf("kind: is required (%s)", want)
+	}
+	if !slices.Contains(kinds, p.Kind) {
+		return fmt.Errorf("kind: %q is not a provider for %s (want %s)", p.Kind, ch, want)
+	}
+	var err error
+	switch p.Kind {
+	case "webhook":
+		err = p.Webhook.Validate()
+	case "smtp":
+		err = p.SMTP.Validate()
+	case "twilio":
+		err = p.Twilio.Validate()
+	case "meta":
+		err = p.Meta.Validate()
+	}
+	if err != nil {
+		return fmt.Errorf("%s.%w", p.Kind, err)
+	}
+	return nil
+}
+
+// provider builds the configured provider of a channel.
+func (p ProviderConfig) provider(console io.Writer) (dispatch.Provider, error) {
+	switch p.Kind {
+	case "console":
+		return dispatch.NewConsole(console), nil
+	case "webhook":
+		return dispatch.NewWebhook(p.Webhook, nil)
+	case "smtp":
+		return dispatch.NewSMTP(p.SMTP)
+	case "twilio":
+		return dispatch.NewTwilio(p.Twilio, nil)
+	case "meta":
+		return dispatch.NewMeta(p.Meta, nil)
+	}
+	return nil, fmt.Errorf("kind: unknown kind %q", p.Kind)
+}
 
 // LogConfig is the log block.
 type LogConfig struct {
@@ -192,16 +255,8 @@ func (c *Config) Validate() error {
 		if !schemas.Channel(name).Valid() {
 			return fmt.Errorf("providers.%s: unknown channel (want email, sms or whatsapp)", name)
 		}
-		switch p.Kind {
-		case "console":
-		case "webhook":
-			if err := p.Webhook.Validate(); err != nil {
-				return fmt.Errorf("providers.%s.webhook.%w", name, err)
-			}
-		case "":
-			return fmt.Errorf("providers.%s.kind: is required (console or webhook)", name)
-		default:
-			return fmt.Errorf("providers.%s.kind: unknown kind %q (want console or webhook)", name, p.Kind)
+		if err := p.validateKind(schemas.Channel(name)); err != nil {
+			return fmt.Errorf("providers.%s.%w", name, err)
 		}
 		if err := p.Retry.Validate(); err != nil {
 			return fmt.Errorf("providers.%s.retry.%w", name, err)

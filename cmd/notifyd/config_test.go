@@ -65,6 +65,25 @@ templates:
 		{name: "same topic twice", yaml: "kafka:\n  topics: {results: x, dead_letter: x}\n", wantErr: "topic \"x\""},
 		{name: "unknown channel", yaml: "providers:\n  fax: {kind: console}\n", wantErr: "providers.fax:"},
 		{name: "unknown kind", yaml: "providers:\n  sms: {kind: carrier-pigeon}\n", wantErr: "providers.sms.kind:"},
+		{name: "kind of another channel", yaml: "providers:\n  sms: {kind: smtp}\n", wantErr: "providers.sms.kind: \"smtp\" is not a provider for sms"},
+		{name: "smtp without host", yaml: "providers:\n  email: {kind: smtp, smtp: {from: a@b.co}}\n", wantErr: "providers.email.smtp.host:"},
+		{name: "twilio without sid", yaml: "providers:\n  sms: {kind: twilio, twilio: {auth_token: x, from: \"+15550001111\"}}\n", wantErr: "providers.sms.twilio.account_sid:"},
+		{name: "meta without token", yaml: "providers:\n  whatsapp: {kind: meta, meta: {phone_number_id: \"123\"}}\n", wantErr: "providers.whatsapp.meta.access_token:"},
+		{name: "real providers", yaml: `
+providers:
+  email: {kind: smtp, smtp: {host: smtp.example.com, from: "Shop <shop@example.com>", username: u, password: "${NOTIFYD_TEST_SECRET}"}}
+  sms: {kind: twilio, twilio: {account_sid: AC0123456789abcdef0123456789abcdef, auth_token: "${NOTIFYD_TEST_SECRET}", from: "+15550001111"}, rate_limit: {per_second: 10}}
+  whatsapp: {kind: meta, meta: {phone_number_id: "1234567890", access_token: "${NOTIFYD_TEST_SECRET}"}}
+`, check: func(t *testing.T, c Config) {
+			if c.Providers["email"].SMTP.Password != "s3cret" || c.Providers["sms"].Twilio.From != "+15550001111" || c.Providers["whatsapp"].Meta.PhoneNumberID != "1234567890" {
+				t.Errorf("providers: %+v", c.Providers)
+			}
+			for name, p := range c.Providers {
+				if _, err := p.provider(nil); err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+			}
+		}},
 		{name: "missing kind", yaml: "providers:\n  sms: {}\n", wantErr: "providers.sms.kind:"},
 		{name: "webhook without url", yaml: "providers:\n  sms: {kind: webhook}\n", wantErr: "providers.sms.webhook.url:"},
 		{name: "webhook with a secret header", yaml: "providers:\n  sms: {kind: webhook, webhook: {url: \"https://gw.example.com/sms\", headers: {Authorization: \"Bearer ${NOTIFYD_TEST_SECRET}\"}}}\n",

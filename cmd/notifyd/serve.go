@@ -42,16 +42,11 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	}
 	for name, p := range cfg.Providers {
 		ch := schemas.Channel(name)
-		switch p.Kind {
-		case "console":
-			dcfg.Providers[ch] = dispatch.NewConsole(stdout)
-		case "webhook":
-			wh, err := dispatch.NewWebhook(p.Webhook, nil)
-			if err != nil {
-				return fmt.Errorf("providers.%s.webhook.%w", name, err)
-			}
-			dcfg.Providers[ch] = wh
+		provider, err := p.provider(stdout)
+		if err != nil {
+			return fmt.Errorf("providers.%s.%w", name, err)
 		}
+		dcfg.Providers[ch] = provider
 		dcfg.Retry[ch] = p.Retry
 		dcfg.RateLimits[ch] = p.RateLimit
 	}
