@@ -29,7 +29,13 @@ const maxErrorHeader = 2048
 // original_partition and original_offset.
 type deadLetterPublisher struct {
 	message.Publisher
+	metrics *metrics
 }
+
+// metadataDeadLetterReason is where the handler notes why it poisoned a
+// message (not_json, invalid_command), for the metrics; a message without
+// it was poisoned by a panic. It is never written as a header.
+const metadataDeadLetterReason = "notifyd.dead_letter_reason"
 
 // Publish rewrites each poisoned message and publishes it.
 func (p deadLetterPublisher) Publish(topic string, msgs ...*message.Message) error {
@@ -37,7 +43,17 @@ func (p deadLetterPublisher) Publish(topic string, msgs ...*message.Message) err
 	for i, m := range msgs {
 		out[i] = deadLetter(m)
 	}
-	return p.Publisher.Publish(topic, out...)
+	if err := p.Publisher.Publish(topic, out...); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		reason := m.Metadata.Get(metadataDeadLetterReason)
+		if reason == "" {
+			reason = deadLetterPanic
+		}
+		p.metrics.deadLetters.WithLabelValues(reason).Inc()
+	}
+	return nil
 }
 
 func deadLetter(m *message.Message) *message.Message {
@@ -45,7 +61,8 @@ func deadLetter(m *message.Message) *message.Message {
 	for k, v := range m.Metadata {
 		switch {
 		case k == middleware.ReasonForPoisonedKey, k == middleware.PoisonedTopicKey,
-			k == middleware.PoisonedHandlerKey, k == middleware.PoisonedSubscriberKey:
+			k == middleware.PoisonedHandlerKey, k == middleware.PoisonedSubscriberKey,
+			k == metadataDeadLetterReason:
 		case strings.HasPrefix(k, "kafka."):
 		default:
 			d.Metadata.Set(k, v)

@@ -66,19 +66,26 @@ func (f *follower) noteEndLocked(p int, end int64) {
 }
 
 // lag returns the records known to exist that the store has not applied:
-// the sum over partitions of the end offset seen minus the next offset
-// stored.
+// the sum over partitions of lagByPartition.
 func (f *follower) lag() int64 {
+	var lag int64
+	for _, l := range f.lagByPartition() {
+		lag += l
+	}
+	return lag
+}
+
+// lagByPartition returns, per partition, the end offset seen minus the next
+// offset stored.
+func (f *follower) lagByPartition() map[int]int64 {
 	next := f.stored()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var lag int64
+	out := make(map[int]int64, len(f.ends))
 	for p, end := range f.ends {
-		if d := end - next[p]; d > 0 {
-			lag += d
-		}
+		out[p] = max(end-next[p], 0)
 	}
-	return lag
+	return out
 }
 
 // Follow starts readers for the partitions not followed yet.

@@ -60,6 +60,7 @@ type commandHandler struct {
 	maxAge      time.Duration
 	now         func() time.Time
 	log         *slog.Logger
+	metrics     *metrics
 
 	// inflight serialises commands with the same command_id within this
 	// instance, so a duplicate waits for the first and replays its result.
@@ -70,11 +71,15 @@ type commandHandler struct {
 // Handle is the watermill handler function.
 func (h *commandHandler) Handle(msg *message.Message) error {
 	arrived := h.now()
+	h.metrics.inFlight.Inc()
+	defer h.metrics.inFlight.Dec()
 	cmd, err := schemas.DecodeCommand(msg.Payload)
 	if err != nil {
 		if errors.Is(err, schemas.ErrNotJSON) {
+			msg.Metadata.Set(metadataDeadLetterReason, deadLetterNotJSON)
 			return poisonError{err}
 		}
+		msg.Metadata.Set(metadataDeadLetterReason, deadLetterInvalidCommand)
 		id, ok := schemas.PeekCommand(msg.Payload)
 		if !ok {
 			return poisonError{err}
@@ -99,6 +104,7 @@ func (h *commandHandler) Handle(msg *message.Message) error {
 // same result (same result_id).
 func (h *commandHandler) answer(msg *message.Message, cmd schemas.ResendCommand, build func(context.Context) (schemas.DeliveryResult, error)) error {
 	ctx := h.ctx
+	start := time.Now()
 	log := h.log.With("command_id", cmd.CommandID, "session_id", cmd.SessionID, "order_no", cmd.OrderNo)
 	release, err := h.acquire(ctx, cmd.CommandID)
 	if err != nil {
@@ -121,7 +127,12 @@ func (h *commandHandler) answer(msg *message.Message, cmd schemas.ResendCommand,
 	}
 	if found {
 		log.Info("duplicate command: replaying its stored result")
-		return h.publish(msg, stored)
+		if err := h.publish(msg, stored); err != nil {
+			return err
+		}
+		h.metrics.replayed.Inc()
+		h.metrics.observe(start)
+		return nil
 	}
 	res, err := build(ctx)
 	if err != nil {
@@ -134,8 +145,13 @@ func (h *commandHandler) answer(msg *message.Message, cmd schemas.ResendCommand,
 	if err := h.store.RecordResult(cmd.CommandID, value); err != nil {
 		return fmt.Errorf("command %s: %w", cmd.CommandID, err)
 	}
+	h.metrics.decided(&res) // counted once: a redelivery replays it
 	log.Info("command answered", "outcome", res.Outcome, "reason", res.Reason, "result_id", res.ResultID)
-	return h.publish(msg, value)
+	if err := h.publish(msg, value); err != nil {
+		return err
+	}
+	h.metrics.observe(start)
+	return nil
 }
 
 // catchUp waits until the store has applied both followed topics up to the

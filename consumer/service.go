@@ -15,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/consumer/wmkafka"
@@ -93,6 +94,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight commands may take to finish
 	// after a stop is requested (processing.shutdown_timeout, default 20s).
 	ShutdownTimeout time.Duration
+	// Registerer receives the service's Prometheus collectors; nil
+	// registers none.
+	Registerer prometheus.Registerer
 	// ReadyMaxLag is how many records of payment-events (and, separately,
 	// of the results topic) the store may be behind the brokers while the
 	// instance reports ready (processing.ready_max_lag; the command sets
@@ -201,6 +205,7 @@ type Service struct {
 	dcfg    dispatch.Config
 	log     *slog.Logger
 	running chan struct{}
+	metrics *metrics
 
 	mu      sync.Mutex
 	store   *projection.Store
@@ -210,6 +215,9 @@ type Service struct {
 	// one succeeds; kafkaOK is when one last succeeded.
 	kafkaErr error
 	kafkaOK  time.Time
+	// consumerLag is the commands group's lag per partition, refreshed
+	// with the end offsets.
+	consumerLag map[int]int64
 }
 
 // refreshInterval is how often the end offsets of the followed topics are
@@ -260,7 +268,7 @@ func (s *Service) Readiness() Readiness {
 
 // refresh reads the end offsets of the followed topics every
 // refreshInterval until ctx ends.
-func (s *Service) refresh(ctx context.Context, wm *watermarks, followers ...*follower) {
+func (s *Service) refresh(ctx context.Context, client *kafka.Client, wm *watermarks, followers ...*follower) {
 	t := time.NewTicker(refreshInterval)
 	defer t.Stop()
 	for {
@@ -273,6 +281,7 @@ func (s *Service) refresh(ctx context.Context, wm *watermarks, followers ...*fol
 		offs, err := wm.Get(rctx)
 		cancel()
 		s.noteRound(offs, err, followers...)
+		s.refreshConsumerLag(ctx, client)
 	}
 }
 
@@ -322,7 +331,16 @@ func New(cfg Config, dcfg dispatch.Config, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, dcfg: dcfg, log: log, running: make(chan struct{})}, nil
+	s := &Service{cfg: cfg, dcfg: dcfg, log: log, running: make(chan struct{}), metrics: newMetrics()}
+	if cfg.Registerer != nil {
+		if err := s.metrics.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+		if err := cfg.Registerer.Register(stateCollector{s}); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return s, nil
 }
 
 // Running is closed once the service consumes commands.
@@ -376,7 +394,10 @@ func (s *Service) Run(ctx context.Context) error {
 			fail: fatal, log: s.log.With("component", "follower"), ctx: followCtx}
 	}
 	events := newFollower(cfg.Topics.PaymentEvents, store.EventOffsets, func(p int, r []projection.Record) error {
-		_, err := store.ApplyEvents(p, r)
+		st, err := store.ApplyEvents(p, r)
+		if err == nil {
+			s.metrics.applied(st)
+		}
 		return err
 	})
 	results := newFollower(cfg.Topics.Results, store.ResultOffsets, func(p int, r []projection.Record) error {
@@ -400,7 +421,7 @@ func (s *Service) Run(ctx context.Context) error {
 	refreshed := make(chan struct{})
 	go func() {
 		defer close(refreshed)
-		s.refresh(followCtx, wm, events, results)
+		s.refresh(followCtx, client, wm, events, results)
 	}()
 	defer func() { stopFollowing(); <-refreshed }()
 
@@ -424,12 +445,13 @@ func (s *Service) Run(ctx context.Context) error {
 		publisher: pub, resultTopic: cfg.Topics.Results,
 		source: "notifyd/" + cfg.ClientID, catchUpWait: cfg.CatchUpWait, maxAge: cfg.MaxCommandAge,
 		now: time.Now, log: s.log.With("component", "commands"), inflight: make(map[string]chan struct{}),
+		metrics: s.metrics,
 	}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout + 5*time.Second}, wlog)
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	poison, err := middleware.PoisonQueueWithFilter(deadLetterPublisher{pub}, cfg.Topics.DeadLetter, isPoison)
+	poison, err := middleware.PoisonQueueWithFilter(deadLetterPublisher{pub, s.metrics}, cfg.Topics.DeadLetter, isPoison)
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}

@@ -42,6 +42,9 @@ type Config struct {
 	Templates *Templates
 	// Now stamps processed_at; default time.Now.
 	Now func() time.Time
+	// Metrics records provider calls and channel outcomes; nil records
+	// nothing.
+	Metrics *Metrics
 }
 
 // Dispatcher decides and sends the notifications of resend commands. It is
@@ -51,6 +54,7 @@ type Dispatcher struct {
 	retry     map[schemas.Channel]RetryPolicy
 	limiters  map[schemas.Channel]*rate.Limiter
 	templates *Templates
+	metrics   *Metrics
 	now       func() time.Time
 	txns      Transactions
 	log       *slog.Logger
@@ -80,6 +84,7 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 		retry:     map[schemas.Channel]RetryPolicy{},
 		limiters:  map[schemas.Channel]*rate.Limiter{},
 		templates: cfg.Templates,
+		metrics:   cfg.Metrics,
 		now:       cfg.Now,
 		txns:      txns,
 		log:       log,
@@ -206,10 +211,11 @@ func (d *Dispatcher) Resolve(cmd schemas.ResendCommand) (Resolution, error) {
 
 // job is one accepted channel waiting to be sent.
 type job struct {
-	index    int
-	provider Provider
-	policy   RetryPolicy
-	msg      Message
+	index     int
+	provider  Provider
+	policy    RetryPolicy
+	msg       Message
+	sessionID string // for log lines
 }
 
 // Deliver checks each channel cmd requests against txn and sends the
@@ -252,6 +258,7 @@ func (d *Dispatcher) Deliver(ctx context.Context, cmd schemas.ResendCommand, txn
 		ProcessedAt: d.now().UTC(),
 	}
 	out.Outcome, out.Message = summarise(results)
+	d.metrics.results(results)
 	return out
 }
 
@@ -297,13 +304,14 @@ func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent,
 		return reject(schemas.ReasonTemplateNotConfigured, "no %s template for state %s in %s or en", ch, txn.State, lang)
 	}
 	if err != nil {
-		d.log.Error("template failed to render", "command_id", cmd.CommandID, "channel", string(ch),
+		d.log.Error("template failed to render", "command_id", cmd.CommandID, "session_id", txn.SessionID, "channel", string(ch),
 			"state", string(txn.State), "language", string(lang), "error", err)
 		return reject(schemas.ReasonTemplateNotConfigured, "the %s template for state %s failed to render", ch, txn.State)
 	}
 	return res, &job{
-		provider: provider,
-		policy:   d.retry[ch],
+		provider:  provider,
+		policy:    d.retry[ch],
+		sessionID: txn.SessionID,
 		msg: Message{
 			Channel: ch, To: contact, CommandID: cmd.CommandID,
 			Subject: r.Subject, Text: r.Text, HTML: r.HTML, WhatsApp: r.WhatsApp,
@@ -341,9 +349,11 @@ func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult)
 			deadline = deadline.Add(d.clock().Sub(waited))
 		}
 		actx, cancel := context.WithTimeout(ctx, min(p.AttemptTimeout, remaining))
+		began := time.Now()
 		receipt, err := j.provider.Send(actx, j.msg)
 		cancel()
 		res.Attempts++
+		d.metrics.attempt(res.Provider, j.msg.Channel, res.Attempts, time.Since(began), err)
 		if err == nil {
 			res.ProviderMessageID = receipt.MessageID
 			res.Status = schemas.StatusSent
@@ -356,6 +366,7 @@ func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult)
 		}
 		d.log.Warn("provider attempt failed",
 			"command_id", j.msg.CommandID,
+			"session_id", j.sessionID,
 			"channel", string(j.msg.Channel),
 			"recipient", res.Recipient,
 			"provider", res.Provider,

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,6 +129,58 @@ templates:
 	if code, _, _ := resendCmd("-channels", "sms"); code != 2 {
 		t.Errorf("resend without an identifier exited %d, want 2", code)
 	}
+
+	// A line that is not JSON is dead-lettered; /metrics shows all of it.
+	if code := run(ctx, []string{"publish", "-config", cfgPath, "-topic", "notification-commands"}, strings.NewReader("not json\n"), &out, &errOut); code != 0 {
+		t.Fatalf("publish: %s", errOut.String())
+	}
+	want := []string{
+		`notifyd_commands_total{outcome="notified"} 1`,
+		`notifyd_commands_total{outcome="not_notified"} 1`,
+		`notifyd_channel_results_total{channel="email",reason="",status="sent"} 1`,
+		`notifyd_channel_results_total{channel="whatsapp",reason="state_not_enabled",status="rejected"} 1`,
+		`notifyd_provider_requests_total{channel="sms",provider="console",result="success"} 1`,
+		`notifyd_projection_events_total{result="applied"} 1`,
+		`notifyd_projection_transactions 1`,
+		`notifyd_projection_lag_messages{partition="`,
+		`notifyd_dead_letters_total{reason="not_json"} 1`,
+		`notifyd_command_duration_seconds_count 2`,
+		`notifyd_commands_in_flight 0`,
+		`notifyd_build_info{go_version="go`,
+		`go_goroutines `,
+		`process_resident_memory_bytes `,
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		body := httpGet(t, httpAddr, "/metrics")
+		var missing []string
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q", missing)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func httpGet(t *testing.T, addr, path string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func waitReady(t *testing.T, httpAddr string, served chan int, serveErr *syncBuffer) {

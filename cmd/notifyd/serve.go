@@ -10,7 +10,13 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/consumer/embedded"
@@ -51,7 +57,10 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 		dcfg.RateLimits[ch] = p.RateLimit
 	}
 
+	reg := newRegistry()
+	dcfg.Metrics = dispatch.NewMetrics(reg)
 	scfg := cfg.serviceConfig()
+	scfg.Registerer = reg
 	if cfg.embedded() {
 		dir := filepath.Join(cfg.Store.Dir, "embedded-broker")
 		broker, err := embedded.Start(embedded.Config{Listen: cfg.EmbeddedBroker.Listen, DataDir: dir, Logger: log})
@@ -67,7 +76,7 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 		return err
 	}
 	if cfg.HTTP.Listen != "off" {
-		stopHTTP, err := serveHTTP(cfg.HTTP.Listen, svc, log)
+		stopHTTP, err := serveHTTP(cfg.HTTP.Listen, svc, reg, log)
 		if err != nil {
 			return err
 		}
@@ -76,10 +85,36 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	return svc.Run(ctx)
 }
 
-// serveHTTP serves /healthz (the process is alive) and /readyz (the store
+// version is the release, set at build time with
+// -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// newRegistry returns the Prometheus registry of the process with the Go
+// and process collectors and notifyd_build_info.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	revision, goVersion := "unknown", runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				revision = s.Value
+			}
+		}
+	}
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "notifyd_build_info",
+		Help:        "Build of the running notifyd: version, revision and Go version, value 1.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "go_version": goVersion},
+	})
+	info.Set(1)
+	reg.MustRegister(info, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// serveHTTP serves /metrics, /healthz (the process is alive) and /readyz (the store
 // is open, Kafka answers, the projection is caught up and commands are
 // consumed; the JSON body says why not).
-func serveHTTP(addr string, svc *consumer.Service, log *slog.Logger) (stop func(), err error) {
+func serveHTTP(addr string, svc *consumer.Service, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http.listen: %w", err)
@@ -90,6 +125,7 @@ func serveHTTP(addr string, svc *consumer.Service, log *slog.Logger) (stop func(
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(body)
 	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

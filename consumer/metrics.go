@@ -1,0 +1,161 @@
+package consumer
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/notifyd/notifyd/projection"
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// metrics are the consumer's Prometheus collectors. Labels are bounded:
+// outcomes, reasons, results, topics and partitions; never identifiers.
+type metrics struct {
+	commands         *prometheus.CounterVec
+	failures         *prometheus.CounterVec
+	duration         prometheus.Histogram
+	inFlight         prometheus.Gauge
+	replayed         prometheus.Counter
+	deadLetters      *prometheus.CounterVec
+	projectionEvents *prometheus.CounterVec
+}
+
+// Dead-letter reasons (notifyd_dead_letters_total{reason}).
+const (
+	deadLetterNotJSON        = "not_json"
+	deadLetterInvalidCommand = "invalid_command"
+	deadLetterPanic          = "panic"
+)
+
+func newMetrics() *metrics {
+	return &metrics{
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifyd_commands_total",
+			Help: "Commands decided, by outcome (a replayed duplicate is not counted again).",
+		}, []string{"outcome"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifyd_command_failures_total",
+			Help: "Commands decided as whole-command failures, by reason.",
+		}, []string{"reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "notifyd_command_duration_seconds",
+			Help:    "Time from a command reaching the handler to its result being published.",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "notifyd_commands_in_flight",
+			Help: "Commands being handled now.",
+		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notifyd_commands_replayed_total",
+			Help: "Commands whose command_id already had a result, answered by publishing it again.",
+		}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifyd_dead_letters_total",
+			Help: "Commands written to the dead-letter topic, by reason (not_json, invalid_command, panic).",
+		}, []string{"reason"}),
+		projectionEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifyd_projection_events_total",
+			Help: "Payment-events records applied to the projection, by result (applied, stale, tombstone, invalid).",
+		}, []string{"result"}),
+	}
+}
+
+func (m *metrics) register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.commands, m.failures, m.duration, m.inFlight, m.replayed, m.deadLetters, m.projectionEvents} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decided records a newly decided result.
+func (m *metrics) decided(r *schemas.DeliveryResult) {
+	m.commands.WithLabelValues(string(r.Outcome)).Inc()
+	if r.Reason != "" {
+		m.failures.WithLabelValues(string(r.Reason)).Inc()
+	}
+}
+
+func (m *metrics) applied(st projection.ApplyStats) {
+	for result, n := range map[string]int{"applied": st.Applied, "stale": st.Stale, "tombstone": st.Tombstones, "invalid": st.Invalid} {
+		if n > 0 {
+			m.projectionEvents.WithLabelValues(result).Add(float64(n))
+		}
+	}
+}
+
+var (
+	descTransactions = prometheus.NewDesc("notifyd_projection_transactions",
+		"Transactions in the projection.", nil, nil)
+	descProjectionLag = prometheus.NewDesc("notifyd_projection_lag_messages",
+		"Payment-events records known to exist and not yet applied, by partition (high-water mark minus applied offset).", []string{"partition"}, nil)
+	descConsumerLag = prometheus.NewDesc("notifyd_consumer_lag_messages",
+		"Records of the commands topic not yet committed by the consumer group, by topic and partition.", []string{"topic", "partition"}, nil)
+)
+
+// stateCollector reports the gauges that are read from the service's state
+// at scrape time.
+type stateCollector struct{ s *Service }
+
+// Describe sends the descriptors of the state gauges.
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descTransactions
+	ch <- descProjectionLag
+	ch <- descConsumerLag
+}
+
+// Collect reads the state gauges.
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	s.mu.Lock()
+	store, events, lag := s.store, s.events, s.consumerLag
+	s.mu.Unlock()
+	if store == nil || events == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descTransactions, prometheus.GaugeValue, float64(store.Transactions()))
+	for p, l := range events.lagByPartition() {
+		ch <- prometheus.MustNewConstMetric(descProjectionLag, prometheus.GaugeValue, float64(l), strconv.Itoa(p))
+	}
+	for p, l := range lag {
+		ch <- prometheus.MustNewConstMetric(descConsumerLag, prometheus.GaugeValue, float64(l), s.cfg.Topics.Commands, strconv.Itoa(p))
+	}
+}
+
+// refreshConsumerLag reads the group's committed offsets and the end
+// offsets of the commands topic.
+func (s *Service) refreshConsumerLag(ctx context.Context, client *kafka.Client) {
+	ctx, cancel := context.WithTimeout(ctx, 2*refreshInterval)
+	defer cancel()
+	topic := s.cfg.Topics.Commands
+	offs, err := ListOffsets(ctx, client, topic)
+	if err != nil {
+		return
+	}
+	parts := partitionsOf(offs[topic])
+	resp, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: s.cfg.GroupID, Topics: map[string][]int{topic: parts}})
+	if err != nil || resp.Error != nil {
+		return
+	}
+	lag := make(map[int]int64, len(parts))
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			continue
+		}
+		b := offs[topic][p.Partition]
+		from := max(p.CommittedOffset, b.First)
+		lag[p.Partition] = max(b.End-from, 0)
+	}
+	s.mu.Lock()
+	s.consumerLag = lag
+	s.mu.Unlock()
+}
+
+// observe is called with a handled command's start time.
+func (m *metrics) observe(start time.Time) { m.duration.Observe(time.Since(start).Seconds()) }
