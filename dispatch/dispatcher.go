@@ -344,6 +344,9 @@ func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult)
 			// Waiting for the rate limit is not part of the retry budget.
 			waited := d.clock()
 			if err := l.Wait(ctx); err != nil {
+				if ctx.Err() == nil { // the next token comes after ctx's deadline
+					return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "the rate limit allows no call before the deadline", lastDetail))
+				}
 				continue // ctx ended; reported at the top of the loop
 			}
 			deadline = deadline.Add(d.clock().Sub(waited))
@@ -360,7 +363,8 @@ func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult)
 			return res
 		}
 		permanent := IsPermanent(err)
-		lastDetail = errorDetail(err)
+		// Providers keep contacts out of details; this makes sure.
+		lastDetail = scrub(errorDetail(err), j.msg.To, res.Recipient)
 		if lastDetail == "" {
 			lastDetail = "provider error"
 		}
@@ -419,7 +423,22 @@ func scrub(s, contact, mask string) string {
 	if mask == "" {
 		mask = masked
 	}
-	return strings.ReplaceAll(s, contact, mask)
+	// Case-insensitive: servers echo addresses in their own case.
+	lower, lc := strings.ToLower(s), strings.ToLower(contact)
+	if len(lower) != len(s) || len(lc) != len(contact) {
+		return strings.ReplaceAll(s, contact, mask) // case mapping changed byte offsets
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(lower, lc)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i])
+		b.WriteString(mask)
+		s, lower = s[i+len(contact):], lower[i+len(lc):]
+	}
 }
 
 // summarise returns the outcome and message of a result's channels.

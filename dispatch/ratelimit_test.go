@@ -68,3 +68,37 @@ func TestRateLimitUnknownChannel(t *testing.T) {
 		t.Fatal("accepted a rate limit for an unknown channel")
 	}
 }
+
+// TestRateLimitPastDeadline: when the limiter's next token comes after the
+// command's deadline, the channel fails at once instead of spinning.
+func TestRateLimitPastDeadline(t *testing.T) {
+	p := &okProvider{name: "ok"}
+	d, err := New(Config{
+		Providers:  map[schemas.Channel]Provider{schemas.ChannelSMS: p},
+		RateLimits: map[schemas.Channel]RateLimit{schemas.ChannelSMS: {PerSecond: 0.1, Burst: 1}},
+		Templates:  defaultTemplates(t),
+	}, newMemStore(paidTxn()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := d.Deliver(context.Background(), command(schemas.ChannelSMS), paidTxn()); r.Outcome != schemas.OutcomeNotified {
+		t.Fatalf("first call: %+v", r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	r := d.Deliver(ctx, command(schemas.ChannelSMS), paidTxn())
+	c := channelResult(t, r, schemas.ChannelSMS)
+	if c.Status != schemas.StatusFailed || c.Reason != schemas.ReasonProviderUnavailable || c.Attempts != 0 || !strings.Contains(c.Detail, "rate limit") {
+		t.Errorf("second call: %+v", c)
+	}
+	if ctx.Err() != nil {
+		t.Error("Deliver waited for the deadline instead of giving up at once")
+	}
+}
+
+func TestScrubIsCaseInsensitive(t *testing.T) {
+	got := scrub("550 <Layla@Example.com>: no such user layla@example.com", "layla@example.com", "l***@example.com")
+	if strings.Contains(strings.ToLower(got), "layla@") || strings.Count(got, "l***@example.com") != 2 {
+		t.Errorf("scrub = %q", got)
+	}
+}
