@@ -424,21 +424,7 @@ func scrub(s, contact, mask string) string {
 		mask = masked
 	}
 	// Case-insensitive: servers echo addresses in their own case.
-	lower, lc := strings.ToLower(s), strings.ToLower(contact)
-	if len(lower) != len(s) || len(lc) != len(contact) {
-		return strings.ReplaceAll(s, contact, mask) // case mapping changed byte offsets
-	}
-	var b strings.Builder
-	for {
-		i := strings.Index(lower, lc)
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
-		}
-		b.WriteString(s[:i])
-		b.WriteString(mask)
-		s, lower = s[i+len(contact):], lower[i+len(lc):]
-	}
+	return replaceFold(s, contact, mask)
 }
 
 // summarise returns the outcome and message of a result's channels.

@@ -4,7 +4,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -141,19 +140,8 @@ templates:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	serveOut, serveErr := &syncBuffer{}, &syncBuffer{}
-	served := make(chan int, 1)
-	go func() { served <- run(ctx, []string{"serve", "-config", cfgPath}, nil, serveOut, serveErr) }()
-	defer func() {
-		cancel()
-		select {
-		case <-served:
-		case <-time.After(40 * time.Second):
-			t.Error("serve did not stop")
-		}
-	}()
-	waitReady(t, httpAddr, served, serveErr)
+	_, serveErr := serveForTest(t, httpAddr, "serve", "-config", cfgPath)
+	ctx := t.Context()
 
 	prom := startPrometheus(t, promBin, dir, httpAddr)
 	prom.waitScraping(t, httpAddr)

@@ -71,22 +71,8 @@ templates:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	serveOut, serveErr := &syncBuffer{}, &syncBuffer{}
-	served := make(chan int, 1)
-	go func() { served <- run(ctx, []string{"-config", cfgPath}, nil, serveOut, serveErr) }()
-	defer func() {
-		cancel()
-		select {
-		case code := <-served:
-			if code != 0 {
-				t.Errorf("serve exited %d: %s", code, serveErr.String())
-			}
-		case <-time.After(40 * time.Second):
-			t.Error("serve did not stop")
-		}
-	}()
-	waitReady(t, httpAddr, served, serveErr)
+	serveOut, serveErr := serveForTest(t, httpAddr, "-config", cfgPath)
+	ctx := t.Context()
 
 	event := `{"event_id":"e-1","session_id":"sess-1","order_no":"order-1","state":"paid","timestamp_utc":"2026-11-02 09:00:07","amount":"12.500","currency_code":"KWD","customer_email":"layla@example.com","customer_phone":"+96550001234","customer_first_name":"Layla","language":"ar","notifications":{"email":["paid"],"sms":[],"whatsapp":["created"]}}`
 	var out, errOut bytes.Buffer
@@ -181,6 +167,31 @@ func httpGet(t *testing.T, addr, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// serveForTest runs notifyd with args (a serve command line) in-process
+// until the test ends, waits until its /readyz on httpAddr answers 200, and
+// returns its standard output and error. The test fails if serve does not
+// stop cleanly (exit 0 within 40 s) when the test ends.
+func serveForTest(t *testing.T, httpAddr string, args ...string) (stdout, stderr *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	served := make(chan int, 1)
+	go func() { served <- run(ctx, args, nil, stdout, stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-served:
+			if code != 0 {
+				t.Errorf("serve exited %d: %s", code, stderr.String())
+			}
+		case <-time.After(40 * time.Second):
+			t.Error("serve did not stop within 40 s")
+		}
+	})
+	waitReady(t, httpAddr, served, stderr)
+	return stdout, stderr
 }
 
 func waitReady(t *testing.T, httpAddr string, served chan int, serveErr *syncBuffer) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -159,19 +157,8 @@ templates:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	serveOut, serveErr := &syncBuffer{}, &syncBuffer{}
-	served := make(chan int, 1)
-	go func() { served <- run(ctx, []string{"serve", "-config", cfgPath}, nil, serveOut, serveErr) }()
-	defer func() {
-		cancel()
-		select {
-		case <-served:
-		case <-time.After(40 * time.Second):
-			t.Error("serve did not stop")
-		}
-	}()
-	waitReady(t, httpAddr, served, serveErr)
+	serveOut, serveErr := serveForTest(t, httpAddr, "serve", "-config", cfgPath)
+	ctx := t.Context()
 
 	event := `{"event_id":"e-1","session_id":"sess-9","order_no":"order-9","state":"paid","timestamp_utc":"2026-11-02T09:00:07Z","amount":"7.250","currency_code":"KWD","customer_email":"Layla.Haddad@example.com","customer_phone":"+96550009876","customer_first_name":"Layla","language":"ar","notifications":{"email":[],"sms":[],"whatsapp":[]}}`
 	var out, errOut bytes.Buffer
