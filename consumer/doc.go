@@ -9,7 +9,7 @@
 //  1. The Subscriber hands the command to the Router (concurrently with
 //     commands of other keys, in order with those of its key).
 //  2. Middleware: CorrelationID, PoisonQueue (dead-letter topic, see below),
-//     Recoverer.
+//     Retry (infrastructure errors, with backoff, up to a minute), Recoverer.
 //  3. The handler reads the end offsets of payment-events and of the
 //     results topic (one shared round trip for all commands arriving at
 //     the same time) and waits until the store has applied both up to
@@ -29,8 +29,9 @@
 //     its offset committed once every lower offset of its partition is
 //     acked too.
 //
-// Infrastructure failures (broker, store) nack the command; it is
-// redelivered and, thanks to step 4, answered with the same result.
+// Infrastructure failures (broker, store) are retried in place with
+// backoff, then nack the command; it is redelivered and, thanks to step 4,
+// answered with the same result.
 //
 // # Bad input
 //

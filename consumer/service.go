@@ -455,7 +455,15 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	router.AddMiddleware(middleware.CorrelationID, poison, middleware.Recoverer)
+	// Infrastructure errors (broker, store) are retried in place with
+	// backoff before the message is nacked, so an outage costs a log line
+	// per backoff step rather than a redelivery every NackResendSleep.
+	retry := middleware.Retry{
+		MaxRetries: 8, InitialInterval: 200 * time.Millisecond, Multiplier: 2, MaxInterval: 10 * time.Second,
+		MaxElapsedTime: time.Minute, RandomizationFactor: 0.5, Logger: wlog,
+		ShouldRetry: func(p middleware.RetryParams) bool { return !isPoison(p.Err) && handlerCtx.Err() == nil },
+	}
+	router.AddMiddleware(middleware.CorrelationID, poison, retry.Middleware, middleware.Recoverer)
 	router.AddNoPublisherHandler("resend-commands", cfg.Topics.Commands, sub, h.Handle)
 
 	routerDone := make(chan error, 1)
