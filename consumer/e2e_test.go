@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
@@ -534,6 +538,112 @@ func TestGracefulShutdown(t *testing.T) {
 	for i := 0; i < n; i++ {
 		if c := h.resultCount(fmt.Sprintf("c%d", i)); c != 1 {
 			t.Errorf("c%d answered %d times", i, c)
+		}
+	}
+}
+
+// TestShutdownDeadlineLeavesCommandUndecided: a command whose provider call
+// outlives processing.shutdown_timeout is not answered provider_unavailable
+// on the way out; it stays unacked and the next instance decides it.
+func TestShutdownDeadlineLeavesCommandUndecided(t *testing.T) {
+	h := newHarness(t)
+	slow := newRecordingProvider()
+	slow.delay = time.Minute
+	in := h.start(instanceOpts{provider: slow, shutdown: 500 * time.Millisecond})
+	h.event("s1", nil)
+	h.command(map[string]any{"command_id": "c1", "session_id": "s1", "channels": []string{"email"}})
+	deadline := time.Now().Add(30 * time.Second)
+	for slow.callCount() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if slow.callCount() == 0 {
+		t.Fatal("the command never reached the provider")
+	}
+	in.stop(t)
+	time.Sleep(500 * time.Millisecond) // anything published would be on the topic by now
+	if n := h.resultCount("c1"); n != 0 {
+		t.Fatalf("a command cut short by the shutdown was answered: %s", h.results["c1"][0].msg.Value)
+	}
+	h.start(instanceOpts{})
+	if r := h.result("c1").result; r.Outcome != schemas.OutcomeNotified {
+		t.Errorf("after the restart: %+v", r)
+	}
+}
+
+// TestEmptiedPartitionsDoNotBlock: partitions whose records were all
+// deleted (retention, DeleteRecords) have end offsets above 0 and nothing
+// to read; a new store must not wait for them.
+func TestEmptiedPartitionsDoNotBlock(t *testing.T) {
+	h := newHarness(t)
+	var old []kafka.Message
+	for i := 0; i < 40; i++ {
+		old = append(old, kafka.Message{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf(
+			`{"result_id":"r%d","command_id":"old-%d","outcome":"not_notified","message":"x","channels":[],"processed_at":"2026-01-01T00:00:00Z","state":null}`, i, i))})
+	}
+	h.produce(h.topics.Results, old...)
+	for i := range old {
+		old[i].Value = []byte(fmt.Sprintf(`{"event_id":"e%d","session_id":"gone-%d","state":"paid","timestamp_utc":"2026-01-01T00:00:00Z"}`, i, i))
+	}
+	h.produce(h.topics.PaymentEvents, old...)
+	deleteAllRecords(t, h.brokers, h.topics.Results, h.topics.PaymentEvents)
+	offs, err := ListOffsets(context.Background(), h.client, h.topics.Results, h.topics.PaymentEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for topic, parts := range offs {
+		for p, o := range parts {
+			if o.First != o.End {
+				t.Fatalf("%s/%d still has records [%d, %d)", topic, p, o.First, o.End)
+			}
+		}
+	}
+	in := h.start(instanceOpts{})
+	h.event("s1", nil)
+	h.command(map[string]any{"command_id": "c1", "session_id": "s1", "channels": []string{"email"}})
+	if r := h.result("c1").result; r.Outcome != schemas.OutcomeNotified {
+		t.Errorf("c1: %+v", r)
+	}
+	if r := in.svc.Readiness(); r.ProjectionLag != 0 || r.ResultsLag != 0 {
+		t.Errorf("readiness counts emptied partitions as lag: %+v", r)
+	}
+}
+
+// deleteAllRecords deletes every record of the topics' partitions (up to
+// their high-water marks) with a DeleteRecords request. kafka-go has no
+// such call; the test uses franz-go's request types for it.
+func deleteAllRecords(t *testing.T, brokers []string, topics ...string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	req.TimeoutMillis = 10000
+	for _, topic := range topics {
+		rt := kmsg.NewDeleteRecordsRequestTopic()
+		rt.Topic = topic
+		for p := 0; p < testPartitions; p++ {
+			rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+			rp.Partition = int32(p)
+			rp.Offset = -1 // the high-water mark
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	shards := cl.RequestSharded(ctx, req)
+	for _, sh := range shards {
+		if sh.Err != nil {
+			t.Fatalf("delete records: %v", sh.Err)
+		}
+		for _, rt := range sh.Resp.(*kmsg.DeleteRecordsResponse).Topics {
+			for _, rp := range rt.Partitions {
+				if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+					t.Fatalf("delete records %s/%d: %v", rt.Topic, rp.Partition, err)
+				}
+			}
 		}
 	}
 }

@@ -47,12 +47,15 @@ type follower struct {
 	ends map[int]int64
 }
 
-// noteEnds records end offsets read from the broker.
+// noteEnds records end offsets read from the broker. A partition with no
+// records (First == End) has nothing to apply: it adds no lag.
 func (f *follower) noteEnds(offs map[int]Offsets) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for p, o := range offs {
-		f.noteEndLocked(p, o.End)
+		if o.End > o.First {
+			f.noteEndLocked(p, o.End)
+		}
 	}
 }
 

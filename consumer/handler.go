@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -138,12 +139,30 @@ func (h *commandHandler) answer(msg *message.Message, cmd schemas.ResendCommand,
 	if err != nil {
 		return fmt.Errorf("command %s: %w", cmd.CommandID, err)
 	}
+	if ctx.Err() != nil {
+		// The shutdown deadline cut the sends short: channels still being
+		// tried would read provider_unavailable. Record nothing; the command
+		// stays unacked and is decided again after the restart.
+		return fmt.Errorf("command %s: stopped before it was decided: %w", cmd.CommandID, context.Cause(ctx))
+	}
 	value, err := json.Marshal(res)
 	if err != nil {
 		return fmt.Errorf("command %s: encode result: %w", cmd.CommandID, err)
 	}
-	if err := h.store.RecordResult(cmd.CommandID, value); err != nil {
+	stored, err = h.store.RecordResult(cmd.CommandID, value)
+	if err != nil {
 		return fmt.Errorf("command %s: %w", cmd.CommandID, err)
+	}
+	if !bytes.Equal(stored, value) {
+		// Another instance decided this command_id first (its result came
+		// in from the topic meanwhile): that one is the answer.
+		log.Info("command decided elsewhere meanwhile: publishing that result")
+		if err := h.publish(msg, stored); err != nil {
+			return err
+		}
+		h.metrics.replayed.Inc()
+		h.metrics.observe(start)
+		return nil
 	}
 	h.metrics.decided(&res) // counted once: a redelivery replays it
 	log.Info("command answered", "outcome", res.Outcome, "reason", res.Reason, "result_id", res.ResultID)
@@ -162,8 +181,13 @@ func (h *commandHandler) catchUp(ctx context.Context, offs map[string]map[int]Of
 		ends := make(map[int]int64, len(offs[f.topic]))
 		parts := make([]int, 0, len(offs[f.topic]))
 		for p, o := range offs[f.topic] {
-			ends[p] = o.End
 			parts = append(parts, p)
+			// A partition with no records left (retention or compaction
+			// removed them all) has nothing to wait for; one whose stored
+			// offset is below First is moved up to First by the follower.
+			if o.End > o.First {
+				ends[p] = o.End
+			}
 		}
 		f.Follow(parts)
 		wait := h.store.WaitResults

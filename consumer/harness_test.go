@@ -213,6 +213,7 @@ type instanceOpts struct {
 	catchUpWait time.Duration
 	retry       dispatch.RetryPolicy
 	provider    *recordingProvider
+	shutdown    time.Duration // processing.shutdown_timeout (default 10s)
 }
 
 func (h *harness) start(o instanceOpts) *instance {
@@ -235,6 +236,9 @@ func (h *harness) start(o instanceOpts) *instance {
 	if o.provider == nil {
 		o.provider = newRecordingProvider()
 	}
+	if o.shutdown == 0 {
+		o.shutdown = 10 * time.Second
+	}
 	tpl, err := dispatch.ParseTemplates(o.templates)
 	if err != nil {
 		h.t.Fatal(err)
@@ -246,7 +250,7 @@ func (h *harness) start(o instanceOpts) *instance {
 	}
 	svc, err := New(Config{
 		Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics,
-		StoreDir: o.dir, CatchUpWait: o.catchUpWait, ShutdownTimeout: 10 * time.Second,
+		StoreDir: o.dir, CatchUpWait: o.catchUpWait, ShutdownTimeout: o.shutdown,
 	}, dcfg, slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		h.t.Fatal(err)

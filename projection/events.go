@@ -83,6 +83,10 @@ func (s *Store) ApplyEvents(partition int, records []Record) (ApplyStats, error)
 	if err := b.Set(offsetKey(prefixEventOffset, s.opts.EventsTopic, partition), binary.BigEndian.AppendUint64(nil, uint64(next)), nil); err != nil {
 		return ApplyStats{}, fmt.Errorf("apply payment events: %w", err)
 	}
+	// Batches of different partitions commit one at a time from here on,
+	// so that the transaction count each writes is the one it publishes.
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	if txnDelta != 0 {
 		s.mu.Lock()
 		count := s.txnCount + txnDelta

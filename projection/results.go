@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/notifyd/notifyd/schemas"
 )
 
 // ApplyResults records delivery results of one results-topic partition in the
@@ -45,11 +47,12 @@ func (s *Store) ApplyResults(partition int, records []Record) (int, error) {
 	return added, nil
 }
 
+// resultCommandID returns the command_id of a result record, ok=false when
+// the record is not a delivery result notifyd could publish again (it must
+// decode whole: a record stored here is republished for duplicates).
 func resultCommandID(v []byte) (string, bool) {
-	var r struct {
-		CommandID string `json:"command_id"`
-	}
-	if len(v) == 0 || json.Unmarshal(v, &r) != nil || r.CommandID == "" {
+	var r schemas.DeliveryResult
+	if len(v) == 0 || json.Unmarshal(v, &r) != nil || r.CommandID == "" || r.ResultID == "" {
 		return "", false
 	}
 	return r.CommandID, true
@@ -64,19 +67,29 @@ func (s *Store) putResult(b *pebble.Batch, commandID string, value []byte) (bool
 	return true, b.Set(key, value, nil)
 }
 
-// RecordResult writes a result this instance has just published into the
+// RecordResult writes a result this instance is about to publish into the
 // idempotency table, so that a duplicate arriving before the result comes
-// back from the topic is answered from it. It keeps an existing entry.
-func (s *Store) RecordResult(commandID string, value []byte) error {
+// back from the topic is answered from it. It keeps an existing entry (the
+// first result of a command_id wins, whichever instance decided it) and
+// returns the value the table now holds: the one to publish.
+func (s *Store) RecordResult(commandID string, value []byte) (stored []byte, err error) {
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	if _, err := s.putResult(b, commandID, value); err != nil {
-		return fmt.Errorf("record result: %w", err)
+	added, err := s.putResult(b, commandID, value)
+	if err != nil {
+		return nil, fmt.Errorf("record result: %w", err)
+	}
+	if !added {
+		prev, _, err := getCopy(b, []byte(prefixResult+commandID))
+		if err != nil {
+			return nil, fmt.Errorf("record result: %w", err)
+		}
+		return prev, nil
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("record result: %w", err)
+		return nil, fmt.Errorf("record result: %w", err)
 	}
-	return nil
+	return value, nil
 }
 
 // Result returns the stored result of a command_id, as it was published.

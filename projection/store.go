@@ -51,6 +51,10 @@ type Store struct {
 	opts Options
 	log  *slog.Logger
 
+	// commitMu orders the commits of payment-event batches, which carry
+	// the transaction count.
+	commitMu sync.Mutex
+
 	mu            sync.Mutex
 	eventOffsets  map[int]int64
 	resultOffsets map[int]int64

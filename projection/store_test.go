@@ -193,17 +193,32 @@ func TestOffsetsAndStateSurviveReopen(t *testing.T) {
 func TestFirstResultWins(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	defer s.Close()
-	if err := s.RecordResult("c1", []byte(`{"command_id":"c1","result_id":"first"}`)); err != nil {
+	if stored, err := s.RecordResult("c1", []byte(`{"command_id":"c1","result_id":"first"}`)); err != nil || string(stored) != `{"command_id":"c1","result_id":"first"}` {
+		t.Fatalf("RecordResult = %s, %v", stored, err)
+	}
+	if _, err := s.ApplyResults(0, []Record{
+		{Offset: 0, Value: []byte(`{"command_id":"c1","result_id":"second"}`)},
+		{Offset: 1, Value: []byte(`garbage`)},
+		// Not a result notifyd could publish again: never stored.
+		{Offset: 2, Value: []byte(`{"command_id":"c2","result_id":"x","processed_at":"yesterday"}`)},
+		{Offset: 3, Value: []byte(`{"command_id":"c3"}`)},
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ApplyResults(0, []Record{{Offset: 0, Value: []byte(`{"command_id":"c1","result_id":"second"}`)}, {Offset: 1, Value: []byte(`garbage`)}}); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{"c2", "c3"} {
+		if _, found, _ := s.Result(id); found {
+			t.Errorf("undecodable result of %s was stored", id)
+		}
 	}
 	v, _, _ := s.Result("c1")
 	if string(v) != `{"command_id":"c1","result_id":"first"}` {
 		t.Errorf("result = %s", v)
 	}
-	if s.ResultOffsets()[0] != 2 {
+	// A later decision of the same command_id gets the first one back.
+	if stored, err := s.RecordResult("c1", []byte(`{"command_id":"c1","result_id":"third"}`)); err != nil || string(stored) != string(v) {
+		t.Errorf("RecordResult of a decided command = %s, %v", stored, err)
+	}
+	if s.ResultOffsets()[0] != 4 {
 		t.Errorf("offset = %v", s.ResultOffsets())
 	}
 }
@@ -251,10 +266,10 @@ func TestDigest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := a.RecordResult("c1", []byte(`{"command_id":"c1"}`)); err != nil {
+	if _, err := a.RecordResult("c1", []byte(`{"command_id":"c1","result_id":"r1"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.ApplyResults(0, []Record{{Offset: 5, Value: []byte(`{"command_id":"c1"}`)}}); err != nil {
+	if _, err := b.ApplyResults(0, []Record{{Offset: 5, Value: []byte(`{"command_id":"c1","result_id":"r1"}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	da, err := a.Digest()
