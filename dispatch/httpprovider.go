@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/notifyd/notifyd/schemas"
 	"io"
 	"net"
 	"net/http"
@@ -81,6 +82,14 @@ func withoutURL(err error) error {
 // cut to bodyStart's length on one line. Redaction comes first so that a cut
 // never leaves part of a secret or number behind.
 func redactAnswer(text []byte, to string, secrets ...string) string {
+	return redactFor(schemas.ChannelSMS, text, to, secrets...)
+}
+
+// redactFor is redactAnswer for a contact of any channel: the contact is
+// masked case-insensitively (a phone also without its '+'), secrets are
+// replaced by ***, and only then is the text cut to its start, so a contact
+// or secret straddling the cut cannot leave a readable prefix.
+func redactFor(ch schemas.Channel, text []byte, to string, secrets ...string) string {
 	s := string(text)
 	for _, sec := range secrets {
 		if sec != "" {
@@ -88,9 +97,9 @@ func redactAnswer(text []byte, to string, secrets ...string) string {
 		}
 	}
 	if to != "" {
-		mask := MaskPhone(to)
-		s = strings.ReplaceAll(s, to, mask)
-		if digits := strings.TrimPrefix(to, "+"); digits != to && digits != "" {
+		mask := MaskRecipient(ch, to)
+		s = replaceFold(s, to, mask)
+		if digits := strings.TrimPrefix(to, "+"); ch != schemas.ChannelEmail && digits != to && digits != "" {
 			s = strings.ReplaceAll(s, digits, mask)
 		}
 	}

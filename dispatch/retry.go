@@ -63,8 +63,12 @@ func (p RetryPolicy) Validate() error {
 		return errors.New("max_backoff: must be > 0")
 	case p.MaxBackoff < p.InitialBackoff:
 		return errors.New("max_backoff: must be >= initial_backoff")
+	case p.MaxBackoff > 24*time.Hour:
+		return errors.New("max_backoff: must be at most 24h")
 	case p.MaxElapsed <= 0:
 		return errors.New("max_elapsed: must be > 0")
+	case p.MaxElapsed > 24*time.Hour:
+		return errors.New("max_elapsed: must be at most 24h")
 	case p.AttemptTimeout <= 0:
 		return errors.New("attempt_timeout: must be > 0")
 	}

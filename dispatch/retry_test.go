@@ -33,6 +33,9 @@ func TestRetryPolicyDefaultsAndValidate(t *testing.T) {
 		{func(p *RetryPolicy) { p.InitialBackoff = -time.Second }, "initial_backoff: must be > 0"},
 		{func(p *RetryPolicy) { p.MaxBackoff = -1 }, "max_backoff: must be > 0"},
 		{func(p *RetryPolicy) { p.MaxBackoff = time.Millisecond }, "max_backoff: must be >= initial_backoff"},
+		// Larger values overflow the doubling of the backoff.
+		{func(p *RetryPolicy) { p.MaxBackoff = 2562047 * time.Hour; p.MaxElapsed = time.Hour }, "max_backoff: must be at most 24h"},
+		{func(p *RetryPolicy) { p.MaxElapsed = 25 * time.Hour }, "max_elapsed: must be at most 24h"},
 		{func(p *RetryPolicy) { p.MaxElapsed = -time.Minute }, "max_elapsed: must be > 0"},
 		{func(p *RetryPolicy) { p.AttemptTimeout = 0 }, "attempt_timeout: must be > 0"},
 	}

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -101,7 +103,7 @@ func (w *Webhook) Send(ctx context.Context, m Message) (Receipt, error) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	detail := fmt.Sprintf("HTTP %d: %s", resp.StatusCode, bodyStart(raw))
+	detail := fmt.Sprintf("HTTP %d: %s", resp.StatusCode, redactFor(m.Channel, raw, m.To, w.secrets()...))
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		var ok struct {
@@ -116,6 +118,23 @@ func (w *Webhook) Send(ctx context.Context, m Message) (Receipt, error) {
 	default:
 		return Receipt{}, Permanent(detail, nil)
 	}
+}
+
+// secrets returns the header values to keep out of details: each value, and
+// each long word of it (the token of "Bearer <token>").
+func (w *Webhook) secrets() []string {
+	var out []string
+	for _, v := range w.cfg.Headers {
+		out = append(out, v)
+		for _, f := range strings.Fields(v) {
+			if len(f) >= 8 && f != v {
+				out = append(out, f)
+			}
+		}
+	}
+	// Longest first, so a value is replaced before a word inside it.
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
 }
 
 // bodyStart returns the first 200 bytes of a body as one line of text.
@@ -135,7 +154,10 @@ func parseRetryAfter(v string) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s > 0 {
+	if s, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && s > 0 {
+		if s > math.MaxInt64/int64(time.Second) {
+			return math.MaxInt64 // "never": the retry budget gives up
+		}
 		return time.Duration(s) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {

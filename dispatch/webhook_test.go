@@ -116,3 +116,52 @@ func TestWebhookConfigValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestWebhookDetailRedacts: an answer that echoes the secret header, its
+// token, or the contact (a phone without its '+', an email in another case
+// or cut at the end of the kept text) never reaches the detail.
+func TestWebhookDetailRedacts(t *testing.T) {
+	cases := []struct {
+		ch    schemas.Channel
+		to    string
+		body  string
+		leaks []string
+	}{
+		{schemas.ChannelSMS, "+96550001234", `{"error":"bad token Bearer s3cr3t-TOKEN for 96550001234"}`, []string{"s3cr3t-TOKEN", "96550001234"}},
+		{schemas.ChannelSMS, "+96550001234", `{"error":"token s3cr3t-TOKEN rejected"}`, []string{"s3cr3t-TOKEN"}},
+		{schemas.ChannelEmail, "lina.haddad@example.com", `{"error":"no mailbox LINA.HADDAD@EXAMPLE.COM"}`, []string{"LINA.HADDAD", "lina.haddad"}},
+		{schemas.ChannelEmail, "lina.haddad@example.com", `{"error":"` + strings.Repeat("x", 180) + ` lina.haddad@example.com"}`, []string{"lina.had"}},
+	}
+	for _, tc := range cases {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, tc.body)
+		}))
+		wh, err := NewWebhook(WebhookConfig{URL: srv.URL, Headers: map[string]string{"Authorization": "Bearer s3cr3t-TOKEN"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = wh.Send(context.Background(), Message{Channel: tc.ch, To: tc.to, CommandID: "c"})
+		srv.Close()
+		d := errorDetail(err)
+		for _, leak := range tc.leaks {
+			if strings.Contains(strings.ToLower(d), strings.ToLower(leak)) {
+				t.Errorf("detail %q leaks %q", d, leak)
+			}
+		}
+		if !strings.HasPrefix(d, "HTTP 401") {
+			t.Errorf("detail %q", d)
+		}
+	}
+}
+
+func TestParseRetryAfterHuge(t *testing.T) {
+	for _, v := range []string{"18446744074", "9223372037", "99999999999999"} {
+		if got := parseRetryAfter(v); got < 24*time.Hour {
+			t.Errorf("Retry-After %s = %s, want a very long wait", v, got)
+		}
+	}
+	if got := parseRetryAfter("3"); got != 3*time.Second {
+		t.Errorf("Retry-After 3 = %s", got)
+	}
+}
