@@ -55,6 +55,23 @@ func DefaultTopicConfigs() map[string]map[string]string {
 	}
 }
 
+// WithDefaults returns t with every empty name replaced by its default.
+func (t Topics) WithDefaults() Topics {
+	d := DefaultTopics()
+	for _, f := range []struct {
+		v   *string
+		def string
+	}{
+		{&t.PaymentEvents, d.PaymentEvents}, {&t.Commands, d.Commands},
+		{&t.Results, d.Results}, {&t.DeadLetter, d.DeadLetter},
+	} {
+		if *f.v == "" {
+			*f.v = f.def
+		}
+	}
+	return t
+}
+
 // Config configures a Service. Zero fields take the defaults documented on
 // each; Validate names the first bad field by its configuration key.
 type Config struct {
@@ -112,18 +129,7 @@ func (c *Config) setDefaults() {
 		host, _ := os.Hostname()
 		c.ClientID = "notifyd-" + host
 	}
-	d := DefaultTopics()
-	for _, f := range []struct {
-		v   *string
-		def string
-	}{
-		{&c.Topics.PaymentEvents, d.PaymentEvents}, {&c.Topics.Commands, d.Commands},
-		{&c.Topics.Results, d.Results}, {&c.Topics.DeadLetter, d.DeadLetter},
-	} {
-		if *f.v == "" {
-			*f.v = f.def
-		}
-	}
+	c.Topics = c.Topics.WithDefaults()
 	if c.CreateTopics == nil {
 		t := true
 		c.CreateTopics = &t

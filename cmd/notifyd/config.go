@@ -187,18 +187,7 @@ func (c *Config) setDefaults() {
 	if c.Kafka.GroupID == "" {
 		c.Kafka.GroupID = "notifyd"
 	}
-	d := consumer.DefaultTopics()
-	for _, f := range []struct {
-		v   *string
-		def string
-	}{
-		{&c.Kafka.Topics.PaymentEvents, d.PaymentEvents}, {&c.Kafka.Topics.Commands, d.Commands},
-		{&c.Kafka.Topics.Results, d.Results}, {&c.Kafka.Topics.DeadLetter, d.DeadLetter},
-	} {
-		if *f.v == "" {
-			*f.v = f.def
-		}
-	}
+	c.Kafka.Topics = c.Kafka.Topics.WithDefaults()
 	if c.Processing.CatchUpWait == 0 {
 		c.Processing.CatchUpWait = 10 * time.Second
 	}
