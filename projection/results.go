@@ -12,9 +12,12 @@ import (
 
 // ApplyResults records delivery results of one results-topic partition in the
 // idempotency table (command_id -> the result's bytes as published), in one
-// atomic batch with the partition's next offset. The first result recorded
-// for a command_id is kept: it is the one every instance republishes for a
-// duplicate command. Records without a readable command_id are skipped.
+// atomic batch with the partition's next offset. The first result of a
+// command_id read from the topic is kept and supersedes one this instance
+// recorded itself (RecordResult) but has not read back yet: the first
+// result on the topic is the command's answer, the one every instance
+// republishes for a duplicate. Records without a readable command_id are
+// skipped.
 func (s *Store) ApplyResults(partition int, records []Record) (int, error) {
 	if len(records) == 0 {
 		return 0, nil
@@ -58,45 +61,59 @@ func resultCommandID(v []byte) (string, bool) {
 	return r.CommandID, true
 }
 
+// putResult records a result read from the topic unless the command_id has
+// one from the topic already, and drops the pending entry it supersedes.
 func (s *Store) putResult(b *pebble.Batch, commandID string, value []byte) (bool, error) {
 	key := []byte(prefixResult + commandID)
 	_, found, err := getCopy(b, key)
 	if err != nil || found {
 		return false, err
 	}
+	pending := []byte(prefixPending + commandID)
+	if _, had, err := getCopy(b, pending); err != nil {
+		return false, err
+	} else if had {
+		if err := b.Delete(pending, nil); err != nil {
+			return false, err
+		}
+	}
 	return true, b.Set(key, value, nil)
 }
 
 // RecordResult writes a result this instance is about to publish into the
 // idempotency table, so that a duplicate arriving before the result comes
-// back from the topic is answered from it. It keeps an existing entry (the
-// first result of a command_id wins, whichever instance decided it) and
-// returns the value the table now holds: the one to publish.
+// back from the topic is answered from it. When the command_id has a result
+// already (read from the topic, or recorded here before), that one is kept
+// and returned: it is the one to publish. Otherwise value is recorded as
+// pending until ApplyResults reads the first result of the command_id from
+// the topic, which then replaces it if it differs.
 func (s *Store) RecordResult(commandID string, value []byte) (stored []byte, err error) {
-	b := s.db.NewIndexedBatch()
-	defer b.Close()
-	added, err := s.putResult(b, commandID, value)
-	if err != nil {
+	prev, found, err := s.Result(commandID)
+	if err != nil || found {
+		return prev, err
+	}
+	// Handlers of one command_id are serialised by the caller, and
+	// ApplyResults never writes a pending entry: nothing can slip in
+	// between the look-up and this write except a result from the topic,
+	// which Result prefers from then on; reading back returns it.
+	if err := s.db.Set([]byte(prefixPending+commandID), value, pebble.NoSync); err != nil {
 		return nil, fmt.Errorf("record result: %w", err)
 	}
-	if !added {
-		prev, _, err := getCopy(b, []byte(prefixResult+commandID))
-		if err != nil {
-			return nil, fmt.Errorf("record result: %w", err)
-		}
-		return prev, nil
-	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return nil, fmt.Errorf("record result: %w", err)
-	}
-	return value, nil
+	stored, _, err = s.Result(commandID)
+	return stored, err
 }
 
-// Result returns the stored result of a command_id, as it was published.
+// Result returns the result of a command_id: the first one read from the
+// topic, else the one recorded here by RecordResult.
 func (s *Store) Result(commandID string) ([]byte, bool, error) {
-	v, found, err := getCopy(s.db, []byte(prefixResult+commandID))
-	if err != nil {
-		return nil, false, fmt.Errorf("look up result: %w", err)
+	for _, prefix := range []string{prefixResult, prefixPending} {
+		v, found, err := getCopy(s.db, []byte(prefix+commandID))
+		if err != nil {
+			return nil, false, fmt.Errorf("look up result: %w", err)
+		}
+		if found {
+			return v, true, nil
+		}
 	}
-	return v, found, nil
+	return nil, false, nil
 }

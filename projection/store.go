@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -22,7 +23,8 @@ const (
 	prefixTxn          = "t/" // t/<session_id> -> stored snapshot
 	prefixOrder        = "o/" // o/<order_no> -> session_id
 	prefixEventOffset  = "p/" // p/<topic>/<partition BE32> -> next offset BE64
-	prefixResult       = "r/" // r/<command_id> -> delivery result JSON, as published
+	prefixPending      = "l/" // l/<command_id> -> a result recorded here, not yet read back from the topic
+	prefixResult       = "r/" // r/<command_id> -> the first delivery result of the command on the topic
 	prefixResultOffset = "q/" // q/<topic>/<partition BE32> -> next offset BE64
 	keyTxnCount        = "m/transactions"
 )
@@ -295,28 +297,61 @@ func getCopy(r interface {
 }
 
 // Digest returns a SHA-256 over the projection and the idempotency table
-// (every snapshot, order_no mapping and stored result, in key order),
-// leaving out offsets and counters. Two stores that applied the same
+// (every snapshot, order_no mapping and result, in key order), leaving out
+// offsets and counters. A result recorded here and not yet read back from
+// the topic counts as if it had been (it is the one the topic will hold,
+// unless another instance's came first). Two stores that applied the same
 // records have the same digest, however they got there: it is how the
 // tests show that a store rebuilt from the topics equals the one lost.
 func (s *Store) Digest() (string, error) {
 	h := sha256.New()
-	for _, prefix := range []string{prefixTxn, prefixOrder, prefixResult} {
-		upper := []byte(prefix)
-		upper[len(upper)-1]++
-		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: upper})
-		if err != nil {
-			return "", fmt.Errorf("digest: %w", err)
+	write := func(k, v []byte) {
+		for _, b := range [][]byte{k, v} {
+			_ = binary.Write(h, binary.BigEndian, uint32(len(b)))
+			h.Write(b)
 		}
-		for it.First(); it.Valid(); it.Next() {
-			for _, b := range [][]byte{it.Key(), it.Value()} {
-				_ = binary.Write(h, binary.BigEndian, uint32(len(b)))
-				h.Write(b)
-			}
-		}
-		if err := it.Close(); err != nil {
+	}
+	for _, prefix := range []string{prefixTxn, prefixOrder} {
+		if err := s.scan(prefix, func(k, v []byte) { write(k, v) }); err != nil {
 			return "", fmt.Errorf("digest: %w", err)
 		}
 	}
+	// Results: the topic's, merged in command_id order with the pending
+	// ones that have none.
+	var pending [][2][]byte
+	if err := s.scan(prefixPending, func(k, v []byte) {
+		pending = append(pending, [2][]byte{[]byte(prefixResult + string(k[len(prefixPending):])), bytes.Clone(v)})
+	}); err != nil {
+		return "", fmt.Errorf("digest: %w", err)
+	}
+	i := 0
+	if err := s.scan(prefixResult, func(k, v []byte) {
+		for ; i < len(pending) && bytes.Compare(pending[i][0], k) < 0; i++ {
+			write(pending[i][0], pending[i][1])
+		}
+		if i < len(pending) && bytes.Equal(pending[i][0], k) {
+			i++ // the topic's result supersedes it
+		}
+		write(k, v)
+	}); err != nil {
+		return "", fmt.Errorf("digest: %w", err)
+	}
+	for ; i < len(pending); i++ {
+		write(pending[i][0], pending[i][1])
+	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// scan calls fn for every key with prefix, in key order.
+func (s *Store) scan(prefix string, fn func(k, v []byte)) error {
+	upper := []byte(prefix)
+	upper[len(upper)-1]++
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		fn(it.Key(), it.Value())
+	}
+	return it.Close()
 }

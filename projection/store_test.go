@@ -190,14 +190,53 @@ func TestOffsetsAndStateSurviveReopen(t *testing.T) {
 	}
 }
 
-func TestFirstResultWins(t *testing.T) {
+// TestFirstResultOnTopicWins: the first result of a command_id read from the
+// topic is its answer; one recorded here and not yet read back is kept only
+// until the topic says otherwise; later results of the command_id never
+// replace the answer.
+func TestFirstResultOnTopicWins(t *testing.T) {
+	r := func(id string) []byte { return []byte(`{"command_id":"c1","result_id":"` + id + `"}`) }
+	for _, tc := range []struct {
+		name   string
+		local  string   // recorded here first ("" none)
+		topic  []string // then read from the topic, in order
+		answer string
+	}{
+		{name: "local only: pending answer", local: "mine", answer: "mine"},
+		{name: "local, then the same from the topic", local: "mine", topic: []string{"mine", "theirs"}, answer: "mine"},
+		{name: "local, but another instance's came first on the topic", local: "mine", topic: []string{"theirs", "mine"}, answer: "theirs"},
+		{name: "topic only: first wins", topic: []string{"first", "second"}, answer: "first"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t, t.TempDir())
+			defer s.Close()
+			if tc.local != "" {
+				if stored, err := s.RecordResult("c1", r(tc.local)); err != nil || string(stored) != string(r(tc.local)) {
+					t.Fatalf("RecordResult = %s, %v", stored, err)
+				}
+			}
+			for i, id := range tc.topic {
+				if _, err := s.ApplyResults(0, []Record{{Offset: int64(i), Value: r(id)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			v, found, err := s.Result("c1")
+			if err != nil || !found || string(v) != string(r(tc.answer)) {
+				t.Fatalf("Result = %s, %v, %v; want %s", v, found, err, r(tc.answer))
+			}
+			// A later decision of the same command_id gets the answer back.
+			if stored, err := s.RecordResult("c1", r("later")); err != nil || string(stored) != string(r(tc.answer)) {
+				t.Errorf("RecordResult of a decided command = %s, %v", stored, err)
+			}
+		})
+	}
+}
+
+func TestUndecodableResultsSkipped(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	defer s.Close()
-	if stored, err := s.RecordResult("c1", []byte(`{"command_id":"c1","result_id":"first"}`)); err != nil || string(stored) != `{"command_id":"c1","result_id":"first"}` {
-		t.Fatalf("RecordResult = %s, %v", stored, err)
-	}
 	if _, err := s.ApplyResults(0, []Record{
-		{Offset: 0, Value: []byte(`{"command_id":"c1","result_id":"second"}`)},
+		{Offset: 0, Value: []byte(`{"command_id":"c1","result_id":"first"}`)},
 		{Offset: 1, Value: []byte(`garbage`)},
 		// Not a result notifyd could publish again: never stored.
 		{Offset: 2, Value: []byte(`{"command_id":"c2","result_id":"x","processed_at":"yesterday"}`)},
@@ -209,14 +248,6 @@ func TestFirstResultWins(t *testing.T) {
 		if _, found, _ := s.Result(id); found {
 			t.Errorf("undecodable result of %s was stored", id)
 		}
-	}
-	v, _, _ := s.Result("c1")
-	if string(v) != `{"command_id":"c1","result_id":"first"}` {
-		t.Errorf("result = %s", v)
-	}
-	// A later decision of the same command_id gets the first one back.
-	if stored, err := s.RecordResult("c1", []byte(`{"command_id":"c1","result_id":"third"}`)); err != nil || string(stored) != string(v) {
-		t.Errorf("RecordResult of a decided command = %s, %v", stored, err)
 	}
 	if s.ResultOffsets()[0] != 4 {
 		t.Errorf("offset = %v", s.ResultOffsets())
@@ -266,10 +297,18 @@ func TestDigest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := a.RecordResult("c1", []byte(`{"command_id":"c1","result_id":"r1"}`)); err != nil {
+	res := func(id string) []byte { return []byte(`{"command_id":"` + id + `","result_id":"r-` + id + `"}`) }
+	// a recorded c1 and c3 itself and has read only c0, c2 and c3 back from
+	// the topic; b read all four from the topic.
+	for _, id := range []string{"c1", "c3"} {
+		if _, err := a.RecordResult(id, res(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.ApplyResults(0, []Record{{Offset: 0, Value: res("c0")}, {Offset: 1, Value: res("c2")}, {Offset: 2, Value: res("c3")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.ApplyResults(0, []Record{{Offset: 5, Value: []byte(`{"command_id":"c1","result_id":"r1"}`)}}); err != nil {
+	if _, err := b.ApplyResults(0, []Record{{Offset: 5, Value: res("c3")}, {Offset: 6, Value: res("c1")}, {Offset: 7, Value: res("c2")}, {Offset: 8, Value: res("c0")}}); err != nil {
 		t.Fatal(err)
 	}
 	da, err := a.Digest()
