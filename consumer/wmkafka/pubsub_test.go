@@ -598,13 +598,15 @@ func TestClosePromptly(t *testing.T) {
 		m := message.NewMessage(watermill.NewUUID(), []byte("x"))
 		require.NoError(t, pub.Publish("commits-on-close", m))
 		got := receiveN(t, ch, 1)[0]
+		require.NoError(t, Claim(got))
 		cancel() // stop via context
 		time.Sleep(100 * time.Millisecond)
 		select {
 		case <-got.Context().Done():
-			t.Fatal("message context cancelled by Subscribe's context: handlers could not finish")
+			t.Fatal("claimed message's context cancelled by the shutdown: handlers could not finish")
 		default:
 		}
+		require.NoError(t, Claim(got), "a claimed message stays claimable during the drain")
 		got.Ack()
 		assertReturnsWithin(t, 10*time.Second, func() {
 			for range ch {
@@ -684,7 +686,8 @@ func TestNoGoroutineLeak(t *testing.T) {
 	assert.Empty(t, leaked, "goroutines left after Close")
 }
 
-// TestMemberIDCapture guards the kafka-go log format the subscription relies on to learn its member ID.
+// TestMemberIDCapture guards the kafka-go log format the subscription relies on to learn its member ID
+// before a generation starts (closeGroup sends LeaveGroup with it).
 func TestMemberIDCapture(t *testing.T) {
 	brokers := newCluster(t, 1)
 	sub := newTestSubscriber(t, testSubscriberConfig(brokers, "member-id"))

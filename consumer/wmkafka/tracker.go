@@ -9,9 +9,13 @@ package wmkafka
 //     redelivery is still handed out: it keeps its concurrency slot and its key slot);
 //   - the "key slot" of (partition, key) is held by at most one handed-out entry, which is what keeps
 //     same-key records strictly sequential;
-//   - an epoch is one incarnation of a partition's tracking; reset() starts a new one. Entries of an older
-//     epoch ("stale") still release their key and concurrency slots when they finish, but never move the
-//     committable offset.
+//   - an epoch is one incarnation of a partition's tracking: assigning a partition starts one, and so does
+//     reset() (a partition re-read from a lower offset). Entries of an older epoch ("stale") still release
+//     their key and concurrency slots when they finish, but never move the committable offset. Epoch numbers
+//     are unique across partitions and forget(), so an entry of a forgotten partition is stale for good;
+//   - a partition is revoked when its generation ends: nothing more is added or handed out for it, records
+//     not handed out are dropped (they stay unfinished, so nothing at or above them is committed), and
+//     forget() removes it once its handed-out entries are finished or abandoned.
 
 type entryState uint8
 
@@ -45,6 +49,8 @@ type keyQueue[T any] struct {
 // partitionState is the tracking of one partition. It survives resets (the epoch changes).
 type partitionState[T any] struct {
 	epoch       uint64
+	revoking    bool        // revoke() was called: no adds, no hand-outs
+	handedOut   int         // current-epoch entries handed out and not finished
 	started     bool        // lastFetched is valid for this epoch
 	lastFetched int64       // highest offset added in this epoch
 	queue       []*entry[T] // current-epoch entries not yet committable, offset order
@@ -63,6 +69,7 @@ type commitPoint struct {
 // tracker implements the per-key ordering, the concurrency bound and the lowest-unfinished commit rule.
 type tracker[T any] struct {
 	concurrency int
+	epochs      uint64 // last epoch number given out
 	partitions  map[int]*partitionState[T]
 	ready       []*entry[T] // FIFO; may contain dropped entries (skipped)
 	redeliver   []*entry[T] // FIFO of nacked entries due for redelivery (preferred over ready)
@@ -80,18 +87,105 @@ func newTracker[T any](concurrency int) *tracker[T] {
 func (t *tracker[T]) partition(p int) *partitionState[T] {
 	ps := t.partitions[p]
 	if ps == nil {
-		ps = &partitionState[T]{committed: -1, keys: map[string]*keyQueue[T]{}}
+		t.epochs++
+		ps = &partitionState[T]{epoch: t.epochs, committed: -1, keys: map[string]*keyQueue[T]{}}
 		t.partitions[p] = ps
 	}
 	return ps
+}
+
+// assign starts tracking partition p from committed, the group's position (-1 when unknown, e.g. a group
+// without a committed offset starting at the first or last offset). An existing state of p is reset first.
+func (t *tracker[T]) assign(p int, committed int64) (released int) {
+	if ps := t.partitions[p]; ps != nil {
+		released = t.forget(p)
+	}
+	ps := t.partition(p)
+	if committed >= 0 {
+		ps.committed = committed
+	}
+	return released
+}
+
+// revoke stops handing out and accepting records of p: entries waiting for their turn are dropped (they
+// stay in the queue as unfinished, so the committable offset stays below them). Handed-out entries keep
+// running; the caller waits for them (handedOutOf) and then calls forget.
+func (t *tracker[T]) revoke(p int) {
+	ps := t.partitions[p]
+	if ps == nil || ps.revoking {
+		return
+	}
+	ps.revoking = true
+	for _, e := range ps.queue {
+		if e.state == statePending || e.state == stateReady {
+			e.state = stateDropped
+		}
+	}
+	for _, e := range t.redeliver {
+		if e != nil && e.partition == p && e.state == stateRedeliver {
+			t.finish(e, stateDropped) // skipped by next()
+		}
+	}
+	for k, kq := range ps.keys {
+		clear(kq.waiting)
+		kq.waiting = kq.waiting[:0]
+		if kq.holder == nil {
+			delete(ps.keys, k)
+		}
+	}
+}
+
+// handedOutOf returns the current-epoch entries of p handed out and not finished.
+func (t *tracker[T]) handedOutOf(p int) int {
+	if ps := t.partitions[p]; ps != nil {
+		return ps.handedOut
+	}
+	return 0
+}
+
+// commitPoint returns what may be committed for p now (ok=false when nothing beyond the known position).
+func (t *tracker[T]) commitPoint(p int) (commitPoint, bool) {
+	ps := t.partitions[p]
+	if ps == nil {
+		return commitPoint{}, false
+	}
+	c := ps.committable()
+	if c <= ps.committed {
+		return commitPoint{}, false
+	}
+	return commitPoint{partition: p, offset: c, epoch: ps.epoch}, true
+}
+
+// forget drops every trace of p; its entries still handed out become stale for good. released is the
+// number of buffered entries that left the tracker.
+func (t *tracker[T]) forget(p int) (released int) {
+	ps := t.partitions[p]
+	if ps == nil {
+		return 0
+	}
+	released = len(ps.queue)
+	t.buffered -= released
+	for i := range ps.queue {
+		if e := ps.queue[i]; e.state == statePending || e.state == stateReady {
+			e.state = stateDropped
+		}
+		ps.queue[i] = nil
+	}
+	delete(t.partitions, p)
+	return released
 }
 
 // add tracks a fetched record. A record whose offset is not above the last one fetched for its partition
 // means the partition restarted from an older position (kafka-go re-read the committed offset after a
 // rebalance): the partition is reset first. released is how many buffered entries left the tracker (their
 // buffer slots can be reused).
+//
+// A revoked partition accepts nothing: add returns a nil entry.
 func (t *tracker[T]) add(partition int, offset int64, key string, value T) (e *entry[T], reset bool, released int) {
 	ps := t.partition(partition)
+	if ps.revoking {
+		return nil, false, 0
+	}
 	if ps.started && offset <= ps.lastFetched {
 		released = t.reset(ps)
 		reset = true
@@ -135,7 +229,9 @@ func (t *tracker[T]) reset(ps *partitionState[T]) (released int) {
 			delete(ps.keys, k)
 		}
 	}
-	ps.epoch++
+	t.epochs++
+	ps.epoch = t.epochs
+	ps.handedOut = 0
 	ps.resets++
 	ps.started = false
 	ps.committed = -1
@@ -167,8 +263,9 @@ func (t *tracker[T]) next() *entry[T] {
 		if e.state != stateRedeliver {
 			continue
 		}
-		if t.stale(e) {
-			// The partition was reset while this entry waited: the new epoch re-fetched it.
+		if t.stale(e) || t.partitions[e.partition].revoking {
+			// The partition was reset while this entry waited (the new epoch re-fetched it), or is being
+			// handed over.
 			t.finish(e, stateDropped)
 			continue
 		}
@@ -186,20 +283,23 @@ func (t *tracker[T]) next() *entry[T] {
 		if e.state != stateReady {
 			continue
 		}
-		kq := t.partitions[e.partition].keys[e.key]
+		ps := t.partitions[e.partition]
+		kq := ps.keys[e.key]
 		kq.waiting[0] = nil
 		kq.waiting = kq.waiting[1:]
 		kq.holder = e
 		e.state = stateInFlight
 		e.deliveries++
 		t.handedOut++
+		ps.handedOut++
 		return e
 	}
 	return nil
 }
 
 func (t *tracker[T]) stale(e *entry[T]) bool {
-	return e.epoch != t.partitions[e.partition].epoch
+	ps := t.partitions[e.partition]
+	return ps == nil || e.epoch != ps.epoch
 }
 
 // finish releases e's key slot and concurrency slot and sets its final state.
@@ -207,6 +307,12 @@ func (t *tracker[T]) finish(e *entry[T], final entryState) {
 	e.state = final
 	t.handedOut--
 	ps := t.partitions[e.partition]
+	if ps == nil {
+		return
+	}
+	if ps.epoch == e.epoch {
+		ps.handedOut--
+	}
 	if kq := ps.keys[e.key]; kq != nil && kq.holder == e {
 		kq.holder = nil
 		t.promote(ps, e.key, kq)
@@ -250,7 +356,7 @@ func (t *tracker[T]) requeue(e *entry[T]) bool {
 	if e.state != stateNacked {
 		return false
 	}
-	if t.stale(e) {
+	if t.stale(e) || t.partitions[e.partition].revoking {
 		t.finish(e, stateDropped)
 		return false
 	}
