@@ -1,11 +1,20 @@
 package consumer
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
 	"strings"
+	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/consumer/wmkafka"
 )
@@ -16,10 +25,30 @@ const (
 	HeaderOriginalTopic     = "original_topic"
 	HeaderOriginalPartition = "original_partition"
 	HeaderOriginalOffset    = "original_offset"
+	// HeaderTruncated is "true" on a dead letter whose value is a prefix of
+	// the original bytes because the whole record was larger than the
+	// dead-letter topic accepts; HeaderOriginalSize and HeaderOriginalSHA256
+	// then describe the original value. HeaderHeadersDropped is "true" when
+	// even the original headers did not fit and were left out.
+	HeaderTruncated      = "truncated"
+	HeaderOriginalSize   = "original_size"
+	HeaderOriginalSHA256 = "original_sha256"
+	HeaderHeadersDropped = "original_headers_dropped"
 )
 
 // maxErrorHeader bounds the error header (a recovered panic carries a stack).
 const maxErrorHeader = 2048
+
+// truncationSteps are the value sizes tried, in order, for a dead letter
+// the dead-letter topic refuses as too large; -1 also drops the original
+// headers.
+var truncationSteps = [...]int{512 << 10, 64 << 10, 4 << 10, 0, -1}
+
+// Backoff of dead-letter writes that fail for another reason than size.
+const (
+	deadLetterFirstBackoff = 200 * time.Millisecond
+	deadLetterMaxBackoff   = 10 * time.Second
+)
 
 // deadLetterPublisher adapts watermill's PoisonQueue middleware to notifyd's
 // dead-letter contract. PoisonQueue publishes the consumed message with its
@@ -27,9 +56,48 @@ const maxErrorHeader = 2048
 // publisher writes instead the original key, the original bytes unchanged,
 // the original headers, and the headers error, original_topic,
 // original_partition and original_offset.
+//
+// It does not give up on a dead letter, and never turns a failure into a
+// redelivery loop: a record larger than the topic accepts is written
+// truncated (HeaderTruncated), and any other failure (topic missing,
+// brokers down, not authorised) is retried in place with backoff, logged,
+// counted (notifyd_dead_letter_errors_total) and reported by readiness until
+// a dead letter is written again. The command's key waits meanwhile; a
+// hand-over of its partition (the message's context) stops the retries and
+// the next owner tries again.
 type deadLetterPublisher struct {
 	message.Publisher
 	metrics *metrics
+	log     *slog.Logger
+	health  *deadLetterHealth
+}
+
+// deadLetterHealth is the state readiness reports: the error of the last
+// failed dead-letter write, cleared by the next successful one.
+type deadLetterHealth struct {
+	mu    sync.Mutex
+	err   error
+	since time.Time
+}
+
+func (h *deadLetterHealth) set(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err == nil {
+		h.err, h.since = nil, time.Time{}
+		return
+	}
+	if h.err == nil {
+		h.since = time.Now()
+	}
+	h.err = err
+}
+
+// failing returns the current failure, nil when dead letters are written.
+func (h *deadLetterHealth) failing() (error, time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err, h.since
 }
 
 // metadataDeadLetterReason is where the handler notes why it poisoned a
@@ -37,16 +105,12 @@ type deadLetterPublisher struct {
 // it was poisoned by a panic. It is never written as a header.
 const metadataDeadLetterReason = "notifyd.dead_letter_reason"
 
-// Publish rewrites each poisoned message and publishes it.
+// Publish writes each poisoned message as a dead letter.
 func (p deadLetterPublisher) Publish(topic string, msgs ...*message.Message) error {
-	out := make([]*message.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = deadLetter(m)
-	}
-	if err := p.Publisher.Publish(topic, out...); err != nil {
-		return err
-	}
 	for _, m := range msgs {
+		if err := p.publishOne(topic, m); err != nil {
+			return err
+		}
 		reason := m.Metadata.Get(metadataDeadLetterReason)
 		if reason == "" {
 			reason = deadLetterPanic
@@ -54,6 +118,46 @@ func (p deadLetterPublisher) Publish(topic string, msgs ...*message.Message) err
 		p.metrics.deadLetters.WithLabelValues(reason).Inc()
 	}
 	return nil
+}
+
+func (p deadLetterPublisher) publishOne(topic string, m *message.Message) error {
+	d := deadLetter(m)
+	step := 0
+	backoff := deadLetterFirstBackoff
+	log := p.log.With("topic", topic, "original_partition", m.Metadata.Get(wmkafka.MetadataPartition),
+		"original_offset", m.Metadata.Get(wmkafka.MetadataOffset))
+	for {
+		err := p.Publisher.Publish(topic, d)
+		if err == nil {
+			p.health.set(nil)
+			return nil
+		}
+		if tooLarge(err) && step < len(truncationSteps) {
+			d = truncated(m, truncationSteps[step])
+			log.Warn("dead letter too large for the topic: writing it truncated", "original_size", len(m.Payload),
+				"value_bytes", len(d.Payload), "headers_dropped", d.Metadata.Get(HeaderHeadersDropped) == "true")
+			step++
+			continue
+		}
+		p.metrics.deadLetterErrors.Inc()
+		p.health.set(err)
+		log.Error("writing a dead letter failed, retrying; its key waits", "error", err, "retry_in", backoff.String())
+		t := time.NewTimer(backoff)
+		select {
+		case <-m.Context().Done():
+			t.Stop()
+			return fmt.Errorf("dead letter not written (%w): %w", errHandedOver, err)
+		case <-t.C:
+		}
+		backoff = min(2*backoff, deadLetterMaxBackoff)
+	}
+}
+
+// tooLarge reports whether a write failed because the record is too large:
+// for the writer (kafka-go's BatchBytes) or for the topic (the broker).
+func tooLarge(err error) bool {
+	var tl kafka.MessageTooLargeError
+	return errors.As(err, &tl) || errors.Is(err, kafka.MessageSizeTooLarge)
 }
 
 func deadLetter(m *message.Message) *message.Message {
@@ -68,6 +172,12 @@ func deadLetter(m *message.Message) *message.Message {
 			d.Metadata.Set(k, v)
 		}
 	}
+	setDeadLetterHeaders(d, m)
+	return d
+}
+
+// setDeadLetterHeaders sets the key and notifyd's headers of d from m.
+func setDeadLetterHeaders(d, m *message.Message) {
 	if k := m.Metadata.Get(wmkafka.MetadataKey); k != "" {
 		d.Metadata.Set(wmkafka.MetadataKey, k)
 	}
@@ -75,6 +185,24 @@ func deadLetter(m *message.Message) *message.Message {
 	d.Metadata.Set(HeaderOriginalTopic, m.Metadata.Get(wmkafka.MetadataTopic))
 	d.Metadata.Set(HeaderOriginalPartition, m.Metadata.Get(wmkafka.MetadataPartition))
 	d.Metadata.Set(HeaderOriginalOffset, m.Metadata.Get(wmkafka.MetadataOffset))
+}
+
+// truncated is the dead letter of m with at most size bytes of its value
+// (size -1: none, and without the original headers).
+func truncated(m *message.Message, size int) *message.Message {
+	var d *message.Message
+	if size < 0 {
+		d = message.NewMessage(m.UUID, nil)
+		setDeadLetterHeaders(d, m)
+		d.Metadata.Set(HeaderHeadersDropped, "true")
+	} else {
+		d = deadLetter(m)
+		d.Payload = m.Payload[:min(size, len(m.Payload))]
+	}
+	sum := sha256.Sum256(m.Payload)
+	d.Metadata.Set(HeaderTruncated, "true")
+	d.Metadata.Set(HeaderOriginalSize, strconv.Itoa(len(m.Payload)))
+	d.Metadata.Set(HeaderOriginalSHA256, hex.EncodeToString(sum[:]))
 	return d
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/consumer/embedded"
@@ -214,6 +215,7 @@ type instanceOpts struct {
 	retry       dispatch.RetryPolicy
 	provider    *recordingProvider
 	shutdown    time.Duration // processing.shutdown_timeout (default 10s)
+	registry    *prometheus.Registry
 }
 
 func (h *harness) start(o instanceOpts) *instance {
@@ -250,7 +252,7 @@ func (h *harness) start(o instanceOpts) *instance {
 	}
 	svc, err := New(Config{
 		Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics,
-		StoreDir: o.dir, CatchUpWait: o.catchUpWait, ShutdownTimeout: o.shutdown,
+		StoreDir: o.dir, CatchUpWait: o.catchUpWait, ShutdownTimeout: o.shutdown, Registerer: registerer(o.registry),
 	}, dcfg, slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		h.t.Fatal(err)
@@ -268,6 +270,14 @@ func (h *harness) start(o instanceOpts) *instance {
 		h.t.Fatal("service did not start in 30s")
 	}
 	return in
+}
+
+// registerer avoids a typed nil interface.
+func registerer(r *prometheus.Registry) prometheus.Registerer {
+	if r == nil {
+		return nil
+	}
+	return r
 }
 
 // stop stops the instance and checks it shut down cleanly.

@@ -1,13 +1,11 @@
 package consumer
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -42,14 +40,44 @@ func isPoison(err error) bool {
 	return errors.As(err, &p) || errors.As(err, &panicked)
 }
 
-// commandHandler turns one resend command into one published delivery
-// result. Its errors are infrastructure failures (broker, store): the
-// message is nacked and redelivered, and the idempotency table makes the
-// redelivery answer with the same result.
-type commandHandler struct {
-	// ctx ends when in-flight commands must give up (shutdown deadline).
-	ctx         context.Context
+// errHandedOver marks a command left undecided because this instance may
+// no longer decide it: its partition was handed over (rebalance, stop)
+// before it was claimed, the hand-over's deadline passed, or the group
+// membership is uncertain. The Retry middleware does not retry it; the
+// message is not committed and the partition's next owner decides it.
+var errHandedOver = errors.New("command handed over undecided")
+
+// commandLifecycle is the life of one resend command in this instance. Its
+// steps, in order (Handle):
+//
+//  1. decode: bytes that are not a JSON object go to the dead-letter topic;
+//     a command that breaks the schema but has a command_id also gets an
+//     invalid_command result;
+//  2. lock the command_id within the instance (idempotency);
+//  3. wait for the projection: read the end offsets of payment-events and
+//     results (after the command arrived) and wait until the store has
+//     applied both up to them (read-your-writes, and every earlier answer);
+//  4. replay: a command_id that has an answer is answered with it, unchanged;
+//  5. decide once: expired, unknown, ambiguous or rejected commands are
+//     answered without sending; otherwise the message is claimed
+//     (wmkafka.Claim) and the channels sent through dispatch;
+//  6. record: claim again, then record the result as this instance's
+//     decision (or take the answer another instance published first);
+//  7. publish the answer with acks from all in-sync replicas;
+//  8. return nil: the Router acks, and the subscription commits the offset
+//     once every lower offset of the partition is acked too.
+//
+// A hand-over of the command's partition (a rebalance or a stop) cancels the
+// message's context if it was not claimed yet, and steps 2 to 6 give up
+// undecided (errHandedOver): the next owner decides it. A claimed command
+// finishes, unless the hand-over's deadline passes first (then it gives up
+// undecided too, and only a send already made can repeat). Other errors are
+// infrastructure failures (broker, store), retried in place by the Retry
+// middleware, then nacked and redelivered; step 4 makes a redelivery answer
+// with the same result.
+type commandLifecycle struct {
 	store       *projection.Store
+	decisions   *idempotency
 	dispatcher  *dispatch.Dispatcher
 	watermarks  *watermarks
 	events      *follower
@@ -62,15 +90,10 @@ type commandHandler struct {
 	now         func() time.Time
 	log         *slog.Logger
 	metrics     *metrics
-
-	// inflight serialises commands with the same command_id within this
-	// instance, so a duplicate waits for the first and replays its result.
-	mu       sync.Mutex
-	inflight map[string]chan struct{}
 }
 
-// Handle is the watermill handler function.
-func (h *commandHandler) Handle(msg *message.Message) error {
+// Handle is the watermill handler function: the lifecycle above.
+func (h *commandLifecycle) Handle(msg *message.Message) error {
 	arrived := h.now()
 	h.metrics.inFlight.Inc()
 	defer h.metrics.inFlight.Dec()
@@ -99,34 +122,45 @@ func (h *commandHandler) Handle(msg *message.Message) error {
 	})
 }
 
-// answer publishes the result of cmd: the stored one when the command_id
-// was answered before (by any instance), else the one build returns, which
-// is recorded before it is published so that a redelivery republishes the
-// same result (same result_id).
-func (h *commandHandler) answer(msg *message.Message, cmd schemas.ResendCommand, build func(context.Context) (schemas.DeliveryResult, error)) error {
-	ctx := h.ctx
+// answer runs steps 2 to 7 for cmd; decide computes a new result (step 5).
+func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendCommand, decide func(context.Context) (schemas.DeliveryResult, error)) error {
+	ctx := msg.Context()
 	start := time.Now()
 	log := h.log.With("command_id", cmd.CommandID, "session_id", cmd.SessionID, "order_no", cmd.OrderNo)
-	release, err := h.acquire(ctx, cmd.CommandID)
+	undecided := func(step string, err error) error {
+		if ctx.Err() != nil || errors.Is(err, wmkafka.ErrNotOwner) {
+			h.metrics.handedOver.Inc()
+			log.Info("command handed over undecided", "step", step, "why", err)
+			return fmt.Errorf("command %s: %s: %w: %w", cmd.CommandID, step, errHandedOver, err)
+		}
+		return fmt.Errorf("command %s: %s: %w", cmd.CommandID, step, err)
+	}
+
+	// 2. One handler per command_id in this instance.
+	release, err := h.decisions.lock(ctx, cmd.CommandID)
 	if err != nil {
-		return err
+		return undecided("lock", err)
 	}
 	defer release()
 
-	// Idempotency: the results topic is followed into the store; make sure
-	// it holds every result published before this command arrived.
+	// 3. Wait for the projection and the idempotency table.
 	offs, err := h.watermarks.Get(ctx)
 	if err != nil {
-		return fmt.Errorf("command %s: read high-water marks: %w", cmd.CommandID, err)
+		return undecided("read high-water marks", err)
 	}
 	if err := h.catchUp(ctx, offs); err != nil {
-		return fmt.Errorf("command %s: %w", cmd.CommandID, err)
+		return undecided("catch up", err)
 	}
-	stored, found, err := h.store.Result(cmd.CommandID)
+
+	// 4. Replay an earlier answer.
+	stored, found, err := h.decisions.answer(cmd.CommandID)
 	if err != nil {
-		return fmt.Errorf("command %s: %w", cmd.CommandID, err)
+		return undecided("look up", err)
 	}
 	if found {
+		if err := wmkafka.Claim(msg); err != nil {
+			return undecided("replay", err)
+		}
 		log.Info("duplicate command: replaying its stored result")
 		if err := h.publish(msg, stored); err != nil {
 			return err
@@ -135,27 +169,34 @@ func (h *commandHandler) answer(msg *message.Message, cmd schemas.ResendCommand,
 		h.metrics.observe(start)
 		return nil
 	}
-	res, err := build(ctx)
-	if err != nil {
-		return fmt.Errorf("command %s: %w", cmd.CommandID, err)
+
+	// 5. Decide.
+	res, err := decide(ctx)
+	if err == nil && ctx.Err() != nil {
+		// The hand-over's deadline cut the sends short: channels still being
+		// tried would read provider_unavailable. Record nothing.
+		err = context.Cause(ctx)
 	}
-	if ctx.Err() != nil {
-		// The shutdown deadline cut the sends short: channels still being
-		// tried would read provider_unavailable. Record nothing; the command
-		// stays unacked and is decided again after the restart.
-		return fmt.Errorf("command %s: stopped before it was decided: %w", cmd.CommandID, context.Cause(ctx))
+	if err != nil {
+		return undecided("decide", err)
+	}
+
+	// 6. Record.
+	if err := wmkafka.Claim(msg); err != nil {
+		return undecided("record", err)
 	}
 	value, err := json.Marshal(res)
 	if err != nil {
 		return fmt.Errorf("command %s: encode result: %w", cmd.CommandID, err)
 	}
-	stored, err = h.store.RecordResult(cmd.CommandID, value)
+	stored, mine, err := h.decisions.record(cmd.CommandID, value)
 	if err != nil {
 		return fmt.Errorf("command %s: %w", cmd.CommandID, err)
 	}
-	if !bytes.Equal(stored, value) {
-		// Another instance decided this command_id first (its result came
-		// in from the topic meanwhile): that one is the answer.
+
+	// 7. Publish.
+	if !mine {
+		// Another instance's answer reached the topic first: it is the answer.
 		log.Info("command decided elsewhere meanwhile: publishing that result")
 		if err := h.publish(msg, stored); err != nil {
 			return err
@@ -176,7 +217,7 @@ func (h *commandHandler) answer(msg *message.Message, cmd schemas.ResendCommand,
 // catchUp waits until the store has applied both followed topics up to the
 // given end offsets, starting readers for partitions it sees for the first
 // time.
-func (h *commandHandler) catchUp(ctx context.Context, offs map[string]map[int]Offsets) error {
+func (h *commandLifecycle) catchUp(ctx context.Context, offs map[string]map[int]Offsets) error {
 	for _, f := range []*follower{h.events, h.results} {
 		ends := make(map[int]int64, len(offs[f.topic]))
 		parts := make([]int, 0, len(offs[f.topic]))
@@ -201,8 +242,9 @@ func (h *commandHandler) catchUp(ctx context.Context, offs map[string]map[int]Of
 	return nil
 }
 
-// decide computes the result of a valid command that has no result yet.
-func (h *commandHandler) decide(ctx context.Context, msg *message.Message, cmd schemas.ResendCommand, arrived time.Time) (schemas.DeliveryResult, error) {
+// decide computes the result of a valid command that has no result yet. It
+// claims the message before sending anything.
+func (h *commandLifecycle) decide(ctx context.Context, msg *message.Message, cmd schemas.ResendCommand, arrived time.Time) (schemas.DeliveryResult, error) {
 	if ts, ok := recordTime(msg); ok && h.maxAge > 0 && arrived.Sub(ts) > h.maxAge {
 		detail := fmt.Sprintf("command published %s ago, more than processing.max_command_age (%s)", arrived.Sub(ts).Round(time.Second), h.maxAge)
 		return h.dispatcher.Failure(cmd, nil, schemas.ReasonCommandExpired, detail), nil
@@ -219,6 +261,9 @@ func (h *commandHandler) decide(ctx context.Context, msg *message.Message, cmd s
 		}
 		switch {
 		case res.Reason == "":
+			if err := wmkafka.Claim(msg); err != nil {
+				return schemas.DeliveryResult{}, err
+			}
 			return h.dispatcher.Deliver(ctx, cmd, res.Txn), nil
 		case res.Reason != schemas.ReasonUnknownTransaction:
 			return h.dispatcher.Failure(cmd, nil, res.Reason, res.Detail), nil
@@ -239,34 +284,9 @@ func (h *commandHandler) decide(ctx context.Context, msg *message.Message, cmd s
 	}
 }
 
-// acquire waits until no other handler of this instance holds commandID.
-func (h *commandHandler) acquire(ctx context.Context, commandID string) (func(), error) {
-	for {
-		h.mu.Lock()
-		busy, ok := h.inflight[commandID]
-		if !ok {
-			done := make(chan struct{})
-			h.inflight[commandID] = done
-			h.mu.Unlock()
-			return func() {
-				h.mu.Lock()
-				delete(h.inflight, commandID)
-				h.mu.Unlock()
-				close(done)
-			}, nil
-		}
-		h.mu.Unlock()
-		select {
-		case <-busy:
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		}
-	}
-}
-
 // publish writes a result (as stored) to the results topic with its key and
 // CloudEvents headers, and returns once all in-sync replicas have it.
-func (h *commandHandler) publish(in *message.Message, value []byte) error {
+func (h *commandLifecycle) publish(in *message.Message, value []byte) error {
 	var r schemas.DeliveryResult
 	if err := json.Unmarshal(value, &r); err != nil {
 		return fmt.Errorf("decode stored result: %w", err)

@@ -21,6 +21,8 @@ type metrics struct {
 	inFlight         prometheus.Gauge
 	replayed         prometheus.Counter
 	deadLetters      *prometheus.CounterVec
+	deadLetterErrors prometheus.Counter
+	handedOver       prometheus.Counter
 	projectionEvents *prometheus.CounterVec
 }
 
@@ -58,6 +60,14 @@ func newMetrics() *metrics {
 			Name: "notifyd_dead_letters_total",
 			Help: "Commands written to the dead-letter topic, by reason (not_json, invalid_command, panic).",
 		}, []string{"reason"}),
+		deadLetterErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notifyd_dead_letter_errors_total",
+			Help: "Failed attempts to write a dead letter (each is retried with backoff; the command's key waits meanwhile).",
+		}),
+		handedOver: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notifyd_commands_handed_over_total",
+			Help: "Commands left undecided because their partition was handed over (rebalance, stop) before they were claimed or before the hand-over's deadline; the next owner decides them.",
+		}),
 		projectionEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notifyd_projection_events_total",
 			Help: "Payment-events records applied to the projection, by result (applied, stale, tombstone, invalid).",
@@ -66,7 +76,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.commands, m.failures, m.duration, m.inFlight, m.replayed, m.deadLetters, m.projectionEvents} {
+	for _, c := range []prometheus.Collector{m.commands, m.failures, m.duration, m.inFlight, m.replayed, m.deadLetters, m.deadLetterErrors, m.handedOver, m.projectionEvents} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

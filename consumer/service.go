@@ -108,9 +108,20 @@ type Config struct {
 	// MaxCommandAge: older commands, by their Kafka timestamp, are answered
 	// command_expired (processing.max_command_age, default 24h).
 	MaxCommandAge time.Duration
-	// ShutdownTimeout bounds how long in-flight commands may take to finish
-	// after a stop is requested (processing.shutdown_timeout, default 20s).
+	// ShutdownTimeout bounds how long claimed commands (being sent) may take
+	// to finish once their partition is handed over, on a stop and at a
+	// rebalance (processing.shutdown_timeout, default 20s). At a rebalance
+	// the lease bounds it too: at most min(SessionTimeout, RebalanceTimeout)
+	// minus the lease margin (5s) after the last heartbeat.
 	ShutdownTimeout time.Duration
+	// SessionTimeout, RebalanceTimeout and HeartbeatInterval are the
+	// consumer group's (kafka.session_timeout and kafka.rebalance_timeout,
+	// default 30s; kafka.heartbeat_interval, default 1s: how fast a member
+	// notices a rebalance). HeartbeatInterval must be under a third of the
+	// smaller timeout.
+	SessionTimeout    time.Duration
+	RebalanceTimeout  time.Duration
+	HeartbeatInterval time.Duration
 	// Registerer receives the service's Prometheus collectors; nil
 	// registers none.
 	Registerer prometheus.Registerer
@@ -145,6 +156,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = 64
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 30 * time.Second
+	}
+	if c.RebalanceTimeout == 0 {
+		c.RebalanceTimeout = 30 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = time.Second
 	}
 	if c.CatchUpWait == 0 {
 		c.CatchUpWait = 10 * time.Second
@@ -195,6 +215,18 @@ func (c Config) Validate() error {
 		return errors.New("processing.shutdown_timeout: must not be negative")
 	case c.ReadyMaxLag < 0:
 		return errors.New("processing.ready_max_lag: must not be negative")
+	case c.SessionTimeout < 0:
+		return errors.New("kafka.session_timeout: must not be negative")
+	case c.RebalanceTimeout < 0:
+		return errors.New("kafka.rebalance_timeout: must not be negative")
+	case c.HeartbeatInterval < 0:
+		return errors.New("kafka.heartbeat_interval: must not be negative")
+	}
+	d := c
+	d.setDefaults()
+	if lease := min(d.SessionTimeout, d.RebalanceTimeout); d.HeartbeatInterval*3 >= lease {
+		return fmt.Errorf("kafka.heartbeat_interval: %s must be under a third of min(kafka.session_timeout, kafka.rebalance_timeout) (%s)",
+			d.HeartbeatInterval, lease)
 	}
 	for role := range c.TopicConfigs {
 		if _, ok := DefaultTopicConfigs()[role]; !ok {
@@ -212,6 +244,8 @@ type Service struct {
 	log     *slog.Logger
 	running chan struct{}
 	metrics *metrics
+
+	deadLetters deadLetterHealth
 
 	mu      sync.Mutex
 	store   *projection.Store
@@ -243,8 +277,9 @@ type Readiness struct {
 }
 
 // Readiness reports whether the instance is ready: its store is open, the
-// brokers answer, the store is within ReadyMaxLag records of both followed
-// topics, and commands are being consumed.
+// brokers answer, dead letters can be written, the store is within
+// ReadyMaxLag records of both followed topics, and commands are being
+// consumed.
 func (s *Service) Readiness() Readiness {
 	s.mu.Lock()
 	store, events, results, kerr, kok := s.store, s.events, s.results, s.kafkaErr, s.kafkaOK
@@ -259,9 +294,12 @@ func (s *Service) Readiness() Readiness {
 		r.Reason = "starting: not consuming commands yet"
 		return r
 	}
+	dlqErr, dlqSince := s.deadLetters.failing()
 	switch {
 	case kerr != nil && time.Since(kok) > 3*refreshInterval:
 		r.Reason = "kafka unreachable: " + kerr.Error()
+	case dlqErr != nil:
+		r.Reason = fmt.Sprintf("dead-letter topic failing for %s (the commands' keys wait): %v", time.Since(dlqSince).Round(time.Second), dlqErr)
 	case r.ProjectionLag > s.cfg.ReadyMaxLag:
 		r.Reason = fmt.Sprintf("projection catching up: %d payment events behind", r.ProjectionLag)
 	case r.ResultsLag > s.cfg.ReadyMaxLag:
@@ -359,150 +397,251 @@ func (s *Service) Store() *projection.Store {
 	return s.store
 }
 
-// Run runs the service until ctx ends, then shuts down in order: stop
-// fetching commands, let in-flight commands finish and publish their results
-// (up to ShutdownTimeout), commit their offsets, stop following, close the
-// store. It returns nil after a clean shutdown.
+// Run runs the service until ctx ends or a fatal error, then stops it. It
+// returns nil after a clean stop. The order of start-up and of the stop is
+// runtime's: start, then stop.
 func (s *Service) Run(ctx context.Context) error {
-	cfg := s.cfg
-	transport := &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second}
-	defer transport.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport}
+	rt := &runtime{s: s, cfg: s.cfg, log: s.log}
+	err := rt.start(ctx)
+	if err == nil {
+		err = rt.serve(ctx)
+	}
+	rt.stop()
+	if err == nil {
+		s.log.Info("stopped")
+	}
+	return err
+}
 
-	if err := s.ensureTopics(ctx, client); err != nil {
+// runtime is one Run of a Service: what it started, so that stop can undo
+// it in order, whatever start got to.
+type runtime struct {
+	s   *Service
+	cfg Config
+	log *slog.Logger
+
+	transport *kafka.Transport
+	client    *kafka.Client
+	store     *projection.Store
+	// fatal ends the service on an error nothing can recover from.
+	runCtx        context.Context
+	fatal         context.CancelCauseFunc
+	followCtx     context.Context
+	stopFollowing context.CancelFunc
+	events        *follower
+	results       *follower
+	refreshed     chan struct{}
+	pub           *wmkafka.Publisher
+	sub           *wmkafka.Subscriber
+	router        *message.Router
+	routerDone    chan error
+}
+
+// start brings the service up, in order: create or check the topics, open
+// the store (rebuilding it when it is ahead of the log), follow
+// payment-events and results, then consume commands on the Router. It
+// returns once commands are being consumed.
+func (rt *runtime) start(ctx context.Context) error {
+	cfg, s := rt.cfg, rt.s
+	rt.transport = &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second}
+	rt.client = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: rt.transport}
+	rt.runCtx, rt.fatal = context.WithCancelCause(ctx)
+
+	// Topics and store.
+	if err := s.ensureTopics(ctx, rt.client); err != nil {
 		return err
 	}
-	store, err := s.openStore(ctx, client)
+	store, err := s.openStore(ctx, rt.client)
 	if err != nil {
 		return err
 	}
+	rt.store = store
 	s.mu.Lock()
 	s.store = store
 	s.mu.Unlock()
-	defer func() {
-		if err := store.Close(); err != nil {
-			s.log.Error("close store", "error", err)
-		}
-	}()
 	dispatcher, err := dispatch.New(s.dcfg, store, s.log)
 	if err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 
-	// fatal ends the service on an error nothing can recover from.
-	runCtx, fatal := context.WithCancelCause(ctx)
-	defer fatal(nil)
-	followCtx, stopFollowing := context.WithCancel(context.Background())
-	defer stopFollowing()
+	// Followers of payment-events and results, and the refresh of their
+	// end offsets.
+	rt.followCtx, rt.stopFollowing = context.WithCancel(context.Background())
 	dialer := &kafka.Dialer{ClientID: cfg.ClientID, Timeout: 10 * time.Second, DualStack: true}
 	newFollower := func(topic string, stored func() map[int]int64, apply func(int, []projection.Record) error) *follower {
-		return &follower{topic: topic, brokers: cfg.Brokers, dialer: dialer, client: client, stored: stored, apply: apply,
-			fail: fatal, log: s.log.With("component", "follower"), ctx: followCtx}
+		return &follower{topic: topic, brokers: cfg.Brokers, dialer: dialer, client: rt.client, stored: stored, apply: apply,
+			fail: rt.fatal, log: s.log.With("component", "follower"), ctx: rt.followCtx}
 	}
-	events := newFollower(cfg.Topics.PaymentEvents, store.EventOffsets, func(p int, r []projection.Record) error {
+	rt.events = newFollower(cfg.Topics.PaymentEvents, store.EventOffsets, func(p int, r []projection.Record) error {
 		st, err := store.ApplyEvents(p, r)
 		if err == nil {
 			s.metrics.applied(st)
 		}
 		return err
 	})
-	results := newFollower(cfg.Topics.Results, store.ResultOffsets, func(p int, r []projection.Record) error {
+	rt.results = newFollower(cfg.Topics.Results, store.ResultOffsets, func(p int, r []projection.Record) error {
 		_, err := store.ApplyResults(p, r)
 		return err
 	})
 	s.mu.Lock()
-	s.events, s.results = events, results
+	s.events, s.results = rt.events, rt.results
 	s.mu.Unlock()
-	defer func() {
-		stopFollowing()
-		events.Wait()
-		results.Wait()
-	}()
-	wm := newWatermarks(client, cfg.Topics.PaymentEvents, cfg.Topics.Results)
+	wm := newWatermarks(rt.client, cfg.Topics.PaymentEvents, cfg.Topics.Results)
 	offs, err := wm.Get(ctx)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	s.noteRound(offs, nil, events, results)
-	refreshed := make(chan struct{})
+	s.noteRound(offs, nil, rt.events, rt.results)
+	rt.refreshed = make(chan struct{})
 	go func() {
-		defer close(refreshed)
-		s.refresh(followCtx, client, wm, events, results)
+		defer close(rt.refreshed)
+		s.refresh(rt.followCtx, rt.client, wm, rt.events, rt.results)
 	}()
-	defer func() { stopFollowing(); <-refreshed }()
 
+	// Commands: results publisher, subscriber, Router.
 	wlog := watermill.NewSlogLogger(s.log.With("component", "watermill"))
-	pub, err := wmkafka.NewPublisher(wmkafka.PublisherConfig{Brokers: cfg.Brokers, ClientID: cfg.ClientID, OmitUUIDHeader: true}, wlog)
-	if err != nil {
+	if rt.pub, err = wmkafka.NewPublisher(wmkafka.PublisherConfig{Brokers: cfg.Brokers, ClientID: cfg.ClientID, OmitUUIDHeader: true}, wlog); err != nil {
 		return fmt.Errorf("results publisher: %w", err)
 	}
-	defer pub.Close()
-	sub, err := wmkafka.NewSubscriber(wmkafka.SubscriberConfig{
+	if rt.sub, err = wmkafka.NewSubscriber(wmkafka.SubscriberConfig{
 		Brokers: cfg.Brokers, GroupID: cfg.GroupID, ClientID: cfg.ClientID,
 		Concurrency: cfg.Concurrency, CloseTimeout: cfg.ShutdownTimeout,
-	}, wlog)
-	if err != nil {
+		SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+	}, wlog); err != nil {
 		return fmt.Errorf("commands subscriber: %w", err)
 	}
-	handlerCtx, cancelHandlers := context.WithCancel(context.Background())
-	defer cancelHandlers()
-	h := &commandHandler{
-		ctx: handlerCtx, store: store, dispatcher: dispatcher, watermarks: wm, events: events, results: results,
-		publisher: pub, resultTopic: cfg.Topics.Results,
+	lifecycle := &commandLifecycle{
+		store: store, decisions: newIdempotency(store), dispatcher: dispatcher, watermarks: wm,
+		events: rt.events, results: rt.results, publisher: rt.pub, resultTopic: cfg.Topics.Results,
 		source: "notifyd/" + cfg.ClientID, catchUpWait: cfg.CatchUpWait, maxAge: cfg.MaxCommandAge,
-		now: time.Now, log: s.log.With("component", "commands"), inflight: make(map[string]chan struct{}),
-		metrics: s.metrics,
+		now: time.Now, log: s.log.With("component", "commands"), metrics: s.metrics,
 	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout + 5*time.Second}, wlog)
-	if err != nil {
+	// The Router's own close timeout only backs up the subscriber's
+	// hand-over, which bounds the drain itself.
+	if rt.router, err = message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout + 15*time.Second}, wlog); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	poison, err := middleware.PoisonQueueWithFilter(deadLetterPublisher{pub, s.metrics}, cfg.Topics.DeadLetter, isPoison)
+	dlq := deadLetterPublisher{Publisher: rt.pub, metrics: s.metrics, log: s.log.With("component", "dead-letters"), health: &s.deadLetters}
+	poison, err := middleware.PoisonQueueWithFilter(dlq, cfg.Topics.DeadLetter, isPoison)
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
 	// Infrastructure errors (broker, store) are retried in place with
 	// backoff before the message is nacked, so an outage costs a log line
 	// per backoff step rather than a redelivery every NackResendSleep.
+	// Commands handed over undecided are not retried: they are the next
+	// owner's now.
 	retry := middleware.Retry{
 		MaxRetries: 8, InitialInterval: 200 * time.Millisecond, Multiplier: 2, MaxInterval: 10 * time.Second,
 		MaxElapsedTime: time.Minute, RandomizationFactor: 0.5, Logger: wlog,
-		ShouldRetry: func(p middleware.RetryParams) bool { return !isPoison(p.Err) && handlerCtx.Err() == nil },
+		ShouldRetry: func(p middleware.RetryParams) bool {
+			return !isPoison(p.Err) && !errors.Is(p.Err, errHandedOver)
+		},
 	}
-	router.AddMiddleware(middleware.CorrelationID, poison, retry.Middleware, middleware.Recoverer)
-	router.AddNoPublisherHandler("resend-commands", cfg.Topics.Commands, sub, h.Handle)
-
-	routerDone := make(chan error, 1)
-	go func() { routerDone <- router.Run(context.Background()) }()
+	rt.router.AddMiddleware(middleware.CorrelationID, poison, retry.Middleware, middleware.Recoverer)
+	rt.router.AddNoPublisherHandler("resend-commands", cfg.Topics.Commands, rt.sub, lifecycle.Handle)
+	rt.routerDone = make(chan error, 1)
+	go func() { rt.routerDone <- rt.router.Run(context.Background()) }()
 	select {
-	case <-router.Running():
+	case <-rt.router.Running():
 		close(s.running)
 		s.log.Info("notifyd consuming commands", "topic", cfg.Topics.Commands, "group", cfg.GroupID, "brokers", cfg.Brokers)
-	case err := <-routerDone:
+		return nil
+	case err := <-rt.routerDone:
+		rt.routerDone = nil
 		return fmt.Errorf("router: %w", err)
 	}
+}
 
+// serve waits until ctx ends (nil), a follower fails fatally, or the Router
+// stops by itself.
+func (rt *runtime) serve(ctx context.Context) error {
 	select {
-	case <-runCtx.Done():
-	case err := <-routerDone:
+	case <-rt.runCtx.Done():
+	case err := <-rt.routerDone:
+		rt.routerDone = nil
 		if err != nil {
 			return fmt.Errorf("router stopped: %w", err)
 		}
 	}
-	s.log.Info("stopping: finishing in-flight commands", "timeout", cfg.ShutdownTimeout.String())
-	deadline := time.AfterFunc(cfg.ShutdownTimeout, cancelHandlers)
-	defer deadline.Stop()
-	if err := router.Close(); err != nil {
-		s.log.Error("close router", "error", err)
-	}
-	if err := sub.Close(); err != nil {
-		s.log.Error("close subscriber", "error", err)
-	}
-	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+	if cause := context.Cause(rt.runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	s.log.Info("stopped")
 	return nil
+}
+
+// stop undoes start, in this order, each step after the previous one
+// returned:
+//
+//  1. stop consuming commands: closing the Router closes the subscriber,
+//     which stops handing out commands, hands its partitions over (commands
+//     not claimed yet are given up undecided; claimed ones finish within
+//     processing.shutdown_timeout, their results published), commits, and
+//     leaves the group; the Router then waits for its handlers;
+//  2. close the results publisher: every result of a finished command is
+//     written (publishing is synchronous; this flushes nothing pending);
+//  3. stop following payment-events and results, and the refresh loop;
+//  4. close the store;
+//  5. close idle broker connections.
+func (rt *runtime) stop() {
+	if rt.router != nil {
+		rt.log.Info("stopping: handing over in-flight commands", "timeout", rt.cfg.ShutdownTimeout.String())
+	}
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"stop consuming commands", func() error {
+			if rt.router == nil {
+				return nil
+			}
+			err := rt.router.Close()
+			if rt.sub != nil {
+				err = errors.Join(err, rt.sub.Close()) // already closed by the Router: returns at once
+			}
+			return err
+		}},
+		{"close the results publisher", func() error {
+			if rt.pub == nil {
+				return nil
+			}
+			return rt.pub.Close()
+		}},
+		{"stop following", func() error {
+			if rt.stopFollowing == nil {
+				return nil
+			}
+			rt.stopFollowing()
+			if rt.events != nil {
+				rt.events.Wait()
+				rt.results.Wait()
+			}
+			if rt.refreshed != nil {
+				<-rt.refreshed
+			}
+			return nil
+		}},
+		{"close the store", func() error {
+			if rt.store == nil {
+				return nil
+			}
+			return rt.store.Close()
+		}},
+		{"close connections", func() error {
+			if rt.fatal != nil {
+				rt.fatal(nil)
+			}
+			if rt.transport != nil {
+				rt.transport.CloseIdleConnections()
+			}
+			return nil
+		}},
+	}
+	for _, st := range steps {
+		if err := st.run(); err != nil {
+			rt.log.Error("stop: "+st.name, "error", err)
+		}
+	}
 }
 
 func partitionsOf(m map[int]Offsets) []int {

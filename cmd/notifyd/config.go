@@ -45,6 +45,11 @@ type KafkaConfig struct {
 	// TopicConfigs are configs of created topics by role, over the
 	// defaults (payment_events compacted, the others time retention).
 	TopicConfigs map[string]map[string]string `yaml:"topic_configs"`
+	// SessionTimeout, RebalanceTimeout and HeartbeatInterval are the
+	// consumer group's; unset, the consumer's defaults (30s, 30s, 1s).
+	SessionTimeout    time.Duration `yaml:"session_timeout"`
+	RebalanceTimeout  time.Duration `yaml:"rebalance_timeout"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 }
 
 // EmbeddedBrokerConfig is the embedded_broker block, used when kafka.brokers
@@ -280,8 +285,9 @@ func (c *Config) serviceConfig() consumer.Config {
 	return consumer.Config{
 		Brokers: brokers, GroupID: c.Kafka.GroupID, ClientID: c.Kafka.ClientID, Topics: c.Kafka.Topics,
 		CreateTopics: c.Kafka.CreateTopics, TopicPartitions: c.Kafka.TopicPartitions, ReplicationFactor: c.Kafka.ReplicationFactor,
-		TopicConfigs: c.Kafka.TopicConfigs,
-		StoreDir:     c.Store.Dir, Concurrency: c.Processing.Concurrency, CatchUpWait: c.Processing.CatchUpWait,
+		TopicConfigs:   c.Kafka.TopicConfigs,
+		SessionTimeout: c.Kafka.SessionTimeout, RebalanceTimeout: c.Kafka.RebalanceTimeout, HeartbeatInterval: c.Kafka.HeartbeatInterval,
+		StoreDir: c.Store.Dir, Concurrency: c.Processing.Concurrency, CatchUpWait: c.Processing.CatchUpWait,
 		MaxCommandAge: c.Processing.MaxCommandAge, ShutdownTimeout: c.Processing.ShutdownTimeout,
 		ReadyMaxLag: *c.Processing.ReadyMaxLag,
 	}

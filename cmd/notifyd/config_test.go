@@ -56,6 +56,18 @@ templates:
 			}
 		}},
 		{name: "unknown key", yaml: "kafka:\n  brokerz: [a:1]\n", wantErr: "kafka.brokerz: unknown key"},
+		{name: "group timings", yaml: "kafka: {session_timeout: 10s, rebalance_timeout: 20s, heartbeat_interval: 500ms}\n",
+			check: func(t *testing.T, c Config) {
+				sc := c.serviceConfig()
+				if sc.SessionTimeout != 10*time.Second || sc.RebalanceTimeout != 20*time.Second || sc.HeartbeatInterval != 500*time.Millisecond {
+					t.Errorf("group timings: %+v", sc)
+				}
+			}},
+		{name: "heartbeat too slow for the session", yaml: "kafka: {session_timeout: 6s, heartbeat_interval: 2s}\n",
+			wantErr: "kafka.heartbeat_interval: 2s must be under a third of min(kafka.session_timeout, kafka.rebalance_timeout) (6s)"},
+		{name: "heartbeat default too slow for a short session", yaml: "kafka: {rebalance_timeout: 3s}\n",
+			wantErr: "kafka.heartbeat_interval: 1s must be under a third"},
+		{name: "negative session timeout", yaml: "kafka: {session_timeout: -1s}\n", wantErr: "kafka.session_timeout: must not be negative"},
 		{name: "unknown nested key", yaml: "providers:\n  email:\n    kind: console\n    smtp_host: x\n", wantErr: "providers.email.smtp_host: unknown key"},
 		{name: "wrong type", yaml: "processing:\n  concurrency: lots\n", wantErr: "processing.concurrency:"},
 		{name: "bad duration", yaml: "processing:\n  catch_up_wait: soon\n", wantErr: "processing.catch_up_wait:"},

@@ -1,0 +1,163 @@
+package consumer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// nearLimitValue is just under what the commands topic takes by default
+// (kafka-go's 1 MiB BatchBytes, Kafka's 1 MiB + 12 bytes message.max.bytes):
+// the command fits, its dead letter (the same bytes plus headers) does not.
+const nearLimitValue = 1<<20 - 100
+
+// TestOversizedDeadLetter: an invalid command just under the topic's size
+// limit is dead-lettered once, truncated with headers saying so, and the
+// next command with its key is answered.
+func TestOversizedDeadLetter(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		resultID    string // the command_id of its invalid_command result, "" none
+	}{
+		{name: "not json", value: strings.Repeat("x", nearLimitValue)},
+		{name: "invalid command", resultID: "big",
+			value: `{"command_id":"big","session_id":"s1","channels":["fax"],"padding":"` + strings.Repeat("p", nearLimitValue-80) + `"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.start(instanceOpts{})
+			h.event("s1", nil)
+			h.produce(h.topics.Commands, kafka.Message{Key: []byte("s1"), Value: []byte(tc.value)})
+			h.command(map[string]any{"command_id": "after", "session_id": "s1", "channels": []string{"email"}})
+			if r := h.result("after").result; r.Outcome != schemas.OutcomeNotified {
+				t.Fatalf("the command after the oversized one: %+v", r)
+			}
+			h.waitFor("the dead letter", 30*time.Second, func() bool { return len(h.dlq) > 0 })
+			time.Sleep(200 * time.Millisecond) // a repeated dead letter would be here by now
+			h.mu.Lock()
+			dlq := append([]received(nil), h.dlq...)
+			h.mu.Unlock()
+			if len(dlq) != 1 {
+				t.Fatalf("%d dead letters, want 1", len(dlq))
+			}
+			d := dlq[0].msg
+			sum := sha256.Sum256([]byte(tc.value))
+			for k, want := range map[string]string{
+				HeaderTruncated: "true", HeaderOriginalSize: strconv.Itoa(len(tc.value)),
+				HeaderOriginalSHA256: hex.EncodeToString(sum[:]), HeaderOriginalTopic: h.topics.Commands,
+			} {
+				if got, _ := header(d, k); got != want {
+					t.Errorf("header %s = %q, want %q", k, got, want)
+				}
+			}
+			if string(d.Key) != "s1" || len(d.Value) == 0 || !strings.HasPrefix(tc.value, string(d.Value)) || len(d.Value) >= len(tc.value) {
+				t.Errorf("dead letter key %q, %d bytes: not a proper prefix of the %d-byte original", d.Key, len(d.Value), len(tc.value))
+			}
+			if tc.resultID != "" {
+				if r := h.result(tc.resultID).result; r.Reason != schemas.ReasonInvalidCommand {
+					t.Errorf("oversized invalid command: %+v", r)
+				}
+			}
+		})
+	}
+}
+
+// TestDeadLetterFailureIsVisible: while the dead-letter topic cannot be
+// written, the bad command's key waits without a hot loop (retries back
+// off), readiness and the metric say so, and other keys go on; once the
+// topic is back the dead letter is written and the key moves on.
+func TestDeadLetterFailureIsVisible(t *testing.T) {
+	h := newHarness(t)
+	reg := prometheus.NewRegistry()
+	in := h.start(instanceOpts{registry: reg})
+	h.event("s1", nil)
+	h.event("s2", nil)
+	deleteTopic(t, h, h.topics.DeadLetter)
+
+	h.produce(h.topics.Commands, kafka.Message{Key: []byte("s1"), Value: []byte("{not json")})
+	h.command(map[string]any{"command_id": "same-key", "session_id": "s1", "channels": []string{"email"}})
+	h.command(map[string]any{"command_id": "other-key", "session_id": "s2", "channels": []string{"email"}})
+	if r := h.result("other-key").result; r.Outcome != schemas.OutcomeNotified {
+		t.Fatalf("a command of another key: %+v", r)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(in.svc.Readiness().Reason, "dead-letter topic failing") {
+		if time.Now().After(deadline) {
+			t.Fatalf("readiness never reported the failing dead letters: %+v", in.svc.Readiness())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	failingSince := time.Now()
+	time.Sleep(3 * time.Second)
+	errs := testutil.ToFloat64(in.svc.metrics.deadLetterErrors)
+	if errs < 1 || errs > 8 {
+		t.Errorf("%v failed dead-letter writes in about 3 s: want a few (backoff), not none and not a loop", errs)
+	}
+	if h.resultCount("same-key") != 0 {
+		t.Error("a command was answered before the dead letter ahead of it on its key was written")
+	}
+	if r := in.svc.Readiness(); r.Ready {
+		t.Errorf("ready while dead letters fail: %+v", r)
+	}
+
+	createTopic(t, h, h.topics.DeadLetter)
+	if r := h.result("same-key").result; r.Outcome != schemas.OutcomeNotified {
+		t.Errorf("the key's next command: %+v", r)
+	}
+	h.waitFor("the dead letter", 30*time.Second, func() bool { return len(h.dlq) == 1 })
+	deadline = time.Now().Add(30 * time.Second)
+	for !in.svc.Readiness().Ready {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready again after the dead-letter topic came back: %+v", in.svc.Readiness())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("dead letters failing for %s: %v failed writes, then written once the topic was back",
+		time.Since(failingSince).Round(time.Second), testutil.ToFloat64(in.svc.metrics.deadLetterErrors))
+}
+
+func deleteTopic(t *testing.T, h *harness, topic string) {
+	t.Helper()
+	res, err := h.client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	if err != nil || res.Errors[topic] != nil {
+		t.Fatalf("delete topic %s: %v %v", topic, err, res)
+	}
+	// Wait until the broker no longer knows it (Kafka deletes asynchronously).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		md, err := h.client.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{topic}})
+		if err == nil && (len(md.Topics) == 0 || md.Topics[0].Error != nil) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("topic %s still there after delete: %v", topic, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func createTopic(t *testing.T, h *harness, topic string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		err := EnsureTopics(ctx, h.client, []TopicSpec{{Name: topic, Partitions: testPartitions, ReplicationFactor: 1}}, true)
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("create topic %s: %v", topic, err)
+		}
+		time.Sleep(200 * time.Millisecond) // a deletion still in progress
+	}
+}

@@ -1,0 +1,84 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/notifyd/notifyd/projection"
+)
+
+// idempotency is the rule "a command_id is decided once", in one place.
+//
+//   - Across instances, the results topic is the record of decisions: every
+//     instance follows it into the store, and the command lifecycle catches
+//     the store up with it before looking a command_id up, so a decision
+//     published before the command arrived is seen.
+//   - The first result of a command_id on the results topic is its answer.
+//     A result decided here is recorded as pending before it is published,
+//     so a duplicate arriving before it comes back from the topic gets the
+//     same answer; if another instance's result for the command_id reaches
+//     the topic first, that one replaces it (projection.Store.ApplyResults),
+//     and it is what this instance republishes from then on.
+//   - Within an instance, handlers of one command_id run one at a time, so a
+//     duplicate waits for the first and replays its result.
+//   - Within the group, a command is decided only by the owner of its
+//     partition, and a partition changes owner only after its in-flight
+//     decisions finished or were given up undecided (wmkafka.Claim).
+type idempotency struct {
+	store *projection.Store
+
+	mu       sync.Mutex
+	inflight map[string]chan struct{}
+}
+
+func newIdempotency(store *projection.Store) *idempotency {
+	return &idempotency{store: store, inflight: map[string]chan struct{}{}}
+}
+
+// lock waits until no other handler of this instance holds commandID, then
+// holds it until release is called.
+func (d *idempotency) lock(ctx context.Context, commandID string) (release func(), err error) {
+	for {
+		d.mu.Lock()
+		busy, ok := d.inflight[commandID]
+		if !ok {
+			done := make(chan struct{})
+			d.inflight[commandID] = done
+			d.mu.Unlock()
+			return func() {
+				d.mu.Lock()
+				delete(d.inflight, commandID)
+				d.mu.Unlock()
+				close(done)
+			}, nil
+		}
+		d.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// answer returns the command_id's answer, if it has one. The store must
+// have caught up with the results topic (see the command lifecycle).
+func (d *idempotency) answer(commandID string) ([]byte, bool, error) {
+	v, found, err := d.store.Result(commandID)
+	if err != nil {
+		return nil, false, fmt.Errorf("idempotency: %w", err)
+	}
+	return v, found, nil
+}
+
+// record records value as this instance's decision and returns the answer
+// to publish: value itself (mine), or the result another instance published
+// first, read from the topic meanwhile.
+func (d *idempotency) record(commandID string, value []byte) (answer []byte, mine bool, err error) {
+	stored, err := d.store.RecordResult(commandID, value)
+	if err != nil {
+		return nil, false, fmt.Errorf("idempotency: %w", err)
+	}
+	return stored, string(stored) == string(value), nil
+}
