@@ -59,8 +59,9 @@ var errHandedOver = errors.New("command handed over undecided")
 //     applied both up to them (read-your-writes, and every earlier answer);
 //  4. replay: a command_id that has an answer is answered with it, unchanged;
 //  5. decide once: expired, unknown, ambiguous or rejected commands are
-//     answered without sending; otherwise the message is claimed
-//     (wmkafka.Claim) and the channels sent through dispatch;
+//     answered without sending; otherwise the channels are sent through
+//     dispatch, which claims the message (wmkafka.Claim) before every
+//     provider call, retries included;
 //  6. record: claim again, then record the result as this instance's
 //     decision (or take the answer another instance published first);
 //  7. publish the answer with acks from all in-sync replicas;
@@ -243,7 +244,7 @@ func (h *commandLifecycle) catchUp(ctx context.Context, offs map[string]map[int]
 }
 
 // decide computes the result of a valid command that has no result yet. It
-// claims the message before sending anything.
+// claims the message before every provider call.
 func (h *commandLifecycle) decide(ctx context.Context, msg *message.Message, cmd schemas.ResendCommand, arrived time.Time) (schemas.DeliveryResult, error) {
 	if ts, ok := recordTime(msg); ok && h.maxAge > 0 && arrived.Sub(ts) > h.maxAge {
 		detail := fmt.Sprintf("command published %s ago, more than processing.max_command_age (%s)", arrived.Sub(ts).Round(time.Second), h.maxAge)
@@ -261,10 +262,8 @@ func (h *commandLifecycle) decide(ctx context.Context, msg *message.Message, cmd
 		}
 		switch {
 		case res.Reason == "":
-			if err := wmkafka.Claim(msg); err != nil {
-				return schemas.DeliveryResult{}, err
-			}
-			return h.dispatcher.Deliver(ctx, cmd, res.Txn), nil
+			// Every provider call, retries included, is claimed first.
+			return h.dispatcher.DeliverGuarded(ctx, cmd, res.Txn, func() error { return wmkafka.Claim(msg) })
 		case res.Reason != schemas.ReasonUnknownTransaction:
 			return h.dispatcher.Failure(cmd, nil, res.Reason, res.Detail), nil
 		}

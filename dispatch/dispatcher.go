@@ -216,14 +216,58 @@ type job struct {
 	policy    RetryPolicy
 	msg       Message
 	sessionID string // for log lines
+	guard     *guarded
 }
 
-// Deliver checks each channel cmd requests against txn and sends the
+// Guard is asked before every provider call of a delivery (each attempt of
+// each channel). An error stops the delivery: that call and every later one
+// are not made, and DeliverGuarded returns the error instead of a result (a
+// result with channels it was not allowed to try is no answer). The
+// consumer's guard is wmkafka.Claim: an instance that no longer owns the
+// command's partition must not call a provider again, not even to retry.
+type Guard func() error
+
+// guarded runs a Guard for the channels of one delivery and keeps its first
+// refusal.
+type guarded struct {
+	guard Guard
+	mu    sync.Mutex
+	err   error
+}
+
+func (g *guarded) check() error {
+	if g == nil || g.guard == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err == nil {
+		g.err = g.guard()
+	}
+	return g.err
+}
+
+// refused returns the guard's refusal, if any, without asking it again.
+func (g *guarded) refused() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+// Deliver is DeliverGuarded without a guard.
+func (d *Dispatcher) Deliver(ctx context.Context, cmd schemas.ResendCommand, txn schemas.PaymentEvent) schemas.DeliveryResult {
+	res, _ := d.DeliverGuarded(ctx, cmd, txn, nil)
+	return res
+}
+
+// DeliverGuarded checks each channel cmd requests against txn and sends the
 // accepted ones concurrently, one goroutine per channel, each with its
 // channel's RetryPolicy. See the package documentation for the checks,
-// their order and the result. It always returns a result; ctx ending makes
-// unsent channels fail with provider_unavailable.
-func (d *Dispatcher) Deliver(ctx context.Context, cmd schemas.ResendCommand, txn schemas.PaymentEvent) schemas.DeliveryResult {
+// their order and the result. It returns a result unless guard refused a
+// provider call (see Guard); ctx ending makes unsent channels fail with
+// provider_unavailable.
+func (d *Dispatcher) DeliverGuarded(ctx context.Context, cmd schemas.ResendCommand, txn schemas.PaymentEvent, guard Guard) (schemas.DeliveryResult, error) {
+	g := &guarded{guard: guard}
 	results := make([]schemas.ChannelResult, len(cmd.Channels))
 	var jobs []job
 	data := dataFor(&txn)
@@ -233,6 +277,7 @@ func (d *Dispatcher) Deliver(ctx context.Context, cmd schemas.ResendCommand, txn
 		results[i] = res
 		if j != nil {
 			j.index = i
+			j.guard = g
 			jobs = append(jobs, *j)
 		}
 	}
@@ -244,6 +289,9 @@ func (d *Dispatcher) Deliver(ctx context.Context, cmd schemas.ResendCommand, txn
 		})
 	}
 	wg.Wait()
+	if err := g.refused(); err != nil {
+		return schemas.DeliveryResult{}, fmt.Errorf("delivery stopped before a provider call: %w", err)
+	}
 
 	state := txn.State
 	out := schemas.DeliveryResult{
@@ -259,7 +307,7 @@ func (d *Dispatcher) Deliver(ctx context.Context, cmd schemas.ResendCommand, txn
 	}
 	out.Outcome, out.Message = summarise(results)
 	d.metrics.results(results)
-	return out
+	return out, nil
 }
 
 // check applies the per-channel checks in order. It returns the channel's
@@ -350,6 +398,9 @@ func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult)
 				continue // ctx ended; reported at the top of the loop
 			}
 			deadline = deadline.Add(d.clock().Sub(waited))
+		}
+		if err := j.guard.check(); err != nil {
+			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "stopped: "+err.Error(), lastDetail))
 		}
 		actx, cancel := context.WithTimeout(ctx, min(p.AttemptTimeout, remaining))
 		began := time.Now()

@@ -55,6 +55,13 @@
 // sent has status "sent", no reason, the provider's message id, and attempts
 // = the calls made.
 //
+// DeliverGuarded also asks a Guard before every provider call (every
+// attempt of every channel). Once it refuses, no further call is made and
+// DeliverGuarded returns its error and no result: the caller may no longer
+// decide the command (package consumer's guard is "this instance still owns
+// the command's partition"), and a result with channels it was not allowed
+// to try would be wrong.
+//
 // # The result
 //
 // Channels appear in the order requested. recipient is the masked contact

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -273,3 +274,58 @@ type wrapErr struct{ err error }
 
 func (w *wrapErr) Error() string { return "wrapped: " + w.err.Error() }
 func (w *wrapErr) Unwrap() error { return w.err }
+
+// TestGuardBeforeEveryCall: the guard is asked before every provider call,
+// retries included; once it refuses, no further call is made and
+// DeliverGuarded returns the refusal instead of a result.
+func TestGuardBeforeEveryCall(t *testing.T) {
+	errLost := errors.New("partition handed over")
+	fast := RetryPolicy{MaxAttempts: 5, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxElapsed: time.Minute, AttemptTimeout: time.Second}
+	tests := []struct {
+		name      string
+		errs      []error // the provider's answers
+		allow     int     // the guard allows this many calls, then refuses (-1: always)
+		wantCalls int
+		wantErr   bool
+	}{
+		{"allowed: one call, one check", nil, -1, 1, false},
+		{"allowed through retries", []error{errBoom, errBoom}, -1, 3, false},
+		{"refused before the first call", nil, 0, 0, true},
+		{"refused before a retry", []error{errBoom, errBoom, errBoom}, 2, 2, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &scriptProvider{errs: tt.errs}
+			d, _, cmd := smsOnly(t, p, fast)
+			checks := 0
+			guard := func() error {
+				checks++
+				if tt.allow >= 0 && checks > tt.allow {
+					return errLost
+				}
+				return nil
+			}
+			r, err := d.DeliverGuarded(context.Background(), cmd, paidTxn(), guard)
+			if p.callCount() != tt.wantCalls {
+				t.Errorf("provider called %d times, want %d", p.callCount(), tt.wantCalls)
+			}
+			if tt.wantErr {
+				if !errors.Is(err, errLost) || r.ResultID != "" {
+					t.Errorf("refused delivery returned %v and result %+v", err, r)
+				}
+				return
+			}
+			if err != nil || channelResult(t, r, schemas.ChannelSMS).Status != schemas.StatusSent {
+				t.Errorf("allowed delivery: %v %+v", err, r)
+			}
+			if checks != tt.wantCalls {
+				t.Errorf("guard asked %d times for %d calls", checks, tt.wantCalls)
+			}
+		})
+	}
+	// A command whose channels are all rejected makes no call: no guard.
+	d, _, _ := smsOnly(t, &scriptProvider{}, fast)
+	if _, err := d.DeliverGuarded(context.Background(), command(schemas.ChannelWhatsApp), paidTxn(), func() error { return errLost }); err != nil {
+		t.Errorf("no provider call, yet the guard's refusal was returned: %v", err)
+	}
+}

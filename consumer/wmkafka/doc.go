@@ -8,26 +8,34 @@
 // duplicate them. Records are partitioned by key with the Java client's murmur2 partitioner. Within one
 // Publish call, records for the same partition are written in argument order.
 //
-// Consuming is at-least-once, through a consumer group (SubscriberConfig.GroupID):
+// Consuming is at-least-once, through a consumer group (SubscriberConfig.GroupID), with a drained
+// hand-over at every rebalance:
 //
 //   - Records with different keys are handed out concurrently, up to SubscriberConfig.Concurrency unacked
 //     messages. Records with the same key (same partition) are handed out strictly one after the other in
 //     offset order: the next one only after the previous one was acked. Null and empty keys count as key ""
 //     of their partition, so keyless records of a partition are processed one at a time, in order.
-//   - Ack marks a record done. Offsets are committed per partition, every CommitInterval and on close, up to
-//     the lowest unfinished offset only: a crash redelivers everything not acked, plus what was acked since
-//     the last commit.
+//   - Ack marks a record done. Offsets are committed per partition, every CommitInterval and at every
+//     hand-over, up to the lowest unfinished offset only: a crash redelivers everything not acked, plus what
+//     was acked since the last commit.
 //   - Nack redelivers the same record (same UUID, payload and metadata, new *message.Message) after
 //     NackResendSleep, before any later record with the same key.
-//   - After a rebalance, messages in flight and messages acked since the last commit may be delivered again,
-//     to this member or to another one. The application's idempotency (for instance keyed on Message.UUID,
-//     which is stable across redeliveries) must absorb duplicates.
-//   - Closing (Subscriber.Close or cancelling Subscribe's context) stops fetching, waits up to CloseTimeout
-//     for the messages in flight to be acked, commits, leaves the group and closes the channel. It is
-//     bounded (see Subscribe) and leaves no goroutine behind once kafka-go's reader has finished closing.
+//   - Claim(msg) reserves the right to take an irreversible step for a message. A partition changes owner
+//     only after its claimed messages finished (or the drain deadline gave up on them, cancelling their
+//     contexts so that they can claim nothing more), and never while this member's lease says the group
+//     coordinator may still count on it; so a handler that claims before each irreversible step never acts on
+//     a record while another member acts on it too, except after a pause past the session timeout, for the
+//     steps claimed before the pause (see Subscribe).
+//   - After a rebalance, messages handed out but not claimed, and messages acked after the last commit
+//     (behind an unfinished lower offset), are delivered again to the partition's next owner. The
+//     application's idempotency (for instance keyed on Message.UUID, stable across redeliveries) absorbs
+//     these duplicates; Claim makes sure they are never concurrent.
+//   - Closing (Subscriber.Close or cancelling Subscribe's context) hands the partitions over the same way,
+//     commits, leaves the group and closes the channel. It is bounded (see Subscribe) and leaves no
+//     goroutine behind once kafka-go has finished closing.
 //
-// Each Subscribe call is a separate group member with its own kafka.Reader. Several Subscribe calls on one
-// Subscriber (one GroupID) are members of the same group and rebalance together.
+// Each Subscribe call is a separate group member with its own kafka.ConsumerGroup. Several Subscribe calls
+// on one Subscriber (one GroupID) are members of the same group and rebalance together.
 //
 // # Metadata and headers
 //
@@ -61,38 +69,41 @@
 //  5. Cancelling WriteMessages's context does not cancel the write: records can still be written after
 //     Publish returned an error. This is the same at-least-once case as above. For this reason message
 //     contexts are not used for publishing; WriteTimeout bounds each call instead.
-//  6. The Reader has no rebalance hooks. The subscription notices that a partition restarts from an offset
-//     not above the last one fetched (the partition was moved away and back, or a new generation re-read
-//     the committed offset) and resets that partition's tracking. Records waiting for their key's turn are
-//     dropped, since they are being fetched again. Acks of records handed out before the reset no longer
-//     move the committed offset, but those records keep their key's turn until acked, so one key is never
-//     processed twice at the same time in this process. A partition that moved away for good cannot be
-//     detected: records already fetched for it are still delivered here, duplicating the new owner's work.
-//     kafka-go itself drops buffered records of a previous generation.
-//  7. Reader.ReadMessage commits before the message is processed, and commits are per-message calls. The
-//     subscription uses FetchMessage and its own commit loop, and calls kafka-go's synchronous
-//     CommitMessages with the lowest unfinished offset per partition, so it knows whether each commit
-//     succeeded. A commit issued while no generation is active stays queued in kafka-go and is applied with
-//     the next generation. It can move the group's offset backward (more duplicates, never a skipped
-//     record), because it only ever covers acked records.
-//  8. Reader.Close waits for in-progress fetches, up to MaxWait (default 10s), and for an in-progress group
-//     join or sync (up to RebalanceTimeout). Here MaxWait defaults to 250ms. The subscription waits for
-//     Close for a bounded time only; after that the reader finishes closing in the background.
+//  6. The Reader has no rebalance hooks: records it had fetched for a partition that moved away are still
+//     delivered while the new owner reads them too. So the Reader's group mode is not used. The
+//     subscription drives kafka-go's ConsumerGroup itself and runs each generation as one function started
+//     with Generation.Start: kafka-go rejoins the group only after every such function returned, so the end
+//     of a generation is a barrier, and the function returns only after the hand-over (drain and commit).
+//     Each assigned partition is read by its own kafka.Reader (no group) from the committed offset.
+//  7. Commits go through Generation.CommitOffsets with the generation's ID and member ID, synchronously, so
+//     the subscription knows whether each one succeeded, and a coordinator that no longer knows the
+//     generation refuses it (which ends the lease at once). The coordinator accepts commits of the ending
+//     generation while the group rebalances, which is when the hand-over commits.
+//  8. kafka-go's Heartbeat responses of version 1 and later are decoded with their fields swapped
+//     (segmentio/kafka-go#1371): the error code arrives as the throttle time and every heartbeat looks
+//     successful, even one of a member removed long ago. The lease's own heartbeats decode the error from
+//     the throttle field (heartbeatError; TestHeartbeatErrors fails once kafka-go is fixed). kafka-go's own
+//     heartbeat loop uses its older Conn encoding, which is right. LeaveGroup responses have the same
+//     swap; their errors only change a log line here.
 //  9. kafka-go's ConsumerGroup exits without LeaveGroup when it is closed right after a join or sync failed
 //     with RebalanceInProgress, which happens to members closing while the group rebalances, as in a
-//     rolling deploy. The coordinator keeps such a member until SessionTimeout and holds the next rebalance
-//     for it, so the whole group stalls for up to 30s. The subscription records the member ID (from the
-//     "joined group" call kafka-go makes to its Logger, the only place kafka-go exposes it) and sends its
+//     rolling deploy, and its Close waits for a join in progress (up to RebalanceTimeout). The coordinator
+//     keeps such a member until SessionTimeout and holds the next rebalance for it, so the whole group
+//     stalls for up to 30s. The subscription records the member ID (from the "joined group" call kafka-go
+//     makes to its Logger: the only place kafka-go exposes the ID before a generation exists) and sends its
 //     own LeaveGroup on close.
-//  10. Without WatchPartitionChanges the Reader never consumes partitions added to a topic until some
+//  10. Without WatchPartitionChanges the group never consumes partitions added to a topic until some
 //     rebalance happens. It is enabled here (PartitionWatchInterval, default 5s).
-//  11. When the committed offset has fallen below the log start (retention), the Reader silently skips ahead
-//     to the first available offset. Those records are lost to the group; nothing can be done at this
-//     level except monitoring lag.
+//  11. When the committed offset has fallen below the log start (retention), a partition reader fails with
+//     OffsetOutOfRange; the subscription resumes at the earliest offset and logs it as an error (those
+//     records are lost to the group).
+//  12. kafka-go's heartbeat interval defaults to 3s, which is also how long a member takes to notice a
+//     rebalance. The default here is 1s.
 //
 // # Observability
 //
 // Subscriber.Stats returns, per subscription, the messages in flight and buffered, the group membership,
-// and per partition the committed and committable offsets, the last fetched offset and the number of
-// detected resets. It makes no broker round trip and does not compute lag.
+// the hand-overs (how many, how long the last one took, the messages given up unclaimed or at the
+// deadline), the refused claims, and per partition the committed and committable offsets and the last
+// fetched offset. It makes no broker round trip and does not compute lag.
 package wmkafka

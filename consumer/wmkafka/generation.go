@@ -88,6 +88,25 @@ func (l *lease) valid(now time.Time) bool {
 	return now.Before(l.expiry)
 }
 
+// heartbeatError returns the error a heartbeat response carries.
+//
+// kafka-go v0.4.51 decodes Heartbeat responses of version 1 and later with
+// its fields swapped (segmentio/kafka-go pull request #1371, open): the
+// protocol has throttle_time_ms (int32) then error_code (int16), kafka-go
+// reads error_code (int16) then throttle_time_ms (int32). Every broker since
+// Kafka 0.11 answers version 1 or later, so kafka-go reports the error code
+// as the low 16 bits of the throttle time, in milliseconds, and as "no
+// error" the high 16 bits of the real throttle time (zero: heartbeats are
+// not throttled for 65 s). Decoded as is, a heartbeat of a member the
+// coordinator removed long ago looks successful. TestHeartbeatErrors fails
+// if an upgrade of kafka-go fixes the decoding, so that this can go.
+func heartbeatError(res *kafka.HeartbeatResponse) error {
+	if code := int16(uint32(res.Throttle/time.Millisecond) & 0xffff); code != 0 {
+		return kafka.Error(code)
+	}
+	return res.Error // a version 0 answer (Kafka before 0.11), decoded right
+}
+
 // generationOver reports whether err from the coordinator means this member's generation is over, and
 // lost whether its membership is gone altogether.
 func generationOver(err error) (over, lost bool) {
@@ -232,7 +251,7 @@ func (g *generation) keepLease(stop <-chan struct{}) {
 				Addr: coordinator, GroupID: g.gen.GroupID, GenerationID: g.gen.ID, MemberID: g.gen.MemberID,
 			})
 			if err == nil {
-				err = res.Error
+				err = heartbeatError(res)
 			}
 			if err == nil {
 				g.lease.renew(sent)

@@ -319,3 +319,42 @@ func TestGenerationOver(t *testing.T) {
 		assert.Equal(t, tc.lost, lost, "%v", tc.err)
 	}
 }
+
+// TestHeartbeatErrors guards heartbeatError against kafka-go's Heartbeat
+// response decoding: a heartbeat of the current member and generation is
+// accepted, a stale generation or an unknown member is not.
+func TestHeartbeatErrors(t *testing.T) {
+	brokers := newCluster(t, 1)
+	const topic, group = "heartbeat", "heartbeat"
+	createTopic(t, brokers, topic, 1)
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{ID: group, Brokers: brokers, Topics: []string{topic}})
+	require.NoError(t, err)
+	defer cg.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	gen, err := cg.Next(ctx)
+	require.NoError(t, err)
+	client := adminClient(t, brokers)
+	fc, err := client.FindCoordinator(ctx, &kafka.FindCoordinatorRequest{Key: group})
+	require.NoError(t, err)
+	addr := kafka.TCP(fmt.Sprintf("%s:%d", fc.Coordinator.Host, fc.Coordinator.Port))
+	for _, tc := range []struct {
+		name       string
+		generation int32
+		member     string
+		want       error
+	}{
+		{"current", gen.ID, gen.MemberID, nil},
+		{"stale generation", gen.ID - 1, gen.MemberID, kafka.IllegalGeneration},
+		{"unknown member", gen.ID, "nobody", kafka.UnknownMemberId},
+	} {
+		res, err := client.Heartbeat(ctx, &kafka.HeartbeatRequest{Addr: addr, GroupID: group, GenerationID: tc.generation, MemberID: tc.member})
+		require.NoError(t, err)
+		got := heartbeatError(res)
+		if tc.want == nil {
+			assert.NoError(t, got, tc.name)
+		} else {
+			assert.ErrorIs(t, got, tc.want, "%s (kafka-go decoded %+v)", tc.name, res)
+		}
+	}
+}
