@@ -4,34 +4,22 @@
 // Kafka I/O goes through github.com/segmentio/kafka-go; the watermill
 // Publisher/Subscriber pair on top of it is in package wmkafka.
 //
-// # Flow of one command
+// # Contract
 //
-//  1. The Subscriber hands the command to the Router (concurrently with
-//     commands of other keys, in order with those of its key).
-//  2. Middleware: CorrelationID, PoisonQueue (dead-letter topic, see below),
-//     Retry (infrastructure errors, with backoff, up to a minute), Recoverer.
-//  3. The handler reads the end offsets of payment-events and of the
-//     results topic (one shared round trip for all commands arriving at
-//     the same time) and waits until the store has applied both up to
-//     them. The projection then reflects every payment event published
-//     before the command arrived (read-your-writes across producers), and
-//     the idempotency table every result published before it.
-//  4. A command_id that already has a result is not dispatched again: the
-//     stored result is published again, unchanged (same result_id).
-//  5. A command older than processing.max_command_age by its Kafka
-//     timestamp is answered command_expired.
-//  6. The transaction is resolved; an unknown one is waited for until it
-//     appears or processing.catch_up_wait has passed since the command
-//     arrived, then answered unknown_transaction.
-//  7. package dispatch decides and sends; the result is recorded in the
-//     store, then published with acks from all in-sync replicas and
-//     CloudEvents binary-mode headers; only then is the command acked, and
-//     its offset committed once every lower offset of its partition is
-//     acked too.
-//
-// Infrastructure failures (broker, store) are retried in place with
-// backoff, then nack the command; it is redelivered and, thanks to step 4,
-// answered with the same result.
+//   - The life of one command has one home, commandLifecycle (lifecycle.go):
+//     decode, lock the command_id, wait for the projection, replay an
+//     earlier answer, decide once, record, publish, ack. Read it there.
+//   - The rule "a command_id is decided once" has one home, idempotency
+//     (idempotency.go): the in-process lock, the answer look-up, and "the
+//     first result on the results topic is the answer".
+//   - The hand-over of a partition between instances (rebalance, stop) is
+//     wmkafka's Subscriber: a partition changes owner only after its claimed
+//     commands finished or were given up undecided; commandLifecycle claims
+//     (wmkafka.Claim) before every provider call and before recording.
+//   - Start-up and stop have one home, runtime (service.go): start creates
+//     or checks the topics, opens the store (rebuilding it when it is ahead
+//     of the log), follows payment-events and results, then consumes
+//     commands; stop undoes it in the order written in runtime.stop.
 //
 // # Bad input
 //
@@ -40,17 +28,14 @@
 // original_topic, original_partition and original_offset). A JSON command
 // that breaks the schema goes there too, and when it has a usable
 // command_id it also gets an invalid_command result. A handler panic
-// dead-letters its message (it would recur on every redelivery). Invalid
-// payment events are skipped, logged and counted; they never stop the
-// projection.
+// dead-letters its message (it would recur on every redelivery). A dead
+// letter too large for its topic is written truncated (headers truncated,
+// original_size, original_sha256); a dead letter that cannot be written is
+// retried in place with backoff and reported by readiness and a metric,
+// never redelivered in a loop (deadletter.go). Invalid payment events are
+// skipped, logged and counted; they never stop the projection.
 //
-// # Start-up and shutdown
-//
-// Service.Run creates missing topics (or checks them), opens the store,
-// rebuilds it when it is ahead of the log (a recreated topic or another
-// cluster), starts following every partition of payment-events and
-// results from the stored offsets (the earliest offset for a new store),
-// then starts the Router. On stop it stops fetching, lets in-flight
-// commands finish within ShutdownTimeout, commits, stops following and
-// closes the store.
+// Infrastructure failures (broker, store) are retried in place with
+// backoff, then nack the command; it is redelivered and, thanks to the
+// replay step, answered with the same result.
 package consumer

@@ -77,7 +77,8 @@ type cluster struct {
 	calls   *callLog
 	srv     *httptest.Server
 
-	logs []string // log files of the processes started
+	logs    []string // log files of the processes started
+	started int      // processes started without a name
 
 	mu      sync.Mutex
 	results map[string][]kafka.Message // command_id -> results
@@ -240,8 +241,17 @@ type callLog struct {
 
 	mu       sync.Mutex
 	counts   map[string][]time.Time
+	calls    []call
 	inFlight int
 	maxIn    int
+}
+
+// call is one provider call: which instance made it (the first element of
+// the webhook path), for which command and channel, when it arrived and
+// when it was answered (zero while in flight).
+type call struct {
+	instance, key string
+	at, done      time.Time
 }
 
 func (l *callLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -255,14 +265,19 @@ func (l *callLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := req.CommandID + "/" + req.Channel
+	instance, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	l.mu.Lock()
-	l.counts[key] = append(l.counts[key], time.Now())
+	now := time.Now()
+	l.counts[key] = append(l.counts[key], now)
+	l.calls = append(l.calls, call{instance: instance, key: key, at: now})
+	i := len(l.calls) - 1
 	l.inFlight++
 	l.maxIn = max(l.maxIn, l.inFlight)
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
 		l.inFlight--
+		l.calls[i].done = time.Now()
 		l.mu.Unlock()
 	}()
 	select {
@@ -272,6 +287,13 @@ func (l *callLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, `{"id":"wh-%d"}`, rand.Int64())
+}
+
+// snapshot returns a copy of the calls so far.
+func (l *callLog) snapshot() []call {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]call(nil), l.calls...)
 }
 
 func (l *callLog) total() int {
@@ -301,6 +323,7 @@ func (l *callLog) duplicates() map[string]time.Time {
 // proc is one notifyd process.
 type proc struct {
 	t        testing.TB
+	name     string
 	cmd      *exec.Cmd
 	dir      string
 	httpAddr string
@@ -309,20 +332,26 @@ type proc struct {
 }
 
 type procOpts struct {
+	name         string // the instance's name in provider calls; a new one when empty
 	dir          string // store.dir; a new one when empty
 	concurrency  int
-	readyMaxLag  int // 0: ready only when fully caught up
+	session      time.Duration // kafka.session_timeout and rebalance_timeout (default: notifyd's)
+	readyMaxLag  int           // 0: ready only when fully caught up
 	catchUpWait  time.Duration
 	waitForReady bool
 }
 
 func (c *cluster) config(o procOpts, httpAddr string) string {
+	group := ""
+	if o.session > 0 {
+		group = fmt.Sprintf("  session_timeout: %s\n  rebalance_timeout: %s\n", o.session, o.session)
+	}
 	return fmt.Sprintf(`
 kafka:
   brokers: [%s]
   group_id: %s
-  client_id: it
-  topics: {payment_events: %q, commands: %q, results: %q, dead_letter: %q}
+  client_id: it-%s
+%s  topics: {payment_events: %q, commands: %q, results: %q, dead_letter: %q}
 store: {dir: %q}
 http: {listen: %q}
 log: {format: json, level: info}
@@ -337,8 +366,8 @@ templates:
   sms:
     created: {en: {text: "Created {{.Amount}}"}}
     paid: {en: {text: "Paid {{.Amount}}"}}
-`, strings.Join(c.brokers, ", "), "g-"+c.topics.Commands, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
-		o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, c.srv.URL+"/email", c.srv.URL+"/sms")
+`, strings.Join(c.brokers, ", "), "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
+		o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, c.srv.URL+"/"+o.name+"/email", c.srv.URL+"/"+o.name+"/sms")
 }
 
 // start starts a notifyd process and waits until its /healthz answers
@@ -354,7 +383,11 @@ func (c *cluster) start(o procOpts) *proc {
 	if o.catchUpWait == 0 {
 		o.catchUpWait = 10 * time.Second
 	}
-	p := &proc{t: c.t, dir: o.dir, httpAddr: freePort(c.t), exited: make(chan error, 1)}
+	if o.name == "" {
+		c.started++
+		o.name = fmt.Sprintf("p%d", c.started)
+	}
+	p := &proc{t: c.t, name: o.name, dir: o.dir, httpAddr: freePort(c.t), exited: make(chan error, 1)}
 	cfgPath := filepath.Join(o.dir, "notifyd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(c.config(o, p.httpAddr)), 0o600); err != nil {
 		c.t.Fatal(err)
@@ -376,9 +409,16 @@ func (c *cluster) start(o procOpts) *proc {
 			_ = p.cmd.Process.Kill()
 			<-p.exited
 		}
+		b, _ := os.ReadFile(p.logPath)
 		if c.t.Failed() {
-			b, _ := os.ReadFile(p.logPath)
 			c.t.Logf("notifyd log %s (last 4 KiB):\n%s", p.logPath, lastBytes(b, 4096))
+		}
+		// NOTIFYD_TEST_KEEP_LOGS=dir keeps every process's log.
+		if dir := os.Getenv("NOTIFYD_TEST_KEEP_LOGS"); dir != "" {
+			keep := filepath.Join(dir, strings.ReplaceAll(c.t.Name(), "/", "-")+"-"+p.name+"-"+filepath.Base(p.logPath))
+			if err := os.WriteFile(keep, b, 0o600); err == nil {
+				c.t.Logf("log kept as %s", keep)
+			}
 		}
 	})
 	deadline := time.Now().Add(60 * time.Second)

@@ -82,6 +82,10 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 		}
 		defer stopHTTP()
 	}
+	go func() {
+		<-ctx.Done()
+		log.Info("stop requested (SIGTERM or interrupt)")
+	}()
 	return svc.Run(ctx)
 }
 

@@ -1,0 +1,391 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// The rebalance suite: notifyd processes join, leave, restart and pause
+// while commands flow, and every provider call is recorded by the test's
+// webhook peer with the instance that made it. A command is decided once
+// means: no (command, channel) reaches the provider twice and no command
+// gets two different results, except, for a process paused past its
+// session timeout, the commands it was sending when it was paused.
+
+// publishSteady publishes msgs at about perSecond from a goroutine, in
+// batches of a tenth of a second.
+func (c *cluster) publishSteady(topic string, msgs []kafka.Message, perSecond int) <-chan struct{} {
+	done := make(chan struct{})
+	batch := max(perSecond/10, 1)
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < len(msgs); i += batch {
+			c.produce(topic, msgs[i:min(i+batch, len(msgs))]...)
+			<-tick.C
+		}
+	}()
+	return done
+}
+
+// waitUntilAnswered waits until at least n of ids have a result.
+func (c *cluster) waitUntilAnswered(ids []string, n int, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for c.answered(ids) < n {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("after %s only %d of %d commands answered", timeout, c.answered(ids), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// conflicts returns the command_ids with two different results.
+func (c *cluster) conflicts(ids []string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, id := range ids {
+		rs := c.results[id]
+		for _, r := range rs[1:] {
+			if !bytes.Equal(r.Value, rs[0].Value) {
+				out = append(out, id)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// describeResults says who published each result of a command, and when.
+func (c *cluster) describeResults(id string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, m := range c.results[id] {
+		src := ""
+		for _, h := range m.Headers {
+			if h.Key == "ce_source" {
+				src = string(h.Value)
+			}
+		}
+		out = append(out, fmt.Sprintf("%s at %s offset %d/%d: %.120s", src, m.Time.Format("15:04:05.000"), m.Partition, m.Offset, m.Value))
+	}
+	return strings.Join(out, "; ")
+}
+
+// handOvers returns how long each hand-over logged by the processes took.
+func (c *cluster) handOvers() []time.Duration {
+	var out []time.Duration
+	for _, l := range c.logLines(`"Handed over partitions"`) {
+		_, js, _ := strings.Cut(l, ": ")
+		var rec struct {
+			Took string `json:"took"`
+		}
+		if json.Unmarshal([]byte(js), &rec) != nil {
+			continue
+		}
+		if d, err := time.ParseDuration(rec.Took); err == nil {
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// requireOneDecision fails the test for every repeated send and every
+// command with two different results, naming the instances involved.
+func (c *cluster) requireOneDecision(ids []string) (replayed int) {
+	c.t.Helper()
+	byKey := map[string][]string{}
+	for _, cl := range c.calls.snapshot() {
+		byKey[cl.key] = append(byKey[cl.key], cl.instance+"@"+cl.at.Format("15:04:05.000"))
+	}
+	for k, ts := range c.calls.duplicates() {
+		c.t.Errorf("%s reached the provider %d times (first %s): %v", k, len(byKey[k]), ts.Format("15:04:05.000"), byKey[k])
+	}
+	for _, id := range c.conflicts(ids) {
+		c.t.Errorf("command %s has two different results", id)
+	}
+	if lines := c.logLines("Partition restarted from a lower offset"); len(lines) > 0 {
+		c.t.Errorf("a partition was re-read within a generation:\n%s", strings.Join(lines, "\n"))
+	}
+	replayed = 0
+	c.mu.Lock()
+	for _, id := range ids {
+		if len(c.results[id]) > 1 {
+			replayed++
+		}
+	}
+	c.mu.Unlock()
+	return replayed
+}
+
+func durations(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d, median %s, max %s", len(ds), ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
+}
+
+// TestScaleOut: 1,500 commands at a steady rate; a second and then a third
+// instance join mid-stream. Every command is sent once.
+func TestScaleOut(t *testing.T) {
+	const n = 1500
+	c := newCluster(t, 20*time.Millisecond)
+	sessions, ids, cmds := sessionsAndCommands(n, "scale")
+	c.events(sessions, "paid", 1)
+	c.start(procOpts{waitForReady: true})
+	start := time.Now()
+	published := c.publishSteady(c.topics.Commands, cmds, 150)
+	c.waitUntilAnswered(ids, n/4, 2*time.Minute)
+	c.start(procOpts{waitForReady: true})
+	c.waitUntilAnswered(ids, n/2, 2*time.Minute)
+	c.start(procOpts{waitForReady: true})
+	<-published
+	c.waitAnswered(ids, 3*time.Minute)
+	replayed := c.requireOneDecision(ids)
+	perInstance := map[string]int{}
+	for _, cl := range c.calls.snapshot() {
+		perInstance[cl.instance]++
+	}
+	t.Logf("scale-out: %d commands in %s; sends per instance %v; %d repeated sends; %d results published again; hand-overs: %s",
+		n, time.Since(start).Round(time.Millisecond), perInstance, len(c.calls.duplicates()), replayed, durations(c.handOvers()))
+	if len(perInstance) < 3 {
+		t.Errorf("only %d instances sent anything: the joins did not take partitions", len(perInstance))
+	}
+}
+
+// TestRollingRestart: three instances are stopped (SIGTERM) and started
+// again one by one, as a rolling deploy does, while 2,000 commands flow.
+func TestRollingRestart(t *testing.T) {
+	const n = 2000
+	c := newCluster(t, 20*time.Millisecond)
+	sessions, ids, cmds := sessionsAndCommands(n, "roll")
+	c.events(sessions, "paid", 1)
+	procs := make([]*proc, 3)
+	dirs := make([]string, 3)
+	for i := range procs {
+		dirs[i] = t.TempDir()
+		procs[i] = c.start(procOpts{name: fmt.Sprintf("r%d", i), dir: dirs[i], waitForReady: true})
+	}
+	start := time.Now()
+	published := c.publishSteady(c.topics.Commands, cmds, 100)
+	var stops []time.Duration
+	for i := range procs {
+		c.waitUntilAnswered(ids, (i+1)*n/5, 2*time.Minute)
+		procs[i].stop()
+		stops = append(stops, stopTook(procs[i]))
+		procs[i] = c.start(procOpts{name: fmt.Sprintf("r%d", i), dir: dirs[i], waitForReady: true})
+	}
+	<-published
+	c.waitAnswered(ids, 3*time.Minute)
+	replayed := c.requireOneDecision(ids)
+	sort.Slice(stops, func(i, j int) bool { return stops[i] < stops[j] })
+	t.Logf("rolling restart: %d commands in %s; 3 stops (SIGTERM noticed to stopped) of %v; %d repeated sends; %d results published again; hand-overs: %s",
+		n, time.Since(start).Round(time.Millisecond), stops, len(c.calls.duplicates()), replayed, durations(c.handOvers()))
+}
+
+// TestPausedInstance: one of two instances is paused (SIGSTOP) past its
+// session timeout while commands flow, then resumed (SIGCONT). The other
+// takes its partitions; only the commands the paused one was sending when
+// it stopped may reach the provider twice (or get a second, different
+// result), and once resumed it sends nothing it had not begun before.
+func TestPausedInstance(t *testing.T) {
+	const n, session = 1500, 6 * time.Second
+	// Slow provider calls, so that the pause catches several in flight.
+	c := newCluster(t, 300*time.Millisecond)
+	sessions, ids, cmds := sessionsAndCommands(n, "pause")
+	c.events(sessions, "paid", 1)
+	a := c.start(procOpts{name: "a", session: session, waitForReady: true})
+	c.start(procOpts{name: "b", session: session, waitForReady: true})
+	published := c.publishSteady(c.topics.Commands, cmds, 100)
+	c.waitUntilAnswered(ids, n/5, 2*time.Minute)
+	// Pause only once a is sending: otherwise the test shows nothing.
+	deadline := time.Now().Add(time.Minute)
+	for !slices.ContainsFunc(c.calls.snapshot(), func(cl call) bool { return cl.instance == "a" && cl.at.After(time.Now().Add(-time.Second)) }) {
+		if time.Now().After(deadline) {
+			t.Fatal("instance a sends nothing")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	pausedAt := time.Now()
+	time.Sleep(session + 4*time.Second)
+	// Calls of a that had reached the provider and were not answered yet
+	// when it stopped: the only ones that may be repeated.
+	inFlight := map[string]bool{}
+	for _, cl := range c.calls.snapshot() {
+		if cl.instance == "a" && cl.at.Before(pausedAt) && (cl.done.IsZero() || cl.done.After(pausedAt)) {
+			inFlight[cl.key] = true
+		}
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	resumedAt := time.Now()
+	<-published
+	c.waitAnswered(ids, 3*time.Minute)
+	if !a.running() {
+		t.Fatal("the paused instance exited after SIGCONT")
+	}
+
+	dups := c.calls.duplicates()
+	for k := range dups {
+		if !inFlight[k] {
+			t.Errorf("%s reached the provider twice but was not in flight on the paused instance", k)
+		}
+	}
+	// Anything a sent after resuming must be its own new work, never a
+	// command b already sent.
+	sentBy := map[string][]call{}
+	for _, cl := range c.calls.snapshot() {
+		sentBy[cl.key] = append(sentBy[cl.key], cl)
+	}
+	newAfterResume := 0
+	for k, cls := range sentBy {
+		for _, cl := range cls {
+			if cl.instance == "a" && cl.at.After(resumedAt) {
+				newAfterResume++
+				if len(cls) > 1 && !inFlight[k] {
+					t.Errorf("%s: sent by a after it resumed, and by another instance too", k)
+				}
+			}
+		}
+	}
+	conflicts := c.conflicts(ids)
+	for _, id := range conflicts {
+		if !inFlight[id+"/email"] {
+			t.Errorf("command %s has two different results but was not in flight on the paused instance", id)
+		}
+		t.Logf("command %s, in flight on the paused instance, has two results: %s", id, c.describeResults(id))
+	}
+	if len(inFlight) == 0 {
+		t.Error("no call of the paused instance was in flight at the pause: the test showed nothing")
+	}
+	refused := len(procLines(a, `"command handed over undecided"`))
+	rejoined := time.Duration(0)
+	for deadline := time.Now().Add(time.Minute); rejoined == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, l := range procLines(a, `"Joined consumer group generation"`) {
+			var rec struct {
+				Time time.Time `json:"time"`
+			}
+			if json.Unmarshal([]byte(l), &rec) == nil && rec.Time.After(resumedAt) {
+				rejoined = rec.Time.Sub(resumedAt)
+				break
+			}
+		}
+	}
+	if rejoined == 0 {
+		t.Error("the resumed instance did not join the group again within a minute")
+	}
+	t.Logf("paused instance: paused %s (session timeout %s); %d of its calls in flight at the pause; %d repeated sends (all of them in flight); %d commands with a second, different result; after SIGCONT: it rejoined in %s, %d of its commands were handed over undecided (claims refused), %d new sends by it since; hand-overs: %s",
+		resumedAt.Sub(pausedAt).Round(time.Millisecond), session, len(inFlight), len(dups), len(conflicts), rejoined.Round(time.Millisecond), refused, newAfterResume, durations(c.handOvers()))
+}
+
+// stopTook is how long the process took from noticing SIGTERM to its last
+// log line ("stopped"): the test's own SIGTERM-to-exit time also counts the
+// race detector's teardown at exit (about a second).
+func stopTook(p *proc) time.Duration {
+	var from, to time.Time
+	for _, l := range procLines(p, `"msg":"stop`) {
+		var rec struct {
+			Time time.Time `json:"time"`
+			Msg  string    `json:"msg"`
+		}
+		if json.Unmarshal([]byte(l), &rec) != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(rec.Msg, "stop requested"):
+			from = rec.Time
+		case rec.Msg == "stopped":
+			to = rec.Time
+		}
+	}
+	if from.IsZero() || to.Before(from) {
+		return -1
+	}
+	return to.Sub(from)
+}
+
+// procLines returns the lines of one process's log that contain s.
+func procLines(p *proc, s string) []string {
+	b, _ := os.ReadFile(p.logPath)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestOversizedPoison: an invalid command just under the commands topic's
+// size limit is dead-lettered once (truncated) and the next command with its
+// key is answered; the process stays ready.
+func TestOversizedPoison(t *testing.T) {
+	c := newCluster(t, 0)
+	sessions, ids, cmds := sessionsAndCommands(1, "big")
+	c.events(sessions, "paid", 1)
+	p := c.start(procOpts{waitForReady: true})
+	big := `{"command_id":"big","session_id":"` + sessions[0] + `","channels":["fax"],"padding":"` + strings.Repeat("p", 1<<20-200) + `"}`
+	c.produce(c.topics.Commands, kafka.Message{Key: []byte(sessions[0]), Value: []byte(big)})
+	c.produce(c.topics.Commands, cmds...)
+	c.waitAnswered(ids, time.Minute)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c.mu.Lock()
+		dl := len(c.dlq)
+		c.mu.Unlock()
+		if dl > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the oversized command was not dead-lettered")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // a repeated dead letter would be here by now
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.dlq) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(c.dlq))
+	}
+	d := c.dlq[0]
+	var truncated, size string
+	for _, h := range d.Headers {
+		switch h.Key {
+		case "truncated":
+			truncated = string(h.Value)
+		case "original_size":
+			size = string(h.Value)
+		}
+	}
+	if truncated != "true" || size != fmt.Sprint(len(big)) || !strings.HasPrefix(big, string(d.Value)) {
+		t.Errorf("dead letter: truncated=%q original_size=%q, %d bytes", truncated, size, len(d.Value))
+	}
+	if code, body := p.get("/readyz"); code != 200 {
+		t.Errorf("not ready after the oversized command: %s", body)
+	}
+	if len(c.results["big"]) != 1 {
+		t.Errorf("the oversized invalid command has %d results, want 1 (invalid_command)", len(c.results["big"]))
+	}
+	t.Logf("oversized poison: a %d-byte invalid command dead-lettered once as %d bytes (truncated), its invalid_command result published, the next command of its key answered",
+		len(big), len(d.Value))
+}
