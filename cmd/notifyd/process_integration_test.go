@@ -23,6 +23,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/consumer"
+	"github.com/notifyd/notifyd/consumer/embedded"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -53,17 +54,44 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if sharedEmbedded.broker != nil {
+		sharedEmbedded.broker.Close()
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
+// testBrokers returns NOTIFYD_TEST_BROKERS: host:port list of a real Kafka,
+// or "embedded" for the embedded Kafka-protocol broker, started once in the
+// test process and shared by the processes of every test (the broker
+// notifyd runs by default; tests that restart the broker need a real one).
 func testBrokers(t testing.TB) []string {
 	t.Helper()
 	env := os.Getenv("NOTIFYD_TEST_BROKERS")
-	if env == "" {
-		t.Fatal("the integration tests need a broker: NOTIFYD_TEST_BROKERS=host:port (see scripts/kafka-local)")
+	switch env {
+	case "":
+		t.Fatal("the integration tests need a broker: NOTIFYD_TEST_BROKERS=host:port (see scripts/kafka-local) or NOTIFYD_TEST_BROKERS=embedded")
+	case "embedded":
+		sharedEmbedded.once.Do(func() {
+			dir, err := os.MkdirTemp("", "notifyd-it-broker-")
+			if err == nil {
+				sharedEmbedded.broker, err = embedded.Start(embedded.Config{Listen: "127.0.0.1:0", DataDir: dir})
+			}
+			sharedEmbedded.err = err
+		})
+		if sharedEmbedded.err != nil {
+			t.Fatalf("embedded broker: %v", sharedEmbedded.err)
+		}
+		return []string{sharedEmbedded.broker.Addr()}
 	}
 	return strings.Split(env, ",")
+}
+
+// sharedEmbedded is the embedded broker of NOTIFYD_TEST_BROKERS=embedded.
+var sharedEmbedded struct {
+	once   sync.Once
+	broker *embedded.Broker
+	err    error
 }
 
 // cluster is what one reliability test shares: the brokers, its own
