@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -407,7 +408,8 @@ func TestRestartResumesWithoutReplay(t *testing.T) {
 // worked (bounded), since the second member joins asynchronously.
 func TestTwoInstancesShareCommands(t *testing.T) {
 	h := newHarness(t)
-	a := h.start(instanceOpts{})
+	reg := prometheus.NewRegistry()
+	a := h.start(instanceOpts{registry: reg})
 	b := h.start(instanceOpts{})
 	const wave = 20
 	n := 0
@@ -448,7 +450,26 @@ func TestTwoInstancesShareCommands(t *testing.T) {
 		}
 	}
 	h.mu.Unlock()
-	t.Logf("%d commands: %d on one instance, %d on the other, %d results replayed after the rebalance", n, a.provider.total(), b.provider.total(), replays)
+	// The first instance handed partitions over to the second one when it
+	// joined: its metrics say so.
+	handOvers, generation := -1.0, -1.0
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "notifyd_group_handovers_total":
+			handOvers = mf.GetMetric()[0].GetCounter().GetValue()
+		case "notifyd_group_generation":
+			generation = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	if handOvers < 1 || generation < 2 {
+		t.Errorf("after the second instance joined: notifyd_group_handovers_total %v, notifyd_group_generation %v", handOvers, generation)
+	}
+	t.Logf("%d commands: %d on one instance, %d on the other, %d results replayed after the rebalance; the first instance handed over %v time(s), generation %v",
+		n, a.provider.total(), b.provider.total(), replays, handOvers, generation)
 }
 
 // TestConcurrencyAndKeyOrder: commands of different keys are sent at the

@@ -107,6 +107,16 @@ var (
 		"Payment-events records known to exist and not yet applied, by partition (high-water mark minus applied offset).", []string{"partition"}, nil)
 	descConsumerLag = prometheus.NewDesc("notifyd_consumer_lag_messages",
 		"Records of the commands topic not yet committed by the consumer group, by topic and partition.", []string{"topic", "partition"}, nil)
+	descHandOvers = prometheus.NewDesc("notifyd_group_handovers_total",
+		"Hand-overs of this instance's command partitions completed (rebalances and the stop).", nil, nil)
+	descHandOverLast = prometheus.NewDesc("notifyd_group_handover_last_seconds",
+		"How long the last hand-over took, from the end of the generation to the commit.", nil, nil)
+	descGivenUp = prometheus.NewDesc("notifyd_group_given_up_total",
+		"Commands a hand-over left undecided: handed out but not claimed yet (when=unclaimed), or still claimed at the drain deadline (when=deadline).", []string{"when"}, nil)
+	descClaimsRefused = prometheus.NewDesc("notifyd_group_claims_refused_total",
+		"Claims refused: the command's partition was being handed over, or the group membership was not confirmed recently enough.", nil, nil)
+	descGeneration = prometheus.NewDesc("notifyd_group_generation",
+		"The consumer-group generation this instance last took part in.", nil, nil)
 )
 
 // stateCollector reports the gauges that are read from the service's state
@@ -118,14 +128,29 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descTransactions
 	ch <- descProjectionLag
 	ch <- descConsumerLag
+	ch <- descHandOvers
+	ch <- descHandOverLast
+	ch <- descGivenUp
+	ch <- descClaimsRefused
+	ch <- descGeneration
 }
 
 // Collect reads the state gauges.
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	s.mu.Lock()
-	store, events, lag := s.store, s.events, s.consumerLag
+	store, events, lag, sub := s.store, s.events, s.consumerLag, s.sub
 	s.mu.Unlock()
+	if sub != nil {
+		for _, st := range sub.Stats() {
+			ch <- prometheus.MustNewConstMetric(descHandOvers, prometheus.CounterValue, float64(st.HandOvers))
+			ch <- prometheus.MustNewConstMetric(descHandOverLast, prometheus.GaugeValue, st.LastHandOver.Seconds())
+			ch <- prometheus.MustNewConstMetric(descGivenUp, prometheus.CounterValue, float64(st.GivenUpUnclaimed), "unclaimed")
+			ch <- prometheus.MustNewConstMetric(descGivenUp, prometheus.CounterValue, float64(st.GivenUpAtDeadline), "deadline")
+			ch <- prometheus.MustNewConstMetric(descClaimsRefused, prometheus.CounterValue, float64(st.ClaimsRefused))
+			ch <- prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(st.Generation))
+		}
+	}
 	if store == nil || events == nil {
 		return
 	}

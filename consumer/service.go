@@ -251,6 +251,7 @@ type Service struct {
 	store   *projection.Store
 	events  *follower
 	results *follower
+	sub     *wmkafka.Subscriber
 	// kafkaErr is the error of the last high-water-mark round, nil once
 	// one succeeds; kafkaOK is when one last succeeded.
 	kafkaErr error
@@ -510,6 +511,9 @@ func (rt *runtime) start(ctx context.Context) error {
 	}, wlog); err != nil {
 		return fmt.Errorf("commands subscriber: %w", err)
 	}
+	s.mu.Lock()
+	s.sub = rt.sub
+	s.mu.Unlock()
 	lifecycle := &commandLifecycle{
 		store: store, decisions: newIdempotency(store), dispatcher: dispatcher, watermarks: wm,
 		events: rt.events, results: rt.results, publisher: rt.pub, resultTopic: cfg.Topics.Results,

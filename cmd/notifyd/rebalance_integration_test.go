@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"sort"
@@ -227,18 +228,20 @@ func TestPausedInstance(t *testing.T) {
 	}
 	pausedAt := time.Now()
 	time.Sleep(session + 4*time.Second)
-	// Calls of a that had reached the provider and were not answered yet
-	// when it stopped: the only ones that may be repeated.
-	inFlight := map[string]bool{}
-	for _, cl := range c.calls.snapshot() {
-		if cl.instance == "a" && cl.at.Before(pausedAt) && (cl.done.IsZero() || cl.done.After(pausedAt)) {
-			inFlight[cl.key] = true
-		}
-	}
 	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	resumedAt := time.Now()
+	// Calls of a that were not answered when it stopped: the only ones that
+	// may be repeated. A stopped process sends nothing, so a call of a the
+	// peer read before it resumed was sent before the pause, even when the
+	// peer read it after (a busy machine).
+	inFlight := map[string]bool{}
+	for _, cl := range c.calls.snapshot() {
+		if cl.instance == "a" && cl.at.Before(resumedAt) && (cl.done.IsZero() || cl.done.After(pausedAt)) {
+			inFlight[cl.key] = true
+		}
+	}
 	<-published
 	c.waitAnswered(ids, 3*time.Minute)
 	if !a.running() {
@@ -388,4 +391,54 @@ func TestOversizedPoison(t *testing.T) {
 	}
 	t.Logf("oversized poison: a %d-byte invalid command dead-lettered once as %d bytes (truncated), its invalid_command result published, the next command of its key answered",
 		len(big), len(d.Value))
+}
+
+// TestMembershipChurn: while 3,000 commands flow, instances are started and
+// stopped (SIGTERM) every one to three seconds, some stops landing while
+// another instance is joining the group. Every command is sent once.
+func TestMembershipChurn(t *testing.T) {
+	const n = 3000
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	c := newCluster(t, 20*time.Millisecond)
+	sessions, ids, cmds := sessionsAndCommands(n, "churn")
+	c.events(sessions, "paid", 1)
+	live := []*proc{c.start(procOpts{waitForReady: true}), c.start(procOpts{waitForReady: true})}
+	start := time.Now()
+	published := c.publishSteady(c.topics.Commands, cmds, 150)
+	joins, stops, stopsDuringJoin := 0, 0, 0
+	join := func(wait bool) {
+		live = append(live, c.start(procOpts{waitForReady: wait}))
+		joins++
+	}
+	stop := func() {
+		k := rng.IntN(len(live))
+		live[k].stop()
+		live = append(live[:k:k], live[k+1:]...)
+		stops++
+	}
+	// Join, stop one while another joins (the group is rebalancing), stop;
+	// again, every one to two seconds; between one and three instances.
+	for i := 0; time.Since(start) < 16*time.Second; i++ {
+		time.Sleep(time.Duration(1000+rng.IntN(1000)) * time.Millisecond)
+		switch {
+		case i%3 == 0 && len(live) < 3, len(live) == 1:
+			join(true)
+		case i%3 == 1:
+			join(false)
+			live[len(live)-1], live[0] = live[0], live[len(live)-1] // not the joining one
+			k := 1 + rng.IntN(len(live)-1)
+			live[k].stop()
+			live = append(live[:k:k], live[k+1:]...)
+			stops++
+			stopsDuringJoin++
+		default:
+			stop()
+		}
+	}
+	<-published
+	c.waitAnswered(ids, 3*time.Minute)
+	replayed := c.requireOneDecision(ids)
+	t.Logf("membership churn (seed %d): %d commands in %s; %d joins, %d stops (%d while another instance joined), %d instances at the end; %d repeated sends; %d results published again; hand-overs: %s",
+		seed, n, time.Since(start).Round(time.Millisecond), joins, stops, stopsDuringJoin, len(live), len(c.calls.duplicates()), replayed, durations(c.handOvers()))
 }
