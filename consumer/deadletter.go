@@ -121,6 +121,11 @@ func (p deadLetterPublisher) Publish(topic string, msgs ...*message.Message) err
 }
 
 func (p deadLetterPublisher) publishOne(topic string, m *message.Message) error {
+	// A dead letter is an irreversible step like a result: written once,
+	// by the owner of the command's partition.
+	if err := wmkafka.Claim(m); err != nil {
+		return fmt.Errorf("dead letter not written (%w): %w", errHandedOver, err)
+	}
 	d := deadLetter(m)
 	step := 0
 	backoff := deadLetterFirstBackoff
@@ -148,6 +153,9 @@ func (p deadLetterPublisher) publishOne(topic string, m *message.Message) error 
 			t.Stop()
 			return fmt.Errorf("dead letter not written (%w): %w", errHandedOver, err)
 		case <-t.C:
+		}
+		if cerr := wmkafka.Claim(m); cerr != nil {
+			return fmt.Errorf("dead letter not written (%w): %w", errHandedOver, cerr)
 		}
 		backoff = min(2*backoff, deadLetterMaxBackoff)
 	}

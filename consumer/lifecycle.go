@@ -163,12 +163,7 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 			return undecided("replay", err)
 		}
 		log.Info("duplicate command: replaying its stored result")
-		if err := h.publish(msg, stored); err != nil {
-			return err
-		}
-		h.metrics.replayed.Inc()
-		h.metrics.observe(start)
-		return nil
+		return h.replay(msg, stored, start)
 	}
 
 	// 5. Decide.
@@ -199,18 +194,23 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 	if !mine {
 		// Another instance's answer reached the topic first: it is the answer.
 		log.Info("command decided elsewhere meanwhile: publishing that result")
-		if err := h.publish(msg, stored); err != nil {
-			return err
-		}
-		h.metrics.replayed.Inc()
-		h.metrics.observe(start)
-		return nil
+		return h.replay(msg, stored, start)
 	}
 	h.metrics.decided(&res) // counted once: a redelivery replays it
 	log.Info("command answered", "outcome", res.Outcome, "reason", res.Reason, "result_id", res.ResultID)
 	if err := h.publish(msg, value); err != nil {
 		return err
 	}
+	h.metrics.observe(start)
+	return nil
+}
+
+// replay publishes an answer decided before (here or elsewhere) again.
+func (h *commandLifecycle) replay(msg *message.Message, answer []byte, start time.Time) error {
+	if err := h.publish(msg, answer); err != nil {
+		return err
+	}
+	h.metrics.replayed.Inc()
 	h.metrics.observe(start)
 	return nil
 }

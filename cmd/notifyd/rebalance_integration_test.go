@@ -202,9 +202,11 @@ func TestRollingRestart(t *testing.T) {
 
 // TestPausedInstance: one of two instances is paused (SIGSTOP) past its
 // session timeout while commands flow, then resumed (SIGCONT). The other
-// takes its partitions; only the commands the paused one was sending when
-// it stopped may reach the provider twice (or get a second, different
-// result), and once resumed it sends nothing it had not begun before.
+// takes its partitions. Only commands the paused one had begun (called a
+// provider for) before it stopped may reach the provider twice or get a
+// second, different result (one whose result it was publishing when it
+// stopped); once resumed it sends nothing until it has joined the group
+// again.
 func TestPausedInstance(t *testing.T) {
 	const n, session = 1500, 6 * time.Second
 	// Slow provider calls, so that the pause catches several in flight.
@@ -232,14 +234,17 @@ func TestPausedInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumedAt := time.Now()
-	// Calls of a that were not answered when it stopped: the only ones that
-	// may be repeated. A stopped process sends nothing, so a call of a the
-	// peer read before it resumed was sent before the pause, even when the
-	// peer read it after (a busy machine).
-	inFlight := map[string]bool{}
+	// What a had begun before it stopped: provider calls (a stopped process
+	// sends nothing, so every call of a the peer read before the resume was
+	// sent before the pause, even when the peer read it after, on a busy
+	// machine), and among them the ones not answered yet at the pause.
+	sentBefore, inFlight := map[string]bool{}, map[string]bool{}
 	for _, cl := range c.calls.snapshot() {
-		if cl.instance == "a" && cl.at.Before(resumedAt) && (cl.done.IsZero() || cl.done.After(pausedAt)) {
-			inFlight[cl.key] = true
+		if cl.instance == "a" && cl.at.Before(resumedAt) {
+			sentBefore[cl.key] = true
+			if cl.done.IsZero() || cl.done.After(pausedAt) {
+				inFlight[cl.key] = true
+			}
 		}
 	}
 	<-published
@@ -247,57 +252,56 @@ func TestPausedInstance(t *testing.T) {
 	if !a.running() {
 		t.Fatal("the paused instance exited after SIGCONT")
 	}
-
-	dups := c.calls.duplicates()
-	for k := range dups {
-		if !inFlight[k] {
-			t.Errorf("%s reached the provider twice but was not in flight on the paused instance", k)
-		}
-	}
-	// Anything a sent after resuming must be its own new work, never a
-	// command b already sent.
-	sentBy := map[string][]call{}
-	for _, cl := range c.calls.snapshot() {
-		sentBy[cl.key] = append(sentBy[cl.key], cl)
-	}
-	newAfterResume := 0
-	for k, cls := range sentBy {
-		for _, cl := range cls {
-			if cl.instance == "a" && cl.at.After(resumedAt) {
-				newAfterResume++
-				if len(cls) > 1 && !inFlight[k] {
-					t.Errorf("%s: sent by a after it resumed, and by another instance too", k)
-				}
-			}
-		}
-	}
-	conflicts := c.conflicts(ids)
-	for _, id := range conflicts {
-		if !inFlight[id+"/email"] {
-			t.Errorf("command %s has two different results but was not in flight on the paused instance", id)
-		}
-		t.Logf("command %s, in flight on the paused instance, has two results: %s", id, c.describeResults(id))
-	}
-	if len(inFlight) == 0 {
-		t.Error("no call of the paused instance was in flight at the pause: the test showed nothing")
-	}
-	refused := len(procLines(a, `"command handed over undecided"`))
-	rejoined := time.Duration(0)
-	for deadline := time.Now().Add(time.Minute); rejoined == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	rejoinedAt := time.Time{}
+	for deadline := time.Now().Add(time.Minute); rejoinedAt.IsZero() && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		for _, l := range procLines(a, `"Joined consumer group generation"`) {
 			var rec struct {
 				Time time.Time `json:"time"`
 			}
 			if json.Unmarshal([]byte(l), &rec) == nil && rec.Time.After(resumedAt) {
-				rejoined = rec.Time.Sub(resumedAt)
+				rejoinedAt = rec.Time
 				break
 			}
 		}
 	}
-	if rejoined == 0 {
-		t.Error("the resumed instance did not join the group again within a minute")
+	if rejoinedAt.IsZero() {
+		t.Fatal("the resumed instance did not join the group again within a minute")
 	}
-	t.Logf("paused instance: paused %s (session timeout %s); %d of its calls in flight at the pause; %d repeated sends (all of them in flight); %d commands with a second, different result; after SIGCONT: it rejoined in %s, %d of its commands were handed over undecided (claims refused), %d new sends by it since; hand-overs: %s",
+
+	// The commands a had in flight (handed out, not yet answered on the
+	// topic) when it stopped are the only ones whose sends may repeat, or
+	// which may get a second result: they are among those it had called a
+	// provider for. Everything a does after resuming, until it joins the
+	// group again, is refused; after that it is new work.
+	dups := c.calls.duplicates()
+	for k := range dups {
+		if !sentBefore[k] {
+			t.Errorf("%s reached the provider twice, but the paused instance had not sent it before the pause", k)
+		}
+	}
+	newAfterResume := 0
+	for _, cl := range c.calls.snapshot() {
+		if cl.instance != "a" || !cl.at.After(resumedAt) {
+			continue
+		}
+		newAfterResume++
+		if cl.at.Before(rejoinedAt) {
+			t.Errorf("%s: sent by the paused instance %s after it resumed, before it joined the group again", cl.key, cl.at.Sub(resumedAt).Round(time.Millisecond))
+		}
+	}
+	conflicts := c.conflicts(ids)
+	for _, id := range conflicts {
+		if !sentBefore[id+"/email"] {
+			t.Errorf("command %s has two different results, but the paused instance had not sent it before the pause", id)
+		}
+		t.Logf("command %s, being answered by the paused instance when it stopped, has two results: %s", id, c.describeResults(id))
+	}
+	if len(inFlight) == 0 {
+		t.Error("no call of the paused instance was in flight at the pause: the test showed nothing")
+	}
+	refused := len(procLines(a, `"command handed over undecided"`))
+	rejoined := rejoinedAt.Sub(resumedAt)
+	t.Logf("paused instance: paused %s (session timeout %s); %d of its provider calls in flight at the pause; %d repeated sends, %d commands with a second, different result (all of them commands it was answering); after SIGCONT: it rejoined in %s, %d of its commands were handed over undecided (claims refused), 0 sends before it rejoined, %d since; hand-overs: %s",
 		resumedAt.Sub(pausedAt).Round(time.Millisecond), session, len(inFlight), len(dups), len(conflicts), rejoined.Round(time.Millisecond), refused, newAfterResume, durations(c.handOvers()))
 }
 
