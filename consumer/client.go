@@ -30,7 +30,9 @@ func NewWriter(brokers []string, clientID string) *kafka.Writer {
 // each record (from one goroutine at a time) until fn returns false or ctx
 // ends. It returns nil when fn stopped it, else the context's error.
 func Follow(ctx context.Context, brokers []string, topic string, fromEnd bool, fn func(kafka.Message) bool) error {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	transport := &kafka.Transport{MetadataTopics: []string{topic}}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: transport}
 	offs, err := ListOffsets(ctx, client, topic)
 	if err != nil {
 		return err

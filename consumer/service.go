@@ -444,7 +444,10 @@ type runtime struct {
 // returns once commands are being consumed.
 func (rt *runtime) start(ctx context.Context) error {
 	cfg, s := rt.cfg, rt.s
-	rt.transport = &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second}
+	// Metadata of notifyd's four topics only: kafka-go's transport otherwise
+	// fetches every topic of the cluster every few seconds.
+	rt.transport = &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second, MetadataTopics: []string{
+		cfg.Topics.PaymentEvents, cfg.Topics.Commands, cfg.Topics.Results, cfg.Topics.DeadLetter}}
 	rt.client = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: rt.transport}
 	rt.runCtx, rt.fatal = context.WithCancelCause(ctx)
 
@@ -501,7 +504,9 @@ func (rt *runtime) start(ctx context.Context) error {
 
 	// Commands: results publisher, subscriber, Router.
 	wlog := watermill.NewSlogLogger(s.log.With("component", "watermill"))
-	if rt.pub, err = wmkafka.NewPublisher(wmkafka.PublisherConfig{Brokers: cfg.Brokers, ClientID: cfg.ClientID, OmitUUIDHeader: true}, wlog); err != nil {
+	if rt.pub, err = wmkafka.NewPublisher(wmkafka.PublisherConfig{
+		Brokers: cfg.Brokers, ClientID: cfg.ClientID, OmitUUIDHeader: true, Topics: []string{cfg.Topics.Results, cfg.Topics.DeadLetter},
+	}, wlog); err != nil {
 		return fmt.Errorf("results publisher: %w", err)
 	}
 	if rt.sub, err = wmkafka.NewSubscriber(wmkafka.SubscriberConfig{

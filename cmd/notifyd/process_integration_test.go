@@ -128,6 +128,9 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 	c.srv = httptest.NewServer(c.calls)
 	t.Cleanup(c.srv.Close)
 	c.writer = consumer.NewWriter(brokers, "it")
+	// Metadata of the topics it writes only: a long series of tests leaves
+	// hundreds of topics on the broker.
+	c.writer.Transport.(*kafka.Transport).MetadataTopics = []string{c.topics.PaymentEvents, c.topics.Commands}
 	t.Cleanup(func() { c.writer.Close() })
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	var specs []consumer.TopicSpec

@@ -47,6 +47,13 @@ type PublisherConfig struct {
 	// the contract names. A subscriber then derives the UUID from the record's position.
 	OmitUUIDHeader bool
 
+	// Topics, when set, are the only topics this Publisher writes to: the transport it creates then keeps
+	// metadata of these topics only. kafka-go's transport otherwise fetches the metadata of every topic of
+	// the cluster every few seconds (MetadataTTL), which on a shared cluster with thousands of topics costs
+	// every instance a large request and its decoding, continuously. Publishing to another topic then
+	// fails. Ignored when Transport is set (set Transport.MetadataTopics instead).
+	Topics []string
+
 	// Transport is an optional kafka-go transport (TLS, SASL, dialer, metadata TTL). When nil the Publisher
 	// creates one and closes its idle connections on Close; a provided Transport is left open.
 	Transport *kafka.Transport
@@ -107,7 +114,7 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 	p := &Publisher{cfg: cfg, logger: logger}
 	transport := cfg.Transport
 	if transport == nil {
-		transport = &kafka.Transport{ClientID: cfg.ClientID}
+		transport = &kafka.Transport{ClientID: cfg.ClientID, MetadataTopics: cfg.Topics}
 		p.transport = transport
 	}
 	p.writer = &kafka.Writer{

@@ -260,7 +260,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 
 	logger := s.logger.With(watermill.LogFields{"topic": topic})
 	d := s.cfg.Dialer
-	transport := &kafka.Transport{ClientID: d.ClientID, TLS: d.TLS, SASL: d.SASLMechanism, DialTimeout: d.Timeout}
+	// Metadata of this topic only (kafka-go's default is every topic of the cluster, every few seconds).
+	transport := &kafka.Transport{ClientID: d.ClientID, TLS: d.TLS, SASL: d.SASLMechanism, DialTimeout: d.Timeout, MetadataTopics: []string{topic}}
 	sub := &subscription{
 		cfg:       s.cfg,
 		logger:    logger,
