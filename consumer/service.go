@@ -678,24 +678,9 @@ func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error 
 		spec(cfg.Topics.PaymentEvents, "payment_events"), spec(cfg.Topics.Commands, "commands"),
 		spec(cfg.Topics.Results, "results"), spec(cfg.Topics.DeadLetter, "dead_letter"),
 	}
-	backoff := 500 * time.Millisecond
-	for {
-		err := EnsureTopics(ctx, client, specs, *cfg.CreateTopics)
-		if err == nil {
-			return nil
-		}
-		var netErr net.Error
-		if !errors.As(err, &netErr) && !errors.Is(err, kafka.LeaderNotAvailable) && !errors.Is(err, kafka.BrokerNotAvailable) {
-			return err
-		}
-		s.log.Warn("kafka not reachable yet, retrying", "brokers", cfg.Brokers, "error", err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("start: %w", context.Cause(ctx))
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
+	return RetryUnreachable(ctx, s.log.With("brokers", cfg.Brokers), "start", func(ctx context.Context) error {
+		return EnsureTopics(ctx, client, specs, *cfg.CreateTopics)
+	})
 }
 
 // openStore opens the projection and checks that it describes the log it

@@ -132,14 +132,22 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 	// hundreds of topics on the broker.
 	c.writer.Transport.(*kafka.Transport).MetadataTopics = []string{c.topics.PaymentEvents, c.topics.Commands}
 	t.Cleanup(func() { c.writer.Close() })
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	// A transport of its own: kafka.DefaultTransport would keep connections
+	// to a broker an earlier test restarted (TestBrokerRestart), whose next
+	// request fails with unexpected EOF.
+	transport := &kafka.Transport{MetadataTopics: []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter}}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: transport}
 	var specs []consumer.TopicSpec
 	for _, n := range []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter} {
 		specs = append(specs, consumer.TopicSpec{Name: n, Partitions: 4, ReplicationFactor: 1})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := consumer.EnsureTopics(ctx, client, specs, true); err != nil {
+	err := consumer.RetryUnreachable(ctx, nil, "create topics", func(ctx context.Context) error {
+		return consumer.EnsureTopics(ctx, client, specs, true)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	fctx, stop := context.WithCancel(context.Background())

@@ -1,0 +1,61 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Unreachable reports whether err means the brokers could not be reached or
+// dropped the connection, rather than refused the request: a dial or I/O
+// timeout, a refused or reset connection, a connection closed mid-response
+// (io.EOF, io.ErrUnexpectedEOF: what a pooled connection to a broker that
+// restarted gives on its next request), or a Kafka error the protocol marks
+// temporary (a leader or controller being elected). Such a request is worth
+// repeating; any other error is an answer.
+func Unreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	// kafka.Error has Timeout and Temporary methods, so it is a net.Error
+	// too: look at it first.
+	var kerr kafka.Error
+	if errors.As(err, &kerr) {
+		return kerr.Temporary() || errors.Is(kerr, kafka.BrokerNotAvailable) || errors.Is(kerr, kafka.NotController)
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// RetryUnreachable calls fn until it returns nil or an error that is not
+// Unreachable, waiting between calls from 500 ms, doubling, up to 10 s, and
+// logging each retry at Warn on log (when not nil) as "<what>: kafka not
+// reachable yet, retrying". It gives up when ctx ends, returning fn's last
+// error wrapped with the context's cause.
+func RetryUnreachable(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	backoff := 500 * time.Millisecond
+	for {
+		err := fn(ctx)
+		if err == nil || !Unreachable(err) {
+			return err
+		}
+		if log != nil {
+			log.Warn(what+": kafka not reachable yet, retrying", "error", err, "in", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last error: %w)", what, context.Cause(ctx), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
