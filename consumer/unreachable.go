@@ -18,11 +18,16 @@ import (
 // timeout, a refused or reset connection, a connection closed mid-response
 // (io.EOF, io.ErrUnexpectedEOF: what a pooled connection to a broker that
 // restarted gives on its next request), or a Kafka error the protocol marks
-// temporary (a leader or controller being elected). Such a request is worth
-// repeating; any other error is an answer.
+// temporary (a leader or controller being elected), or a request that
+// timed out (context.DeadlineExceeded: kafka.Client's Timeout). Such a
+// request is worth repeating; any other error, and context.Canceled, is an
+// answer. RetryUnreachable stops on its own context, not on this.
 func Unreachable(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || errors.Is(err, context.Canceled) {
 		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
 	}
 	// kafka.Error has Timeout and Temporary methods, so it is a net.Error
 	// too: look at it first.

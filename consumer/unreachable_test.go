@@ -32,7 +32,7 @@ func TestUnreachable(t *testing.T) {
 		{"authorization is an answer", kafka.TopicAuthorizationFailed, false},
 		{"bad config is an answer", kafka.InvalidReplicationFactor, false},
 		{"caller cancelled", context.Canceled, false},
-		{"caller's deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), false},
+		{"request timed out (client Timeout)", fmt.Errorf("x: %w", context.DeadlineExceeded), true},
 		{"other", errors.New("topics missing (kafka.create_topics is false): a"), false},
 	} {
 		if got := Unreachable(tc.err); got != tc.want {
