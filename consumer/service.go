@@ -246,12 +246,18 @@ type Service struct {
 	metrics *metrics
 
 	deadLetters deadLetterHealth
+	// waiters are the in-process requesters waiting for results
+	// (requesters.go).
+	waiters resultWaiters
 
-	mu      sync.Mutex
-	store   *projection.Store
-	events  *follower
-	results *follower
-	sub     *wmkafka.Subscriber
+	mu sync.Mutex
+	// commands publishes the commands of in-process requesters; nil
+	// while not running.
+	commands *kafka.Writer
+	store    *projection.Store
+	events   *follower
+	results  *follower
+	sub      *wmkafka.Subscriber
 	// kafkaErr is the error of the last high-water-mark round, nil once
 	// one succeeds; kafkaOK is when one last succeeded.
 	kafkaErr error
@@ -433,6 +439,7 @@ type runtime struct {
 	results       *follower
 	refreshed     chan struct{}
 	pub           *wmkafka.Publisher
+	commands      *kafka.Writer
 	sub           *wmkafka.Subscriber
 	router        *message.Router
 	routerDone    chan error
@@ -484,8 +491,11 @@ func (rt *runtime) start(ctx context.Context) error {
 		return err
 	})
 	rt.results = newFollower(cfg.Topics.Results, store.ResultOffsets, func(p int, r []projection.Record) error {
-		_, err := store.ApplyResults(p, r)
-		return err
+		added, err := store.ApplyResults(p, r)
+		if err != nil {
+			return err
+		}
+		return s.waiters.wake(added, store.PublishedResult)
 	})
 	s.mu.Lock()
 	s.events, s.results = rt.events, rt.results
@@ -516,8 +526,13 @@ func (rt *runtime) start(ctx context.Context) error {
 	}, wlog); err != nil {
 		return fmt.Errorf("commands subscriber: %w", err)
 	}
+	// In-process requesters' commands: same acks and batching as every
+	// writer here (NewWriter), on the service's transport.
+	rt.commands = NewWriter(cfg.Brokers, cfg.ClientID)
+	rt.commands.Transport = rt.transport
 	s.mu.Lock()
 	s.sub = rt.sub
+	s.commands = rt.commands
 	s.mu.Unlock()
 	lifecycle := &commandLifecycle{
 		store: store, decisions: newIdempotency(store), dispatcher: dispatcher, watermarks: wm,
@@ -589,6 +604,8 @@ func (rt *runtime) serve(ctx context.Context) error {
 //     leaves the group; the Router then waits for its handlers;
 //  2. close the results publisher: every result of a finished command is
 //     written (publishing is synchronous; this flushes nothing pending);
+//     and the writer of in-process requesters' commands (they are stopped
+//     before the service: the caller's job);
 //  3. stop following payment-events and results, and the refresh loop;
 //  4. close the store;
 //  5. close idle broker connections.
@@ -610,11 +627,18 @@ func (rt *runtime) stop() {
 			}
 			return err
 		}},
-		{"close the results publisher", func() error {
-			if rt.pub == nil {
-				return nil
+		{"close the results publisher and the commands writer", func() error {
+			var err error
+			if rt.pub != nil {
+				err = rt.pub.Close()
 			}
-			return rt.pub.Close()
+			if rt.commands != nil {
+				rt.s.mu.Lock()
+				rt.s.commands = nil
+				rt.s.mu.Unlock()
+				err = errors.Join(err, rt.commands.Close())
+			}
+			return err
 		}},
 		{"stop following", func() error {
 			if rt.stopFollowing == nil {
@@ -634,6 +658,9 @@ func (rt *runtime) stop() {
 			if rt.store == nil {
 				return nil
 			}
+			rt.s.mu.Lock()
+			rt.s.store = nil
+			rt.s.mu.Unlock()
 			return rt.store.Close()
 		}},
 		{"close connections", func() error {

@@ -114,7 +114,7 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 		if err := rl.Validate(); err != nil {
 			return nil, fmt.Errorf("dispatch: rate_limit.%s: %w", ch, err)
 		}
-		if l := rl.limiter(); l != nil {
+		if l := rl.Limiter(); l != nil {
 			d.limiters[ch] = l
 		}
 	}

@@ -7,11 +7,12 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// RateLimit is a token bucket for one channel's provider
+// RateLimit is a token bucket: for one channel's provider
 // (providers.<channel>.rate_limit), so notifyd never sends faster than the
-// provider account allows. The zero value means no limit.
+// provider account allows, and for each HTTP API client
+// (api.rate_limit). The zero value means no limit.
 type RateLimit struct {
-	// PerSecond is the sustained rate of provider calls. 0: no limit.
+	// PerSecond is the sustained rate (calls, requests). 0: no limit.
 	PerSecond float64 `yaml:"per_second"`
 	// Burst is how many calls may go at once after a quiet period
 	// (default: PerSecond rounded up, at least 1).
@@ -31,8 +32,9 @@ func (r RateLimit) Validate() error {
 	return nil
 }
 
-// limiter returns the token bucket, nil when there is no limit.
-func (r RateLimit) limiter() *rate.Limiter {
+// Limiter returns a new token bucket of this limit, nil when there is no
+// limit.
+func (r RateLimit) Limiter() *rate.Limiter {
 	if r.PerSecond == 0 {
 		return nil
 	}

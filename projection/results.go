@@ -17,14 +17,14 @@ import (
 // recorded itself (RecordResult) but has not read back yet: the first
 // result on the topic is the command's answer, the one every instance
 // republishes for a duplicate. Records without a readable command_id are
-// skipped.
-func (s *Store) ApplyResults(partition int, records []Record) (int, error) {
+// skipped. It returns the command_ids whose first result on the topic this
+// call recorded (so that whoever waits for them can be told).
+func (s *Store) ApplyResults(partition int, records []Record) (added []string, err error) {
 	if len(records) == 0 {
-		return 0, nil
+		return nil, nil
 	}
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	added := 0
 	for i := range records {
 		id, ok := resultCommandID(records[i].Value)
 		if !ok {
@@ -33,18 +33,18 @@ func (s *Store) ApplyResults(partition int, records []Record) (int, error) {
 		}
 		ok, err := s.putResult(b, id, records[i].Value)
 		if err != nil {
-			return 0, fmt.Errorf("apply results partition %d offset %d: %w", partition, records[i].Offset, err)
+			return nil, fmt.Errorf("apply results partition %d offset %d: %w", partition, records[i].Offset, err)
 		}
 		if ok {
-			added++
+			added = append(added, id)
 		}
 	}
 	next := records[len(records)-1].Offset + 1
 	if err := b.Set(offsetKey(prefixResultOffset, s.opts.ResultsTopic, partition), binary.BigEndian.AppendUint64(nil, uint64(next)), nil); err != nil {
-		return 0, fmt.Errorf("apply results: %w", err)
+		return nil, fmt.Errorf("apply results: %w", err)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return 0, fmt.Errorf("apply results: commit: %w", err)
+		return nil, fmt.Errorf("apply results: commit: %w", err)
 	}
 	s.publish(s.resultOffsets, partition, next, 0)
 	return added, nil
@@ -116,4 +116,16 @@ func (s *Store) Result(commandID string) ([]byte, bool, error) {
 		}
 	}
 	return nil, false, nil
+}
+
+// PublishedResult returns the first result of a command_id read from the
+// results topic: the command's answer, the same on every instance. Unlike
+// Result it ignores a result this instance recorded but has not read back
+// from the topic yet.
+func (s *Store) PublishedResult(commandID string) ([]byte, bool, error) {
+	v, found, err := getCopy(s.db, []byte(prefixResult+commandID))
+	if err != nil {
+		return nil, false, fmt.Errorf("look up result: %w", err)
+	}
+	return v, found, nil
 }

@@ -216,9 +216,19 @@ func TestFirstResultOnTopicWins(t *testing.T) {
 				}
 			}
 			for i, id := range tc.topic {
-				if _, err := s.ApplyResults(0, []Record{{Offset: int64(i), Value: r(id)}}); err != nil {
+				added, err := s.ApplyResults(0, []Record{{Offset: int64(i), Value: r(id)}})
+				if err != nil {
 					t.Fatal(err)
 				}
+				// Only the first result on the topic is news for waiters.
+				if want := i == 0; (len(added) == 1 && added[0] == "c1") != want || len(added) > 1 {
+					t.Errorf("ApplyResults of topic result %d added %v", i, added)
+				}
+			}
+			// PublishedResult is the topic's answer only, never the pending one.
+			pub, pubFound, err := s.PublishedResult("c1")
+			if err != nil || pubFound != (len(tc.topic) > 0) || (pubFound && string(pub) != string(r(tc.answer))) {
+				t.Errorf("PublishedResult = %s, %v, %v", pub, pubFound, err)
 			}
 			v, found, err := s.Result("c1")
 			if err != nil || !found || string(v) != string(r(tc.answer)) {

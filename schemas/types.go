@@ -120,6 +120,14 @@ type ResendCommand struct {
 	RequestedBy string    `json:"requested_by,omitempty"`
 }
 
+// Key returns the Kafka key of the command: session_id, else order_no.
+func (c *ResendCommand) Key() string {
+	if c.SessionID != "" {
+		return c.SessionID
+	}
+	return c.OrderNo
+}
+
 // Outcome summarises a delivery result.
 type Outcome string
 

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -197,4 +198,26 @@ func schema(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	}
 	_, err = stdout.Write(b)
 	return err
+}
+
+// apiKey prints a new random HTTP API key (first line) and the api.keys
+// entry that configures it (second line): notifyd keeps only the hash.
+func apiKey(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, "usage: notifyd api-key NAME   (NAME becomes the requested_by of the key's commands)")
+		return errUsage
+	}
+	name := args[0]
+	if err := (&api.Config{Listen: api.DefaultListen, Keys: []api.Key{{Name: name, SHA256: strings.Repeat("0", 64)}}}).Validate(); err != nil {
+		fmt.Fprintf(stderr, "notifyd api-key: %v\n", err)
+		return errUsage
+	}
+	key, sum, err := api.NewKey()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, key)
+	fmt.Fprintf(stdout, "    - {name: %q, sha256: \"%s\"}\n", name, sum)
+	fmt.Fprintln(stderr, "notifyd api-key: the first line is the key (give it to the client; it is not stored anywhere); the second goes under api.keys")
+	return nil
 }

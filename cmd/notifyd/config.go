@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
@@ -27,6 +28,7 @@ type Config struct {
 	EmbeddedBroker EmbeddedBrokerConfig      `yaml:"embedded_broker"`
 	Store          StoreConfig               `yaml:"store"`
 	HTTP           HTTPConfig                `yaml:"http"`
+	API            api.Config                `yaml:"api"`
 	Processing     ProcessingConfig          `yaml:"processing"`
 	Providers      map[string]ProviderConfig `yaml:"providers"`
 	Templates      dispatch.TemplateConfig   `yaml:"templates"`
@@ -169,9 +171,11 @@ type LogConfig struct {
 func (c *Config) embedded() bool { return len(c.Kafka.Brokers) == 0 }
 
 // DefaultConfig is the configuration with no file: the embedded broker,
-// console providers on every channel and the built-in templates.
+// console providers on every channel, the built-in templates, and the HTTP
+// API on 127.0.0.1:8000 (with a file, the API is served only where
+// api.listen says).
 func DefaultConfig() Config {
-	c := Config{Templates: dispatch.DefaultTemplates(), Providers: map[string]ProviderConfig{}}
+	c := Config{Templates: dispatch.DefaultTemplates(), Providers: map[string]ProviderConfig{}, API: api.Config{Listen: api.DefaultListen}}
 	for _, ch := range schemas.Channels {
 		c.Providers[string(ch)] = ProviderConfig{Kind: "console"}
 	}
@@ -212,6 +216,7 @@ func (c *Config) setDefaults() {
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
+	c.API.SetDefaults()
 	for name, p := range c.Providers {
 		p.Retry.SetDefaults()
 		c.Providers[name] = p
@@ -238,6 +243,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.serviceConfig().Validate(); err != nil {
 		return err
+	}
+	if err := c.API.Validate(); err != nil {
+		return err
+	}
+	if c.API.Enabled() && c.API.Listen == c.HTTP.Listen {
+		return fmt.Errorf("api.listen: %q is also http.listen (the API has its own listener)", c.API.Listen)
 	}
 	names := make([]string, 0, len(c.Providers))
 	for name := range c.Providers {

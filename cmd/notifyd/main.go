@@ -34,10 +34,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		"publish": publish,
 		"tail":    tail,
 		"schema":  schema,
+		"api-key": apiKey,
 	}
 	cmd, ok := cmds[name]
 	if !ok {
-		fmt.Fprintf(stderr, "notifyd: unknown command %q (serve, resend, publish, tail, schema)\n", name)
+		fmt.Fprintf(stderr, "notifyd: unknown command %q (serve, resend, publish, tail, schema, api-key)\n", name)
 		return 2
 	}
 	err := cmd(ctx, args, stdin, stdout, stderr)

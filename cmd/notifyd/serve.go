@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/consumer/embedded"
 	"github.com/notifyd/notifyd/dispatch"
@@ -82,12 +84,74 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 		}
 		defer stopHTTP()
 	}
+	var apiServer *api.Server
+	if cfg.API.Enabled() {
+		if apiServer, err = startAPI(cfg, svc, reg, stdout, log); err != nil {
+			return err
+		}
+	}
 	go func() {
 		<-ctx.Done()
 		log.Info("stop requested (SIGTERM or interrupt)")
 	}()
-	return svc.Run(ctx)
+	// The API stops first: requests still waiting are answered 202 (their
+	// commands are published; any instance answers them later), then the
+	// service hands its partitions over and stops.
+	svcCtx, stopService := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopService()
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(svcCtx) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+	}
+	if apiServer != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := apiServer.Shutdown(sctx); err != nil {
+			log.Warn("api shutdown", "error", err)
+		}
+		cancel()
+	}
+	stopService()
+	if ctx.Err() != nil {
+		err = <-done
+	}
+	return err
 }
+
+// startAPI starts the merchant HTTP API. With no keys and no users
+// configured it uses the key kept in <store.dir>/api-key, made (and printed
+// once, on standard output) at the first start.
+func startAPI(cfg Config, svc *consumer.Service, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) (*api.Server, error) {
+	acfg := cfg.API
+	if len(acfg.Keys) == 0 && len(acfg.Users) == 0 {
+		if err := os.MkdirAll(cfg.Store.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store.dir: %w", err)
+		}
+		path := filepath.Join(cfg.Store.Dir, "api-key")
+		key, created, err := api.LocalKey(path)
+		if err != nil {
+			return nil, fmt.Errorf("api.keys: none configured, and %w", err)
+		}
+		acfg.Keys = []api.Key{{Name: localKeyName, SHA256: api.HashKey(key)}}
+		if created {
+			fmt.Fprintf(stdout, "notifyd: HTTP API key (made now, shown once, kept in %s): %s\n", path, key)
+		}
+		log.Info("api: no keys or users configured: the API accepts the key kept in the store directory", "file", path, "key_name", localKeyName)
+	}
+	srv, err := api.New(acfg, api.Deps{
+		Commands: svc, Results: svc, Registerer: reg,
+		Ready: func() (bool, string) { r := svc.Readiness(); return r.Ready, r.Reason },
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	return srv, srv.Start()
+}
+
+// localKeyName is the name (and requested_by) of the key notifyd makes
+// when none is configured.
+const localKeyName = "local"
 
 // version is the release, set at build time with
 // -ldflags "-X main.version=v1.2.3".

@@ -1,0 +1,170 @@
+package api
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Principal is who made a request: a key's name or a user's username, which
+// becomes the command's requested_by.
+type Principal struct {
+	Name string
+	// Role is the user's; keys have none.
+	Role Role
+	// Key is true for an API key, false for a Basic user.
+	Key bool
+}
+
+// authenticator checks Authorization headers against the configured keys
+// and users.
+type authenticator struct {
+	keys  []keyEntry
+	users map[string]User
+	// dummy is a bcrypt hash compared for unknown users, so that the time
+	// of an answer does not tell which usernames exist.
+	dummy []byte
+}
+
+type keyEntry struct {
+	name string
+	sum  [sha256.Size]byte
+}
+
+func newAuthenticator(cfg Config) (*authenticator, error) {
+	a := &authenticator{users: map[string]User{}}
+	for _, k := range cfg.Keys {
+		var e keyEntry
+		b, err := hex.DecodeString(k.SHA256)
+		if err != nil || len(b) != sha256.Size {
+			return nil, fmt.Errorf("api.keys: %s: sha256 is not 64 hex characters", k.Name)
+		}
+		e.name = k.Name
+		copy(e.sum[:], b)
+		a.keys = append(a.keys, e)
+	}
+	for _, u := range cfg.Users {
+		a.users[u.Username] = u
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("notifyd: no such user"), bcrypt.DefaultCost)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	a.dummy = dummy
+	return a, nil
+}
+
+// The 401 answers, verbatim.
+const (
+	msgNoCredentials = "Authentication credentials were not provided."
+	msgInvalidKey    = "Invalid API key."
+	msgInvalidBasic  = "Invalid username/password."
+)
+
+// authenticate returns the request's principal, or the 401 detail. Keys are
+// compared by their SHA-256 in constant time against every configured key
+// (the loop does not stop at a match); passwords with bcrypt.
+func (a *authenticator) authenticate(r *http.Request) (Principal, string) {
+	h := r.Header.Get("Authorization")
+	scheme, cred, _ := strings.Cut(h, " ")
+	switch {
+	case strings.EqualFold(scheme, "Api-Key"):
+		cred = strings.TrimSpace(cred)
+		if cred == "" {
+			return Principal{}, msgInvalidKey
+		}
+		sum := sha256.Sum256([]byte(cred))
+		match := -1
+		for i := range a.keys {
+			if subtle.ConstantTimeCompare(sum[:], a.keys[i].sum[:]) == 1 {
+				match = i
+			}
+		}
+		if match < 0 {
+			return Principal{}, msgInvalidKey
+		}
+		return Principal{Name: a.keys[match].name, Key: true}, ""
+	case strings.EqualFold(scheme, "Basic"):
+		user, pass, ok := r.BasicAuth()
+		if !ok {
+			return Principal{}, msgInvalidBasic
+		}
+		u, known := a.users[user]
+		hash := a.dummy
+		if known {
+			hash = []byte(u.Bcrypt)
+		}
+		if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil || !known {
+			return Principal{}, msgInvalidBasic
+		}
+		return Principal{Name: u.Username, Role: u.Role}, ""
+	}
+	return Principal{}, msgNoCredentials
+}
+
+// challenge is the WWW-Authenticate header of 401 answers.
+const challenge = `Api-Key realm="notifyd", Basic realm="notifyd", charset="UTF-8"`
+
+// keyPrefix starts every key notifyd makes, so that a leaked one is easy to
+// recognise (and to scan for).
+const keyPrefix = "nfy_"
+
+// NewKey returns a new random API key and the hex SHA-256 that configures
+// it (api.keys[].sha256).
+func NewKey() (key, sha256Hex string, err error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", fmt.Errorf("new key: %w", err)
+	}
+	key = keyPrefix + base64.RawURLEncoding.EncodeToString(b)
+	return key, HashKey(key), nil
+}
+
+// HashKey returns the hex SHA-256 of a key, as api.keys[].sha256 holds it.
+func HashKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// LocalKey returns the API key kept in path (mode 0600), making it when
+// the file does not exist yet; created says it was made now. It is the key
+// of a notifyd configured with no keys and no users.
+func LocalKey(path string) (key string, created bool, err error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		key = strings.TrimSpace(string(b))
+		if !strings.HasPrefix(key, keyPrefix) || len(key) < len(keyPrefix)+32 {
+			return "", false, fmt.Errorf("api key file %s: not a key made by notifyd (delete it to make a new one)", path)
+		}
+		return key, false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, fmt.Errorf("api key file: %w", err)
+	}
+	key, _, err = NewKey()
+	if err != nil {
+		return "", false, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", false, fmt.Errorf("api key file: %w", err)
+	}
+	if _, err := f.WriteString(key + "\n"); err != nil {
+		f.Close()
+		return "", false, fmt.Errorf("api key file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", false, fmt.Errorf("api key file: %w", err)
+	}
+	return key, true, nil
+}

@@ -1,0 +1,186 @@
+package api
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/notifyd/notifyd/dispatch"
+)
+
+// Config is the api block of the configuration. Zero fields take the
+// defaults set by SetDefaults; Validate names the first bad key.
+type Config struct {
+	// Listen is where the API is served (api.listen): host:port, or "off".
+	// The command sets the default: 127.0.0.1:8000 with no configuration
+	// file, off with one.
+	Listen string `yaml:"listen"`
+	// Keys are the API keys, by name, with the hex SHA-256 of each key
+	// (api.keys); the key itself is never configured.
+	Keys []Key `yaml:"keys"`
+	// Users sign in with HTTP Basic (api.users).
+	Users []User `yaml:"users"`
+	// Wait is how long a request waits for its delivery result before it
+	// is answered 202 (api.wait, default 30s).
+	Wait time.Duration `yaml:"wait"`
+	// MaxInFlight bounds the requests waiting for a result at once; more
+	// are answered 503 (api.max_in_flight, default 1024).
+	MaxInFlight int `yaml:"max_in_flight"`
+	// TLS serves HTTPS (and HTTP/2) when both files are set (api.tls).
+	TLS TLSConfig `yaml:"tls"`
+	// AllowInsecure permits credentials over plain HTTP on an address
+	// other than loopback, for a TLS-terminating proxy in front
+	// (api.allow_insecure, default false).
+	AllowInsecure bool `yaml:"allow_insecure"`
+	// RateLimit is a token bucket per key or user (api.rate_limit; unset:
+	// no limit).
+	RateLimit dispatch.RateLimit `yaml:"rate_limit"`
+}
+
+// Key is one API key: its name (the requested_by of its commands) and the
+// lowercase hex SHA-256 of the key.
+type Key struct {
+	Name   string `yaml:"name"`
+	SHA256 string `yaml:"sha256"`
+}
+
+// User is one HTTP Basic user: the bcrypt hash of the password and a role.
+type User struct {
+	Username string `yaml:"username"`
+	Bcrypt   string `yaml:"bcrypt"`
+	// Role is operator (may resend) or viewer (may look only, in the
+	// console); both may call the API.
+	Role Role `yaml:"role"`
+}
+
+// Role is what a user may do.
+type Role string
+
+// The roles of users.
+const (
+	RoleOperator Role = "operator"
+	RoleViewer   Role = "viewer"
+)
+
+// TLSConfig is api.tls.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// Defaults of the api block, in one place.
+const (
+	DefaultWait        = 30 * time.Second
+	DefaultMaxInFlight = 1024
+	// DefaultListen is where the embedded default serves the API.
+	DefaultListen = "127.0.0.1:8000"
+)
+
+// SetDefaults fills the zero fields that have a default.
+func (c *Config) SetDefaults() {
+	if c.Listen == "" {
+		c.Listen = "off"
+	}
+	if c.Wait == 0 {
+		c.Wait = DefaultWait
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+}
+
+// Enabled reports whether the API is served.
+func (c *Config) Enabled() bool { return c.Listen != "off" && c.Listen != "" }
+
+// Validate checks the block and names the key of the first problem. It
+// never echoes a hash.
+func (c *Config) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("api.listen: %q is not host:port (or off)", c.Listen)
+	}
+	switch {
+	case c.Wait < 0:
+		return errors.New("api.wait: must not be negative")
+	case c.MaxInFlight < 0:
+		return errors.New("api.max_in_flight: must be >= 1")
+	}
+	if err := c.RateLimit.Validate(); err != nil {
+		return fmt.Errorf("api.rate_limit.%w", err)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("api.tls: cert_file and key_file go together")
+	}
+	if !c.TLS.Enabled() && !c.AllowInsecure && !loopback(host) {
+		return fmt.Errorf("api.listen: %q is not a loopback address and api.tls is not set: API keys and passwords would cross the network in clear; set api.tls.cert_file and api.tls.key_file, or api.allow_insecure: true behind a TLS-terminating proxy", c.Listen)
+	}
+	names := map[string]bool{}
+	for i, k := range c.Keys {
+		key := fmt.Sprintf("api.keys[%d]", i)
+		switch {
+		case k.Name == "":
+			return fmt.Errorf("%s.name: is required", key)
+		case !validName(k.Name):
+			return fmt.Errorf("%s.name: %q must be 1 to 128 printable characters without spaces", key, k.Name)
+		case names[k.Name]:
+			return fmt.Errorf("%s.name: %q is used twice", key, k.Name)
+		}
+		names[k.Name] = true
+		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != 32 {
+			return fmt.Errorf("%s.sha256: must be the 64 hex characters of the key's SHA-256 (notifyd api-key %s prints it)", key, k.Name)
+		}
+	}
+	for i, u := range c.Users {
+		key := fmt.Sprintf("api.users[%d]", i)
+		switch {
+		case u.Username == "":
+			return fmt.Errorf("%s.username: is required", key)
+		case !validName(u.Username) || strings.Contains(u.Username, ":"):
+			return fmt.Errorf("%s.username: %q must be 1 to 128 printable characters without spaces or ':'", key, u.Username)
+		case names[u.Username]:
+			return fmt.Errorf("%s.username: %q is also the name of a key or another user", key, u.Username)
+		}
+		names[u.Username] = true
+		if _, err := bcrypt.Cost([]byte(u.Bcrypt)); err != nil {
+			// The library's error quotes the value: not repeated here.
+			return fmt.Errorf("%s.bcrypt: not a bcrypt hash (want $2a$, $2b$ or $2y$ and 53 more characters)", key)
+		}
+		if u.Role != RoleOperator && u.Role != RoleViewer {
+			return fmt.Errorf("%s.role: %q (want operator or viewer)", key, u.Role)
+		}
+	}
+	return nil
+}
+
+// loopback reports whether host only ever accepts local connections.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// validName: 1 to 128 printable ASCII characters, no spaces.
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,499 @@
+package api
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// Commands publishes resend commands: the API's only way into Kafka.
+type Commands interface {
+	// PublishCommand writes cmd to the commands topic (keyed as the
+	// contract says) with a correlation_id header when correlationID is
+	// not empty, and returns once the brokers acknowledged it, or with
+	// ctx's error.
+	PublishCommand(ctx context.Context, cmd schemas.ResendCommand, correlationID string) error
+}
+
+// Results answers with delivery results as read from the results topic,
+// which every instance follows: any instance can answer for any command.
+type Results interface {
+	// Result returns the first result of commandID read from the results
+	// topic (its bytes as published), if there is one yet.
+	Result(commandID string) (result []byte, ok bool, err error)
+	// WatchResult registers for the first result of commandID read from
+	// the results topic from now on: the channel receives it once. A
+	// caller registers before publishing, then checks Result (for a
+	// result published before it registered), and always calls cancel.
+	WatchResult(commandID string) (result <-chan []byte, cancel func())
+}
+
+// Deps is what the API needs from the rest of notifyd; cmd wires it.
+type Deps struct {
+	Commands Commands
+	Results  Results
+	// Ready reports whether the instance can answer (false: 503 with the
+	// reason).
+	Ready func() (ready bool, reason string)
+	// Registerer receives the API's metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+// Paths of the API.
+const (
+	PathNotifications = "/b/pbl/v2/message-notification/"
+	PathOpenAPI       = "/b/pbl/v2/openapi.json"
+)
+
+// Server is the merchant HTTP API.
+type Server struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	auth *authenticator
+	m    *metrics
+	cert *tls.Certificate
+
+	// slots bounds the requests waiting for a result (api.max_in_flight).
+	slots chan struct{}
+	// stopping is closed when the server shuts down: waiting requests are
+	// answered 202 at once.
+	stopping chan struct{}
+	stopOnce sync.Once
+
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter
+
+	srv *http.Server
+	ln  net.Listener
+}
+
+// New checks cfg (which must be defaulted) and returns the API server.
+func New(cfg Config, deps Deps, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	auth, err := newAuthenticator(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, deps: deps, log: log.With("component", "api"), auth: auth, m: newMetrics(deps.Registerer),
+		slots: make(chan struct{}, cfg.MaxInFlight), stopping: make(chan struct{}), limiters: map[string]*rate.Limiter{},
+	}
+	if cfg.TLS.Enabled() {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("api.tls.cert_file, api.tls.key_file: %w", err)
+		}
+		s.cert = &cert
+	}
+	return s, nil
+}
+
+// Start listens on api.listen and serves in the background.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("api.listen: %w", err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      s.cfg.Wait + 30*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	serve := func() error { return s.srv.Serve(ln) }
+	if s.cert != nil {
+		// ServeTLS turns HTTP/2 on (ALPN h2) along with HTTP/1.1.
+		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.cert}}
+		serve = func() error { return s.srv.ServeTLS(ln, "", "") }
+	}
+	go func() {
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("api server", "error", err)
+		}
+	}()
+	scheme := "http"
+	if s.cert != nil {
+		scheme = "https"
+	}
+	s.log.Info("api listening", "addr", s.ln.Addr().String(), "scheme", scheme)
+	return nil
+}
+
+// Addr is the address the server listens on (after Start).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Shutdown stops accepting requests, answers the waiting ones 202 (their
+// commands are published; the client can ask for the result later, of any
+// instance), and waits for the handlers until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stopping) })
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Shutdown(ctx)
+}
+
+// Handler returns the API's routes, for tests and for Start.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(s.serveHTTP)
+}
+
+// exchange is one request being answered: what the access log and the
+// metrics record.
+type exchange struct {
+	w         http.ResponseWriter
+	r         *http.Request
+	principal Principal
+	commandID string
+	replayed  bool
+	status    int
+}
+
+func (e *exchange) reply(a answer) {
+	h := e.w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	e.status = a.status
+	e.w.WriteHeader(a.status)
+	_ = json.NewEncoder(e.w).Encode(a.body)
+}
+
+func (e *exchange) detail(status int, msg string) { e.reply(answer{status, detail{msg}}) }
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	e := &exchange{w: w, r: r}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("api handler panicked", "panic", fmt.Sprint(p), "path", r.URL.Path)
+			if e.status == 0 {
+				e.detail(http.StatusInternalServerError, "Internal error.")
+			}
+		}
+		s.m.observe(e.status, time.Since(start))
+		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", e.status, "duration_ms", time.Since(start).Milliseconds()}
+		if e.principal.Name != "" {
+			kind := "key"
+			if !e.principal.Key {
+				kind = "user"
+			}
+			attrs = append(attrs, kind, e.principal.Name)
+		}
+		if e.commandID != "" {
+			attrs = append(attrs, "command_id", e.commandID)
+		}
+		if e.replayed {
+			attrs = append(attrs, "replayed", true)
+		}
+		s.log.Info("api request", attrs...)
+	}()
+
+	path := r.URL.Path
+	switch {
+	case path == PathOpenAPI:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			e.w.Header().Set("Allow", "GET, HEAD")
+			e.detail(http.StatusMethodNotAllowed, fmt.Sprintf("Method %q not allowed.", r.Method))
+			return
+		}
+		e.status = http.StatusOK
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openAPIDocument)
+	case path == PathNotifications || path == strings.TrimSuffix(PathNotifications, "/"):
+		s.notify(e)
+	case strings.HasPrefix(path, PathNotifications):
+		id, rest, _ := strings.Cut(strings.TrimPrefix(path, PathNotifications), "/")
+		if id == "" || rest != "" {
+			e.detail(http.StatusNotFound, "Not found.")
+			return
+		}
+		s.status(e, id)
+	default:
+		e.detail(http.StatusNotFound, "Not found.")
+	}
+}
+
+// admit runs the checks every API request passes, in the gateway's order:
+// authentication (401), the client's rate limit (429), the method (405),
+// readiness (503). It reports whether the request may go on.
+func (s *Server) admit(e *exchange, method string) bool {
+	p, fail := s.auth.authenticate(e.r)
+	if fail != "" {
+		e.w.Header().Set("WWW-Authenticate", challenge)
+		e.detail(http.StatusUnauthorized, fail)
+		return false
+	}
+	e.principal = p
+	if wait, ok := s.allow(p.Name); !ok {
+		secs := int(math.Ceil(wait.Seconds()))
+		e.w.Header().Set("Retry-After", strconv.Itoa(secs))
+		e.detail(http.StatusTooManyRequests, fmt.Sprintf("Request was throttled. Expected available in %d second%s.", secs, plural(secs)))
+		return false
+	}
+	if e.r.Method != method {
+		e.w.Header().Set("Allow", method)
+		e.detail(http.StatusMethodNotAllowed, fmt.Sprintf("Method %q not allowed.", e.r.Method))
+		return false
+	}
+	if s.deps.Ready != nil {
+		if ok, reason := s.deps.Ready(); !ok {
+			e.w.Header().Set("Retry-After", "5")
+			e.detail(http.StatusServiceUnavailable, "Service unavailable: "+reason+".")
+			return false
+		}
+	}
+	return true
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// allow takes a token of the principal's bucket; when there is none it
+// returns how long until there is one.
+func (s *Server) allow(name string) (time.Duration, bool) {
+	s.mu.Lock()
+	l, ok := s.limiters[name]
+	if !ok {
+		l = s.cfg.RateLimit.Limiter()
+		s.limiters[name] = l
+	}
+	s.mu.Unlock()
+	if l == nil {
+		return 0, true
+	}
+	res := l.Reserve()
+	if !res.OK() {
+		return time.Second, false
+	}
+	if d := res.Delay(); d > 0 {
+		res.Cancel()
+		return d, false
+	}
+	return 0, true
+}
+
+// The header of idempotent requests and of answers replayed from the
+// idempotency table.
+const (
+	headerIdempotencyKey = "Idempotency-Key"
+	headerReplayed       = "Idempotent-Replayed"
+)
+
+// notify answers POST /b/pbl/v2/message-notification/: it publishes a
+// resend command and waits for its delivery result.
+func (s *Server) notify(e *exchange) {
+	if !s.admit(e, http.MethodPost) {
+		return
+	}
+	r := e.r
+	key, keyGiven := r.Header[headerIdempotencyKey]
+	if keyGiven && (len(key) != 1 || !validIdempotencyKey(key[0])) {
+		e.detail(http.StatusBadRequest, "Idempotency-Key must be given once, 1 to 128 characters, without control characters.")
+		return
+	}
+	if r.ContentLength > MaxBodyBytes {
+		e.detail(http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body exceeds %d bytes.", MaxBodyBytes))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(e.w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			e.detail(http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body exceeds %d bytes.", MaxBodyBytes))
+			return
+		}
+		e.detail(http.StatusBadRequest, "Could not read the request body.")
+		return
+	}
+	n, errs, err := decodeBody(r.Header.Get("Content-Type"), body)
+	var malformed *malformedError
+	switch {
+	case errors.Is(err, errUnsupportedMediaType):
+		e.detail(http.StatusUnsupportedMediaType, fmt.Sprintf("Unsupported media type %q in request.", echo(r.Header.Get("Content-Type"))))
+		return
+	case errors.As(err, &malformed):
+		e.detail(http.StatusBadRequest, malformed.detail)
+		return
+	case len(errs) > 0:
+		e.reply(answer{http.StatusBadRequest, errs})
+		return
+	}
+	cmd := schemas.ResendCommand{
+		SessionID: n.SessionID, OrderNo: n.OrderNo, Channels: n.Channels,
+		RequestedBy: e.principal.Name, RequestedAt: time.Now().UTC().Format(time.RFC3339Nano),
+	}
+	if keyGiven {
+		cmd.CommandID = key[0]
+	} else {
+		id, err := uuid.NewV7()
+		if err != nil {
+			e.detail(http.StatusInternalServerError, "Internal error.")
+			return
+		}
+		cmd.CommandID = id.String()
+	}
+	e.commandID = cmd.CommandID
+
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		e.w.Header().Set("Retry-After", "1")
+		e.detail(http.StatusServiceUnavailable, "Service unavailable: too many requests waiting for a result.")
+		return
+	}
+	s.m.waiting.Inc()
+	defer s.m.waiting.Dec()
+	// Register before looking up and publishing: the result cannot slip
+	// between the two.
+	results, cancel := s.deps.Results.WatchResult(cmd.CommandID)
+	defer cancel()
+	if keyGiven {
+		raw, found, err := s.deps.Results.Result(cmd.CommandID)
+		if err != nil {
+			s.unavailable(e, "look up result", err)
+			return
+		}
+		if found {
+			e.replayed = true
+			s.answerResult(e, n, raw, true)
+			return
+		}
+	}
+	if err := s.deps.Commands.PublishCommand(r.Context(), cmd, correlationID(r)); err != nil {
+		if r.Context().Err() != nil {
+			return // the client left
+		}
+		s.unavailable(e, "publish command", err)
+		return
+	}
+	timer := time.NewTimer(s.cfg.Wait)
+	defer timer.Stop()
+	select {
+	case raw := <-results:
+		s.answerResult(e, n, raw, keyGiven)
+	case <-timer.C:
+		s.pending(e, cmd.CommandID)
+	case <-s.stopping:
+		s.pending(e, cmd.CommandID)
+	case <-r.Context().Done():
+		s.log.Info("api client left before its result", "command_id", cmd.CommandID)
+	}
+}
+
+// answerResult answers with a delivery result; checkSame makes an
+// Idempotency-Key used for a different request a 422.
+func (s *Server) answerResult(e *exchange, n notification, raw []byte, checkSame bool) {
+	var res schemas.DeliveryResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		s.unavailable(e, "decode result", err)
+		return
+	}
+	if checkSame && !sameRequest(n, e.principal.Name, res) {
+		e.replayed = false
+		e.detail(http.StatusUnprocessableEntity, "Idempotency-Key was already used for a different request.")
+		return
+	}
+	if e.replayed {
+		e.w.Header().Set(headerReplayed, "true")
+	}
+	e.reply(resultAnswer(n, res, raw))
+}
+
+// pending answers 202: the command is published, its result not yet in.
+func (s *Server) pending(e *exchange, commandID string) {
+	e.w.Header().Set("Location", PathNotifications+url.PathEscape(commandID)+"/")
+	e.reply(answer{http.StatusAccepted, map[string]string{"command_id": commandID, "status": "pending"}})
+}
+
+func (s *Server) unavailable(e *exchange, what string, err error) {
+	s.log.Error("api: "+what, "command_id", e.commandID, "error", err)
+	e.w.Header().Set("Retry-After", "5")
+	e.detail(http.StatusServiceUnavailable, "Service unavailable: Kafka or the store did not answer; retry with the same Idempotency-Key.")
+}
+
+// status answers GET /b/pbl/v2/message-notification/<command_id>/: the
+// result in the shapes of the POST, or 404 before it exists. A key sees
+// only its own commands; users (support staff) see every command.
+func (s *Server) status(e *exchange, commandID string) {
+	if !s.admit(e, http.MethodGet) {
+		return
+	}
+	e.commandID = commandID
+	raw, found, err := s.deps.Results.Result(commandID)
+	if err != nil {
+		s.unavailable(e, "look up result", err)
+		return
+	}
+	var res schemas.DeliveryResult
+	if found {
+		if err := json.Unmarshal(raw, &res); err != nil {
+			s.unavailable(e, "decode result", err)
+			return
+		}
+	}
+	if !found || (e.principal.Key && res.RequestedBy != e.principal.Name) {
+		e.detail(http.StatusNotFound, "Not found.")
+		return
+	}
+	e.reply(resultAnswer(notification{SessionID: res.SessionID, OrderNo: res.OrderNo}, res, raw))
+}
+
+// validIdempotencyKey: 1 to 128 characters, none a control character (it
+// becomes the command_id, echoed in headers and logs).
+func validIdempotencyKey(k string) bool {
+	if k == "" || !utf8.ValidString(k) || utf8.RuneCountInString(k) > schemas.MaxIDLength {
+		return false
+	}
+	for _, r := range k {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// correlationID is the request's X-Correlation-ID (else X-Request-ID),
+// copied onto the command and its result, when it is short and printable.
+func correlationID(r *http.Request) string {
+	for _, h := range []string{"X-Correlation-ID", "X-Request-ID"} {
+		if v := r.Header.Get(h); v != "" && len(v) <= 128 && validIdempotencyKey(v) {
+			return v
+		}
+	}
+	return ""
+}
