@@ -218,7 +218,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("api request", attrs...)
 	}()
 
-	path := r.URL.Path
+	// Route on the escaped path: a command_id may hold a '/' (escaped
+	// %2F in the Location notifyd gives).
+	path := r.URL.EscapedPath()
 	switch {
 	case path == PathOpenAPI:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -232,8 +234,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == PathNotifications || path == strings.TrimSuffix(PathNotifications, "/"):
 		s.notify(e)
 	case strings.HasPrefix(path, PathNotifications):
-		id, rest, _ := strings.Cut(strings.TrimPrefix(path, PathNotifications), "/")
-		if id == "" || rest != "" {
+		escaped, rest, _ := strings.Cut(strings.TrimPrefix(path, PathNotifications), "/")
+		id, err := url.PathUnescape(escaped)
+		if id == "" || rest != "" || err != nil {
 			e.detail(http.StatusNotFound, "Not found.")
 			return
 		}
@@ -316,6 +319,7 @@ const (
 // notify answers POST /b/pbl/v2/message-notification/: it publishes a
 // resend command and waits for its delivery result.
 func (s *Server) notify(e *exchange) {
+	start := time.Now()
 	if !s.admit(e, http.MethodPost) {
 		return
 	}
@@ -390,7 +394,7 @@ func (s *Server) notify(e *exchange) {
 		}
 		if found {
 			e.replayed = true
-			s.answerResult(e, n, raw, true)
+			s.answerResult(e, n, raw, true, start)
 			return
 		}
 	}
@@ -405,7 +409,7 @@ func (s *Server) notify(e *exchange) {
 	defer timer.Stop()
 	select {
 	case raw := <-results:
-		s.answerResult(e, n, raw, keyGiven)
+		s.answerResult(e, n, raw, keyGiven, start)
 	case <-timer.C:
 		s.pending(e, cmd.CommandID)
 	case <-s.stopping:
@@ -416,12 +420,18 @@ func (s *Server) notify(e *exchange) {
 }
 
 // answerResult answers with a delivery result; checkSame makes an
-// Idempotency-Key used for a different request a 422.
-func (s *Server) answerResult(e *exchange, n notification, raw []byte, checkSame bool) {
+// Idempotency-Key used for a different request a 422. A result decided
+// before the request arrived (an earlier request's, replayed by the
+// consumer because this instance had not read it yet) is marked
+// Idempotent-Replayed like one found in the store.
+func (s *Server) answerResult(e *exchange, n notification, raw []byte, checkSame bool, arrived time.Time) {
 	var res schemas.DeliveryResult
 	if err := json.Unmarshal(raw, &res); err != nil {
 		s.unavailable(e, "decode result", err)
 		return
+	}
+	if checkSame && res.ProcessedAt.Before(arrived) {
+		e.replayed = true
 	}
 	if checkSame && !sameRequest(n, e.principal.Name, res) {
 		e.replayed = false

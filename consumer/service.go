@@ -277,6 +277,12 @@ const refreshInterval = 5 * time.Second
 type Readiness struct {
 	Ready  bool   `json:"ready"`
 	Reason string `json:"reason,omitempty"`
+	// Serving is whether the instance takes commands now: its store is
+	// open, it consumes commands and Kafka answers. An instance catching
+	// up (or whose dead-letter topic fails) is serving but not ready: its
+	// answers are right, only later (read-your-writes), so in-process
+	// requesters (the HTTP API) wait rather than refuse.
+	Serving bool `json:"serving"`
 	// ProjectionLag and ResultsLag are the records of payment-events and of
 	// the results topic known to exist and not yet applied to the store.
 	ProjectionLag int64 `json:"projection_lag"`
@@ -302,8 +308,10 @@ func (s *Service) Readiness() Readiness {
 		return r
 	}
 	dlqErr, dlqSince := s.deadLetters.failing()
+	unreachable := kerr != nil && time.Since(kok) > 3*refreshInterval
+	r.Serving = !unreachable
 	switch {
-	case kerr != nil && time.Since(kok) > 3*refreshInterval:
+	case unreachable:
 		r.Reason = "kafka unreachable: " + kerr.Error()
 	case dlqErr != nil:
 		r.Reason = fmt.Sprintf("dead-letter topic failing for %s (the commands' keys wait): %v", time.Since(dlqSince).Round(time.Second), dlqErr)

@@ -378,12 +378,17 @@ type procOpts struct {
 	readyMaxLag  int           // 0: ready only when fully caught up
 	catchUpWait  time.Duration
 	waitForReady bool
+	api          string // the api block (YAML flow mapping); "" none
 }
 
 func (c *cluster) config(o procOpts, httpAddr string) string {
 	group := ""
 	if o.session > 0 {
 		group = fmt.Sprintf("  session_timeout: %s\n  rebalance_timeout: %s\n", o.session, o.session)
+	}
+	apiBlock := ""
+	if o.api != "" {
+		apiBlock = "api: " + o.api + "\n"
 	}
 	return fmt.Sprintf(`
 kafka:
@@ -405,8 +410,8 @@ templates:
   sms:
     created: {en: {text: "Created {{.Amount}}"}}
     paid: {en: {text: "Paid {{.Amount}}"}}
-`, strings.Join(c.brokers, ", "), "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
-		o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, c.srv.URL+"/"+o.name+"/email", c.srv.URL+"/"+o.name+"/sms")
+%s`, strings.Join(c.brokers, ", "), "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
+		o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, c.srv.URL+"/"+o.name+"/email", c.srv.URL+"/"+o.name+"/sms", apiBlock)
 }
 
 // start starts a notifyd process and waits until its /healthz answers

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -141,7 +142,14 @@ func startAPI(cfg Config, svc *consumer.Service, reg *prometheus.Registry, stdou
 	}
 	srv, err := api.New(acfg, api.Deps{
 		Commands: svc, Results: svc, Registerer: reg,
-		Ready: func() (bool, string) { r := svc.Readiness(); return r.Ready, r.Reason },
+		// 503 while starting or while Kafka is unreachable; not while the
+		// projection catches up (answers wait for it instead). The reason
+		// stops before its details (broker addresses, errors).
+		Ready: func() (bool, string) {
+			r := svc.Readiness()
+			reason, _, _ := strings.Cut(r.Reason, ":")
+			return r.Serving, reason
+		},
 	}, log)
 	if err != nil {
 		return nil, err
