@@ -56,6 +56,28 @@ templates:
 			}
 		}},
 		{name: "unknown key", yaml: "kafka:\n  brokerz: [a:1]\n", wantErr: "kafka.brokerz: unknown key"},
+		{name: "api off by default with a file", yaml: "", check: func(t *testing.T, c Config) {
+			if c.API.Enabled() || c.API.Wait != 30*time.Second || c.API.MaxInFlight != 1024 {
+				t.Errorf("api: %+v", c.API)
+			}
+		}},
+		{name: "api block", yaml: `
+api:
+  listen: 127.0.0.1:8000
+  keys:
+    - {name: shop-backend, sha256: "` + strings.Repeat("ab", 32) + `"}
+  users:
+    - {username: support, bcrypt: "$2a$04$abcdefghijklmnopqrstuu5Yt3bxvF7ZsHb6CQZLbDMD/4DfO4E6S", role: operator}
+  wait: 5s
+  rate_limit: {per_second: 10, burst: 20}
+`, check: func(t *testing.T, c Config) {
+			if !c.API.Enabled() || c.API.Keys[0].Name != "shop-backend" || c.API.Users[0].Role != "operator" || c.API.Wait != 5*time.Second || c.API.RateLimit.Burst != 20 {
+				t.Errorf("api: %+v", c.API)
+			}
+		}},
+		{name: "api key hash wrong", yaml: "api: {listen: 127.0.0.1:8000, keys: [{name: a, sha256: nothex}]}\n", wantErr: "api.keys[0].sha256"},
+		{name: "api unknown key", yaml: "api: {listen: 127.0.0.1:8000, key: x}\n", wantErr: "api.key: unknown key"},
+		{name: "api on the http listener", yaml: "api: {listen: 127.0.0.1:8080}\n", wantErr: "api.listen: \"127.0.0.1:8080\" is also http.listen"},
 		{name: "group timings", yaml: "kafka: {session_timeout: 10s, rebalance_timeout: 20s, heartbeat_interval: 500ms}\n",
 			check: func(t *testing.T, c Config) {
 				sc := c.serviceConfig()

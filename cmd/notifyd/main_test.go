@@ -249,3 +249,94 @@ func TestBadConfigStopsStartup(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", code, errOut.String())
 	}
 }
+
+// TestAPIKeyMadeOnFirstStart: with the API on and no keys or users
+// configured, notifyd makes a key in store.dir (mode 0600), prints it once,
+// and accepts it, also after a restart, when it is not printed again.
+func TestAPIKeyMadeOnFirstStart(t *testing.T) {
+	dir := t.TempDir()
+	broker, httpAddr, apiAddr := freePort(t), freePort(t), freePort(t)
+	cfgPath := filepath.Join(dir, "notifyd.yaml")
+	cfg := fmt.Sprintf("embedded_broker: {listen: %q}\nstore: {dir: %q}\nhttp: {listen: %q}\napi: {listen: %q}\nlog: {format: text, level: warn}\nproviders:\n  sms: {kind: console}\ntemplates:\n  sms:\n    paid:\n      en: {text: \"Paid {{.Amount}}\"}\n",
+		broker, filepath.Join(dir, "data"), httpAddr, apiAddr)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	post := func(key, body string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+apiAddr+"/b/pbl/v2/message-notification/", strings.NewReader(body))
+		req.Header.Set("Authorization", "Api-Key "+key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	start := func() (stdout *syncBuffer, stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		stdout, stderr := &syncBuffer{}, &syncBuffer{}
+		served := make(chan int, 1)
+		go func() { served <- run(ctx, []string{"serve", "-config", cfgPath}, nil, stdout, stderr) }()
+		waitReady(t, httpAddr, served, stderr)
+		return stdout, func() {
+			cancel()
+			if code := <-served; code != 0 {
+				t.Errorf("serve exited %d: %s", code, stderr.String())
+			}
+		}
+	}
+
+	out, stop := start()
+	keyFile := filepath.Join(dir, "data", "api-key")
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(string(b))
+	if !strings.Contains(out.String(), "HTTP API key (made now, shown once, kept in "+keyFile+"): "+key) {
+		t.Errorf("the key was not printed: %q", out.String())
+	}
+	if st, _ := os.Stat(keyFile); st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %o", st.Mode().Perm())
+	}
+	event := `{"event_id":"e-1","session_id":"sess-1","order_no":"order-1","state":"paid","timestamp_utc":"2026-11-02 09:00:07","amount":"12.500","customer_phone":"+96550001234","notifications":{"sms":[]}}`
+	var pout, perr bytes.Buffer
+	if code := run(t.Context(), []string{"publish", "-config", cfgPath, "-topic", "payment-events"}, strings.NewReader(event+"\n"), &pout, &perr); code != 0 {
+		t.Fatalf("publish: %s", perr.String())
+	}
+	if code, body := post(key, `{"order_no":"order-1","channels":["sms"]}`); code != 200 || body != `{"message":"Customer notified."}` {
+		t.Errorf("POST: %d %s", code, body)
+	}
+	if code, _ := post("nfy_"+strings.Repeat("x", 43), `{"order_no":"order-1","channels":["sms"]}`); code != 401 {
+		t.Errorf("POST with another key: %d", code)
+	}
+	stop()
+
+	out, stop = start()
+	defer stop()
+	if strings.Contains(out.String(), key) {
+		t.Errorf("the key was printed again on restart")
+	}
+	if code, body := post(key, `{"session_id":"sess-1","channels":["sms"]}`); code != 200 {
+		t.Errorf("POST after restart: %d %s", code, body)
+	}
+	if m := httpGet(t, httpAddr, "/metrics"); !strings.Contains(m, `notifyd_api_requests_total{code="200"} 1`) {
+		t.Errorf("/metrics lacks the API request")
+	}
+}
+
+// TestAPIRefusesCredentialsInClear: an API on a non-loopback address needs
+// api.tls (or api.allow_insecure) and start-up says so.
+func TestAPIRefusesCredentialsInClear(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "api.yaml")
+	if err := os.WriteFile(path, []byte("api:\n  listen: 0.0.0.0:8000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"serve", "-config", path}, nil, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "api.listen") || !strings.Contains(errOut.String(), "api.tls.cert_file") {
+		t.Errorf("exit %d, stderr %q", code, errOut.String())
+	}
+}
