@@ -112,6 +112,9 @@ type cluster struct {
 	results map[string][]kafka.Message // command_id -> results
 	dlq     []kafka.Message
 	invalid int // results with reason invalid_command
+	// onResult, when set, is called with the command_id of every result
+	// as the test's follower reads it.
+	onResult func(commandID string)
 }
 
 func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
@@ -173,7 +176,11 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 		if r.Reason == schemas.ReasonInvalidCommand && len(c.results[r.CommandID]) == 1 {
 			c.invalid++
 		}
+		notify := c.onResult
 		c.mu.Unlock()
+		if notify != nil {
+			notify(r.CommandID)
+		}
 	})
 	follow(c.topics.DeadLetter, func(m kafka.Message) {
 		c.mu.Lock()
