@@ -36,6 +36,6 @@ COPY --from=build --chown=65532:65532 /out/store /var/lib/notifyd
 ENV NOTIFYD_CONFIG=/etc/notifyd/notifyd.yaml
 USER 65532:65532
 WORKDIR /var/lib/notifyd
-EXPOSE 8080
+EXPOSE 8080 8000
 ENTRYPOINT ["/notifyd"]
 CMD ["serve"]

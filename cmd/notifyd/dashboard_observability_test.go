@@ -111,12 +111,13 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	defer whatsapp.Close()
 
 	dir := t.TempDir()
-	broker, httpAddr := freePort(t), freePort(t)
+	broker, httpAddr, apiAddr := freePort(t), freePort(t), freePort(t)
 	cfgPath := filepath.Join(dir, "notifyd.yaml")
 	cfg := fmt.Sprintf(`
 embedded_broker: {listen: %q}
 store: {dir: %q}
 http: {listen: %q}
+api: {listen: %q}
 log: {format: text, level: error}
 processing: {catch_up_wait: 1s}
 providers:
@@ -136,7 +137,7 @@ templates:
   whatsapp:
     paid:
       en: {name: payment_paid, language: en_US, params: ["{{.CustomerFirstName}}", "{{.Amount}} {{.CurrencyCode}}"]}
-`, broker, filepath.Join(dir, "data"), httpAddr, email.URL, sms.URL, whatsapp.URL)
+`, broker, filepath.Join(dir, "data"), httpAddr, apiAddr, email.URL, sms.URL, whatsapp.URL)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +218,30 @@ templates:
 		return string(b)
 	}
 
+	apiKey, err := os.ReadFile(filepath.Join(dir, "data", "api-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// apiPost calls the HTTP API (an empty key sends no credentials) and
+	// checks the status.
+	apiPost := func(key, body string, want int) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+apiAddr+"/b/pbl/v2/message-notification/", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header.Set("Authorization", "Api-Key "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("API %s: %d %s, want %d", body, resp.StatusCode, b, want)
+		}
+	}
+
 	phase := func(p int) {
 		t.Helper()
 		a, b := fmt.Sprintf("sess-a-%d", p), fmt.Sprintf("sess-b-%d", p)
@@ -257,6 +282,12 @@ templates:
 			Value: []byte(command(id("old"), a, "", "email"))}) // command_expired
 		want[id("old")] = 1
 		waitResults(want)
+		// The HTTP API: notified, not notified, invalid input, no credentials.
+		key := strings.TrimSpace(string(apiKey))
+		apiPost(key, fmt.Sprintf(`{"order_no":%q,"channels":["email"]}`, orderA), http.StatusOK)
+		apiPost(key, fmt.Sprintf(`{"session_id":%q,"channels":["whatsapp"]}`, b), http.StatusBadRequest)
+		apiPost(key, `{"session_id":"x","channels":["fax"]}`, http.StatusBadRequest)
+		apiPost("", `{}`, http.StatusUnauthorized)
 
 		mu.Lock()
 		defer mu.Unlock()
@@ -379,6 +410,9 @@ func TestComposeNotifydConfig(t *testing.T) {
 	}
 	if !slices.Equal(c.Kafka.Brokers, []string{"kafka:9092"}) || c.HTTP.Listen != "0.0.0.0:8080" || c.Store.Dir != "/var/lib/notifyd" {
 		t.Errorf("brokers %v, http.listen %q, store.dir %q", c.Kafka.Brokers, c.HTTP.Listen, c.Store.Dir)
+	}
+	if c.API.Listen != "0.0.0.0:8000" || !c.API.AllowInsecure {
+		t.Errorf("api: %+v (the stack publishes 8000 on the host's loopback)", c.API)
 	}
 	if e := c.Providers["email"]; e.Kind != "smtp" || e.SMTP.Host != "mailpit" || e.SMTP.Port != 1025 || e.SMTP.TLS != "none" {
 		t.Errorf("email provider %+v", e)
