@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -741,4 +742,62 @@ func (j *jsonschemaCompiler) validate(pointer string, body []byte) error {
 		return fmt.Errorf("body is not JSON: %w", err)
 	}
 	return s.Validate(v)
+}
+
+// TestAPIKafkaDown: with the brokers stopped the API answers 503 (Kafka
+// unreachable) instead of hanging, and answers again once they are back.
+// Apache Kafka only (the test stops and starts it with scripts/kafka-local).
+func TestAPIKafkaDown(t *testing.T) {
+	ctl := kafkaLocal(t)
+	c := newCluster(t, 0)
+	key, sum, _ := api.NewKey()
+	addr := freePort(t)
+	c.start(procOpts{api: fmt.Sprintf(`{listen: %q, keys: [{name: shop, sha256: %q}], wait: 5s}`, addr, sum), waitForReady: true})
+	c.events([]string{"s-down"}, "paid", 1)
+	cl := &apiClient{t: t, base: "http://" + addr, http: &http.Client{Timeout: 30 * time.Second}, doc: loadOpenAPI(t)}
+	auth := map[string]string{"Authorization": "Api-Key " + key}
+	if a := cl.postJSON(`{"session_id":"s-down","channels":["sms"]}`, auth); a.status != 200 {
+		t.Fatalf("before: %d %s", a.status, a.body)
+	}
+	if out, err := exec.Command(ctl, "stop").CombinedOutput(); err != nil {
+		t.Fatalf("kafka-local stop: %v\n%s", err, out)
+	}
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			_ = exec.Command(ctl, "start").Run()
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		a := cl.postJSON(`{"session_id":"s-down","channels":["sms"]}`, auth)
+		if a.status == 503 && a.json() == `{"detail":"Service unavailable: kafka unreachable."}` {
+			if a.header.Get("Retry-After") == "" {
+				t.Error("503 without Retry-After")
+			}
+			break
+		}
+		if a.status != 503 && a.status != 202 {
+			t.Fatalf("with Kafka down: %d %s", a.status, a.body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still no 503 kafka unreachable 60 s after stopping Kafka: %d %s", a.status, a.body)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if out, err := exec.Command(ctl, "start").CombinedOutput(); err != nil {
+		t.Fatalf("kafka-local start: %v\n%s", err, out)
+	}
+	restarted = true
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		a := cl.postJSON(`{"session_id":"s-down","channels":["sms"]}`, auth)
+		if a.status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no 200 two minutes after Kafka came back: %d %s", a.status, a.body)
+		}
+		time.Sleep(time.Second)
+	}
 }
