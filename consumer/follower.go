@@ -11,6 +11,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/notifyd/notifyd/consumer/wmkafka"
 	"github.com/notifyd/notifyd/projection"
 )
 
@@ -203,11 +204,11 @@ func (f *follower) applyRetrying(partition int, batch []projection.Record, log *
 }
 
 func (f *follower) fetch(r *kafka.Reader, partition int, out chan<- kafka.Message, log *slog.Logger) {
-	backoff := 100 * time.Millisecond
+	var fetchErrors wmkafka.FetchErrors
 	for {
 		m, err := r.FetchMessage(f.ctx)
 		if err == nil {
-			backoff = 100 * time.Millisecond
+			fetchErrors.Succeeded()
 			select {
 			case out <- m:
 				continue
@@ -225,13 +226,11 @@ func (f *follower) fetch(r *kafka.Reader, partition int, out chan<- kafka.Messag
 			}
 			continue
 		}
-		log.Warn("fetch failed, retrying", "error", err)
-		select {
-		case <-f.ctx.Done():
+		if !fetchErrors.Failed(f.ctx, time.Now(), func(suppressed int) {
+			log.Warn("fetch failed, retrying", "error", err, "failures_not_logged", suppressed)
+		}) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

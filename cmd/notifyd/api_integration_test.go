@@ -762,6 +762,7 @@ func TestAPIKafkaDown(t *testing.T) {
 	if out, err := exec.Command(ctl, "stop").CombinedOutput(); err != nil {
 		t.Fatalf("kafka-local stop: %v\n%s", err, out)
 	}
+	stopped := time.Now()
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
@@ -775,6 +776,7 @@ func TestAPIKafkaDown(t *testing.T) {
 			if a.header.Get("Retry-After") == "" {
 				t.Error("503 without Retry-After")
 			}
+			t.Logf("503 kafka unreachable %s after Kafka stopped", time.Since(stopped).Round(100*time.Millisecond))
 			break
 		}
 		if a.status != 503 && a.status != 202 {
@@ -789,10 +791,13 @@ func TestAPIKafkaDown(t *testing.T) {
 		t.Fatalf("kafka-local start: %v\n%s", err, out)
 	}
 	restarted = true
+	started := time.Now()
+	t.Logf("Kafka started again in %s", time.Since(stopped).Round(100*time.Millisecond))
 	deadline = time.Now().Add(2 * time.Minute)
 	for {
 		a := cl.postJSON(`{"session_id":"s-down","channels":["sms"]}`, auth)
 		if a.status == 200 {
+			t.Logf("200 again %s after Kafka started", time.Since(started).Round(100*time.Millisecond))
 			break
 		}
 		if time.Now().After(deadline) {

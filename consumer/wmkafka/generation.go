@@ -307,7 +307,7 @@ func (g *generation) fetch(ctx context.Context, pa kafka.PartitionAssignment) {
 		g.lease.end(fmt.Sprintf("partition %d: %v", pa.ID, err), false)
 		return
 	}
-	backoff := fetchErrorBackoff
+	var fetchErrors FetchErrors
 	for {
 		select {
 		case sub.slots <- struct{}{}:
@@ -324,18 +324,14 @@ func (g *generation) fetch(ctx context.Context, pa kafka.PartitionAssignment) {
 				g.recoverOutOfRange(ctx, r, pa.ID)
 				continue
 			}
-			g.logger.Error("Fetching message failed, retrying", err, watermill.LogFields{"partition": pa.ID})
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
+			if !fetchErrors.Failed(ctx, time.Now(), func(suppressed int) {
+				g.logger.Error("Fetching message failed, retrying", err, watermill.LogFields{"partition": pa.ID, "failures_not_logged": suppressed})
+			}) {
 				return
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = fetchErrorBackoff
+		fetchErrors.Succeeded()
 		if !sub.add(g, km) {
 			<-sub.slots
 			return

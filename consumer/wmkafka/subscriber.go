@@ -24,9 +24,6 @@ const (
 	leaveGroupTimeout    = time.Second
 )
 
-// fetchErrorBackoff is the first pause after a failed FetchMessage (kafka-go retries internally as well).
-const fetchErrorBackoff = 500 * time.Millisecond
-
 // SubscriberConfig configures a Subscriber. Zero values select the documented defaults.
 type SubscriberConfig struct {
 	// Brokers are the bootstrap broker addresses (host:port). Required.
