@@ -1,0 +1,31 @@
+// Package api is notifyd's HTTP side for merchants: the payment gateway's
+// Message Notifications endpoint, POST /b/pbl/v2/message-notification/,
+// with the gateway's request and answer shapes, described by the OpenAPI
+// 3.1 document openapi.json (served at /b/pbl/v2/openapi.json).
+//
+// # Contract
+//
+//   - Kafka is reached only through two small interfaces, Commands (publish
+//     a resend command) and Results (the first result of a command_id on
+//     the results topic, and a registration woken when it arrives), which
+//     cmd/notifyd wires to consumer.Service. This package never imports
+//     consumer.
+//   - A request is checked in one order, written once in Server.admit and
+//     Server.notify: authentication (401), the client's rate limit (429),
+//     the method (405), the instance serving (503), the Idempotency-Key,
+//     the body's size (413), type (415) and fields (400); then a place
+//     among the waiting requests (api.max_in_flight, else 503), the
+//     registration for the result, the idempotency look-up, the publish,
+//     and the wait (api.wait, else 202 with a Location to GET).
+//   - The mapping from a delivery result to an HTTP answer has one home,
+//     resultAnswer (answer.go); the rule deciding whether an
+//     Idempotency-Key was used again for the same request has one home,
+//     sameRequest.
+//   - Credentials: API keys are configured by the hex SHA-256 of the key and
+//     compared in constant time; Basic users by a bcrypt hash. Neither a
+//     key nor a password is ever logged, echoed or stored in clear; the
+//     access log names the key or user.
+//   - Bad input never reaches Kafka: it is answered 400/413/415 with the
+//     gateway's field errors or a detail; a panic in a handler is answered
+//     500 and logged (the fuzzer in scripts/api-fuzz checks there are none).
+package api
