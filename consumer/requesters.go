@@ -9,6 +9,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/notifyd/notifyd/projection"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -59,61 +60,20 @@ func (w *resultWaiters) watch(commandID string) (<-chan []byte, func()) {
 	}
 }
 
-// len returns how many registrations are waiting.
-func (w *resultWaiters) len() int {
+// wake hands each first result to the waiters of its command_id and
+// removes them: each is woken at most once.
+func (w *resultWaiters) wake(results []projection.FirstResult) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := 0
-	for _, set := range w.waiting {
-		n += len(set)
-	}
-	return n
-}
-
-// wake hands the result of each command_id in ids to its waiters; lookup
-// reads the result from the store (only for command_ids someone waits
-// for). The waiters are removed: each is woken at most once.
-func (w *resultWaiters) wake(ids []string, lookup func(string) ([]byte, bool, error)) error {
-	w.mu.Lock()
 	if len(w.waiting) == 0 {
-		w.mu.Unlock()
-		return nil
+		return
 	}
-	woken := map[string][]*waiter{}
-	for _, id := range ids {
-		if set := w.waiting[id]; set != nil {
-			for wt := range set {
-				woken[id] = append(woken[id], wt)
-			}
-			delete(w.waiting, id)
+	for _, r := range results {
+		for wt := range w.waiting[r.CommandID] {
+			wt.ch <- r.Value // buffered, one send per waiter
 		}
+		delete(w.waiting, r.CommandID)
 	}
-	w.mu.Unlock()
-	for id, ws := range woken {
-		v, ok, err := lookup(id)
-		if err != nil || !ok {
-			// Put them back: the next batch of the topic (or the caller's
-			// own look-up) will answer them.
-			w.mu.Lock()
-			set := w.waiting[id]
-			if set == nil {
-				set = map[*waiter]struct{}{}
-				w.waiting[id] = set
-			}
-			for _, wt := range ws {
-				set[wt] = struct{}{}
-			}
-			w.mu.Unlock()
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		for _, wt := range ws {
-			wt.ch <- v // buffered, one send per waiter
-		}
-	}
-	return nil
 }
 
 // WatchResult registers for the first delivery result of commandID read

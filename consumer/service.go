@@ -500,10 +500,10 @@ func (rt *runtime) start(ctx context.Context) error {
 	})
 	rt.results = newFollower(cfg.Topics.Results, store.ResultOffsets, func(p int, r []projection.Record) error {
 		added, err := store.ApplyResults(p, r)
-		if err != nil {
-			return err
+		if err == nil {
+			s.waiters.wake(added)
 		}
-		return s.waiters.wake(added, store.PublishedResult)
+		return err
 	})
 	s.mu.Lock()
 	s.events, s.results = rt.events, rt.results

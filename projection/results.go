@@ -17,9 +17,10 @@ import (
 // recorded itself (RecordResult) but has not read back yet: the first
 // result on the topic is the command's answer, the one every instance
 // republishes for a duplicate. Records without a readable command_id are
-// skipped. It returns the command_ids whose first result on the topic this
-// call recorded (so that whoever waits for them can be told).
-func (s *Store) ApplyResults(partition int, records []Record) (added []string, err error) {
+// skipped. It returns the results that are the first of their command_id on
+// the topic, recorded by this call (so that whoever waits for them can be
+// told).
+func (s *Store) ApplyResults(partition int, records []Record) (added []FirstResult, err error) {
 	if len(records) == 0 {
 		return nil, nil
 	}
@@ -36,7 +37,7 @@ func (s *Store) ApplyResults(partition int, records []Record) (added []string, e
 			return nil, fmt.Errorf("apply results partition %d offset %d: %w", partition, records[i].Offset, err)
 		}
 		if ok {
-			added = append(added, id)
+			added = append(added, FirstResult{CommandID: id, Value: records[i].Value})
 		}
 	}
 	next := records[len(records)-1].Offset + 1
@@ -48,6 +49,14 @@ func (s *Store) ApplyResults(partition int, records []Record) (added []string, e
 	}
 	s.publish(s.resultOffsets, partition, next, 0)
 	return added, nil
+}
+
+// FirstResult is the first result of a command_id read from the results
+// topic: its answer.
+type FirstResult struct {
+	CommandID string
+	// Value is the result as published.
+	Value []byte
 }
 
 // resultCommandID returns the command_id of a result record, ok=false when

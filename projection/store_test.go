@@ -221,7 +221,7 @@ func TestFirstResultOnTopicWins(t *testing.T) {
 					t.Fatal(err)
 				}
 				// Only the first result on the topic is news for waiters.
-				if want := i == 0; (len(added) == 1 && added[0] == "c1") != want || len(added) > 1 {
+				if want := i == 0; (len(added) == 1 && added[0].CommandID == "c1" && string(added[0].Value) == string(r(id))) != want || len(added) > 1 {
 					t.Errorf("ApplyResults of topic result %d added %v", i, added)
 				}
 			}
