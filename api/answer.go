@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -103,4 +104,33 @@ func sameRequest(given notification, requestedBy string, r schemas.DeliveryResul
 		}
 	}
 	return true
+}
+
+// notificationFrom is a request with an Idempotency-Key in flight: what it
+// asked for and who asked.
+type notificationFrom struct {
+	n  notification
+	by string
+}
+
+// same reports whether two requests in flight with one Idempotency-Key ask
+// for the same thing: the same client, the same channels in the same order,
+// and identifiers that agree where both give one and share at least one.
+// Before a result names the transaction, a request naming it by session_id
+// and one naming it by order_no cannot be told to be the same: they are
+// taken as different (422), so that neither can be sent twice.
+func (a notificationFrom) same(b notificationFrom) bool {
+	if a.by != b.by || !slices.Equal(a.n.Channels, b.n.Channels) {
+		return false
+	}
+	shared := false
+	for _, ids := range [][2]string{{a.n.SessionID, b.n.SessionID}, {a.n.OrderNo, b.n.OrderNo}} {
+		if ids[0] != "" && ids[1] != "" {
+			if ids[0] != ids[1] {
+				return false
+			}
+			shared = true
+		}
+	}
+	return shared
 }

@@ -11,7 +11,10 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -34,7 +37,26 @@ type authenticator struct {
 	// dummy is a bcrypt hash compared for unknown users, so that the time
 	// of an answer does not tell which usernames exist.
 	dummy []byte
+	// bcryptSlots bounds the bcrypt comparisons running at once (each takes
+	// tens of milliseconds of a core): requests with Basic credentials,
+	// wrong ones included, cannot take every core from the API keys'
+	// requests, which need none.
+	bcryptSlots chan struct{}
+	// verified holds the SHA-256 of (username, password) pairs bcrypt
+	// accepted less than verifiedFor ago, so a signed-in user costs one
+	// comparison per verifiedFor instead of one per request.
+	mu       sync.Mutex
+	verified map[[sha256.Size]byte]time.Time
+	now      func() time.Time
+	compare  func(hash, password []byte) error
 }
+
+// verifiedFor is how long a Basic pair bcrypt accepted is taken without a
+// new comparison; maxVerified bounds that cache (it is emptied when full).
+const (
+	verifiedFor = 5 * time.Minute
+	maxVerified = 4096
+)
 
 type keyEntry struct {
 	name string
@@ -42,7 +64,13 @@ type keyEntry struct {
 }
 
 func newAuthenticator(cfg Config) (*authenticator, error) {
-	a := &authenticator{users: map[string]User{}}
+	a := &authenticator{
+		users:       map[string]User{},
+		bcryptSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
+		verified:    map[[sha256.Size]byte]time.Time{},
+		now:         time.Now,
+		compare:     bcrypt.CompareHashAndPassword,
+	}
 	for _, k := range cfg.Keys {
 		var e keyEntry
 		b, err := hex.DecodeString(k.SHA256)
@@ -100,16 +128,53 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, string) {
 			return Principal{}, msgInvalidBasic
 		}
 		u, known := a.users[user]
-		hash := a.dummy
-		if known {
-			hash = []byte(u.Bcrypt)
-		}
-		if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil || !known {
+		if !a.checkPassword(r, u, known, user, pass) {
 			return Principal{}, msgInvalidBasic
 		}
 		return Principal{Name: u.Username, Role: u.Role}, ""
 	}
 	return Principal{}, msgNoCredentials
+}
+
+// checkPassword compares pass with the user's bcrypt hash (with a dummy
+// hash for an unknown user, so both take as long), at most len(bcryptSlots)
+// comparisons at a time; a pair accepted less than verifiedFor ago is
+// taken from the cache. A request whose client leaves while it waits for a
+// slot is refused.
+func (a *authenticator) checkPassword(r *http.Request, u User, known bool, user, pass string) bool {
+	h := sha256.New()
+	h.Write([]byte(user))
+	h.Write([]byte{0})
+	h.Write([]byte(pass))
+	var pair [sha256.Size]byte
+	h.Sum(pair[:0])
+	now := a.now()
+	a.mu.Lock()
+	at, ok := a.verified[pair]
+	a.mu.Unlock()
+	if known && ok && now.Sub(at) < verifiedFor {
+		return true
+	}
+	select {
+	case a.bcryptSlots <- struct{}{}:
+	case <-r.Context().Done():
+		return false
+	}
+	hash := a.dummy
+	if known {
+		hash = []byte(u.Bcrypt)
+	}
+	good := a.compare(hash, []byte(pass)) == nil && known
+	<-a.bcryptSlots
+	if good {
+		a.mu.Lock()
+		if len(a.verified) >= maxVerified {
+			clear(a.verified)
+		}
+		a.verified[pair] = now
+		a.mu.Unlock()
+	}
+	return good
 }
 
 // challenge is the WWW-Authenticate header of 401 answers.

@@ -83,6 +83,12 @@ type Server struct {
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
+	// keysInFlight holds the Idempotency-Keys of requests this instance is
+	// waiting on, with what each asked for: a second request with the same
+	// key and another body is answered 422 before anything is published
+	// (published, it could name another partition's key and be sent by
+	// another instance before the first result exists).
+	keysInFlight map[string]notificationFrom
 
 	srv *http.Server
 	ln  net.Listener
@@ -100,6 +106,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Server, error) {
 	s := &Server{
 		cfg: cfg, deps: deps, log: log.With("component", "api"), auth: auth, m: newMetrics(deps.Registerer),
 		slots: make(chan struct{}, cfg.MaxInFlight), stopping: make(chan struct{}), limiters: map[string]*rate.Limiter{},
+		keysInFlight: map[string]notificationFrom{},
 	}
 	if cfg.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -319,7 +326,6 @@ const (
 // notify answers POST /b/pbl/v2/message-notification/: it publishes a
 // resend command and waits for its delivery result.
 func (s *Server) notify(e *exchange) {
-	start := time.Now()
 	if !s.admit(e, http.MethodPost) {
 		return
 	}
@@ -386,6 +392,7 @@ func (s *Server) notify(e *exchange) {
 	// between the two.
 	results, cancel := s.deps.Results.WatchResult(cmd.CommandID)
 	defer cancel()
+	publish := true
 	if keyGiven {
 		raw, found, err := s.deps.Results.Result(cmd.CommandID)
 		if err != nil {
@@ -393,23 +400,51 @@ func (s *Server) notify(e *exchange) {
 			return
 		}
 		if found {
-			e.replayed = true
-			s.answerResult(e, n, raw, true, start)
+			s.answerResult(e, n, raw, "")
+			return
+		}
+		mine := notificationFrom{n, e.principal.Name}
+		s.mu.Lock()
+		other, waiting := s.keysInFlight[cmd.CommandID]
+		if !waiting {
+			s.keysInFlight[cmd.CommandID] = mine
+		}
+		s.mu.Unlock()
+		switch {
+		case waiting && !other.same(mine):
+			e.detail(http.StatusUnprocessableEntity, msgKeyReused)
+			return
+		case waiting:
+			publish = false // the same request again: wait for the first one's result
+		default:
+			defer func() {
+				s.mu.Lock()
+				delete(s.keysInFlight, cmd.CommandID)
+				s.mu.Unlock()
+			}()
+		}
+	}
+	if publish {
+		if err := s.deps.Commands.PublishCommand(r.Context(), cmd, correlationID(r)); err != nil {
+			if r.Context().Err() != nil {
+				return // the client left
+			}
+			s.unavailable(e, "publish command", err)
 			return
 		}
 	}
-	if err := s.deps.Commands.PublishCommand(r.Context(), cmd, correlationID(r)); err != nil {
-		if r.Context().Err() != nil {
-			return // the client left
-		}
-		s.unavailable(e, "publish command", err)
-		return
+	mine := cmd.RequestedAt
+	if !publish {
+		mine = "" // a result of the request being waited for is a replay to this one
+	}
+	if !keyGiven {
+		mine = "-" // no key: the result is this request's own
 	}
 	timer := time.NewTimer(s.cfg.Wait)
 	defer timer.Stop()
 	select {
 	case raw := <-results:
-		s.answerResult(e, n, raw, keyGiven, start)
+		s.answerResult(e, n, raw, mine)
 	case <-timer.C:
 		s.pending(e, cmd.CommandID)
 	case <-s.stopping:
@@ -419,26 +454,31 @@ func (s *Server) notify(e *exchange) {
 	}
 }
 
-// answerResult answers with a delivery result; checkSame makes an
-// Idempotency-Key used for a different request a 422. A result decided
-// before the request arrived (an earlier request's, replayed by the
-// consumer because this instance had not read it yet) is marked
-// Idempotent-Replayed like one found in the store.
-func (s *Server) answerResult(e *exchange, n notification, raw []byte, checkSame bool, arrived time.Time) {
+// msgKeyReused answers (422) a request whose Idempotency-Key was used for
+// another one.
+const msgKeyReused = "Idempotency-Key was already used for a different request."
+
+// answerResult answers with a delivery result. requestedAt is the
+// requested_at of the command this request published: a result of another
+// command with the same command_id (an earlier request with the same
+// Idempotency-Key) is a replay, answered with Idempotent-Replayed: true,
+// or 422 when that request asked for something else. "" means the request
+// published nothing (every result is a replay), "-" that it had no
+// Idempotency-Key (the result is its own). Comparing requested_at, which
+// this instance wrote, rather than times of two clocks keeps the header
+// right across instances whose clocks differ.
+func (s *Server) answerResult(e *exchange, n notification, raw []byte, requestedAt string) {
 	var res schemas.DeliveryResult
 	if err := json.Unmarshal(raw, &res); err != nil {
-		s.unavailable(e, "decode result", err)
+		s.internal(e, "decode result", err)
 		return
 	}
-	if checkSame && res.ProcessedAt.Before(arrived) {
+	if requestedAt != "-" && res.RequestedAt != requestedAt {
+		if !sameRequest(n, e.principal.Name, res) {
+			e.detail(http.StatusUnprocessableEntity, msgKeyReused)
+			return
+		}
 		e.replayed = true
-	}
-	if checkSame && !sameRequest(n, e.principal.Name, res) {
-		e.replayed = false
-		e.detail(http.StatusUnprocessableEntity, "Idempotency-Key was already used for a different request.")
-		return
-	}
-	if e.replayed {
 		e.w.Header().Set(headerReplayed, "true")
 	}
 	e.reply(resultAnswer(n, res, raw))
@@ -448,6 +488,13 @@ func (s *Server) answerResult(e *exchange, n notification, raw []byte, checkSame
 func (s *Server) pending(e *exchange, commandID string) {
 	e.w.Header().Set("Location", PathNotifications+url.PathEscape(commandID)+"/")
 	e.reply(answer{http.StatusAccepted, map[string]string{"command_id": commandID, "status": "pending"}})
+}
+
+// internal answers 500 to what retrying cannot mend (a result that cannot
+// be read), and logs it.
+func (s *Server) internal(e *exchange, what string, err error) {
+	s.log.Error("api: "+what, "command_id", e.commandID, "error", err)
+	e.detail(http.StatusInternalServerError, "Internal error.")
 }
 
 func (s *Server) unavailable(e *exchange, what string, err error) {
@@ -472,7 +519,7 @@ func (s *Server) status(e *exchange, commandID string) {
 	var res schemas.DeliveryResult
 	if found {
 		if err := json.Unmarshal(raw, &res); err != nil {
-			s.unavailable(e, "decode result", err)
+			s.internal(e, "decode result", err)
 			return
 		}
 	}

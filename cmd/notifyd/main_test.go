@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -338,5 +341,56 @@ func TestAPIRefusesCredentialsInClear(t *testing.T) {
 	code := run(context.Background(), []string{"serve", "-config", path}, nil, &out, &errOut)
 	if code != 1 || !strings.Contains(errOut.String(), "api.listen") || !strings.Contains(errOut.String(), "api.tls.cert_file") {
 		t.Errorf("exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+// TestAPIKeyCommand: `notifyd api-key NAME` prints a key and the api.keys
+// line holding its hash; a configuration with that line accepts the key
+// under NAME, and nothing else the command printed is the key's hash
+// pre-image but the first line. A name the configuration would refuse is a
+// usage error.
+func TestAPIKeyCommand(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"api-key", "shop-backend"}, nil, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "nfy_") {
+		t.Fatalf("stdout %q: want the key, then the config line", out.String())
+	}
+	key := lines[0]
+	if strings.Contains(errOut.String(), key) || strings.Contains(lines[1], key) {
+		t.Errorf("the key is printed more than once")
+	}
+	cfg, err := ParseConfig([]byte("api:\n  listen: 127.0.0.1:0\n  keys:\n" + lines[1] + "\n"))
+	if err != nil {
+		t.Fatalf("the printed line does not configure: %v\n%s", err, lines[1])
+	}
+	srv, err := api.New(cfg.API, api.Deps{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key    string
+		status int
+	}{{key, http.StatusBadRequest}, {key + "x", http.StatusUnauthorized}} {
+		r := httptest.NewRequest(http.MethodPost, api.PathNotifications, strings.NewReader(`{}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Api-Key "+tc.key)
+		w := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(w, r)
+		if w.Code != tc.status {
+			t.Errorf("POST with key %q...: %d %s, want %d", tc.key[:8], w.Code, w.Body, tc.status)
+		}
+	}
+	if cfg.API.Keys[0].Name != "shop-backend" {
+		t.Errorf("key name %q", cfg.API.Keys[0].Name)
+	}
+	for _, bad := range [][]string{{}, {"-x"}, {"a", "b"}, {""}} {
+		out.Reset()
+		errOut.Reset()
+		if code := run(context.Background(), append([]string{"api-key"}, bad...), nil, &out, &errOut); code != 2 || out.Len() != 0 {
+			t.Errorf("api-key %q: exit %d, stdout %q", bad, code, out.String())
+		}
 	}
 }
