@@ -45,6 +45,11 @@ type Config struct {
 	// Metrics records provider calls and channel outcomes; nil records
 	// nothing.
 	Metrics *Metrics
+	// Redactor knows every configured secret; with the recipient of each
+	// channel it hides them from every provider detail in results and
+	// logs, whatever the provider itself already hid. Nil hides contacts
+	// only.
+	Redactor *Redactor
 }
 
 // Dispatcher decides and sends the notifications of resend commands. It is
@@ -55,6 +60,7 @@ type Dispatcher struct {
 	limiters  map[schemas.Channel]*rate.Limiter
 	templates *Templates
 	metrics   *Metrics
+	redact    *Redactor
 	now       func() time.Time
 	txns      Transactions
 	log       *slog.Logger
@@ -85,6 +91,7 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 		limiters:  map[schemas.Channel]*rate.Limiter{},
 		templates: cfg.Templates,
 		metrics:   cfg.Metrics,
+		redact:    cfg.Redactor,
 		now:       cfg.Now,
 		txns:      txns,
 		log:       log,
@@ -414,8 +421,9 @@ func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult)
 			return res
 		}
 		permanent := IsPermanent(err)
-		// Providers keep contacts out of details; this makes sure.
-		lastDetail = scrub(errorDetail(err), j.msg.To, res.Recipient)
+		// Providers keep secrets and contacts out of details; this makes
+		// sure, with every secret of the configuration.
+		lastDetail = d.redact.Text(j.msg.Channel, j.msg.To, errorDetail(err))
 		if lastDetail == "" {
 			lastDetail = "provider error"
 		}
@@ -427,7 +435,7 @@ func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult)
 			"provider", res.Provider,
 			"attempt", res.Attempts,
 			"permanent", permanent,
-			"error", scrub(err.Error(), j.msg.To, res.Recipient))
+			"error", d.redact.Text(j.msg.Channel, j.msg.To, err.Error()))
 		if permanent {
 			return fail(schemas.ReasonProviderRejected, "provider rejected the message: "+lastDetail)
 		}
@@ -464,18 +472,6 @@ func giveUp(attempts int, why, last string) string {
 		b.WriteString(": " + last)
 	}
 	return b.String()
-}
-
-// scrub replaces the full contact in a provider's error text by its mask.
-func scrub(s, contact, mask string) string {
-	if contact == "" {
-		return s
-	}
-	if mask == "" {
-		mask = masked
-	}
-	// Case-insensitive: servers echo addresses in their own case.
-	return replaceFold(s, contact, mask)
 }
 
 // summarise returns the outcome and message of a result's channels.

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/notifyd/notifyd/schemas"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
+
+	"github.com/notifyd/notifyd/schemas"
 )
 
 // This file holds what the HTTP providers of real messaging services
@@ -76,34 +76,13 @@ func withoutURL(err error) error {
 	return err
 }
 
-// redactAnswer prepares text a provider sent back for a ProviderError detail: each
-// non-empty secret becomes "***", the recipient's number to, written as
-// given or without its leading "+", becomes MaskPhone(to), and the result is
-// cut to bodyStart's length on one line. Redaction comes first so that a cut
-// never leaves part of a secret or number behind.
-func redactAnswer(text []byte, to string, secrets ...string) string {
-	return redactFor(schemas.ChannelSMS, text, to, secrets...)
-}
-
-// redactFor is redactAnswer for a contact of any channel: the contact is
-// masked case-insensitively (a phone also without its '+'), secrets are
-// replaced by ***, and only then is the text cut to its start, so a contact
-// or secret straddling the cut cannot leave a readable prefix.
-func redactFor(ch schemas.Channel, text []byte, to string, secrets ...string) string {
-	s := string(text)
-	for _, sec := range secrets {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, masked)
-		}
-	}
-	if to != "" {
-		mask := MaskRecipient(ch, to)
-		s = replaceFold(s, to, mask)
-		if digits := strings.TrimPrefix(to, "+"); ch != schemas.ChannelEmail && digits != to && digits != "" {
-			s = strings.ReplaceAll(s, digits, mask)
-		}
-	}
-	return bodyStart([]byte(s))
+// redactFor prepares text a provider sent back for a ProviderError detail:
+// r hides the provider's secrets and the recipient to (a contact of channel
+// ch) in every form it knows, and only then is the text cut to bodyStart's
+// length on one line, so a contact or secret straddling the cut cannot
+// leave a readable prefix.
+func redactFor(r *Redactor, ch schemas.Channel, text []byte, to string) string {
+	return bodyStart([]byte(r.Text(ch, to, string(text))))
 }
 
 // isHTTPURL reports whether s is an absolute http or https URL with a

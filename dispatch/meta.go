@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+
+	"github.com/notifyd/notifyd/schemas"
 )
 
 // Defaults for MetaConfig.
@@ -32,7 +34,7 @@ type MetaConfig struct {
 	// AccessToken is a system user access token with the
 	// whatsapp_business_messaging permission, sent as a Bearer token.
 	// Required. It is a secret: it never appears in errors, details or logs.
-	AccessToken string `yaml:"access_token"`
+	AccessToken string `yaml:"access_token" secret:""`
 }
 
 var metaAPIVersion = regexp.MustCompile(`^v[0-9]+\.[0-9]+$`)
@@ -101,6 +103,7 @@ type Meta struct {
 	cfg      MetaConfig
 	client   *http.Client
 	endpoint string
+	redact   *Redactor
 }
 
 // MetaRequest is the JSON body of a Cloud API template message.
@@ -154,7 +157,7 @@ func NewMeta(cfg MetaConfig, client *http.Client) (*Meta, error) {
 		client = &http.Client{}
 	}
 	endpoint := strings.TrimRight(cfg.BaseURL, "/") + "/" + cfg.APIVersion + "/" + url.PathEscape(cfg.PhoneNumberID) + "/messages"
-	return &Meta{cfg: cfg, client: client, endpoint: endpoint}, nil
+	return &Meta{cfg: cfg, client: client, endpoint: endpoint, redact: NewRedactor(Secret{Value: cfg.AccessToken})}, nil
 }
 
 // Name returns "meta".
@@ -215,7 +218,7 @@ var metaCodePermanent = map[int]bool{
 
 // classify turns Meta's answer into a receipt or a classified error.
 func (p *Meta) classify(ans httpAnswer, to string) (Receipt, error) {
-	tok := p.cfg.AccessToken
+	redact := func(b []byte) string { return redactFor(p.redact, schemas.ChannelWhatsApp, b, to) }
 	if ans.success() {
 		var ok struct {
 			Messages []struct {
@@ -224,7 +227,7 @@ func (p *Meta) classify(ans httpAnswer, to string) (Receipt, error) {
 		}
 		if json.Unmarshal(ans.body, &ok) != nil || len(ok.Messages) == 0 || ok.Messages[0].ID == "" {
 			return Receipt{}, Permanent(fmt.Sprintf("meta answer without a message id (may have been sent): HTTP %d: %s",
-				ans.status, redactAnswer(ans.body, to, tok)), nil)
+				ans.status, redact(ans.body)), nil)
 		}
 		return Receipt{MessageID: ok.Messages[0].ID}, nil
 	}
@@ -245,8 +248,8 @@ func (p *Meta) classify(ans httpAnswer, to string) (Receipt, error) {
 			Details string `json:"details"`
 		}
 		_ = json.Unmarshal(e.Error.ErrorData, &data)
-		text := redactAnswer([]byte(e.Error.Message), to, tok)
-		if d := redactAnswer([]byte(data.Details), to, tok); d != "" && d != text {
+		text := redact([]byte(e.Error.Message))
+		if d := redact([]byte(data.Details)); d != "" && d != text {
 			if text != "" {
 				text += ": "
 			}
@@ -258,7 +261,7 @@ func (p *Meta) classify(ans httpAnswer, to string) (Receipt, error) {
 		}
 		detail = fmt.Sprintf("meta%s (HTTP %d): %s", c, ans.status, text)
 	} else {
-		detail = fmt.Sprintf("meta (HTTP %d): %s", ans.status, redactAnswer(ans.body, to, tok))
+		detail = fmt.Sprintf("meta (HTTP %d): %s", ans.status, redact(ans.body))
 	}
 	permanent, listed := metaCodePermanent[code]
 	if !listed {

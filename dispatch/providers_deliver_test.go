@@ -3,6 +3,7 @@ package dispatch
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"mime"
@@ -331,6 +332,12 @@ func TestTwilioDelivery(t *testing.T) {
 		{name: "21211 invalid To, number echoed",
 			answers: []answer{rejected(21211, "The 'To' number "+testPhone+" is not a valid phone number.")},
 			want:    rejectedWant("twilio 21211 (HTTP 400): The 'To' number +965****1234 is not a valid phone number."), reqs: 1},
+		{name: "21211 number echoed with spaces",
+			answers: []answer{rejected(21211, "The 'To' number +965 5000 1234 is not a valid phone number.")},
+			want:    rejectedWant("twilio 21211 (HTTP 400): The 'To' number +965****1234 is not a valid phone number."), reqs: 1},
+		{name: "a proxy echoing the Authorization header",
+			answers: []answer{{status: 400, body: "bad request; headers: Authorization: Basic " + basicOf(twilioSID, twilioToken)}},
+			want:    rejectedWant("twilio (HTTP 400): bad request; headers: Authorization: Basic ***"), reqs: 1},
 		{name: "21614 not a mobile number", answers: []answer{rejected(21614, "'To' number is not a valid mobile number")},
 			want: rejectedWant("twilio 21614 (HTTP 400)"), reqs: 1},
 		{name: "21612 cannot route, numbers echoed",
@@ -369,7 +376,7 @@ func TestTwilioDelivery(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := deliverVia(t, schemas.ChannelSMS, p, tc.run)
-			checkDelivery(t, got, "twilio", policyOf(tc.run), tc.want, twilioToken, token)
+			checkDelivery(t, got, "twilio", policyOf(tc.run), tc.want, twilioToken, token, basicOf(twilioSID, twilioToken), "5000 1234")
 
 			if srv == nil {
 				return
@@ -775,4 +782,10 @@ func TestSMTPDelivery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// basicOf is what an HTTP Basic Authorization header carries for user and
+// password.
+func basicOf(user, password string) string {
+	return base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
 }

@@ -95,10 +95,3 @@ func TestRateLimitPastDeadline(t *testing.T) {
 		t.Error("Deliver waited for the deadline instead of giving up at once")
 	}
 }
-
-func TestScrubIsCaseInsensitive(t *testing.T) {
-	got := scrub("550 <Layla@Example.com>: no such user layla@example.com", "layla@example.com", "l***@example.com")
-	if strings.Contains(strings.ToLower(got), "layla@") || strings.Count(got, "l***@example.com") != 2 {
-		t.Errorf("scrub = %q", got)
-	}
-}

@@ -46,7 +46,7 @@ type SMTPConfig struct {
 	Username string `yaml:"username"`
 	// Password goes with Username. It is a secret: it never appears in
 	// logs, errors or results.
-	Password string `yaml:"password"`
+	Password string `yaml:"password" secret:"user=username"`
 	// From is the sender, an address with an optional display name
 	// ("Nova Shop <receipts@nova.example>"). Required. Its domain also
 	// names the Message-IDs.
@@ -142,6 +142,7 @@ type SMTP struct {
 	msgIDSpace   uuid.UUID
 	implicitTLS  bool
 	mandatoryTLS bool
+	redact       *Redactor
 }
 
 // NewSMTP validates cfg and returns an SMTP provider.
@@ -164,6 +165,7 @@ func NewSMTP(cfg SMTPConfig, opts ...SMTPOption) (*SMTP, error) {
 		implicitTLS:  cfg.TLS == SMTPTLSImplicit,
 		mandatoryTLS: cfg.TLS == SMTPTLSStartTLS,
 		msgIDSpace:   uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/notifyd/notifyd/dispatch/smtp")),
+		redact:       NewRedactor(Secret{Value: cfg.Password, User: cfg.Username}),
 	}
 	if s.port == 0 {
 		switch cfg.TLS {
@@ -384,16 +386,10 @@ func (s *SMTP) fail(ctx context.Context, m Message, stage string, err error) err
 	return Transient(detail, 0, scrubbed)
 }
 
-// scrub removes the password and the recipient from a server's or a
-// library's text.
+// scrub removes the password (in every form, AUTH PLAIN's base64 among
+// them) and the recipient from a server's or a library's text.
 func (s *SMTP) scrub(m Message, text string) string {
-	if s.cfg.Password != "" {
-		text = strings.ReplaceAll(text, s.cfg.Password, masked)
-	}
-	if m.To != "" {
-		text = replaceFold(text, m.To, MaskRecipient(schemas.ChannelEmail, m.To))
-	}
-	return text
+	return s.redact.Text(schemas.ChannelEmail, m.To, text)
 }
 
 // replaceFold replaces every case-insensitive (ASCII) occurrence of old in s.

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/notifyd/notifyd/schemas"
 )
 
 // DefaultTwilioBaseURL is the Twilio REST API used when base_url is unset.
@@ -23,7 +25,7 @@ type TwilioConfig struct {
 	AccountSID string `yaml:"account_sid"`
 	// AuthToken is the account's auth token, the Basic auth password.
 	// Required. It is a secret: it never appears in errors, details or logs.
-	AuthToken string `yaml:"auth_token"`
+	AuthToken string `yaml:"auth_token" secret:"user=account_sid"`
 	// From is the sender: a Twilio phone number in E.164 form, a short code
 	// or an alphanumeric sender ID. Exactly one of From and
 	// MessagingServiceSID is required.
@@ -93,6 +95,7 @@ type Twilio struct {
 	cfg      TwilioConfig
 	client   *http.Client
 	endpoint string
+	redact   *Redactor
 }
 
 // NewTwilio validates cfg and returns a Twilio; an empty base_url becomes
@@ -109,7 +112,8 @@ func NewTwilio(cfg TwilioConfig, client *http.Client) (*Twilio, error) {
 		client = &http.Client{}
 	}
 	endpoint := strings.TrimRight(cfg.BaseURL, "/") + "/2010-04-01/Accounts/" + url.PathEscape(cfg.AccountSID) + "/Messages.json"
-	return &Twilio{cfg: cfg, client: client, endpoint: endpoint}, nil
+	return &Twilio{cfg: cfg, client: client, endpoint: endpoint,
+		redact: NewRedactor(Secret{Value: cfg.AuthToken, User: cfg.AccountSID})}, nil
 }
 
 // Name returns "twilio".
@@ -154,7 +158,7 @@ func (t *Twilio) classify(ans httpAnswer, to string) (Receipt, error) {
 		}
 		if json.Unmarshal(ans.body, &ok) != nil || ok.SID == "" {
 			return Receipt{}, Permanent(fmt.Sprintf("twilio answer without a message sid (may have been sent): HTTP %d: %s",
-				ans.status, redactAnswer(ans.body, to, t.cfg.AuthToken)), nil)
+				ans.status, redactFor(t.redact, schemas.ChannelSMS, ans.body, to)), nil)
 		}
 		return Receipt{MessageID: ok.SID}, nil
 	}
@@ -168,10 +172,10 @@ func (t *Twilio) classify(ans httpAnswer, to string) (Receipt, error) {
 		if e.Code != 0 {
 			code = fmt.Sprintf(" %d", e.Code)
 		}
-		detail = fmt.Sprintf("twilio%s (HTTP %d): %s", code, ans.status, redactAnswer([]byte(e.Message), to, t.cfg.AuthToken))
+		detail = fmt.Sprintf("twilio%s (HTTP %d): %s", code, ans.status, redactFor(t.redact, schemas.ChannelSMS, []byte(e.Message), to))
 	} else {
 		e.Code = 0
-		detail = fmt.Sprintf("twilio (HTTP %d): %s", ans.status, redactAnswer(ans.body, to, t.cfg.AuthToken))
+		detail = fmt.Sprintf("twilio (HTTP %d): %s", ans.status, redactFor(t.redact, schemas.ChannelSMS, ans.body, to))
 	}
 	if ans.retryable() || e.Code == twilioCodeRateLimited {
 		return Receipt{}, Transient(detail, ans.retryAfter, nil)

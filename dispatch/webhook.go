@@ -10,7 +10,6 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,7 +23,7 @@ type WebhookConfig struct {
 	// Headers are added to every request, e.g. an Authorization header
 	// written as ${TOKEN} in the configuration. Their values are secrets:
 	// they never appear in logs, errors or results.
-	Headers map[string]string `yaml:"headers"`
+	Headers map[string]string `yaml:"headers" secret:"values"`
 }
 
 // Validate names the first bad field.
@@ -50,6 +49,7 @@ func (c WebhookConfig) Validate() error {
 type Webhook struct {
 	cfg    WebhookConfig
 	client *http.Client
+	redact *Redactor
 }
 
 // WebhookRequest is the JSON body a Webhook posts.
@@ -72,7 +72,7 @@ func NewWebhook(cfg WebhookConfig, client *http.Client) (*Webhook, error) {
 	if client == nil {
 		client = &http.Client{}
 	}
-	return &Webhook{cfg: cfg, client: client}, nil
+	return &Webhook{cfg: cfg, client: client, redact: NewRedactor(HeaderSecrets(cfg.Headers)...)}, nil
 }
 
 // Name returns "webhook".
@@ -103,7 +103,7 @@ func (w *Webhook) Send(ctx context.Context, m Message) (Receipt, error) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	detail := fmt.Sprintf("HTTP %d: %s", resp.StatusCode, redactFor(m.Channel, raw, m.To, w.secrets()...))
+	detail := fmt.Sprintf("HTTP %d: %s", resp.StatusCode, redactFor(w.redact, m.Channel, raw, m.To))
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		var ok struct {
@@ -120,20 +120,18 @@ func (w *Webhook) Send(ctx context.Context, m Message) (Receipt, error) {
 	}
 }
 
-// secrets returns the header values to keep out of details: each value, and
-// each long word of it (the token of "Bearer <token>").
-func (w *Webhook) secrets() []string {
-	var out []string
-	for _, v := range w.cfg.Headers {
-		out = append(out, v)
+// HeaderSecrets are the secrets of configured header values: each value,
+// and each long word of it (the token of "Bearer <token>").
+func HeaderSecrets(headers map[string]string) []Secret {
+	var out []Secret
+	for _, v := range headers {
+		out = append(out, Secret{Value: v})
 		for _, f := range strings.Fields(v) {
 			if len(f) >= 8 && f != v {
-				out = append(out, f)
+				out = append(out, Secret{Value: f})
 			}
 		}
 	}
-	// Longest first, so a value is replaced before a word inside it.
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out
 }
 
