@@ -47,7 +47,7 @@ func BenchmarkProjectionApply(b *testing.B) {
 	for p, o := range offs[h.topics.PaymentEvents] {
 		ends[p] = o.End
 	}
-	f := &follower{topic: h.topics.PaymentEvents, brokers: h.brokers, dialer: kafka.DefaultDialer, client: h.client,
+	f := &follower{topic: h.topics.PaymentEvents, brokers: h.brokers, dialer: h.conn.Dialer(), client: h.client,
 		stored: store.EventOffsets, fail: func(err error) { b.Error(err) }, log: slog.New(slog.DiscardHandler), ctx: ctx,
 		apply: func(p int, r []projection.Record) error {
 			_, err := store.ApplyEvents(p, r)

@@ -14,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
@@ -606,7 +608,7 @@ func TestEmptiedPartitionsDoNotBlock(t *testing.T) {
 		old[i].Value = []byte(fmt.Sprintf(`{"event_id":"e%d","session_id":"gone-%d","state":"paid","timestamp_utc":"2026-01-01T00:00:00Z"}`, i, i))
 	}
 	h.produce(h.topics.PaymentEvents, old...)
-	deleteAllRecords(t, h.brokers, h.topics.Results, h.topics.PaymentEvents)
+	deleteAllRecords(t, h.conn, h.topics.Results, h.topics.PaymentEvents)
 	offs, err := ListOffsets(context.Background(), h.client, h.topics.Results, h.topics.PaymentEvents)
 	if err != nil {
 		t.Fatal(err)
@@ -631,10 +633,26 @@ func TestEmptiedPartitionsDoNotBlock(t *testing.T) {
 
 // deleteAllRecords deletes every record of the topics' partitions (up to
 // their high-water marks) with a DeleteRecords request. kafka-go has no
-// such call; the test uses franz-go's request types for it.
-func deleteAllRecords(t *testing.T, brokers []string, topics ...string) {
+// such call; the test uses franz-go's request types for it, with the TLS
+// and SASL of conn (SASL from NOTIFYD_TEST_SECURE_*, as testConn reads it).
+func deleteAllRecords(t *testing.T, conn Conn, topics ...string) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	opts := []kgo.Opt{kgo.SeedBrokers(conn.Brokers...)}
+	if conn.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(conn.TLS.Clone()))
+	}
+	if conn.SASL != nil {
+		auth := scram.Auth{User: os.Getenv("NOTIFYD_TEST_SECURE_USERNAME"), Pass: os.Getenv("NOTIFYD_TEST_SECURE_PASSWORD")}
+		switch conn.SASL.Name() {
+		case "PLAIN":
+			opts = append(opts, kgo.SASL(plain.Auth{User: auth.User, Pass: auth.Pass}.AsMechanism()))
+		case "SCRAM-SHA-256":
+			opts = append(opts, kgo.SASL(auth.AsSha256Mechanism()))
+		default:
+			opts = append(opts, kgo.SASL(auth.AsSha512Mechanism()))
+		}
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

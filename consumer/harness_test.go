@@ -29,6 +29,7 @@ const testPartitions = 4
 
 type harness struct {
 	t       testing.TB
+	conn    Conn
 	brokers []string
 	topics  Topics
 	writer  *kafka.Writer
@@ -45,31 +46,60 @@ type received struct {
 	result schemas.DeliveryResult
 }
 
+// testConn is how the tests reach their broker: with
+// NOTIFYD_TEST_SECURE_BROKERS, the SASL_SSL listener that `scripts/kafka-local
+// secure-env` describes (NOTIFYD_TEST_SECURE_*), through the kafka.tls and
+// kafka.sasl code notifyd itself uses, with NOTIFYD_TEST_SECURE_MECHANISM
+// (default scram-sha-512); else the plaintext NOTIFYD_TEST_BROKERS; else a
+// new embedded broker.
+func testConn(t testing.TB) Conn {
+	t.Helper()
+	if env := os.Getenv("NOTIFYD_TEST_SECURE_BROKERS"); env != "" {
+		tlsCfg, err := TLSConfig{
+			CAFile: os.Getenv("NOTIFYD_TEST_SECURE_CA_FILE"), CertFile: os.Getenv("NOTIFYD_TEST_SECURE_CERT_FILE"),
+			KeyFile: os.Getenv("NOTIFYD_TEST_SECURE_KEY_FILE"), ServerName: os.Getenv("NOTIFYD_TEST_SECURE_SERVER_NAME"),
+		}.Build()
+		if err != nil {
+			t.Fatalf("NOTIFYD_TEST_SECURE_*: kafka.tls.%v", err)
+		}
+		mechanism := os.Getenv("NOTIFYD_TEST_SECURE_MECHANISM")
+		if mechanism == "" {
+			mechanism = "scram-sha-512"
+		}
+		m, err := SASLConfig{Mechanism: mechanism, Username: os.Getenv("NOTIFYD_TEST_SECURE_USERNAME"),
+			Password: os.Getenv("NOTIFYD_TEST_SECURE_PASSWORD")}.Build(true)
+		if err != nil {
+			t.Fatalf("NOTIFYD_TEST_SECURE_*: kafka.sasl.%v", err)
+		}
+		return Conn{Brokers: strings.Split(env, ","), ClientID: "test", TLS: tlsCfg, SASL: m}
+	}
+	if env := os.Getenv("NOTIFYD_TEST_BROKERS"); env != "" {
+		return Conn{Brokers: strings.Split(env, ","), ClientID: "test"}
+	}
+	b, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return Conn{Brokers: []string{b.Addr()}, ClientID: "test"}
+}
+
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	var brokers []string
-	if env := os.Getenv("NOTIFYD_TEST_BROKERS"); env != "" {
-		brokers = strings.Split(env, ",")
-	} else {
-		b, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Close)
-		brokers = []string{b.Addr()}
-	}
+	conn := testConn(t)
+	brokers := conn.Brokers
 	prefix := fmt.Sprintf("%s-%d-", strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()), time.Now().UnixNano())
 	h := &harness{
-		t: t, brokers: brokers,
+		t: t, conn: conn, brokers: brokers,
 		topics: Topics{
 			PaymentEvents: prefix + "payment-events", Commands: prefix + "notification-commands",
 			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq",
 		},
-		client:  &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second},
+		client:  conn.Client(nil),
 		results: map[string][]received{},
 		changed: make(chan struct{}),
 	}
-	h.writer = NewWriter(brokers, "test")
+	h.writer = conn.Writer()
 	t.Cleanup(func() { h.writer.Close() })
 	var specs []TopicSpec
 	for _, name := range []string{h.topics.PaymentEvents, h.topics.Commands, h.topics.Results, h.topics.DeadLetter} {
@@ -83,7 +113,7 @@ func newHarness(t testing.TB) *harness {
 	t.Cleanup(func() { cancel(); <-done; <-done })
 	go func() {
 		defer func() { done <- struct{}{} }()
-		_ = Follow(ctx, brokers, h.topics.Results, false, func(m kafka.Message) bool {
+		_ = Follow(ctx, conn, h.topics.Results, false, func(m kafka.Message) bool {
 			var r schemas.DeliveryResult
 			if err := json.Unmarshal(m.Value, &r); err != nil {
 				t.Errorf("result is not JSON: %s", m.Value)
@@ -97,7 +127,7 @@ func newHarness(t testing.TB) *harness {
 	}()
 	go func() {
 		defer func() { done <- struct{}{} }()
-		_ = Follow(ctx, brokers, h.topics.DeadLetter, false, func(m kafka.Message) bool {
+		_ = Follow(ctx, conn, h.topics.DeadLetter, false, func(m kafka.Message) bool {
 			h.mu.Lock()
 			h.dlq = append(h.dlq, received{msg: m})
 			h.notifyLocked()
@@ -251,7 +281,7 @@ func (h *harness) start(o instanceOpts) *instance {
 		dcfg.Retry[ch] = o.retry
 	}
 	svc, err := New(Config{
-		Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics,
+		Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics, TLS: h.conn.TLS, SASL: h.conn.SASL,
 		StoreDir: o.dir, CatchUpWait: o.catchUpWait, ShutdownTimeout: o.shutdown, Registerer: registerer(o.registry),
 	}, dcfg, slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {

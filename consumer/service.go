@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/notifyd/notifyd/consumer/wmkafka"
 	"github.com/notifyd/notifyd/dispatch"
@@ -122,6 +124,10 @@ type Config struct {
 	SessionTimeout    time.Duration
 	RebalanceTimeout  time.Duration
 	HeartbeatInterval time.Duration
+	// TLS and SASL secure every connection to the brokers (kafka.tls,
+	// kafka.sasl); nil: plaintext, no authentication.
+	TLS  *tls.Config
+	SASL sasl.Mechanism
 	// Registerer receives the service's Prometheus collectors; nil
 	// registers none.
 	Registerer prometheus.Registerer
@@ -130,6 +136,11 @@ type Config struct {
 	// instance reports ready (processing.ready_max_lag; the command sets
 	// its default, 100; zero here means fully caught up).
 	ReadyMaxLag int64
+}
+
+// Conn is how the service reaches the brokers.
+func (c Config) Conn() Conn {
+	return Conn{Brokers: c.Brokers, ClientID: c.ClientID, TLS: c.TLS, SASL: c.SASL}
 }
 
 func (c *Config) setDefaults() {
@@ -436,8 +447,11 @@ type runtime struct {
 	log *slog.Logger
 
 	transport *kafka.Transport
-	client    *kafka.Client
-	store     *projection.Store
+	// pubTransport is the results publisher's (its own, so that its
+	// batches do not queue behind the service's other requests).
+	pubTransport *kafka.Transport
+	client       *kafka.Client
+	store        *projection.Store
 	// fatal ends the service on an error nothing can recover from.
 	runCtx        context.Context
 	fatal         context.CancelCauseFunc
@@ -461,9 +475,9 @@ func (rt *runtime) start(ctx context.Context) error {
 	cfg, s := rt.cfg, rt.s
 	// Metadata of notifyd's four topics only: kafka-go's transport otherwise
 	// fetches every topic of the cluster every few seconds.
-	rt.transport = &kafka.Transport{ClientID: cfg.ClientID, DialTimeout: 5 * time.Second, MetadataTopics: []string{
-		cfg.Topics.PaymentEvents, cfg.Topics.Commands, cfg.Topics.Results, cfg.Topics.DeadLetter}}
-	rt.client = &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: rt.transport}
+	conn := cfg.Conn()
+	rt.transport = conn.Transport(cfg.Topics.PaymentEvents, cfg.Topics.Commands, cfg.Topics.Results, cfg.Topics.DeadLetter)
+	rt.client = conn.Client(rt.transport)
 	rt.runCtx, rt.fatal = context.WithCancelCause(ctx)
 
 	// Topics and store.
@@ -486,7 +500,7 @@ func (rt *runtime) start(ctx context.Context) error {
 	// Followers of payment-events and results, and the refresh of their
 	// end offsets.
 	rt.followCtx, rt.stopFollowing = context.WithCancel(context.Background())
-	dialer := &kafka.Dialer{ClientID: cfg.ClientID, Timeout: 10 * time.Second, DualStack: true}
+	dialer := conn.Dialer()
 	newFollower := func(topic string, stored func() map[int]int64, apply func(int, []projection.Record) error) *follower {
 		return &follower{topic: topic, brokers: cfg.Brokers, dialer: dialer, client: rt.client, stored: stored, apply: apply,
 			fail: rt.fatal, log: s.log.With("component", "follower"), ctx: rt.followCtx}
@@ -522,21 +536,23 @@ func (rt *runtime) start(ctx context.Context) error {
 
 	// Commands: results publisher, subscriber, Router.
 	wlog := watermill.NewSlogLogger(s.log.With("component", "watermill"))
+	rt.pubTransport = conn.Transport(cfg.Topics.Results, cfg.Topics.DeadLetter)
 	if rt.pub, err = wmkafka.NewPublisher(wmkafka.PublisherConfig{
 		Brokers: cfg.Brokers, ClientID: cfg.ClientID, OmitUUIDHeader: true, Topics: []string{cfg.Topics.Results, cfg.Topics.DeadLetter},
+		Transport: rt.pubTransport,
 	}, wlog); err != nil {
 		return fmt.Errorf("results publisher: %w", err)
 	}
 	if rt.sub, err = wmkafka.NewSubscriber(wmkafka.SubscriberConfig{
-		Brokers: cfg.Brokers, GroupID: cfg.GroupID, ClientID: cfg.ClientID,
+		Brokers: cfg.Brokers, GroupID: cfg.GroupID, ClientID: cfg.ClientID, Dialer: conn.Dialer(),
 		Concurrency: cfg.Concurrency, CloseTimeout: cfg.ShutdownTimeout,
 		SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 	}, wlog); err != nil {
 		return fmt.Errorf("commands subscriber: %w", err)
 	}
 	// In-process requesters' commands: same acks and batching as every
-	// writer here (NewWriter), on the service's transport.
-	rt.commands = NewWriter(cfg.Brokers, cfg.ClientID)
+	// writer here (Conn.Writer), on the service's transport.
+	rt.commands = conn.Writer()
 	rt.commands.Transport = rt.transport
 	s.mu.Lock()
 	s.sub = rt.sub
@@ -675,8 +691,10 @@ func (rt *runtime) stop() {
 			if rt.fatal != nil {
 				rt.fatal(nil)
 			}
-			if rt.transport != nil {
-				rt.transport.CloseIdleConnections()
+			for _, t := range []*kafka.Transport{rt.transport, rt.pubTransport} {
+				if t != nil {
+					t.CloseIdleConnections()
+				}
 			}
 			return nil
 		}},
@@ -713,9 +731,13 @@ func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error 
 		spec(cfg.Topics.PaymentEvents, "payment_events"), spec(cfg.Topics.Commands, "commands"),
 		spec(cfg.Topics.Results, "results"), spec(cfg.Topics.DeadLetter, "dead_letter"),
 	}
-	return RetryUnreachable(ctx, s.log.With("brokers", cfg.Brokers), "start", func(ctx context.Context) error {
+	err := RetryUnreachable(ctx, s.log.With("brokers", cfg.Brokers), "start", func(ctx context.Context) error {
 		return EnsureTopics(ctx, client, specs, *cfg.CreateTopics)
 	})
+	if hint, ok := SecurityProblem(err); ok {
+		return fmt.Errorf("kafka: %s: %w", hint, err)
+	}
+	return err
 }
 
 // openStore opens the projection and checks that it describes the log it

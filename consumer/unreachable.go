@@ -21,10 +21,15 @@ import (
 // temporary (a leader or controller being elected), or a request that
 // timed out (context.DeadlineExceeded: kafka.Client's Timeout). Such a
 // request is worth repeating; any other error, and context.Canceled, is an
-// answer. RetryUnreachable stops on its own context, not on this.
+// answer, and so is a SecurityProblem (a TLS handshake or SASL
+// authentication refused). RetryUnreachable stops on its own context, not
+// on this.
 func Unreachable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
+	}
+	if _, refused := SecurityProblem(err); refused {
+		return false // TLS or SASL refused: repeating cannot help
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true

@@ -18,15 +18,6 @@ import (
 	"github.com/notifyd/notifyd/schemas"
 )
 
-// brokers returns the bootstrap addresses a client subcommand uses: the
-// configured brokers, or the embedded broker of a running `notifyd serve`.
-func (c *Config) brokers() []string {
-	if c.embedded() {
-		return []string{c.EmbeddedBroker.Listen}
-	}
-	return c.Kafka.Brokers
-}
-
 // resend publishes one resend command and prints its delivery result. Exit
 // status: 0 notified, 1 anything else, 3 no result within -wait.
 func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -69,15 +60,19 @@ func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	}
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
-	brokers := cfg.brokers()
-	// Take the results' end offsets before publishing, so the result cannot
-	// be missed however fast it comes.
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	offs, err := consumer.ListOffsets(ctx, client, cfg.Kafka.Topics.Results)
+	conn, err := cfg.conn("notifyd-cli")
 	if err != nil {
 		return err
 	}
-	w := consumer.NewWriter(brokers, "notifyd-cli")
+	// Take the results' end offsets before publishing, so the result cannot
+	// be missed however fast it comes.
+	transport := conn.Transport(cfg.Kafka.Topics.Results)
+	defer transport.CloseIdleConnections()
+	offs, err := consumer.ListOffsets(ctx, conn.Client(transport), cfg.Kafka.Topics.Results)
+	if err != nil {
+		return err
+	}
+	w := conn.Writer(cfg.Kafka.Topics.Commands)
 	defer w.Close()
 	key := *sessionID
 	if key == "" {
@@ -88,7 +83,7 @@ func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	}
 	var result []byte
 	var outcome schemas.Outcome
-	err = consumer.FollowFrom(ctx, brokers, cfg.Kafka.Topics.Results, offs[cfg.Kafka.Topics.Results], true, func(m kafka.Message) bool {
+	err = consumer.FollowFrom(ctx, conn, cfg.Kafka.Topics.Results, offs[cfg.Kafka.Topics.Results], true, func(m kafka.Message) bool {
 		var r schemas.DeliveryResult
 		if json.Unmarshal(m.Value, &r) != nil || r.CommandID != cmd["command_id"] {
 			return true
@@ -128,7 +123,11 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	w := consumer.NewWriter(cfg.brokers(), "notifyd-cli")
+	conn, err := cfg.conn("notifyd-cli")
+	if err != nil {
+		return err
+	}
+	w := conn.Writer(*topic)
 	defer w.Close()
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
@@ -176,7 +175,11 @@ func tail(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	err = consumer.Follow(ctx, cfg.brokers(), cfg.Kafka.Topics.Results, !*fromBeginning, func(m kafka.Message) bool {
+	conn, err := cfg.conn("notifyd-cli")
+	if err != nil {
+		return err
+	}
+	err = consumer.Follow(ctx, conn, cfg.Kafka.Topics.Results, !*fromBeginning, func(m kafka.Message) bool {
 		fmt.Fprintln(stdout, string(m.Value))
 		return true
 	})

@@ -1,19 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/consumer"
@@ -52,6 +46,10 @@ type KafkaConfig struct {
 	SessionTimeout    time.Duration `yaml:"session_timeout"`
 	RebalanceTimeout  time.Duration `yaml:"rebalance_timeout"`
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// TLS and SASL secure every connection to the brokers: the service's,
+	// and those of the CLI's publish, resend and tail.
+	TLS  consumer.TLSConfig  `yaml:"tls"`
+	SASL consumer.SASLConfig `yaml:"sasl"`
 }
 
 // EmbeddedBrokerConfig is the embedded_broker block, used when kafka.brokers
@@ -241,7 +239,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("http.listen: %q is not host:port (or off)", c.HTTP.Listen)
 		}
 	}
-	if err := c.serviceConfig().Validate(); err != nil {
+	sc, err := c.serviceConfig()
+	if err != nil {
+		return err
+	}
+	if err := sc.Validate(); err != nil {
 		return err
 	}
 	if err := c.API.Validate(); err != nil {
@@ -286,14 +288,27 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// serviceConfig is the consumer's part of the configuration. Brokers are
-// filled in by serve once the embedded broker (if any) is listening.
-func (c *Config) serviceConfig() consumer.Config {
+// serviceConfig is the consumer's part of the configuration, with
+// kafka.tls and kafka.sasl built (their files read). Brokers are filled in
+// by serve once the embedded broker (if any) is listening.
+func (c *Config) serviceConfig() (consumer.Config, error) {
 	brokers := c.Kafka.Brokers
 	if c.embedded() {
 		brokers = []string{c.EmbeddedBroker.Listen}
+		if c.Kafka.TLS.On() || c.Kafka.SASL.Mechanism != "" {
+			return consumer.Config{}, errors.New("kafka.tls, kafka.sasl: need kafka.brokers (the embedded broker speaks plaintext on loopback only)")
+		}
+	}
+	tlsConfig, err := c.Kafka.TLS.Build()
+	if err != nil {
+		return consumer.Config{}, fmt.Errorf("kafka.tls.%w", err)
+	}
+	mechanism, err := c.Kafka.SASL.Build(tlsConfig != nil)
+	if err != nil {
+		return consumer.Config{}, fmt.Errorf("kafka.sasl.%w", err)
 	}
 	return consumer.Config{
+		TLS: tlsConfig, SASL: mechanism,
 		Brokers: brokers, GroupID: c.Kafka.GroupID, ClientID: c.Kafka.ClientID, Topics: c.Kafka.Topics,
 		CreateTopics: c.Kafka.CreateTopics, TopicPartitions: c.Kafka.TopicPartitions, ReplicationFactor: c.Kafka.ReplicationFactor,
 		TopicConfigs:   c.Kafka.TopicConfigs,
@@ -301,146 +316,18 @@ func (c *Config) serviceConfig() consumer.Config {
 		StoreDir: c.Store.Dir, Concurrency: c.Processing.Concurrency, CatchUpWait: c.Processing.CatchUpWait,
 		MaxCommandAge: c.Processing.MaxCommandAge, ShutdownTimeout: c.Processing.ShutdownTimeout,
 		ReadyMaxLag: *c.Processing.ReadyMaxLag,
-	}
+	}, nil
 }
 
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
-
-// expandEnv replaces ${NAME} with the environment variable NAME; an unset
-// variable is an error, so a missing secret stops start-up.
-func expandEnv(data []byte) ([]byte, error) {
-	var missing []string
-	out := envRef.ReplaceAllFunc(data, func(ref []byte) []byte {
-		name := string(envRef.FindSubmatch(ref)[1])
-		v, ok := os.LookupEnv(name)
-		if !ok {
-			missing = append(missing, name)
-		}
-		return []byte(v)
-	})
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("environment variables referenced but not set: %s", strings.Join(missing, ", "))
-	}
-	return out, nil
-}
-
-// LoadConfig reads a configuration file. A file replaces the built-in
-// templates and providers: what it does not configure is not configured.
-func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+// conn is how the CLI's subcommands reach the brokers: the configured ones
+// with kafka.tls and kafka.sasl, or the embedded broker of a running
+// `notifyd serve`.
+func (c *Config) conn(clientID string) (consumer.Conn, error) {
+	sc, err := c.serviceConfig()
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+		return consumer.Conn{}, err
 	}
-	c, err := ParseConfig(data)
-	if err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", path, err)
-	}
-	return c, nil
-}
-
-// ParseConfig parses, defaults and validates a configuration.
-func ParseConfig(data []byte) (Config, error) {
-	data, err := expandEnv(data)
-	if err != nil {
-		return Config{}, err
-	}
-	var c Config
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return Config{}, fmt.Errorf("not valid YAML: %w", err)
-	}
-	if len(root.Content) > 0 {
-		lines := map[int]string{}
-		if err := checkKeys(root.Content[0], reflect.TypeOf(c), "", lines); err != nil {
-			return Config{}, err
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		if err := dec.Decode(&c); err != nil {
-			return Config{}, nameKey(err, lines)
-		}
-	}
-	c.setDefaults()
-	if err := c.Validate(); err != nil {
-		return Config{}, err
-	}
-	return c, nil
-}
-
-// checkKeys walks the YAML tree against the Go type and reports an unknown
-// key by its full dotted name; it also records which key each line holds so
-// that decode errors (which yaml reports by line) can name the key.
-func checkKeys(n *yaml.Node, t reflect.Type, path string, lines map[int]string) error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if path != "" {
-		lines[n.Line] = path
-	}
-	switch {
-	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
-		fields := map[string]reflect.Type{}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "" {
-				name = strings.ToLower(f.Name)
-			}
-			fields[name] = f.Type
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			key := join(path, k.Value)
-			lines[k.Line] = key
-			ft, ok := fields[k.Value]
-			if !ok {
-				return fmt.Errorf("%s: unknown key", key)
-			}
-			if err := checkKeys(v, ft, key, lines); err != nil {
-				return err
-			}
-		}
-	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			key := join(path, k.Value)
-			lines[k.Line] = key
-			if err := checkKeys(v, t.Elem(), key, lines); err != nil {
-				return err
-			}
-		}
-	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
-		for _, v := range n.Content {
-			if err := checkKeys(v, t.Elem(), path, lines); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-var yamlLine = regexp.MustCompile(`line (\d+): (.*)`)
-
-// nameKey rewrites yaml's "line N: cannot unmarshal ..." into "key: ...".
-func nameKey(err error, lines map[int]string) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) || len(te.Errors) == 0 {
-		return err
-	}
-	m := yamlLine.FindStringSubmatch(te.Errors[0])
-	if m == nil {
-		return err
-	}
-	var line int
-	fmt.Sscan(m[1], &line)
-	if key, ok := lines[line]; ok {
-		return fmt.Errorf("%s: %s", key, m[2])
-	}
-	return err
+	conn := sc.Conn()
+	conn.ClientID = clientID
+	return conn, nil
 }

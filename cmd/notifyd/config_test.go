@@ -1,9 +1,14 @@
 package main
 
 import (
+	"encoding/base64"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/notifyd/notifyd/dispatch"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -80,7 +85,7 @@ api:
 		{name: "api on the http listener", yaml: "api: {listen: 127.0.0.1:8080}\n", wantErr: "api.listen: \"127.0.0.1:8080\" is also http.listen"},
 		{name: "group timings", yaml: "kafka: {session_timeout: 10s, rebalance_timeout: 20s, heartbeat_interval: 500ms}\n",
 			check: func(t *testing.T, c Config) {
-				sc := c.serviceConfig()
+				sc, _ := c.serviceConfig()
 				if sc.SessionTimeout != 10*time.Second || sc.RebalanceTimeout != 20*time.Second || sc.HeartbeatInterval != 500*time.Millisecond {
 					t.Errorf("group timings: %+v", sc)
 				}
@@ -162,5 +167,112 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	}
 	if len(c.Providers) != 3 || c.Providers["whatsapp"].Kind != "console" {
 		t.Errorf("providers: %+v", c.Providers)
+	}
+}
+
+// TestSecretsInConfig: ${ENV} is substituted after parsing, into values
+// only, so no character of a secret is read as YAML; *_file variants read
+// a secret from a file; no error shows a secret or a value from the
+// environment.
+func TestSecretsInConfig(t *testing.T) {
+	dir := t.TempDir()
+	writeFile := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Block style: in flow style ({...}) an unquoted ${X} is not YAML.
+	smtp := func(password string) string {
+		return "providers:\n  email:\n    kind: smtp\n    smtp:\n      host: smtp.example.com\n      from: shop@example.com\n      username: u\n      " +
+			strings.ReplaceAll(password, ", ", "\n      ") + "\n"
+	}
+	injected := "x\nkafka:\n  brokers: [evil.example:9092]"
+	for _, tc := range []struct {
+		name   string
+		env    string // NOTIFYD_TEST_PW
+		yaml   string
+		want   string // the SMTP password, when loading succeeds
+		err    string // error substring, when it fails
+		hidden string // must not be in the error
+	}{
+		{name: "starts with *", env: "*an-alias-no-more", yaml: smtp("password: ${NOTIFYD_TEST_PW}"), want: "*an-alias-no-more"},
+		{name: "starts with !", env: "!tag-looking", yaml: smtp("password: ${NOTIFYD_TEST_PW}"), want: "!tag-looking"},
+		{name: "holds a comment sign", env: "Pw #tail", yaml: smtp("password: ${NOTIFYD_TEST_PW}"), want: "Pw #tail"},
+		{name: "quoted reference", env: "'both' \"quotes\"", yaml: smtp(`password: "${NOTIFYD_TEST_PW}"`), want: `'both' "quotes"`},
+		{name: "looks like null", env: "null", yaml: smtp("password: ${NOTIFYD_TEST_PW}"), want: "null"},
+		{name: "looks like a number", env: "0123", yaml: smtp("password: ${NOTIFYD_TEST_PW}"), want: "0123"},
+		{name: "newline cannot inject keys", env: injected, yaml: smtp("password: ${NOTIFYD_TEST_PW}"), want: injected},
+		{name: "embedded in text", env: "inner", yaml: smtp("password: pre-${NOTIFYD_TEST_PW}-post"), want: "pre-inner-post"},
+		{name: "from a file, final newline dropped", yaml: smtp("password_file: " + writeFile("pw", "file *secret #1\n")), want: "file *secret #1"},
+		{name: "file path from the environment", env: writeFile("pw2", "from-env-path"), yaml: smtp("password_file: ${NOTIFYD_TEST_PW}"), want: "from-env-path"},
+		{name: "file and value both", env: "x", yaml: smtp("password: ${NOTIFYD_TEST_PW}, password_file: /nonexistent"),
+			err: "providers.email.smtp.password, providers.email.smtp.password_file: set one of them, not both"},
+		{name: "missing file", yaml: smtp("password_file: " + filepath.Join(dir, "nope")), err: "providers.email.smtp.password_file: open "},
+		{name: "empty file", yaml: smtp("password_file: " + writeFile("empty", "\n")), err: "providers.email.smtp.password_file: "},
+		{name: "_file of a field that is no secret", yaml: smtp("password: x, host_file: /etc/hostname"), err: "providers.email.smtp.host_file: unknown key"},
+		{name: "a secret in the wrong place: type error names the key, not the value", env: "hunter2-is-my-pw",
+			yaml: "processing: {concurrency: \"${NOTIFYD_TEST_PW}\"}\n", err: "processing.concurrency: want a whole number", hidden: "hunter2"},
+		{name: "a value from the environment into a number", env: "8", yaml: "processing:\n  concurrency: ${NOTIFYD_TEST_PW}\n"},
+		{name: "quoted into a duration", env: "3s", yaml: "processing: {catch_up_wait: \"${NOTIFYD_TEST_PW}\"}\n"},
+		{name: "validation error hides the value", env: "s3cret-broker-list",
+			yaml: "kafka: {brokers: [\"${NOTIFYD_TEST_PW}\"]}\n", err: "kafka.brokers: \"***\" is not host:port", hidden: "s3cret"},
+		{name: "secret written in the file is hidden from errors too",
+			yaml: "providers:\n  email: {kind: smtp, smtp: {host: smtp.example.com, from: not-an-address, username: u, password: in-file-secret}}\n",
+			err: "providers.email.smtp.from", hidden: "in-file-secret"},
+		{name: "unset variable", yaml: smtp("password: ${NOTIFYD_TEST_UNSET}"), err: "environment variables referenced but not set: NOTIFYD_TEST_UNSET"},
+		{name: "references in keys are not substituted", env: "host", yaml: smtp("${NOTIFYD_TEST_PW}: x"),
+			err: "providers.email.smtp.${NOTIFYD_TEST_PW}: unknown key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("NOTIFYD_TEST_PW", tc.env)
+			c, err := ParseConfig([]byte(tc.yaml))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				for _, h := range []string{tc.hidden, "hunter2", "in-file-secret"} {
+					if h != "" && strings.Contains(err.Error(), h) {
+						t.Errorf("error shows %q: %v", h, err)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Providers["email"].SMTP.Password; tc.want != "" && got != tc.want {
+				t.Errorf("password %q, want %q", got, tc.want)
+			}
+			if len(c.Kafka.Brokers) != 0 {
+				t.Errorf("brokers %v: a value injected keys", c.Kafka.Brokers)
+			}
+		})
+	}
+}
+
+// TestSecretsCollected: every secret of the configuration reaches the
+// redactor, with its user where it has one.
+func TestSecretsCollected(t *testing.T) {
+	c, err := ParseConfig([]byte(`
+kafka:
+  brokers: [k:9092]
+  tls: {enabled: true}
+  sasl: {mechanism: scram-sha-512, username: kuser, password: kpass-1}
+providers:
+  email: {kind: smtp, smtp: {host: h.example, from: a@b.example, username: muser, password: mpass-2}}
+  sms: {kind: twilio, twilio: {account_sid: AC1, auth_token: ttok-3, from: "+15550001111"}}
+  whatsapp: {kind: webhook, webhook: {url: "https://w.example/x", headers: {Authorization: "Bearer wtok-4-long-enough"}}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := dispatch.NewRedactor(c.secrets()...)
+	for _, s := range []string{"kpass-1", "mpass-2", "ttok-3", "wtok-4-long-enough", "Bearer wtok-4-long-enough",
+		base64.StdEncoding.EncodeToString([]byte("AC1:ttok-3")), base64.StdEncoding.EncodeToString([]byte("kuser:kpass-1"))} {
+		if got := r.Secrets("x " + s + " y"); got != "x *** y" {
+			t.Errorf("%q: %q", s, got)
+		}
 	}
 }

@@ -151,7 +151,7 @@ templates:
 	var mu sync.Mutex
 	results := map[string][]schemas.DeliveryResult{}
 	go func() {
-		_ = consumer.Follow(ctx, []string{broker}, "notification-results", false, func(m kafka.Message) bool {
+		_ = consumer.Follow(ctx, consumer.Conn{Brokers: []string{broker}}, "notification-results", false, func(m kafka.Message) bool {
 			var r schemas.DeliveryResult
 			if json.Unmarshal(m.Value, &r) == nil {
 				mu.Lock()
@@ -184,7 +184,7 @@ templates:
 		}
 	}
 
-	w := consumer.NewWriter([]string{broker}, "notifyd-dashboard-test")
+	w := consumer.Conn{Brokers: []string{broker}, ClientID: "notifyd-dashboard-test"}.Writer()
 	defer w.Close()
 	publishLines := func(topic string, lines ...string) {
 		t.Helper()

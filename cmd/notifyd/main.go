@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/notifyd/notifyd/dispatch"
 )
 
 // errUsage marks a command-line mistake (exit status 2).
@@ -86,7 +88,9 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 
 // newLogger builds the slog logger of the log block: JSON by default, text
 // when the output is a terminal, unless log.format says otherwise.
-func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+// newLogger returns the log on w: text on a terminal, else JSON, unless
+// log.format says; with every secret r knows hidden.
+func newLogger(c LogConfig, w io.Writer, r *dispatch.Redactor) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
@@ -97,6 +101,7 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 			format = "text"
 		}
 	}
+	w = redactingWriter{w, r}
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}

@@ -130,7 +130,7 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 	}
 	c.srv = httptest.NewServer(c.calls)
 	t.Cleanup(c.srv.Close)
-	c.writer = consumer.NewWriter(brokers, "it")
+	c.writer = consumer.Conn{Brokers: brokers, ClientID: "it"}.Writer()
 	// Metadata of the topics it writes only: a long series of tests leaves
 	// hundreds of topics on the broker.
 	c.writer.Transport.(*kafka.Transport).MetadataTopics = []string{c.topics.PaymentEvents, c.topics.Commands}
@@ -161,7 +161,7 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 		go func() {
 			defer wg.Done()
 			for fctx.Err() == nil {
-				_ = consumer.Follow(fctx, brokers, topic, false, func(m kafka.Message) bool { fn(m); return true })
+				_ = consumer.Follow(fctx, consumer.Conn{Brokers: brokers}, topic, false, func(m kafka.Message) bool { fn(m); return true })
 			}
 		}()
 	}

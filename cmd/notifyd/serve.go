@@ -37,7 +37,8 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	redactor := dispatch.NewRedactor(cfg.secrets()...)
+	log := newLogger(cfg.Log, stderr, redactor)
 	if !fromFile {
 		log.Info("no configuration file: using the embedded default (embedded Kafka-protocol broker, console providers, built-in en/ar templates)")
 	}
@@ -47,7 +48,7 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	}
 	dcfg := dispatch.Config{
 		Providers: map[schemas.Channel]dispatch.Provider{}, Retry: map[schemas.Channel]dispatch.RetryPolicy{},
-		RateLimits: map[schemas.Channel]dispatch.RateLimit{}, Templates: templates,
+		RateLimits: map[schemas.Channel]dispatch.RateLimit{}, Templates: templates, Redactor: redactor,
 	}
 	for name, p := range cfg.Providers {
 		ch := schemas.Channel(name)
@@ -62,7 +63,10 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 
 	reg := newRegistry()
 	dcfg.Metrics = dispatch.NewMetrics(reg)
-	scfg := cfg.serviceConfig()
+	scfg, err := cfg.serviceConfig()
+	if err != nil {
+		return err
+	}
 	scfg.Registerer = reg
 	if cfg.embedded() {
 		dir := filepath.Join(cfg.Store.Dir, "embedded-broker")

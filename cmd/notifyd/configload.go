@@ -1,0 +1,333 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Loading a configuration file, in order:
+//
+//  1. The text is parsed as YAML, as written: nothing is substituted into
+//     the text, so a secret's characters can never be read as YAML (an
+//     anchor, a tag, a comment, a new key).
+//  2. The tree is walked against the Config type: an unknown key stops
+//     loading, named in full (kafka.brokerz). A key `<name>_file` beside a
+//     secret (a field tagged `secret`) is replaced by `<name>` holding the
+//     file's content without its final line break; both stop loading.
+//     `${NAME}` in a scalar value (never in a key) is replaced by the
+//     environment variable NAME, which must be set; the result is a
+//     string for string fields, and is read as YAML would read a plain
+//     scalar for the others (a number, a duration, a boolean).
+//  3. The tree is decoded into Config, defaults are set, and Validate
+//     checks it.
+//
+// No error of loading holds a value: type errors name the key and the type
+// wanted, and any text of an error that holds a value taken from the
+// environment or a file, or a secret, has it replaced by ***.
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// loader carries what the walk of one file learns.
+type loader struct {
+	// lines maps a line of the file to the key it holds, so that decode
+	// errors (reported by line) can name the key.
+	lines map[int]string
+	// revealed are values taken from the environment or files, and the
+	// file's secrets: no error may show them. secrets are those of them
+	// that went into secrets, hidden however short.
+	revealed []string
+	secrets  []string
+	missing  []string
+	visited  map[*yaml.Node]bool
+}
+
+// ParseConfig parses, defaults and validates a configuration.
+func ParseConfig(data []byte) (Config, error) {
+	l := &loader{lines: map[int]string{}, visited: map[*yaml.Node]bool{}}
+	c, err := l.parse(data)
+	if err != nil {
+		return Config{}, l.hide(err)
+	}
+	return c, nil
+}
+
+func (l *loader) parse(data []byte) (Config, error) {
+	var c Config
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return Config{}, fmt.Errorf("not valid YAML: %w", err)
+	}
+	if len(root.Content) > 0 {
+		if err := l.walk(root.Content[0], reflect.TypeOf(c), "", false); err != nil {
+			return Config{}, err
+		}
+		if len(l.missing) > 0 {
+			return Config{}, fmt.Errorf("environment variables referenced but not set: %s", strings.Join(l.missing, ", "))
+		}
+		if err := root.Decode(&c); err != nil {
+			return Config{}, l.nameKey(err)
+		}
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// walk checks n against the Go type t at path, substitutes ${ENV} into its
+// scalars and resolves *_file keys; secret says n is (inside) a secret.
+func (l *loader) walk(n *yaml.Node, t reflect.Type, path string, secret bool) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if l.visited[n] {
+		return nil // an anchor's node, already walked where it was defined
+	}
+	l.visited[n] = true
+	if path != "" {
+		l.lines[n.Line] = path
+	}
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		fields := fieldsOf(t)
+		given := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			given[n.Content[i].Value] = true
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := join(path, k.Value)
+			l.lines[k.Line] = key
+			f, ok := fields[k.Value]
+			if !ok {
+				base, isFile := strings.CutSuffix(k.Value, "_file")
+				if bf, known := fields[base]; isFile && known && bf.secret && bf.typ.Kind() == reflect.String {
+					if given[base] {
+						return fmt.Errorf("%s, %s: set one of them, not both", join(path, base), key)
+					}
+					if err := l.readSecretFile(k, v, key, base); err != nil {
+						return err
+					}
+					continue
+				}
+				return fmt.Errorf("%s: unknown key", key)
+			}
+			if err := l.walk(v, f.typ, key, secret || f.secret); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := join(path, k.Value)
+			l.lines[k.Line] = key
+			if err := l.walk(v, t.Elem(), key, secret); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		for _, v := range n.Content {
+			if err := l.walk(v, t.Elem(), path, secret); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.ScalarNode:
+		l.substitute(n, t, secret)
+	}
+	return nil
+}
+
+type field struct {
+	typ    reflect.Type
+	secret bool
+}
+
+// fieldsOf maps a struct's YAML keys to their fields.
+func fieldsOf(t reflect.Type) map[string]field {
+	fields := map[string]field{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		_, secret := f.Tag.Lookup("secret")
+		fields[name] = field{typ: f.Type, secret: secret}
+	}
+	return fields
+}
+
+// substitute replaces ${NAME} in a scalar by the environment variable.
+func (l *loader) substitute(n *yaml.Node, t reflect.Type, secret bool) {
+	if secret && n.Value != "" && !envRef.MatchString(n.Value) {
+		l.secrets = append(l.secrets, n.Value) // written in the file itself
+	}
+	if !strings.Contains(n.Value, "${") {
+		return
+	}
+	changed := false
+	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+		name := ref[2 : len(ref)-1]
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			if !slices.Contains(l.missing, name) {
+				l.missing = append(l.missing, name)
+			}
+			return ""
+		}
+		changed = true
+		if secret {
+			l.secrets = append(l.secrets, v)
+		} else {
+			l.revealed = append(l.revealed, v)
+		}
+		return v
+	})
+	if changed {
+		l.settle(n, t)
+	}
+}
+
+// settle makes a scalar whose value was replaced decode as the field
+// wants: verbatim into a string, as a plain YAML scalar otherwise.
+func (l *loader) settle(n *yaml.Node, t reflect.Type) {
+	if t.Kind() == reflect.String {
+		n.Tag, n.Style = "!!str", 0
+		return
+	}
+	n.Tag, n.Style = "", 0
+}
+
+// readSecretFile turns `<base>_file: PATH` into `<base>: <content>`.
+func (l *loader) readSecretFile(k, v *yaml.Node, key, base string) error {
+	if v.Kind != yaml.ScalarNode || v.Value == "" {
+		return fmt.Errorf("%s: want the path of a file", key)
+	}
+	l.visited[v] = true
+	path := v.Value
+	if strings.Contains(path, "${") {
+		l.substitute(v, reflect.TypeOf(""), false)
+		path = v.Value
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	content := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if content == "" {
+		return fmt.Errorf("%s: %s is empty", key, path)
+	}
+	l.secrets = append(l.secrets, content)
+	k.Value = base
+	v.Value, v.Tag, v.Style = content, "!!str", 0
+	return nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+var (
+	yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
+	yamlInto = regexp.MustCompile(` into (\S+)$`)
+)
+
+// nameKey rewrites yaml's "line N: cannot unmarshal !!str `…` into int"
+// into "key: want int", without the value.
+func (l *loader) nameKey(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) || len(te.Errors) == 0 {
+		return err
+	}
+	m := yamlLine.FindStringSubmatch(te.Errors[0])
+	if m == nil {
+		return errors.New("a value has the wrong type")
+	}
+	line, _ := strconv.Atoi(m[1])
+	key, ok := l.lines[line]
+	if !ok {
+		key = "line " + m[1]
+	}
+	want := "another type"
+	if into := yamlInto.FindStringSubmatch(m[2]); into != nil {
+		want = wanted(into[1])
+	}
+	return fmt.Errorf("%s: want %s", key, want)
+}
+
+// wanted phrases a Go type for a configuration error.
+func wanted(goType string) string {
+	switch goType {
+	case "time.Duration":
+		return "a duration such as 500ms, 10s or 1h"
+	case "int", "int64", "int32":
+		return "a whole number"
+	case "float64":
+		return "a number"
+	case "bool":
+		return "true or false"
+	case "string":
+		return "a string"
+	}
+	switch {
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "main."), strings.Contains(goType, "Config"):
+		return "a mapping"
+	}
+	return goType
+}
+
+// hide replaces, in err's text, every secret and every value of at least
+// minHidden characters taken from the environment or a file by ***.
+func (l *loader) hide(err error) error {
+	msg := err.Error()
+	hidden := msg
+	for _, v := range l.secrets {
+		if v != "" {
+			hidden = strings.ReplaceAll(hidden, v, "***")
+		}
+	}
+	for _, v := range l.revealed {
+		if len(v) >= minHidden {
+			hidden = strings.ReplaceAll(hidden, v, "***")
+		}
+	}
+	if hidden == msg {
+		return err
+	}
+	return errors.New(hidden)
+}
+
+// minHidden: shorter values from the environment (a port, a count) are
+// no secret, and hiding them would garble messages.
+const minHidden = 4
+
+// LoadConfig reads a configuration file. A file replaces the built-in
+// templates and providers: what it does not configure is not configured.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
