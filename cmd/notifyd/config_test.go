@@ -220,7 +220,7 @@ func TestSecretsInConfig(t *testing.T) {
 			yaml: "kafka: {brokers: [\"${NOTIFYD_TEST_PW}\"]}\n", err: "kafka.brokers: \"***\" is not host:port", hidden: "s3cret"},
 		{name: "secret written in the file is hidden from errors too",
 			yaml: "providers:\n  email: {kind: smtp, smtp: {host: smtp.example.com, from: not-an-address, username: u, password: in-file-secret}}\n",
-			err: "providers.email.smtp.from", hidden: "in-file-secret"},
+			err:  "providers.email.smtp.from", hidden: "in-file-secret"},
 		{name: "unset variable", yaml: smtp("password: ${NOTIFYD_TEST_UNSET}"), err: "environment variables referenced but not set: NOTIFYD_TEST_UNSET"},
 		{name: "references in keys are not substituted", env: "host", yaml: smtp("${NOTIFYD_TEST_PW}: x"),
 			err: "providers.email.smtp.${NOTIFYD_TEST_PW}: unknown key"},
