@@ -39,6 +39,10 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	}
 	redactor := dispatch.NewRedactor(cfg.secrets()...)
 	log := newLogger(cfg.Log, stderr, redactor)
+	restrictUmask()
+	if err := prepareStoreDir(cfg.Store.Dir, log); err != nil {
+		return err
+	}
 	if !fromFile {
 		log.Info("no configuration file: using the embedded default (embedded Kafka-protocol broker, console providers, built-in en/ar templates)")
 	}
