@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -453,6 +454,11 @@ func (raw *rawCommand) validate() (ResendCommand, error) {
 	}
 	if err := checkID("command_id", cmd.CommandID, true); err != nil {
 		return cmd, err
+	}
+	if strings.IndexFunc(cmd.CommandID, unicode.IsControl) >= 0 {
+		// It goes into headers (the webhook's Idempotency-Key), where a
+		// control character makes the request invalid.
+		return cmd, invalid("command_id", "holds a control character")
 	}
 	if err := checkID("session_id", cmd.SessionID, false); err != nil {
 		return cmd, err
