@@ -125,6 +125,7 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 			d.limiters[ch] = l
 		}
 	}
+	d.metrics.init(d.providers)
 	for _, ch := range schemas.Channels {
 		p := cfg.Retry[ch]
 		p.SetDefaults()
@@ -362,6 +363,9 @@ func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent,
 		d.log.Error("template failed to render", "command_id", cmd.CommandID, "session_id", txn.SessionID, "channel", string(ch),
 			"state", string(txn.State), "language", string(lang), "error", err)
 		return reject(schemas.ReasonTemplateNotConfigured, "the %s template for state %s failed to render", ch, txn.State)
+	}
+	if detail := tooLong(ch, r); detail != "" {
+		return reject(schemas.ReasonMessageTooLong, "%s", detail)
 	}
 	return res, &job{
 		provider:  provider,

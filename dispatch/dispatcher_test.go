@@ -78,6 +78,21 @@ func TestChannelRejectionReasons(t *testing.T) {
 			TemplateConfig{"sms": {"paid": {"en": {Text: "x"}}}}, schemas.ReasonTemplateNotConfigured, "+965****1234"},
 		{"ar falls back to en template", schemas.ChannelSMS, func(x *schemas.PaymentEvent) { x.Language = schemas.LanguageAR }, false,
 			TemplateConfig{"sms": {"paid": {"en": {Text: "x"}}}}, "", "+965****1234"},
+
+		// A first name that makes the rendered message as long as the
+		// channel takes, and one character longer.
+		{"sms of 1600 characters", schemas.ChannelSMS, named(1597), false, smsHi, "", "+965****1234"},
+		{"message_too_long sms of 1601 characters", schemas.ChannelSMS, named(1598), false, smsHi, schemas.ReasonMessageTooLong, "+965****1234"},
+		{"sms in Arabic counted in characters", schemas.ChannelSMS, func(x *schemas.PaymentEvent) { x.CustomerFirstName = strings.Repeat("ل", 1597) },
+			false, smsHi, "", "+965****1234"},
+		{"email subject of 998 characters", schemas.ChannelEmail, named(998), false, emailSubject, "", "l***@example.com"},
+		{"message_too_long email subject of 999", schemas.ChannelEmail, named(999), false, emailSubject, schemas.ReasonMessageTooLong, "l***@example.com"},
+		{"message_too_long email body over 1 MiB", schemas.ChannelEmail, named(MaxEmailBodyBytes), false,
+			TemplateConfig{"email": {"paid": {"en": {Subject: "s", Text: "{{.CustomerFirstName}}!"}}}}, schemas.ReasonMessageTooLong, "l***@example.com"},
+		{"whatsapp parameters of 1024 characters", schemas.ChannelWhatsApp, named(1024), false, waParams, "", "+965****1234"},
+		{"message_too_long whatsapp parameters of 1025", schemas.ChannelWhatsApp, named(1025), false, waParams, schemas.ReasonMessageTooLong, "+965****1234"},
+		{"template_not_configured before message_too_long", schemas.ChannelSMS, named(5000), false,
+			TemplateConfig{"email": {"paid": {"en": {Subject: "s", Text: "x"}}}}, schemas.ReasonTemplateNotConfigured, "+965****1234"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,6 +147,18 @@ func TestChannelRejectionReasons(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Templates and transactions of the message_too_long cases.
+var (
+	smsHi        = TemplateConfig{"sms": {"paid": {"en": {Text: "Hi {{.CustomerFirstName}}"}}}}
+	emailSubject = TemplateConfig{"email": {"paid": {"en": {Subject: "{{.CustomerFirstName}}", Text: "x"}}}}
+	waParams     = TemplateConfig{"whatsapp": {"paid": {"en": {Name: "payment_received", Language: "en", Params: []string{"{{.CustomerFirstName}}"}}}}}
+)
+
+// named gives the transaction a first name of n letters.
+func named(n int) func(*schemas.PaymentEvent) {
+	return func(x *schemas.PaymentEvent) { x.CustomerFirstName = strings.Repeat("a", n) }
 }
 
 func TestDeliverResultFields(t *testing.T) {

@@ -39,6 +39,10 @@
 //  6. provider_not_configured: no Provider for the channel.
 //  7. template_not_configured: no template for the channel and state in the
 //     customer's language nor in en (or it failed to render).
+//  8. message_too_long: the rendered message exceeds its channel's limits
+//     (limits.go: MaxSMSCharacters, MaxEmailSubjectCharacters,
+//     MaxEmailBodyBytes, MaxWhatsAppParamsCharacters), which the providers
+//     would refuse.
 //
 // # Sending and retries
 //

@@ -317,7 +317,7 @@ func (s *SMTP) compose(m Message, rcpt *mail.Address, id string) (*gomail.Msg, e
 	)
 	msg.FromMailAddress(s.from)
 	msg.ToMailAddress(rcpt)
-	msg.Subject(m.Subject)
+	msg.Subject(foldableSubject(m.Subject))
 	msg.SetDate()
 	msg.SetMessageIDWithValue(id)
 	msg.SetGenHeader(gomail.Header("Auto-Submitted"), "auto-generated")

@@ -187,6 +187,13 @@ func ParseTemplates(cfg TemplateConfig) (*Templates, error) {
 					continue
 				}
 				t.cells[cellKey{ch, st, lang}] = p
+				// A template too long for its channel with the sample
+				// transaction would be message_too_long for every customer.
+				if r, _, err := t.Render(ch, st, lang, sampleData); err == nil {
+					if detail := tooLong(ch, r); detail != "" {
+						errs = append(errs, fmt.Errorf("%s: with a sample transaction, %s", key, detail))
+					}
+				}
 			}
 		}
 	}

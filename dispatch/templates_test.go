@@ -246,3 +246,23 @@ func TestRenderEscapesHTMLAndSanitisesSubject(t *testing.T) {
 		t.Errorf("subject not one line: %q", r.Subject)
 	}
 }
+
+// TestTemplateTooLongForItsChannel: a template whose sample rendering is
+// already over its channel's limit is a configuration error, named by its
+// key, not a message_too_long for every customer.
+func TestTemplateTooLongForItsChannel(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  TemplateConfig
+		want string
+	}{
+		{TemplateConfig{"sms": {"paid": {"ar": {Text: strings.Repeat("ش", MaxSMSCharacters+1)}}}}, "templates.sms.paid.ar: with a sample transaction, the rendered sms text is 1601 characters"},
+		{TemplateConfig{"email": {"paid": {"en": {Subject: strings.Repeat("s", 990) + " {{.OrderNo}}", Text: "x"}}}}, "templates.email.paid.en: with a sample transaction, the rendered email subject is 999 characters"},
+	} {
+		if _, err := ParseTemplates(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseTemplates = %v, want %q", err, tc.want)
+		}
+	}
+	if _, err := ParseTemplates(TemplateConfig{"sms": {"paid": {"en": {Text: strings.Repeat("x", MaxSMSCharacters)}}}}); err != nil {
+		t.Errorf("an SMS template of exactly %d characters: %v", MaxSMSCharacters, err)
+	}
+}

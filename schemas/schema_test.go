@@ -233,10 +233,8 @@ func TestSchemasMatchGo(t *testing.T) {
 		{"delivery-result processed_at", at(t, dr, "properties", "processed_at", "pattern"), dateTimePattern},
 		{"delivery-result outcome", strs(at(t, dr, "properties", "outcome", "enum")), []string{string(OutcomeNotified), string(OutcomePartiallyNotified), string(OutcomeNotNotified)}},
 		{"delivery-result notified message", at(t, dr, "allOf", 1, "then", "properties", "message", "const"), MessageNotified},
-		{"delivery-result reason", strs(at(t, dr, "properties", "reason", "enum")), asStrings([]Reason{ReasonInvalidCommand, ReasonUnknownTransaction, ReasonIdentifierMismatch, ReasonCommandExpired})},
-		{"delivery-result channel reason", strs(at(t, dr, "properties", "channels", "items", "properties", "reason", "enum")), asStrings([]Reason{
-			ReasonStateNotSupported, ReasonChannelNotEnabled, ReasonStateNotEnabled, ReasonMissingContact, ReasonInvalidContact,
-			ReasonProviderNotConfigured, ReasonTemplateNotConfigured, ReasonProviderRejected, ReasonProviderUnavailable})},
+		{"delivery-result reason", strs(at(t, dr, "properties", "reason", "enum")), asStrings(CommandReasons())},
+		{"delivery-result channel reason", strs(at(t, dr, "properties", "channels", "items", "properties", "reason", "enum")), asStrings(append(RejectionReasons(), FailureReasons()...))},
 		{"delivery-result channel", strs(at(t, dr, "properties", "channels", "items", "properties", "channel", "enum")), channels},
 		{"delivery-result status", strs(at(t, dr, "properties", "channels", "items", "properties", "status", "enum")), asStrings([]ChannelStatus{StatusSent, StatusRejected, StatusFailed})},
 		{"delivery-result id lengths", at(t, dr, "properties", "command_id", "maxLength"), float64(MaxIDLength)},

@@ -162,9 +162,33 @@ const (
 	ReasonInvalidContact        Reason = "invalid_contact"
 	ReasonProviderNotConfigured Reason = "provider_not_configured"
 	ReasonTemplateNotConfigured Reason = "template_not_configured"
+	ReasonMessageTooLong        Reason = "message_too_long"
 	ReasonProviderRejected      Reason = "provider_rejected"
 	ReasonProviderUnavailable   Reason = "provider_unavailable"
 )
+
+// CommandReasons are the whole-command failure reasons.
+func CommandReasons() []Reason {
+	return []Reason{ReasonInvalidCommand, ReasonUnknownTransaction, ReasonIdentifierMismatch, ReasonCommandExpired}
+}
+
+// RejectionReasons are the reasons of a channel rejected before any
+// provider call (status rejected), in the order they are checked.
+func RejectionReasons() []Reason {
+	return []Reason{ReasonStateNotSupported, ReasonChannelNotEnabled, ReasonStateNotEnabled, ReasonMissingContact,
+		ReasonInvalidContact, ReasonProviderNotConfigured, ReasonTemplateNotConfigured, ReasonMessageTooLong}
+}
+
+// FailureReasons are the reasons of a channel the provider did not take
+// (status failed).
+func FailureReasons() []Reason {
+	return []Reason{ReasonProviderRejected, ReasonProviderUnavailable}
+}
+
+// Outcomes are the outcomes of a delivery result.
+func Outcomes() []Outcome {
+	return []Outcome{OutcomeNotified, OutcomePartiallyNotified, OutcomeNotNotified}
+}
 
 // ChannelStatus is the status of one channel in a delivery result.
 type ChannelStatus string
