@@ -75,7 +75,25 @@ func newMetrics() *metrics {
 	}
 }
 
+// init creates every series of the known label combinations at zero (see
+// dispatch's Metrics.init for why).
+func (m *metrics) init() {
+	for _, o := range schemas.Outcomes() {
+		m.commands.WithLabelValues(string(o))
+	}
+	for _, r := range schemas.CommandReasons() {
+		m.failures.WithLabelValues(string(r))
+	}
+	for _, r := range []string{deadLetterNotJSON, deadLetterInvalidCommand, deadLetterPanic} {
+		m.deadLetters.WithLabelValues(r)
+	}
+	for _, r := range []string{"applied", "stale", "tombstone", "invalid"} {
+		m.projectionEvents.WithLabelValues(r)
+	}
+}
+
 func (m *metrics) register(reg prometheus.Registerer) error {
+	m.init()
 	for _, c := range []prometheus.Collector{m.commands, m.failures, m.duration, m.inFlight, m.replayed, m.deadLetters, m.deadLetterErrors, m.handedOver, m.projectionEvents} {
 		if err := reg.Register(c); err != nil {
 			return err

@@ -339,6 +339,9 @@ func (s *Service) Readiness() Readiness {
 // refresh reads the end offsets of the followed topics every
 // refreshInterval until ctx ends.
 func (s *Service) refresh(ctx context.Context, client *kafka.Client, wm *watermarks, followers ...*follower) {
+	// The consumer lag at once: notifyd_consumer_lag_messages is on
+	// /metrics from the start, not after the first interval.
+	s.refreshConsumerLag(ctx, client)
 	t := time.NewTicker(refreshInterval)
 	defer t.Stop()
 	for {

@@ -48,6 +48,33 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// init creates every series of the known label combinations at zero, so
+// that the first failure of a kind is a change rate() sees and the
+// dashboard's queries return data on a fresh instance: each channel's
+// outcomes (sent; rejected and failed with each of their reasons), and
+// each configured provider's requests by result, durations and retries.
+func (m *Metrics) init(providers map[schemas.Channel]Provider) {
+	if m == nil {
+		return
+	}
+	for _, ch := range schemas.Channels {
+		m.channelResults.WithLabelValues(string(ch), string(schemas.StatusSent), "")
+		for _, r := range schemas.RejectionReasons() {
+			m.channelResults.WithLabelValues(string(ch), string(schemas.StatusRejected), string(r))
+		}
+		for _, r := range schemas.FailureReasons() {
+			m.channelResults.WithLabelValues(string(ch), string(schemas.StatusFailed), string(r))
+		}
+	}
+	for ch, p := range providers {
+		for _, result := range []string{"success", "transient_error", "permanent_error"} {
+			m.providerRequests.WithLabelValues(p.Name(), string(ch), result)
+		}
+		m.providerDuration.WithLabelValues(p.Name(), string(ch))
+		m.providerRetries.WithLabelValues(p.Name(), string(ch))
+	}
+}
+
 // attempt records one provider call.
 func (m *Metrics) attempt(provider string, ch schemas.Channel, n int, took time.Duration, err error) {
 	if m == nil {

@@ -2,6 +2,8 @@ package dispatch
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,24 +33,56 @@ func TestMetrics(t *testing.T) {
 	if r.Outcome != schemas.OutcomePartiallyNotified {
 		t.Fatalf("result %+v", r)
 	}
-	want := `
-# HELP notifyd_channel_results_total Channel outcomes of decided commands, by channel, status (sent, rejected, failed) and reason (empty when sent).
-# TYPE notifyd_channel_results_total counter
-notifyd_channel_results_total{channel="email",reason="",status="sent"} 1
-notifyd_channel_results_total{channel="sms",reason="provider_unavailable",status="failed"} 1
-notifyd_channel_results_total{channel="whatsapp",reason="provider_not_configured",status="rejected"} 1
-# HELP notifyd_provider_requests_total Provider calls, by provider, channel and result (success, transient_error, permanent_error).
-# TYPE notifyd_provider_requests_total counter
-notifyd_provider_requests_total{channel="email",provider="ok",result="success"} 1
-notifyd_provider_requests_total{channel="sms",provider="script",result="transient_error"} 3
-# HELP notifyd_provider_retries_total Provider calls that were retries of a failed call, by provider and channel.
-# TYPE notifyd_provider_retries_total counter
-notifyd_provider_retries_total{channel="sms",provider="script"} 2
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "notifyd_channel_results_total", "notifyd_provider_requests_total", "notifyd_provider_retries_total"); err != nil {
-		t.Error(err)
+	// Every series exists from the start (at zero); these are the ones the
+	// command moved.
+	want := []string{
+		`notifyd_channel_results_total{channel="email",reason="",status="sent"} 1`,
+		`notifyd_channel_results_total{channel="sms",reason="provider_unavailable",status="failed"} 1`,
+		`notifyd_channel_results_total{channel="whatsapp",reason="provider_not_configured",status="rejected"} 1`,
+		`notifyd_provider_requests_total{channel="email",provider="ok",result="success"} 1`,
+		`notifyd_provider_requests_total{channel="sms",provider="script",result="transient_error"} 3`,
+		`notifyd_provider_retries_total{channel="sms",provider="script"} 2`,
+	}
+	if got := nonZero(t, reg, "notifyd_channel_results_total", "notifyd_provider_requests_total", "notifyd_provider_retries_total"); !slices.Equal(got, want) {
+		t.Errorf("non-zero series:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// 3 channels x (1 sent + 8 rejection + 2 failure reasons); 2 providers
+	// x 3 results.
+	if n := testutil.CollectAndCount(m.channelResults); n != 3*11 {
+		t.Errorf("channel result series = %d, want %d", n, 3*11)
+	}
+	if n := testutil.CollectAndCount(m.providerRequests); n != 2*3 {
+		t.Errorf("provider request series = %d, want 6", n)
 	}
 	if n := testutil.CollectAndCount(m.providerDuration); n != 2 {
 		t.Errorf("duration series = %d, want 2", n)
 	}
+}
+
+// nonZero returns the samples of the named counters that are not zero, as
+// `name{label="value",...} value` lines in the exposition format's order.
+func nonZero(t *testing.T, reg *prometheus.Registry, names ...string) []string {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range families {
+		if !slices.Contains(names, f.GetName()) {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			v := m.GetCounter().GetValue()
+			if v == 0 {
+				continue
+			}
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			out = append(out, fmt.Sprintf("%s{%s} %g", f.GetName(), strings.Join(labels, ","), v))
+		}
+	}
+	return out
 }

@@ -394,3 +394,110 @@ func TestAPIKeyCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsPresentFromStart: a fresh instance, before any event or
+// command, already exports every series the dashboard and the alerts read,
+// at zero: the first failure of a kind is then a change rate() sees.
+func TestMetricsPresentFromStart(t *testing.T) {
+	dir := t.TempDir()
+	broker, httpAddr := freePort(t), freePort(t)
+	cfgPath := filepath.Join(dir, "notifyd.yaml")
+	cfg := fmt.Sprintf("embedded_broker: {listen: %q}\nstore: {dir: %q}\nhttp: {listen: %q}\nlog: {level: warn}\nproviders:\n  email: {kind: console}\n  sms: {kind: console}\n  whatsapp: {kind: console}\n",
+		broker, filepath.Join(dir, "data"), httpAddr)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serveForTest(t, httpAddr, "-config", cfgPath)
+	want := []string{
+		`notifyd_commands_total{outcome="partially_notified"} 0`,
+		`notifyd_command_failures_total{reason="unknown_transaction"} 0`,
+		`notifyd_command_failures_total{reason="command_expired"} 0`,
+		`notifyd_dead_letters_total{reason="not_json"} 0`,
+		`notifyd_dead_letters_total{reason="panic"} 0`,
+		`notifyd_channel_results_total{channel="sms",reason="message_too_long",status="rejected"} 0`,
+		`notifyd_channel_results_total{channel="whatsapp",reason="provider_unavailable",status="failed"} 0`,
+		`notifyd_channel_results_total{channel="email",reason="",status="sent"} 0`,
+		`notifyd_provider_requests_total{channel="email",provider="console",result="transient_error"} 0`,
+		`notifyd_provider_requests_total{channel="sms",provider="console",result="permanent_error"} 0`,
+		`notifyd_provider_request_duration_seconds_count{channel="whatsapp",provider="console"} 0`,
+		`notifyd_provider_retries_total{channel="sms",provider="console"} 0`,
+		`notifyd_projection_events_total{result="invalid"} 0`,
+		`notifyd_consumer_lag_messages{partition="0",topic="notification-commands"} 0`,
+	}
+	var missing []string
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		metrics := httpGet(t, httpAddr, "/metrics")
+		missing = missing[:0]
+		for _, w := range want {
+			if !strings.Contains(metrics, w+"\n") {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(missing) > 0 {
+		t.Errorf("a fresh instance's /metrics lacks:\n%s", strings.Join(missing, "\n"))
+	}
+}
+
+// TestCheckConfig: `notifyd check-config` exits 0 with a summary for a
+// configuration serve would start with, else 1 naming the key, without
+// connecting to anything and without printing a secret.
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("NOTIFYD_TEST_SMTP_PW", "hunter2-smtp")
+	pwFile := filepath.Join(dir, "twilio-token")
+	if err := os.WriteFile(pwFile, []byte("tw-token-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := `kafka:
+  brokers: [kafka.example:9092]
+providers:
+  email:
+    kind: smtp
+    smtp: {host: smtp.example.com, from: shop@example.com, username: shop, password: "${NOTIFYD_TEST_SMTP_PW}"}
+  sms:
+    kind: twilio
+    twilio: {account_sid: AC0123456789abcdef0123456789abcdef, auth_token_file: ` + pwFile + `, from: "+15550001111"}
+templates:
+  sms:
+    paid: {en: {text: "Paid {{.Amount}}"}, ar: {text: "تم الدفع {{.Amount}}"}}
+`
+	for _, tc := range []struct {
+		name, yaml string
+		code       int
+		want       string
+	}{
+		{"valid", good, 0, "notifyd check-config: the configuration is valid\n  kafka: kafka.example:9092\n"},
+		{"valid, templates counted", good, 0, "templates: 2 rendered"},
+		{"unknown key", good + "procesing: {}\n", 1, "procesing: unknown key"},
+		{"template failing on a sample", good[:strings.Index(good, "templates:")] + "templates:\n  sms:\n    paid: {en: {text: \"{{.Amount.Nope}}\"}}\n", 1, "templates.sms.paid.en.text"},
+		{"unset variable", strings.ReplaceAll(good, "NOTIFYD_TEST_SMTP_PW", "NOTIFYD_TEST_NOT_SET"), 1, "NOTIFYD_TEST_NOT_SET"},
+		{"missing secret file", strings.ReplaceAll(good, pwFile, pwFile+".nope"), 1, "providers.sms.twilio.auth_token_file:"},
+		{"kafka CA file missing", strings.Replace(good, "  brokers: [kafka.example:9092]\n", "  brokers: [kafka.example:9092]\n  tls: {ca_file: /nonexistent/ca.pem}\n", 1), 1, "kafka.tls.ca_file: open /nonexistent/ca.pem"},
+		{"sasl plain without TLS", strings.Replace(good, "  brokers: [kafka.example:9092]\n", "  brokers: [kafka.example:9092]\n  sasl: {mechanism: plain, username: u, password: \"${NOTIFYD_TEST_SMTP_PW}\"}\n", 1), 1,
+			"kafka.sasl.mechanism: plain sends the password in clear: turn kafka.tls on"},
+		{"api certificate missing", good + "api: {listen: 127.0.0.1:0, tls: {cert_file: /nonexistent.pem, key_file: /nonexistent.key}}\n", 1, "api.tls"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "notifyd.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut bytes.Buffer
+			code := run(context.Background(), []string{"check-config", "-config", path}, nil, &out, &errOut)
+			if code != tc.code || !strings.Contains(out.String()+errOut.String(), tc.want) {
+				t.Errorf("exit %d, want %d; output %q %q, want %q", code, tc.code, out.String(), errOut.String(), tc.want)
+			}
+			for _, secret := range []string{"hunter2-smtp", "tw-token-from-file"} {
+				if strings.Contains(out.String()+errOut.String(), secret) {
+					t.Errorf("check-config printed a secret: %q %q", out.String(), errOut.String())
+				}
+			}
+		})
+	}
+}
