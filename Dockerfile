@@ -27,6 +27,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
     go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/notifyd ./cmd/notifyd \
+ && /out/notifyd check-config -config deploy/notifyd/notifyd.yaml \
  && mkdir -p /out/store
 
 FROM gcr.io/distroless/static-debian12:nonroot

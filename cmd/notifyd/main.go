@@ -31,16 +31,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		name, args = args[0], args[1:]
 	}
 	cmds := map[string]func(context.Context, []string, io.Reader, io.Writer, io.Writer) error{
-		"serve":   serve,
-		"resend":  resend,
-		"publish": publish,
-		"tail":    tail,
-		"schema":  schema,
-		"api-key": apiKey,
+		"serve":        serve,
+		"resend":       resend,
+		"publish":      publish,
+		"tail":         tail,
+		"schema":       schema,
+		"api-key":      apiKey,
+		"check-config": checkConfig,
 	}
 	cmd, ok := cmds[name]
 	if !ok {
-		fmt.Fprintf(stderr, "notifyd: unknown command %q (serve, resend, publish, tail, schema, api-key)\n", name)
+		fmt.Fprintf(stderr, "notifyd: unknown command %q (serve, resend, publish, tail, schema, api-key, check-config)\n", name)
 		return 2
 	}
 	err := cmd(ctx, args, stdin, stdout, stderr)

@@ -70,7 +70,7 @@ func prepareStoreDir(dir string, log *slog.Logger) error {
 		return fmt.Errorf("store.dir: %w", err)
 	}
 	if tightened > 0 {
-		log.Warn("store.dir: took group and others' access off files an earlier start left readable", "dir", dir, "files", tightened)
+		log.Warn("store.dir: took group and others' access off files an earlier start left readable", "dir", dir, "paths", tightened)
 	}
 	return nil
 }

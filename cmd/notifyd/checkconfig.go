@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/notifyd/notifyd/api"
+)
+
+// checkConfig is `notifyd check-config [-config FILE]`: everything serve
+// does with its configuration before it connects to anything. The file is
+// parsed with every ${ENV} and *_file resolved, validated (every template
+// parsed and rendered with a sample transaction, and checked against its
+// channel's size limits), kafka.tls's files read and kafka.sasl built,
+// every provider built, and api.tls's certificate loaded. It prints a
+// summary and exits 0, or names the key of the first problem and exits 1;
+// no value of a secret is printed.
+func checkConfig(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("check-config", stderr)
+	load := configFlag(fs)
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return errUsage
+	}
+	cfg, fromFile, err := load()
+	if err != nil {
+		return err
+	}
+	sc, err := cfg.serviceConfig()
+	if err != nil {
+		return err
+	}
+	var providers []string
+	for name, p := range cfg.Providers {
+		if _, err := p.provider(io.Discard); err != nil {
+			return fmt.Errorf("providers.%s.%w", name, err)
+		}
+		providers = append(providers, name+": "+p.Kind)
+	}
+	slices.Sort(providers)
+	if cfg.API.Enabled() {
+		if _, err := api.New(cfg.API, api.Deps{}, slog.New(slog.DiscardHandler)); err != nil {
+			return err
+		}
+	}
+	source := "the embedded default"
+	if fromFile {
+		source = "the configuration"
+	}
+	kafka := "the embedded broker on " + cfg.EmbeddedBroker.Listen
+	if !cfg.embedded() {
+		kafka = strings.Join(cfg.Kafka.Brokers, ", ")
+		if sc.TLS != nil {
+			kafka += " over TLS"
+		}
+		if sc.SASL != nil {
+			kafka += ", SASL " + sc.SASL.Name()
+		}
+	}
+	templates := 0
+	for _, states := range cfg.Templates {
+		for _, langs := range states {
+			templates += len(langs)
+		}
+	}
+	apiListen := "off"
+	if cfg.API.Enabled() {
+		apiListen = cfg.API.Listen
+	}
+	fmt.Fprintf(stdout, "notifyd check-config: %s is valid\n  kafka: %s\n  store.dir: %s\n  providers: %s\n  templates: %d rendered\n  api: %s\n",
+		source, kafka, cfg.Store.Dir, strings.Join(providers, ", "), templates, apiListen)
+	return nil
+}
