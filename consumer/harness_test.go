@@ -105,7 +105,13 @@ func newHarness(t testing.TB) *harness {
 	for _, name := range []string{h.topics.PaymentEvents, h.topics.Commands, h.topics.Results, h.topics.DeadLetter} {
 		specs = append(specs, TopicSpec{Name: name, Partitions: testPartitions, ReplicationFactor: 1})
 	}
-	if err := EnsureTopics(context.Background(), h.client, specs, true); err != nil {
+	// A loaded broker may be briefly unavailable (a KRaft broker fenced by a
+	// late heartbeat): retry what is worth retrying, as notifyd does.
+	tctx, tcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer tcancel()
+	if err := RetryUnreachable(tctx, nil, "create test topics", func(ctx context.Context) error {
+		return EnsureTopics(ctx, h.client, specs, true)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -160,7 +160,7 @@ func SecurityProblem(err error) (hint string, ok bool) {
 	case errors.As(err, &record):
 		return "the broker does not speak TLS on this address (kafka.tls, kafka.brokers)", true
 	case errors.As(err, &alert):
-		return "the broker refused the TLS handshake: a client certificate it trusts may be needed (kafka.tls.cert_file, kafka.tls.key_file)", true
+		return "the broker refused the TLS handshake (kafka.tls)", true
 	case errors.As(err, &kerr):
 		switch kerr {
 		case kafka.SASLAuthenticationFailed:
@@ -169,7 +169,13 @@ func SecurityProblem(err error) (hint string, ok bool) {
 			return "the broker does not take this SASL mechanism on this listener (kafka.sasl.mechanism)", true
 		}
 	}
+	// An alert the broker sent (crypto/tls reports it as a net.OpError
+	// "remote error" around an unexported type): under TLS 1.3 a missing or
+	// untrusted client certificate shows only so, on the first read.
 	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" {
+		return "the broker refused the TLS handshake: it wants a client certificate signed by a CA it trusts (kafka.tls.cert_file, kafka.tls.key_file)", true
+	}
 	if errors.As(err, &op) && strings.Contains(op.Err.Error(), "tls:") {
 		return "the TLS handshake with the broker failed (kafka.tls)", true
 	}

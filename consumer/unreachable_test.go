@@ -2,11 +2,14 @@ package consumer
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +37,9 @@ func TestUnreachable(t *testing.T) {
 		{"caller cancelled", context.Canceled, false},
 		{"request timed out (client Timeout)", fmt.Errorf("x: %w", context.DeadlineExceeded), true},
 		{"other", errors.New("topics missing (kafka.create_topics is false): a"), false},
+		{"SASL refused is an answer", fmt.Errorf("could not successfully authenticate: %w", kafka.SASLAuthenticationFailed), false},
+		{"untrusted certificate is an answer", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, false},
+		{"client certificate refused is an answer", &net.OpError{Op: "remote error", Err: errors.New("tls: bad certificate")}, false},
 	} {
 		if got := Unreachable(tc.err); got != tc.want {
 			t.Errorf("%s: Unreachable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
@@ -66,5 +72,35 @@ func TestRetryUnreachable(t *testing.T) {
 	err = RetryUnreachable(ctx, nil, "start", func(context.Context) error { return io.EOF })
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, io.EOF) {
 		t.Fatalf("got %v, want the deadline and the last error", err)
+	}
+}
+
+// TestSecurityProblem: the errors kafka-go returns when the brokers refuse
+// the client's TLS or SASL settings (texts as seen against Kafka 4.1 with
+// kafka-go 0.4.51) are told apart from the brokers being out of reach, with
+// the key to fix.
+func TestSecurityProblem(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string // a substring of the hint; "" means not a security problem
+	}{
+		{"wrong password (Transport)", fmt.Errorf("kafka.(*Client).Metadata: %w", kafka.SASLAuthenticationFailed), "(kafka.sasl)"},
+		{"mechanism not enabled", kafka.UnsupportedSASLMechanism, "(kafka.sasl.mechanism)"},
+		{"unknown CA", fmt.Errorf("failed to dial: %w", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), "(kafka.tls.ca_file)"},
+		{"wrong server name", &tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: &x509.Certificate{}, Host: "kafka.example"}}, "(kafka.tls.server_name)"},
+		{"expired certificate", &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}, "(kafka.tls)"},
+		{"plaintext port", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, "does not speak TLS"},
+		{"client certificate refused (TLS 1.3)", fmt.Errorf("SASL handshake failed: %w", &net.OpError{Op: "remote error", Err: errors.New("tls: bad certificate")}),
+			"(kafka.tls.cert_file, kafka.tls.key_file)"},
+		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, ""},
+		{"closed connection", io.EOF, ""},
+		{"other Kafka error", kafka.TopicAuthorizationFailed, ""},
+		{"nil", nil, ""},
+	} {
+		hint, ok := SecurityProblem(tc.err)
+		if ok != (tc.want != "") || !strings.Contains(hint, tc.want) {
+			t.Errorf("%s: SecurityProblem = %q, %v; want one naming %q", tc.name, hint, ok, tc.want)
+		}
 	}
 }

@@ -386,6 +386,11 @@ type procOpts struct {
 	catchUpWait  time.Duration
 	waitForReady bool
 	api          string // the api block (YAML flow mapping); "" none
+	// brokers replaces the cluster's brokers in kafka.brokers, and kafka
+	// is added to the kafka block (YAML lines indented by two spaces):
+	// a process reaching the cluster's broker on another listener.
+	brokers []string
+	kafka   string
 }
 
 func (c *cluster) config(o procOpts, httpAddr string) string {
@@ -397,6 +402,11 @@ func (c *cluster) config(o procOpts, httpAddr string) string {
 	if o.api != "" {
 		apiBlock = "api: " + o.api + "\n"
 	}
+	brokers := c.brokers
+	if o.brokers != nil {
+		brokers = o.brokers
+	}
+	group += o.kafka
 	return fmt.Sprintf(`
 kafka:
   brokers: [%s]
@@ -417,7 +427,7 @@ templates:
   sms:
     created: {en: {text: "Created {{.Amount}}"}}
     paid: {en: {text: "Paid {{.Amount}}"}}
-%s`, strings.Join(c.brokers, ", "), "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
+%s`, strings.Join(brokers, ", "), "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
 		o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, c.srv.URL+"/"+o.name+"/email", c.srv.URL+"/"+o.name+"/sms", apiBlock)
 }
 
