@@ -383,6 +383,15 @@ func TestSMTPSend(t *testing.T) {
 			},
 		},
 		{
+			// A 900-letter first name: one word go-mail cannot fold at a
+			// space; it is sent as short encoded-words instead of a header
+			// line over RFC 5322's 998 characters, which servers refuse.
+			name: "a subject with a 900-character word is folded", mode: SMTPTLSNone,
+			msg:      emailMessage("Payment received, "+strings.Repeat("L", 900)+", thank you", enText, ""),
+			wantType: "text/plain",
+			want:     []smtpPart{{ContentType: "text/plain", Encoding: "quoted-printable", Body: enText}},
+		},
+		{
 			name: "starttls with AUTH PLAIN", mode: SMTPTLSStartTLS, mechs: []string{"PLAIN"}, auth: true,
 			msg:      emailMessage(arSubject, arText, ""),
 			wantType: "text/plain",
@@ -448,6 +457,12 @@ func TestSMTPSend(t *testing.T) {
 				t.Errorf("RCPT TO %q, want [%s]", got.RcptTo, testEmail)
 			}
 
+			head, _, _ := strings.Cut(string(got.Data), "\r\n\r\n")
+			for _, line := range strings.Split(head, "\r\n") {
+				if len(line) > 78 {
+					t.Errorf("header line of %d characters (RFC 5322: at most 998, should be 78): %.90q...", len(line), line)
+				}
+			}
 			h, mediaType, parts := parseReceived(t, got.Data)
 			if from, err := mail.ParseAddress(h.Get("From")); err != nil || from.Name != "متجر نوفا" || from.Address != "receipts@shop.example" {
 				t.Errorf("From %q = %v, %v", h.Get("From"), from, err)

@@ -99,9 +99,14 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 			return err
 		}
 	}
+	returned := make(chan struct{})
+	defer close(returned)
 	go func() {
-		<-ctx.Done()
-		log.Info("stop requested (SIGTERM or interrupt)")
+		select {
+		case <-ctx.Done():
+			log.Info("stop requested (SIGTERM or interrupt)")
+		case <-returned: // stopped on its own (an error): nobody asked
+		}
 	}()
 	// The API stops first: requests still waiting are answered 202 (their
 	// commands are published; any instance answers them later), then the
