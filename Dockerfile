@@ -28,7 +28,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
     go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/notifyd ./cmd/notifyd \
  && /out/notifyd check-config -config deploy/notifyd/notifyd.yaml \
- && mkdir -p /out/store
+ && install -d -m 0700 /out/store
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/notifyd /notifyd

@@ -10,8 +10,10 @@ import (
 
 // Conn is how notifyd reaches the brokers: their addresses, the client id,
 // and the TLS and SASL settings (kafka.tls, kafka.sasl). Every kafka-go
-// Transport, Dialer, Client and Writer notifyd makes comes from a Conn, so
-// none can miss the security settings. TLS is set on the Transport and the
+// Transport, Dialer, Client and Writer the service and the CLI make comes
+// from a Conn, so none can miss the security settings; wmkafka's Publisher
+// and Subscriber are given theirs (they fall back to plaintext only when a
+// caller passes none, which notifyd never does). TLS is set on the Transport and the
 // Dialer themselves: kafka-go drops it when a custom Dial function is set,
 // and none is.
 type Conn struct {

@@ -172,12 +172,16 @@ func SecurityProblem(err error) (hint string, ok bool) {
 	// An alert the broker sent (crypto/tls reports it as a net.OpError
 	// "remote error" around an unexported type): under TLS 1.3 a missing or
 	// untrusted client certificate shows only so, on the first read.
+	// Other alerts (internal_error while a broker restarts) are not the
+	// client's settings: they are retried.
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "remote error" {
-		return "the broker refused the TLS handshake: it wants a client certificate signed by a CA it trusts (kafka.tls.cert_file, kafka.tls.key_file)", true
-	}
-	if errors.As(err, &op) && strings.Contains(op.Err.Error(), "tls:") {
-		return "the TLS handshake with the broker failed (kafka.tls)", true
+		switch text := op.Err.Error(); {
+		case strings.Contains(text, "certificate"), strings.Contains(text, "unknown ca"):
+			return "the broker refused the TLS handshake: it wants a client certificate signed by a CA it trusts (kafka.tls.cert_file, kafka.tls.key_file)", true
+		case strings.Contains(text, "protocol version"), strings.Contains(text, "handshake failure"):
+			return "the broker refused the TLS handshake: no TLS version or cipher in common (kafka.tls.min_version)", true
+		}
 	}
 	return "", false
 }

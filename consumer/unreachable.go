@@ -59,7 +59,14 @@ func RetryUnreachable(ctx context.Context, log *slog.Logger, what string, fn fun
 			return err
 		}
 		if log != nil {
-			log.Warn(what+": kafka not reachable yet, retrying", "error", err, "in", backoff)
+			attrs := []any{"error", err, "in", backoff}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				// A broker that closes the connection on its first request
+				// may be restarting, or be a listener whose security the
+				// client does not match (TLS or SASL expected, or not).
+				attrs = append(attrs, "hint", "the broker closed the connection: if this lasts, check that kafka.tls and kafka.sasl match the listener of kafka.brokers")
+			}
+			log.Warn(what+": kafka not reachable yet, retrying", attrs...)
 		}
 		select {
 		case <-ctx.Done():

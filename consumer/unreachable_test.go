@@ -93,6 +93,7 @@ func TestSecurityProblem(t *testing.T) {
 		{"plaintext port", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, "does not speak TLS"},
 		{"client certificate refused (TLS 1.3)", fmt.Errorf("SASL handshake failed: %w", &net.OpError{Op: "remote error", Err: errors.New("tls: bad certificate")}),
 			"(kafka.tls.cert_file, kafka.tls.key_file)"},
+		{"a broker's internal error alert is retried", &net.OpError{Op: "remote error", Err: errors.New("tls: internal error")}, ""},
 		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, ""},
 		{"closed connection", io.EOF, ""},
 		{"other Kafka error", kafka.TopicAuthorizationFailed, ""},

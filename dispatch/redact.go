@@ -39,35 +39,51 @@ type Secret struct {
 //     whose digits end with the number's national significant number
 //     becomes the contact's mask.
 //
+// Secrets shorter than MinSecretLength characters are not looked for:
+// they would match ordinary words and numbers (a webhook header "X-Version:
+// 2" is no secret); configure real secrets. The URL-encoded forms are
+// matched in either ASCII case (a peer may write %2f), the others exactly.
+//
 // A nil *Redactor hides contacts only. It is safe for concurrent use.
 type Redactor struct {
-	forms []string
+	forms []secretForm
 }
 
-// NewRedactor returns a Redactor for secrets; empty values are ignored.
+// MinSecretLength is the length under which a secret is not looked for.
+const MinSecretLength = 6
+
+// secretForm is one way a secret can be written; fold matches it in
+// either ASCII case.
+type secretForm struct {
+	text, lower string
+	fold        bool
+}
+
+// NewRedactor returns a Redactor for secrets; empty and short values are
+// ignored.
 func NewRedactor(secrets ...Secret) *Redactor {
 	seen := map[string]bool{}
-	var forms []string
-	add := func(f string) {
-		if f != "" && !seen[f] {
+	var forms []secretForm
+	add := func(f string, fold bool) {
+		if len(f) >= MinSecretLength && !seen[f] {
 			seen[f] = true
-			forms = append(forms, f)
+			forms = append(forms, secretForm{text: f, lower: strings.ToLower(f), fold: fold})
 		}
 	}
 	b64 := func(s string) {
 		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-			add(enc.EncodeToString([]byte(s)))
+			add(enc.EncodeToString([]byte(s)), false)
 		}
 	}
 	for _, s := range secrets {
-		if s.Value == "" {
+		if len(s.Value) < MinSecretLength {
 			continue
 		}
-		add(s.Value)
-		add(url.QueryEscape(s.Value))
-		add(url.PathEscape(s.Value))
+		add(s.Value, false)
+		add(url.QueryEscape(s.Value), true)
+		add(url.PathEscape(s.Value), true)
 		for _, j := range jsonForms(s.Value) {
-			add(j)
+			add(j, false)
 		}
 		b64(s.Value)
 		if s.User != "" {
@@ -76,7 +92,7 @@ func NewRedactor(secrets ...Secret) *Redactor {
 		}
 	}
 	// Longest first: a form that holds another is replaced whole.
-	slices.SortStableFunc(forms, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	slices.SortStableFunc(forms, func(a, b secretForm) int { return cmp.Compare(len(b.text), len(a.text)) })
 	return &Redactor{forms: forms}
 }
 
@@ -98,13 +114,29 @@ func jsonForms(v string) []string {
 	return out
 }
 
-// Secrets replaces every form of every secret in s by "***".
+// Secrets replaces every form of every secret in s by "***". A text that
+// holds none (the usual case: it runs on every log line) costs one search
+// per form.
 func (r *Redactor) Secrets(s string) string {
-	if r == nil {
+	if r == nil || len(r.forms) == 0 {
 		return s
 	}
+	lower := ""
 	for _, f := range r.forms {
-		s = replaceFold(s, f, masked)
+		if !f.fold {
+			if strings.Contains(s, f.text) {
+				s = strings.ReplaceAll(s, f.text, masked)
+				lower = ""
+			}
+			continue
+		}
+		if lower == "" {
+			lower = strings.ToLower(s)
+		}
+		if strings.Contains(lower, f.lower) {
+			s = replaceFold(s, f.text, masked)
+			lower = ""
+		}
 	}
 	return s
 }
@@ -118,10 +150,25 @@ func (r *Redactor) Text(ch schemas.Channel, contact, s string) string {
 	}
 	mask := MaskRecipient(ch, contact)
 	if ch == schemas.ChannelEmail {
-		s = replaceFold(s, contact, mask)
-		return replaceFold(s, url.QueryEscape(contact), mask)
+		for _, form := range emailForms(contact) {
+			s = replaceFold(s, form, mask)
+		}
+		return s
 	}
 	return maskPhoneRuns(s, contact, mask)
+}
+
+// emailForms are the ways an address is written in a text: as is,
+// URL-encoded whole or in part ('@' as %40, '+' as %2B), JSON-escaped
+// ('+' as \u002b, as some encoders write it); all matched in any case.
+func emailForms(email string) []string {
+	forms := []string{email, url.QueryEscape(email), strings.ReplaceAll(email, "@", "%40"), strings.ReplaceAll(email, "+", "%2B"),
+		strings.ReplaceAll(email, "+", `\u002b`)}
+	forms = append(forms, jsonForms(email)...)
+	slices.Sort(forms)
+	forms = slices.Compact(forms)
+	slices.SortStableFunc(forms, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	return forms
 }
 
 // phoneSeparators may stand between the digits of a phone number as people

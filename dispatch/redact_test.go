@@ -47,6 +47,9 @@ func TestRedactor(t *testing.T) {
 		{name: "email in another case", ch: "email", contact: email, in: "550 <Layla+News@Example.com>: no such user layla+news@example.com",
 			want: "550 <l***@example.com>: no such user l***@example.com"},
 		{name: "email URL-encoded", ch: "email", contact: email, in: "to=layla%2Bnews%40example.com", want: "to=l***@example.com"},
+		{name: "email with only @ encoded", ch: "email", contact: email, in: "to=layla+news%40example.com", want: "to=l***@example.com"},
+		{name: "email with only + encoded", ch: "email", contact: email, in: "to=layla%2bnews@example.com", want: "to=l***@example.com"},
+		{name: "email JSON-escaped", ch: "email", contact: email, in: `{"to":"layla\u002bnews@example.com"}`, want: `{"to":"l***@example.com"}`},
 	} {
 		got := r.Text(schemas.Channel(tc.ch), tc.contact, tc.in)
 		if tc.want != "" && got != tc.want {
@@ -57,6 +60,15 @@ func TestRedactor(t *testing.T) {
 				t.Errorf("%s: %q still holds %q", tc.name, got, g)
 			}
 		}
+	}
+	// Short values are no secrets worth garbling every text for.
+	short := NewRedactor(Secret{Value: "2"}, Secret{Value: "img"}, Secret{Value: "abcde"})
+	if in := "2026-11-02 img mgmt abcdef"; short.Secrets(in) != in {
+		t.Errorf("short secrets masked text: %q", short.Secrets(in))
+	}
+	// base64 is matched exactly: a text differing in case is no echo.
+	if got := r.Secrets(strings.ToUpper(b64(sid + ":" + token))); strings.Contains(got, "***") {
+		t.Errorf("base64 matched ignoring case: %q", got)
 	}
 	var none *Redactor
 	if got := none.Text(schemas.ChannelSMS, phone, "to +965 5000 9876 with "+token); got != "to +965****9876 with "+token {

@@ -7,13 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // WebhookConfig configures a Webhook provider (providers.<channel>.webhook).
@@ -31,6 +35,18 @@ func (c WebhookConfig) Validate() error {
 	u, err := url.Parse(c.URL)
 	if c.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return errors.New("url: must be an http or https URL")
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
+		// Checked here, not at the first send: a line break arriving from
+		// the environment would make every request invalid, which looks
+		// like an unreachable peer and is retried. The error names the
+		// header, never its value.
+		if !httpguts.ValidHeaderFieldName(name) {
+			return fmt.Errorf("headers: %q is not a valid header name", name)
+		}
+		if !httpguts.ValidHeaderFieldValue(c.Headers[name]) {
+			return fmt.Errorf("headers.%s: the value holds a character a header cannot carry (a line break or another control character)", name)
+		}
 	}
 	return nil
 }
@@ -120,11 +136,17 @@ func (w *Webhook) Send(ctx context.Context, m Message) (Receipt, error) {
 	}
 }
 
-// HeaderSecrets are the secrets of configured header values: each value,
-// and each long word of it (the token of "Bearer <token>").
+// HeaderSecrets are the secrets among configured headers: the values of
+// the headers that carry credentials (Authorization, Proxy-Authorization,
+// Cookie, and any whose name holds key, token, secret, auth, signature,
+// password or session), and each long word of them (the token of "Bearer
+// <token>"). Other headers (X-Version: 2) are no secrets.
 func HeaderSecrets(headers map[string]string) []Secret {
 	var out []Secret
-	for _, v := range headers {
+	for name, v := range headers {
+		if !credentialHeader(name) {
+			continue
+		}
 		out = append(out, Secret{Value: v})
 		for _, f := range strings.Fields(v) {
 			if len(f) >= 8 && f != v {
@@ -133,6 +155,21 @@ func HeaderSecrets(headers map[string]string) []Secret {
 		}
 	}
 	return out
+}
+
+// credentialHeader reports whether a header of that name carries a
+// credential.
+func credentialHeader(name string) bool {
+	n := strings.ToLower(name)
+	if n == "cookie" {
+		return true
+	}
+	for _, w := range []string{"auth", "key", "token", "secret", "signature", "password", "session"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // bodyStart returns the first 200 bytes of a body as one line of text.

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,6 +223,25 @@ func TestSecretsInConfig(t *testing.T) {
 			yaml: "providers:\n  email: {kind: smtp, smtp: {host: smtp.example.com, from: not-an-address, username: u, password: in-file-secret}}\n",
 			err:  "providers.email.smtp.from", hidden: "in-file-secret"},
 		{name: "unset variable", yaml: smtp("password: ${NOTIFYD_TEST_UNSET}"), err: "environment variables referenced but not set: NOTIFYD_TEST_UNSET"},
+		{name: "flow style: the type error names the very key", env: "soon",
+			yaml: "processing: {catch_up_wait: \"${NOTIFYD_TEST_PW}\", concurrency: 8}\n", err: "processing.catch_up_wait: want a duration"},
+		{name: "flow style: the second key of a line", yaml: "processing: {catch_up_wait: 3s, concurrency: lots}\n", err: "processing.concurrency: want a whole number"},
+		{name: "a list from the environment", env: "k1:9092, k2:9092", yaml: "kafka:\n  brokers: ${NOTIFYD_TEST_PW}\n"},
+		{name: "an empty value into a number is an error, not the default", env: "", yaml: "processing:\n  concurrency: ${NOTIFYD_TEST_PW}\n",
+			err: "processing.concurrency: the environment gives an empty value (want a whole number)"},
+		{name: "a scalar where a mapping goes", yaml: "processing: 8\n", err: "processing: want a mapping"},
+		{name: "a mapping where a number goes", yaml: "processing: {concurrency: {a: 1}}\n", err: "processing.concurrency: want a whole number"},
+		{name: "merge keys", yaml: "x: &base\n  kind: smtp\n", err: "x: unknown key"},
+		{name: "merge keys in a provider", env: "merged-secret",
+			yaml: "providers:\n  email:\n    <<: {kind: smtp}\n    smtp:\n      host: smtp.example.com\n      from: shop@example.com\n      username: u\n      password: ${NOTIFYD_TEST_PW}\n",
+			want: "merged-secret"},
+		{name: "a file path from the environment stays in errors", env: filepath.Join(dir, "missing-pw"), yaml: smtp("password_file: ${NOTIFYD_TEST_PW}"),
+			err: "providers.email.smtp.password_file: open " + filepath.Join(dir, "missing-pw")},
+		{name: "webhook headers from a file", yaml: "providers:\n  sms:\n    kind: webhook\n    webhook:\n      url: https://gw.example/sms\n      headers_file: " +
+			writeFile("headers", "# credentials\nAuthorization: Bearer from-a-file-token\nX-Version: 2\n")},
+		{name: "webhook header with a line break from the environment", env: "tok\r\nX-Evil: 1",
+			yaml: "providers:\n  sms:\n    kind: webhook\n    webhook:\n      url: https://gw.example/sms\n      headers:\n        Authorization: ${NOTIFYD_TEST_PW}\n",
+			err:  "providers.sms.webhook.headers.Authorization: the value holds a character a header cannot carry", hidden: "X-Evil"},
 		{name: "references in keys are not substituted", env: "host", yaml: smtp("${NOTIFYD_TEST_PW}: x"),
 			err: "providers.email.smtp.${NOTIFYD_TEST_PW}: unknown key"},
 	} {
@@ -245,8 +265,19 @@ func TestSecretsInConfig(t *testing.T) {
 			if got := c.Providers["email"].SMTP.Password; tc.want != "" && got != tc.want {
 				t.Errorf("password %q, want %q", got, tc.want)
 			}
-			if len(c.Kafka.Brokers) != 0 {
-				t.Errorf("brokers %v: a value injected keys", c.Kafka.Brokers)
+			switch tc.name {
+			case "a list from the environment":
+				if !slices.Equal(c.Kafka.Brokers, []string{"k1:9092", "k2:9092"}) {
+					t.Errorf("brokers %q", c.Kafka.Brokers)
+				}
+			case "webhook headers from a file":
+				if h := c.Providers["sms"].Webhook.Headers; len(h) != 2 || h["Authorization"] != "Bearer from-a-file-token" || h["X-Version"] != "2" {
+					t.Errorf("headers %q", h)
+				}
+			default:
+				if len(c.Kafka.Brokers) != 0 {
+					t.Errorf("brokers %v: a value injected keys", c.Kafka.Brokers)
+				}
 			}
 		})
 	}

@@ -84,7 +84,9 @@ func (l *loader) parse(data []byte) (Config, error) {
 }
 
 // walk checks n against the Go type t at path, substitutes ${ENV} into its
-// scalars and resolves *_file keys; secret says n is (inside) a secret.
+// scalars, resolves *_file keys and merge keys (<<), and checks that each
+// scalar decodes into its field, so that an error names the very key (a
+// line of flow style holds several); secret says n is (inside) a secret.
 func (l *loader) walk(n *yaml.Node, t reflect.Type, path string, secret bool) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -101,33 +103,7 @@ func (l *loader) walk(n *yaml.Node, t reflect.Type, path string, secret bool) er
 	}
 	switch {
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
-		fields := fieldsOf(t)
-		given := map[string]bool{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			given[n.Content[i].Value] = true
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			key := join(path, k.Value)
-			l.lines[k.Line] = key
-			f, ok := fields[k.Value]
-			if !ok {
-				base, isFile := strings.CutSuffix(k.Value, "_file")
-				if bf, known := fields[base]; isFile && known && bf.secret && bf.typ.Kind() == reflect.String {
-					if given[base] {
-						return fmt.Errorf("%s, %s: set one of them, not both", join(path, base), key)
-					}
-					if err := l.readSecretFile(k, v, key, base); err != nil {
-						return err
-					}
-					continue
-				}
-				return fmt.Errorf("%s: unknown key", key)
-			}
-			if err := l.walk(v, f.typ, key, secret || f.secret); err != nil {
-				return err
-			}
-		}
+		return l.walkStruct(n, t, path, secret)
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
@@ -144,7 +120,56 @@ func (l *loader) walk(n *yaml.Node, t reflect.Type, path string, secret bool) er
 			}
 		}
 	case n.Kind == yaml.ScalarNode:
-		l.substitute(n, t, secret)
+		return l.scalar(n, t, path, secret)
+	case n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode:
+		// A mapping or list where the field wants something else.
+		return fmt.Errorf("%s: want %s", path, kindWanted(t))
+	}
+	return nil
+}
+
+// walkStruct walks a mapping into a struct.
+func (l *loader) walkStruct(n *yaml.Node, t reflect.Type, path string, secret bool) error {
+	fields := fieldsOf(t)
+	given := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		given[n.Content[i].Value] = true
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := join(path, k.Value)
+		l.lines[k.Line] = key
+		if k.Value == "<<" && k.Tag == "!!merge" {
+			// A merge key: its mapping (or list of mappings) is part of
+			// this one.
+			merged := []*yaml.Node{v}
+			if v.Kind == yaml.SequenceNode {
+				merged = v.Content
+			}
+			for _, m := range merged {
+				if err := l.walk(m, t, path, secret); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		f, ok := fields[k.Value]
+		if !ok {
+			base, isFile := strings.CutSuffix(k.Value, "_file")
+			if bf, known := fields[base]; isFile && known && bf.secret {
+				if given[base] {
+					return fmt.Errorf("%s, %s: set one of them, not both", join(path, base), key)
+				}
+				if err := l.readSecretFile(k, v, key, base, bf.typ); err != nil {
+					return err
+				}
+				continue
+			}
+			return fmt.Errorf("%s: unknown key", key)
+		}
+		if err := l.walk(v, f.typ, key, secret || f.secret); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -169,57 +194,105 @@ func fieldsOf(t reflect.Type) map[string]field {
 	return fields
 }
 
-// substitute replaces ${NAME} in a scalar by the environment variable.
-func (l *loader) substitute(n *yaml.Node, t reflect.Type, secret bool) {
+// scalar substitutes ${ENV} into a scalar and checks that it decodes into
+// its field.
+func (l *loader) scalar(n *yaml.Node, t reflect.Type, path string, secret bool) error {
 	if secret && n.Value != "" && !envRef.MatchString(n.Value) {
 		l.secrets = append(l.secrets, n.Value) // written in the file itself
 	}
-	if !strings.Contains(n.Value, "${") {
-		return
-	}
-	changed := false
-	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
-		name := ref[2 : len(ref)-1]
-		v, ok := os.LookupEnv(name)
-		if !ok {
-			if !slices.Contains(l.missing, name) {
-				l.missing = append(l.missing, name)
+	if strings.Contains(n.Value, "${") {
+		values, refs := l.expand(n.Value)
+		for _, v := range values {
+			if secret {
+				l.secrets = append(l.secrets, v)
+			} else {
+				l.revealed = append(l.revealed, v)
 			}
-			return ""
 		}
-		changed = true
-		if secret {
-			l.secrets = append(l.secrets, v)
-		} else {
-			l.revealed = append(l.revealed, v)
+		if refs {
+			n.Value = l.expanded(n.Value)
+			if err := l.settle(n, t, path); err != nil {
+				return err
+			}
 		}
-		return v
-	})
-	if changed {
-		l.settle(n, t)
 	}
+	if n.Kind != yaml.ScalarNode || t.Kind() == reflect.String || t.Kind() == reflect.Interface {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map, reflect.Slice:
+		if n.Tag == "!!null" {
+			return nil // "key:" with nothing: the field stays empty
+		}
+		return fmt.Errorf("%s: want %s", path, kindWanted(t))
+	}
+	if err := n.Decode(reflect.New(t).Interface()); err != nil {
+		return fmt.Errorf("%s: want %s", path, kindWanted(t))
+	}
+	return nil
+}
+
+// expand reports the values of the environment variables ${NAME} in s
+// refers to (recording the unset ones) and whether it refers to any.
+func (l *loader) expand(s string) (values []string, refs bool) {
+	for _, m := range envRef.FindAllStringSubmatch(s, -1) {
+		refs = true
+		v, ok := os.LookupEnv(m[1])
+		if !ok {
+			if !slices.Contains(l.missing, m[1]) {
+				l.missing = append(l.missing, m[1])
+			}
+			continue
+		}
+		values = append(values, v)
+	}
+	return values, refs
+}
+
+// expanded is s with every ${NAME} replaced by its variable ("" when unset:
+// loading fails then anyway).
+func (l *loader) expanded(s string) string {
+	return envRef.ReplaceAllStringFunc(s, func(ref string) string { return os.Getenv(ref[2 : len(ref)-1]) })
 }
 
 // settle makes a scalar whose value was replaced decode as the field
-// wants: verbatim into a string, as a plain YAML scalar otherwise.
-func (l *loader) settle(n *yaml.Node, t reflect.Type) {
-	if t.Kind() == reflect.String {
+// wants: verbatim into a string; a comma-separated list into a list of
+// strings (kafka.brokers: ${KAFKA_BROKERS} with a,b); as a plain YAML
+// scalar otherwise, where an empty value is an error rather than the
+// field's default.
+func (l *loader) settle(n *yaml.Node, t reflect.Type, path string) error {
+	switch {
+	case t.Kind() == reflect.String:
 		n.Tag, n.Style = "!!str", 0
-		return
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
+		items := []*yaml.Node{}
+		for _, item := range strings.Split(n.Value, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				items = append(items, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: item, Line: n.Line, Column: n.Column})
+			}
+		}
+		*n = yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: items, Line: n.Line, Column: n.Column}
+	case strings.TrimSpace(n.Value) == "":
+		return fmt.Errorf("%s: the environment gives an empty value (want %s)", path, kindWanted(t))
+	default:
+		n.Tag, n.Style = "", 0
 	}
-	n.Tag, n.Style = "", 0
+	return nil
 }
 
-// readSecretFile turns `<base>_file: PATH` into `<base>: <content>`.
-func (l *loader) readSecretFile(k, v *yaml.Node, key, base string) error {
+// readSecretFile turns `<base>_file: PATH` into `<base>: <content>`: the
+// content without its final line break for a string; for a map of
+// strings (webhook headers), "Name: value" lines.
+func (l *loader) readSecretFile(k, v *yaml.Node, key, base string, t reflect.Type) error {
 	if v.Kind != yaml.ScalarNode || v.Value == "" {
 		return fmt.Errorf("%s: want the path of a file", key)
 	}
 	l.visited[v] = true
 	path := v.Value
 	if strings.Contains(path, "${") {
-		l.substitute(v, reflect.TypeOf(""), false)
-		path = v.Value
+		// A path is no secret: it stays in errors.
+		l.expand(path)
+		path = l.expanded(path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -229,10 +302,44 @@ func (l *loader) readSecretFile(k, v *yaml.Node, key, base string) error {
 	if content == "" {
 		return fmt.Errorf("%s: %s is empty", key, path)
 	}
-	l.secrets = append(l.secrets, content)
 	k.Value = base
-	v.Value, v.Tag, v.Style = content, "!!str", 0
+	switch {
+	case t.Kind() == reflect.String:
+		l.secrets = append(l.secrets, content)
+		v.Value, v.Tag, v.Style = content, "!!str", 0
+	case t.Kind() == reflect.Map && t.Elem().Kind() == reflect.String:
+		m := yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: v.Line, Column: v.Column}
+		for i, line := range strings.Split(content, "\n") {
+			line = strings.TrimSuffix(line, "\r")
+			if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
+				continue
+			}
+			name, value, ok := strings.Cut(line, ":")
+			if !ok || strings.TrimSpace(name) == "" {
+				return fmt.Errorf("%s: line %d of %s is not \"Name: value\"", key, i+1, path)
+			}
+			value = strings.TrimSpace(value)
+			l.secrets = append(l.secrets, value)
+			m.Content = append(m.Content,
+				&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: strings.TrimSpace(name)},
+				&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: value})
+		}
+		*v = m
+	default:
+		return fmt.Errorf("%s: unknown key", key)
+	}
 	return nil
+}
+
+// kindWanted phrases what a field of type t takes.
+func kindWanted(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "a mapping"
+	case reflect.Slice:
+		return "a list"
+	}
+	return wanted(t.String())
 }
 
 func join(path, key string) string {
@@ -293,13 +400,13 @@ func wanted(goType string) string {
 	return goType
 }
 
-// hide replaces, in err's text, every secret and every value of at least
-// minHidden characters taken from the environment or a file by ***.
+// hide replaces, in err's text, every secret and every value taken from the
+// environment or a file by ***, when it has at least minHidden characters.
 func (l *loader) hide(err error) error {
 	msg := err.Error()
 	hidden := msg
 	for _, v := range l.secrets {
-		if v != "" {
+		if len(v) >= minHidden {
 			hidden = strings.ReplaceAll(hidden, v, "***")
 		}
 	}
@@ -314,8 +421,8 @@ func (l *loader) hide(err error) error {
 	return errors.New(hidden)
 }
 
-// minHidden: shorter values from the environment (a port, a count) are
-// no secret, and hiding them would garble messages.
+// minHidden: shorter values (a port, a count, "2") are no secret worth
+// garbling every message for.
 const minHidden = 4
 
 // LoadConfig reads a configuration file. A file replaces the built-in

@@ -139,6 +139,47 @@ func TestSecureKafka(t *testing.T) {
 	}
 }
 
+// TestSecureKafkaMismatch: a client whose TLS does not match the listener
+// (TLS to a plaintext listener, plaintext to a TLS one) only sees the broker
+// close the connection, which a restarting broker does too: notifyd keeps
+// retrying, and says in each retry's log line what to check.
+func TestSecureKafkaMismatch(t *testing.T) {
+	l := secureEnv(t)
+	c := newCluster(t, 0)
+	for _, tc := range []struct {
+		name    string
+		brokers []string
+		kafka   string
+	}{
+		{"TLS to the plaintext listener", c.brokers, l.kafkaBlock(t, "scram-sha-512", l.password, l.caFile, true, l.name)},
+		{"plaintext to the SASL_SSL listener", l.brokers, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfgPath := filepath.Join(dir, "notifyd.yaml")
+			cfg := c.config(procOpts{name: "mismatch", dir: dir, concurrency: 4, catchUpWait: time.Second, brokers: tc.brokers, kafka: tc.kafka}, freePort(t))
+			if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out := &syncBuffer{}
+			cmd := exec.Command(notifydBin, "serve", "-config", cfgPath)
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+			const hint = "check that kafka.tls and kafka.sasl match the listener of kafka.brokers"
+			deadline := time.Now().Add(30 * time.Second)
+			for !strings.Contains(out.String(), hint) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no retry log line with %q in 30 s:\n%s", hint, lastBytes([]byte(out.String()), 2048))
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
+
 // writeOtherCA writes the certificate of a CA that signed nothing the
 // broker has, with the name of the real one.
 func writeOtherCA(t *testing.T) string {

@@ -39,7 +39,7 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	}
 	redactor := dispatch.NewRedactor(cfg.secrets()...)
 	log := newLogger(cfg.Log, stderr, redactor)
-	restrictUmask()
+	defer restrictUmask()()
 	if err := prepareStoreDir(cfg.Store.Dir, log); err != nil {
 		return err
 	}

@@ -17,8 +17,9 @@ import (
 // TestStoreDataPrivate: started under the usual umask 022, notifyd keeps
 // everything it writes in store.dir (the projection with the customers'
 // contacts, the embedded broker's log, the API key) to its own user: files
-// 0600, directories 0700. A store.dir others can write stops start-up
-// naming store.dir; files an earlier start left readable are tightened.
+// 0600, directories 0700. A store.dir every user can write stops start-up
+// naming store.dir; one its group can write, and files an earlier start
+// left readable, are tightened.
 func TestStoreDataPrivate(t *testing.T) {
 	old := syscall.Umask(0o022)
 	t.Cleanup(func() { syscall.Umask(old) })
@@ -42,13 +43,18 @@ func TestStoreDataPrivate(t *testing.T) {
 		defer os.Remove(data)
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), []string{"serve", "-config", cfgPath}, nil, &out, &errOut)
-		if code != 1 || !strings.Contains(errOut.String(), "store.dir: "+data+" can be written by other users (mode 0777)") {
+		if code != 1 || !strings.Contains(errOut.String(), "store.dir: "+data+" can be written by every user (mode 0777)") {
 			t.Errorf("exit %d, stderr %q", code, errOut.String())
 		}
 	})
 
-	// An earlier version left a readable directory and file.
+	// An earlier version left a readable directory and file, in a store
+	// directory its group can write: notifyd owns them, so it tightens
+	// them all.
 	if err := os.MkdirAll(filepath.Join(data, "old"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(data, 0o775); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(data, "old", "leftover"), []byte("layla@example.com"), 0o644); err != nil {

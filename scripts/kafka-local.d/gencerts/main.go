@@ -2,7 +2,7 @@
 // broker that scripts/kafka-local runs: a throwaway CA, a server certificate
 // for localhost and 127.0.0.1, and a client certificate, all signed by that CA.
 //
-//	go run ./scripts/kafka-local.d/gencerts -dir DIR
+//	cd scripts/kafka-local.d/gencerts && go run . -dir DIR
 //
 // writes, in DIR (created if needed):
 //

@@ -1,0 +1,3 @@
+module github.com/notifyd/notifyd/scripts/kafka-local.d/gencerts
+
+go 1.26
