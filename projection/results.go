@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -32,12 +33,19 @@ func (s *Store) ApplyResults(partition int, records []Record) (added []FirstResu
 			s.log.Warn("result skipped: no command_id", "partition", partition, "offset", records[i].Offset)
 			continue
 		}
-		ok, err := s.putResult(b, id, records[i].Value)
+		first, answer, err := s.putResult(b, id, records[i].Value)
 		if err != nil {
 			return nil, fmt.Errorf("apply results partition %d offset %d: %w", partition, records[i].Offset, err)
 		}
-		if ok {
+		if first {
 			added = append(added, FirstResult{CommandID: id, Value: records[i].Value})
+		}
+		// The history indexes the command's answer: its first result, and
+		// that one again (a replay, or a re-read that builds the index).
+		if answer {
+			if err := indexResult(b, records[i].Value); err != nil {
+				return nil, fmt.Errorf("apply results partition %d offset %d: history: %w", partition, records[i].Offset, err)
+			}
 		}
 	}
 	next := records[len(records)-1].Offset + 1
@@ -72,21 +80,26 @@ func resultCommandID(v []byte) (string, bool) {
 
 // putResult records a result read from the topic unless the command_id has
 // one from the topic already, and drops the pending entry it supersedes.
-func (s *Store) putResult(b *pebble.Batch, commandID string, value []byte) (bool, error) {
+// first says it was recorded now; answer that value is the command's
+// answer (recorded now, or the same bytes as the one recorded before).
+func (s *Store) putResult(b *pebble.Batch, commandID string, value []byte) (first, answer bool, err error) {
 	key := []byte(prefixResult + commandID)
-	_, found, err := getCopy(b, key)
-	if err != nil || found {
-		return false, err
+	stored, found, err := getCopy(b, key)
+	if err != nil {
+		return false, false, err
+	}
+	if found {
+		return false, bytes.Equal(stored, value), nil
 	}
 	pending := []byte(prefixPending + commandID)
 	if _, had, err := getCopy(b, pending); err != nil {
-		return false, err
+		return false, false, err
 	} else if had {
 		if err := b.Delete(pending, nil); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
-	return true, b.Set(key, value, nil)
+	return true, true, b.Set(key, value, nil)
 }
 
 // RecordResult writes a result this instance is about to publish into the

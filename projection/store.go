@@ -88,11 +88,42 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err == nil {
 		s.txnCount, err = s.getInt(keyTxnCount)
 	}
+	if err == nil {
+		err = s.upgradeHistory()
+	}
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	return s, nil
+}
+
+// upgradeHistory makes a store whose history index does not cover the
+// results it applied (one written before the index existed) read the
+// results topic again from the start: the idempotency table keeps what it
+// has, the index is built from the same records.
+func (s *Store) upgradeHistory() error {
+	v, err := s.getInt(keyHistoryVersion)
+	if err != nil || v >= historyVersion {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if len(s.resultOffsets) > 0 {
+		lower := offsetKey(prefixResultOffset, s.opts.ResultsTopic, 0)
+		lower = lower[:len(lower)-4]
+		upper := append([]byte(nil), lower...)
+		upper[len(upper)-1]++
+		if err := b.DeleteRange(lower, upper, nil); err != nil {
+			return err
+		}
+		s.log.Info("store: building the history index: the results topic is read again from its start")
+		s.resultOffsets = map[int]int64{}
+	}
+	if err := b.Set([]byte(keyHistoryVersion), binary.BigEndian.AppendUint64(nil, historyVersion), nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
 }
 
 // Close flushes and closes the store. Waiters are released with an error.
@@ -296,8 +327,9 @@ func getCopy(r interface {
 	return out, true, closer.Close()
 }
 
-// Digest returns a SHA-256 over the projection and the idempotency table
-// (every snapshot, order_no mapping and result, in key order), leaving out
+// Digest returns a SHA-256 over the projection, the history index and the
+// idempotency table (every snapshot, order_no mapping, history entry,
+// channel state, needs-attention entry and result, in key order), leaving out
 // offsets and counters. A result recorded here and not yet read back from
 // the topic counts as if it had been (it is the one the topic will hold,
 // unless another instance's came first). Two stores that applied the same
@@ -311,7 +343,7 @@ func (s *Store) Digest() (string, error) {
 			h.Write(b)
 		}
 	}
-	for _, prefix := range []string{prefixTxn, prefixOrder} {
+	for _, prefix := range []string{prefixTxn, prefixOrder, prefixHistory, prefixChannel, prefixAttention} {
 		if err := s.scan(prefix, func(k, v []byte) { write(k, v) }); err != nil {
 			return "", fmt.Errorf("digest: %w", err)
 		}

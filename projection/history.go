@@ -1,0 +1,258 @@
+package projection
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// The history index, derived from the results topic like the idempotency
+// table, so that every instance has it and it rebuilds from the log:
+//
+//	h/<session_id>\x00<newest-first time><command_id> -> command_id
+//	    every first result of a command about a known transaction, newest
+//	    first by processed_at: the transaction's history;
+//	c/<session_id>\x00<channel> -> channelState
+//	    the latest attempt to send each channel of a transaction (sent, or
+//	    failed by the provider); a rejection (the checks refused the channel,
+//	    nothing was tried) leaves it as it was;
+//	n/<newest-first time><session_id>\x00<channel> -> AttentionItem
+//	    the channels whose latest attempt failed with provider_unavailable or
+//	    provider_rejected and that were not sent since, newest first: what
+//	    needs attention. A later sent result removes the entry.
+//
+// A result applied again (a rebuild, a replay) writes the same entries; an
+// older result arriving after a newer one for the same channel does not
+// change the channel's state.
+const (
+	prefixHistory   = "h/"
+	prefixChannel   = "c/"
+	prefixAttention = "n/"
+	// keyHistoryVersion marks a store whose history index covers every
+	// result it applied; a store without it re-reads the results topic.
+	keyHistoryVersion = "m/history-version"
+	historyVersion    = 1
+)
+
+// channelState is the latest attempt of one channel of a transaction.
+type channelState struct {
+	ProcessedAt time.Time `json:"processed_at"`
+	CommandID   string    `json:"command_id"`
+	// Attention is the key of its needs-attention entry, when it has one.
+	Attention []byte `json:"attention,omitempty"`
+}
+
+// AttentionItem is a channel whose latest attempt failed and that was not
+// sent since.
+type AttentionItem struct {
+	SessionID   string          `json:"session_id"`
+	OrderNo     string          `json:"order_no,omitempty"`
+	Channel     schemas.Channel `json:"channel"`
+	Reason      schemas.Reason  `json:"reason"`
+	Provider    string          `json:"provider,omitempty"`
+	Detail      string          `json:"detail,omitempty"`
+	CommandID   string          `json:"command_id"`
+	RequestedBy string          `json:"requested_by,omitempty"`
+	ProcessedAt time.Time       `json:"processed_at"`
+}
+
+// needsAttention reports whether a channel result is a failure a resend may
+// mend.
+func needsAttention(c schemas.ChannelResult) bool {
+	return c.Status == schemas.StatusFailed &&
+		(c.Reason == schemas.ReasonProviderUnavailable || c.Reason == schemas.ReasonProviderRejected)
+}
+
+// newestFirst encodes t so that byte order is newest first.
+func newestFirst(t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(math.MaxInt64-t.UnixNano()))
+}
+
+func historyKey(sessionID string, at time.Time, commandID string) []byte {
+	k := append([]byte(prefixHistory+sessionID), 0)
+	k = append(k, newestFirst(at)...)
+	return append(k, commandID...)
+}
+
+func channelKey(sessionID string, ch schemas.Channel) []byte {
+	k := append([]byte(prefixChannel+sessionID), 0)
+	return append(k, ch...)
+}
+
+func attentionKey(at time.Time, sessionID string, ch schemas.Channel) []byte {
+	k := append([]byte(prefixAttention), newestFirst(at)...)
+	k = append(k, sessionID...)
+	k = append(k, 0)
+	return append(k, ch...)
+}
+
+// indexResult adds a delivery result, the first of its command on the
+// topic, to the history index in batch b (an indexed batch: later results
+// of the same batch see it).
+func indexResult(b *pebble.Batch, value []byte) error {
+	var r schemas.DeliveryResult
+	if err := json.Unmarshal(value, &r); err != nil {
+		return nil // resultCommandID let it through only if it decodes
+	}
+	if r.SessionID == "" || r.State == nil {
+		return nil // not about a known transaction
+	}
+	if err := b.Set(historyKey(r.SessionID, r.ProcessedAt, r.CommandID), []byte(r.CommandID), nil); err != nil {
+		return err
+	}
+	for _, c := range r.Channels {
+		if c.Status != schemas.StatusSent && !needsAttention(c) {
+			continue // rejected: nothing was tried
+		}
+		ck := channelKey(r.SessionID, c.Channel)
+		var prev channelState
+		raw, found, err := getCopy(b, ck)
+		if err != nil {
+			return err
+		}
+		if found {
+			if err := json.Unmarshal(raw, &prev); err != nil {
+				return fmt.Errorf("corrupt channel state %q: %w", ck, err)
+			}
+			if prev.ProcessedAt.After(r.ProcessedAt) {
+				continue // a newer attempt is known
+			}
+			if prev.Attention != nil {
+				if err := b.Delete(prev.Attention, nil); err != nil {
+					return err
+				}
+			}
+		}
+		st := channelState{ProcessedAt: r.ProcessedAt, CommandID: r.CommandID}
+		if needsAttention(c) {
+			st.Attention = attentionKey(r.ProcessedAt, r.SessionID, c.Channel)
+			item, err := json.Marshal(AttentionItem{
+				SessionID: r.SessionID, OrderNo: r.OrderNo, Channel: c.Channel, Reason: c.Reason, Provider: c.Provider,
+				Detail: c.Detail, CommandID: r.CommandID, RequestedBy: r.RequestedBy, ProcessedAt: r.ProcessedAt,
+			})
+			if err != nil {
+				return err
+			}
+			if err := b.Set(st.Attention, item, nil); err != nil {
+				return err
+			}
+		}
+		v, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if err := b.Set(ck, v, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// History returns the delivery results of a transaction as published (the
+// first of each command), newest first, at most limit (0: all).
+func (s *Store) History(sessionID string, limit int) ([][]byte, error) {
+	lower := append([]byte(prefixHistory+sessionID), 0)
+	upper := append([]byte(prefixHistory+sessionID), 1)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	var ids []string
+	for it.First(); it.Valid() && (limit <= 0 || len(ids) < limit); it.Next() {
+		ids = append(ids, string(it.Value()))
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	out := make([][]byte, 0, len(ids))
+	for _, id := range ids {
+		v, found, err := s.PublishedResult(id)
+		if err != nil {
+			return nil, fmt.Errorf("history: %w", err)
+		}
+		if found {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// AttentionFilter selects needs-attention entries. Zero fields select
+// everything.
+type AttentionFilter struct {
+	Channel  schemas.Channel
+	Provider string
+	Reason   schemas.Reason
+	// Since and Until bound processed_at: Since <= t < Until.
+	Since, Until time.Time
+	// After continues a listing after the entry whose Cursor it is.
+	After string
+	// Limit bounds the entries returned (0: all).
+	Limit int
+}
+
+// Matches reports whether the filter selects item (After and Limit aside).
+func (f AttentionFilter) Matches(item AttentionItem) bool {
+	return (f.Channel == "" || item.Channel == f.Channel) &&
+		(f.Provider == "" || item.Provider == f.Provider) &&
+		(f.Reason == "" || item.Reason == f.Reason) &&
+		(f.Since.IsZero() || !item.ProcessedAt.Before(f.Since)) &&
+		(f.Until.IsZero() || item.ProcessedAt.Before(f.Until))
+}
+
+// Cursor is the position of an entry in the needs-attention listing.
+func (item AttentionItem) Cursor() string {
+	return fmt.Sprintf("%x", attentionKey(item.ProcessedAt, item.SessionID, item.Channel))
+}
+
+// Attention lists the channels that need attention, newest first, as the
+// filter selects them. next is the cursor of the last entry returned when
+// more may follow (Limit reached), else "".
+func (s *Store) Attention(f AttentionFilter) (items []AttentionItem, next string, err error) {
+	lower, upper := []byte(prefixAttention), []byte(prefixAttention)
+	upper[len(upper)-1]++
+	// Newest first: Until bounds from below, Since from above.
+	if !f.Until.IsZero() {
+		lower = append([]byte(prefixAttention), newestFirst(f.Until.Add(-time.Nanosecond))...)
+	}
+	if !f.Since.IsZero() {
+		upper = append([]byte(prefixAttention), newestFirst(f.Since.Add(-time.Nanosecond))...)
+	}
+	if f.After != "" {
+		var after []byte
+		if _, err := fmt.Sscanf(f.After, "%x", &after); err != nil || !bytes.HasPrefix(after, []byte(prefixAttention)) {
+			return nil, "", errors.New("attention: not a cursor")
+		}
+		after = append(after, 0) // just past it
+		if bytes.Compare(after, lower) > 0 {
+			lower = after
+		}
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, "", fmt.Errorf("attention: %w", err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		var item AttentionItem
+		if err := json.Unmarshal(it.Value(), &item); err != nil {
+			return nil, "", fmt.Errorf("attention: corrupt entry %q: %w", it.Key(), err)
+		}
+		if !f.Matches(item) {
+			continue
+		}
+		if f.Limit > 0 && len(items) == f.Limit {
+			return items, items[len(items)-1].Cursor(), it.Error()
+		}
+		items = append(items, item)
+	}
+	return items, "", it.Error()
+}
