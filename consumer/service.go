@@ -264,11 +264,12 @@ type Service struct {
 	mu sync.Mutex
 	// commands publishes the commands of in-process requesters; nil
 	// while not running.
-	commands *kafka.Writer
-	store    *projection.Store
-	events   *follower
-	results  *follower
-	sub      *wmkafka.Subscriber
+	commands   *kafka.Writer
+	store      *projection.Store
+	dispatcher *dispatch.Dispatcher
+	events     *follower
+	results    *follower
+	sub        *wmkafka.Subscriber
 	// kafkaErr is the error of the last high-water-mark round, nil once
 	// one succeeds; kafkaOK is when one last succeeded.
 	kafkaErr error
@@ -499,6 +500,9 @@ func (rt *runtime) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
+	s.mu.Lock()
+	s.dispatcher = dispatcher
+	s.mu.Unlock()
 
 	// Followers of payment-events and results, and the refresh of their
 	// end offsets.
@@ -686,7 +690,7 @@ func (rt *runtime) stop() {
 				return nil
 			}
 			rt.s.mu.Lock()
-			rt.s.store = nil
+			rt.s.store, rt.s.dispatcher = nil, nil
 			rt.s.mu.Unlock()
 			return rt.store.Close()
 		}},

@@ -318,6 +318,37 @@ func (d *Dispatcher) DeliverGuarded(ctx context.Context, cmd schemas.ResendComma
 	return out, nil
 }
 
+// ChannelCheck is what the checks decide for one channel of a transaction,
+// before any provider is called.
+type ChannelCheck struct {
+	Channel schemas.Channel
+	// Reason is why a resend of the channel would be rejected; "" when it
+	// would be handed to Provider.
+	Reason    schemas.Reason
+	Detail    string
+	Recipient string // masked
+	Provider  string
+}
+
+// Check runs the per-channel checks of DeliverGuarded, by the same code
+// and in the same order, for every channel of txn's current state, without
+// calling any provider: what a resend would be answered before sending
+// (the operator console's channel grid).
+func (d *Dispatcher) Check(txn schemas.PaymentEvent) []ChannelCheck {
+	data := dataFor(&txn)
+	lang := schemas.Language(data.Language)
+	out := make([]ChannelCheck, 0, len(schemas.Channels))
+	for _, ch := range schemas.Channels {
+		res, j := d.check(schemas.ResendCommand{SessionID: txn.SessionID}, &txn, ch, lang, data)
+		c := ChannelCheck{Channel: ch, Reason: res.Reason, Detail: res.Detail, Recipient: res.Recipient}
+		if j != nil {
+			c.Provider = j.provider.Name()
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // check applies the per-channel checks in order. It returns the channel's
 // result and, when the channel is accepted, the job that sends it.
 func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent, ch schemas.Channel, lang schemas.Language, data TemplateData) (schemas.ChannelResult, *job) {

@@ -552,3 +552,38 @@ func BenchmarkDeliver(b *testing.B) {
 		}
 	}
 }
+
+// TestCheckIsWhatDeliverDecides: Check answers, for every channel, the
+// reason Deliver rejects it with (or none when Deliver sends it), without
+// calling a provider.
+func TestCheckIsWhatDeliverDecides(t *testing.T) {
+	for _, mutate := range []func(*schemas.PaymentEvent){
+		nil,
+		func(x *schemas.PaymentEvent) { x.State = schemas.StateRefunded },
+		func(x *schemas.PaymentEvent) { x.CustomerPhone = "" },
+		func(x *schemas.PaymentEvent) { x.Notifications = map[schemas.Channel][]schemas.State{schemas.ChannelEmail: {schemas.StateFailed}} },
+		func(x *schemas.PaymentEvent) { x.CustomerEmail = "not an address" },
+		named(2000),
+	} {
+		txn := paidTxn()
+		if mutate != nil {
+			mutate(&txn)
+		}
+		prov := &okProvider{name: "ok"}
+		d := newTestDispatcher(t, map[schemas.Channel]Provider{schemas.ChannelEmail: prov, schemas.ChannelSMS: prov}, nil, nil)
+		checks := d.Check(txn)
+		if len(prov.sent()) != 0 {
+			t.Fatal("Check called a provider")
+		}
+		r := d.Deliver(context.Background(), command(schemas.Channels...), txn)
+		for i, c := range checks {
+			got := r.Channels[i]
+			if c.Channel != got.Channel || c.Reason != got.Reason || c.Recipient != got.Recipient {
+				t.Errorf("%s: Check says %q %q %q, Deliver %q %q %q", c.Channel, c.Reason, c.Detail, c.Recipient, got.Reason, got.Detail, got.Recipient)
+			}
+			if (c.Reason == "") != (c.Provider == "ok") {
+				t.Errorf("%s: provider %q with reason %q", c.Channel, c.Provider, c.Reason)
+			}
+		}
+	}
+}

@@ -1,0 +1,69 @@
+package consumer
+
+import (
+	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/projection"
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// This file is what the operator console reads, besides PublishCommand,
+// WatchResult and Result: the projection and the history index of this
+// instance's store (every instance follows every topic, so any instance
+// answers), and the dispatcher's checks, the same code that decides
+// commands. Each method returns ErrNotRunning before the service has
+// started or after it stopped.
+
+// Lookup returns the current snapshot of the transaction sessionID names,
+// or, with sessionID empty, the one orderNo names.
+func (s *Service) Lookup(sessionID, orderNo string) (schemas.PaymentEvent, bool, error) {
+	store, _, err := s.parts()
+	if err != nil {
+		return schemas.PaymentEvent{}, false, err
+	}
+	if sessionID == "" {
+		sid, ok, err := store.SessionForOrder(orderNo)
+		if err != nil || !ok {
+			return schemas.PaymentEvent{}, false, err
+		}
+		sessionID = sid
+	}
+	return store.Transaction(sessionID)
+}
+
+// Check is the dispatcher's channel checks for txn (dispatch.Dispatcher.Check).
+func (s *Service) Check(txn schemas.PaymentEvent) ([]dispatch.ChannelCheck, error) {
+	_, d, err := s.parts()
+	if err != nil {
+		return nil, err
+	}
+	return d.Check(txn), nil
+}
+
+// History returns the delivery results of a transaction, newest first, at
+// most limit (projection.Store.History).
+func (s *Service) History(sessionID string, limit int) ([][]byte, error) {
+	store, _, err := s.parts()
+	if err != nil {
+		return nil, err
+	}
+	return store.History(sessionID, limit)
+}
+
+// Attention lists the channels that need attention (projection.Store.Attention).
+func (s *Service) Attention(f projection.AttentionFilter) ([]projection.AttentionItem, string, error) {
+	store, _, err := s.parts()
+	if err != nil {
+		return nil, "", err
+	}
+	return store.Attention(f)
+}
+
+// parts returns the store and the dispatcher of the running service.
+func (s *Service) parts() (*projection.Store, *dispatch.Dispatcher, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.store == nil || s.dispatcher == nil {
+		return nil, nil, ErrNotRunning
+	}
+	return s.store, s.dispatcher, nil
+}

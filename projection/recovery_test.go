@@ -1,0 +1,55 @@
+package projection
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// TestPlanRecovery: one command per transaction for its selected channels;
+// the same filter gives the same command_ids (confirming twice sends each
+// customer one message), another filter others; command_ids stay valid.
+func TestPlanRecovery(t *testing.T) {
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	items := []AttentionItem{
+		{SessionID: "s2", Channel: "sms", Reason: "provider_unavailable", ProcessedAt: at(3)},
+		{SessionID: "s1", Channel: "whatsapp", Reason: "provider_unavailable", ProcessedAt: at(2)},
+		{SessionID: "s1", Channel: "sms", Reason: "provider_unavailable", ProcessedAt: at(1)},
+		{SessionID: "s3", Channel: "email", Reason: "provider_rejected", ProcessedAt: at(0)},
+	}
+	f := AttentionFilter{Reason: "provider_unavailable", Since: at(0), Until: at(10)}
+	p := PlanRecovery(f, items, "console:ops", at(20))
+	if p.Entries != 3 || len(p.Commands) != 2 {
+		t.Fatalf("plan %v: %+v", p, p.Commands)
+	}
+	c := p.Commands
+	if c[0].SessionID != "s2" || !slices.Equal(c[0].Channels, []schemas.Channel{"sms"}) ||
+		c[1].SessionID != "s1" || !slices.Equal(c[1].Channels, []schemas.Channel{"sms", "whatsapp"}) {
+		t.Errorf("commands %+v", c)
+	}
+	if c[0].CommandID != "recover-"+p.BatchID+"-s2" || c[0].RequestedBy != "console:ops" {
+		t.Errorf("command %+v", c[0])
+	}
+	if again := PlanRecovery(f, items, "cli", at(30)); again.BatchID != p.BatchID || again.Commands[1].CommandID != c[1].CommandID {
+		t.Errorf("the same filter planned other command_ids: %v", again.Commands)
+	}
+	other := f
+	other.Until = at(11)
+	if BatchID(other) == p.BatchID {
+		t.Error("another window, the same batch")
+	}
+	// Every command decodes as a valid command.
+	long := strings.Repeat("x", 128)
+	for _, sid := range []string{"s1", long, "tab\tin it"} {
+		id := RecoveryCommandID(p.BatchID, sid)
+		cmd := schemas.ResendCommand{CommandID: id, SessionID: "s", Channels: []schemas.Channel{"sms"}}
+		raw, _ := json.Marshal(cmd)
+		if _, err := schemas.DecodeCommand(raw); err != nil {
+			t.Errorf("command_id for %q: %q: %v", sid, id, err)
+		}
+	}
+}
