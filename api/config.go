@@ -40,7 +40,27 @@ type Config struct {
 	// RateLimit is a token bucket per key or user (api.rate_limit; unset:
 	// no limit).
 	RateLimit dispatch.RateLimit `yaml:"rate_limit"`
+	// Console is the operator console under /console/ (api.console).
+	Console ConsoleConfig `yaml:"console"`
 }
+
+// ConsoleConfig is api.console.
+type ConsoleConfig struct {
+	// Enabled serves the console (api.console.enabled, default true).
+	Enabled *bool `yaml:"enabled"`
+	// SessionKey signs the session cookies: a secret of at least 32
+	// characters (api.console.session_key or session_key_file). Unset,
+	// the command makes one in store.dir (console-session-key, 0600), so
+	// sessions survive a restart; instances behind one address must share
+	// it.
+	SessionKey string `yaml:"session_key" secret:""`
+	// SessionTTL is how long a sign-in lasts (api.console.session_ttl,
+	// default 8h).
+	SessionTTL time.Duration `yaml:"session_ttl"`
+}
+
+// On reports whether the console is served.
+func (c ConsoleConfig) On() bool { return c.Enabled == nil || *c.Enabled }
 
 // Key is one API key: its name (the requested_by of its commands) and the
 // lowercase hex SHA-256 of the key.
@@ -82,6 +102,10 @@ const (
 	DefaultMaxInFlight = 1024
 	// DefaultListen is where the embedded default serves the API.
 	DefaultListen = "127.0.0.1:8000"
+	// DefaultSessionTTL is how long a console sign-in lasts.
+	DefaultSessionTTL = 8 * time.Hour
+	// MinSessionKeyLength is the shortest api.console.session_key.
+	MinSessionKeyLength = 32
 )
 
 // SetDefaults fills the zero fields that have a default.
@@ -94,6 +118,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.Console.SessionTTL == 0 {
+		c.Console.SessionTTL = DefaultSessionTTL
 	}
 }
 
@@ -118,6 +145,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.RateLimit.Validate(); err != nil {
 		return fmt.Errorf("api.rate_limit.%w", err)
+	}
+	if c.Console.SessionTTL < 0 {
+		return errors.New("api.console.session_ttl: must not be negative")
+	}
+	if k := c.Console.SessionKey; k != "" && len(k) < MinSessionKeyLength {
+		return fmt.Errorf("api.console.session_key: at least %d characters (the value is not shown)", MinSessionKeyLength)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("api.tls: cert_file and key_file go together")

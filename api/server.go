@@ -57,6 +57,9 @@ type Deps struct {
 	Ready func() (ready bool, reason string)
 	// Registerer receives the API's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// Console backs the operator console under /console/; nil (or
+	// api.console.enabled: false) serves none.
+	Console ConsoleBackend
 }
 
 // Paths of the API.
@@ -92,6 +95,12 @@ type Server struct {
 
 	srv *http.Server
 	ln  net.Listener
+
+	console *console
+	// baseCtx is cancelled when the server shuts down: work it started
+	// in the background (a console recovery being published) stops.
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
 }
 
 // New checks cfg (which must be defaulted) and returns the API server.
@@ -107,6 +116,12 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Server, error) {
 		cfg: cfg, deps: deps, log: log.With("component", "api"), auth: auth, m: newMetrics(deps.Registerer),
 		slots: make(chan struct{}, cfg.MaxInFlight), stopping: make(chan struct{}), limiters: map[string]*rate.Limiter{},
 		keysInFlight: map[string]notificationFrom{},
+	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	if cfg.Console.On() && deps.Console != nil {
+		if s.console, err = newConsole(s, deps.Console); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -160,7 +175,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // commands are published; the client can ask for the result later, of any
 // instance), and waits for the handlers until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() { close(s.stopping) })
+	s.stopOnce.Do(func() { close(s.stopping); s.cancelBase() })
 	if s.srv == nil {
 		return nil
 	}
@@ -195,6 +210,10 @@ func (e *exchange) reply(a answer) {
 func (e *exchange) detail(status int, msg string) { e.reply(answer{status, detail{msg}}) }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.console != nil && (r.URL.Path == strings.TrimSuffix(consolePrefix, "/") || strings.HasPrefix(r.URL.Path, consolePrefix)) {
+		s.serveConsole(w, r)
+		return
+	}
 	start := time.Now()
 	e := &exchange{w: w, r: r}
 	defer func() {
@@ -553,4 +572,41 @@ func correlationID(r *http.Request) string {
 		}
 	}
 	return ""
+}
+
+// serveConsole serves the console's pages, with the API's metrics and an
+// access-log line (method, path, status, user: never a password or a
+// cookie).
+func (s *Server) serveConsole(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.URL.Path == strings.TrimSuffix(consolePrefix, "/") {
+		http.Redirect(w, r, consolePrefix, http.StatusMovedPermanently)
+		return
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	s.console.handler.ServeHTTP(sw, r)
+	s.m.observe(sw.status, time.Since(start))
+	user, _ := s.console.sessions.user(r)
+	s.log.Info("console request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "user", user,
+		"duration_ms", time.Since(start).Milliseconds())
+}
+
+// statusWriter records the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
 }

@@ -1,0 +1,613 @@
+package api
+
+import (
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/projection"
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// ConsoleBackend is what the operator console reads besides Commands and
+// Results: the projection, its history index and the dispatcher's checks
+// of the instance (consumer.Service implements it; cmd wires it).
+type ConsoleBackend interface {
+	// Lookup returns the current snapshot of the transaction sessionID
+	// names, or, with sessionID empty, the one orderNo names.
+	Lookup(sessionID, orderNo string) (schemas.PaymentEvent, bool, error)
+	// Check is what a resend of each channel of txn would be answered
+	// before any provider call, by the code that decides commands.
+	Check(txn schemas.PaymentEvent) ([]dispatch.ChannelCheck, error)
+	// History returns the delivery results of a transaction as
+	// published, newest first, at most limit (0: all).
+	History(sessionID string, limit int) ([][]byte, error)
+	// Attention lists the channels that need attention.
+	Attention(f projection.AttentionFilter) ([]projection.AttentionItem, string, error)
+}
+
+// consolePrefix is where the console is served.
+const consolePrefix = "/console/"
+
+// Limits of the console's pages.
+const (
+	historyRows     = 50
+	attentionRows   = 50
+	recoverySample  = 20
+	maxRecovery     = 100_000
+	resendWait      = 10 * time.Second
+	pendingRefresh  = 2 // seconds, the short poll of a result not in yet
+	recoveryWorkers = 8
+)
+
+//go:embed console
+var consoleFiles embed.FS
+
+// console is the operator console: server-rendered pages, no JavaScript,
+// no asset from elsewhere.
+type console struct {
+	s        *Server
+	backend  ConsoleBackend
+	sessions *sessions
+	pages    map[string]*template.Template
+	static   http.Handler
+	handler  http.Handler
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	batches map[string]*batch
+}
+
+// batch is a bulk recovery this instance is publishing or has published.
+type batch struct {
+	plan      projection.RecoveryPlan
+	filter    projection.AttentionFilter
+	by        string
+	started   time.Time
+	mu        sync.Mutex
+	published int
+	failed    int
+	done      bool
+}
+
+func newConsole(s *Server, backend ConsoleBackend) (*console, error) {
+	c := &console{
+		s: s, backend: backend, log: s.log.With("component", "console"), batches: map[string]*batch{},
+		sessions: &sessions{key: []byte(s.cfg.Console.SessionKey), ttl: s.cfg.Console.SessionTTL, secure: s.cfg.TLS.Enabled(), now: time.Now},
+		pages:    map[string]*template.Template{},
+	}
+	if len(c.sessions.key) < MinSessionKeyLength {
+		return nil, fmt.Errorf("api.console.session_key: at least %d characters", MinSessionKeyLength)
+	}
+	funcs := template.FuncMap{
+		"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"stamp": func(t time.Time) string {
+			if t.IsZero() {
+				return ""
+			}
+			return t.UTC().Format("2006-01-02T15:04")
+		},
+	}
+	for _, page := range []string{"login", "home", "txn", "attention", "recover", "batch"} {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/layout.html", "console/"+page+".html")
+		if err != nil {
+			return nil, fmt.Errorf("console: %w", err)
+		}
+		c.pages[page] = t
+	}
+	static, _ := fs.Sub(consoleFiles, "console/static")
+	c.static = http.StripPrefix(consolePrefix+"static/", http.FileServer(http.FS(static)))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /console/{$}", c.signedIn(c.home))
+	mux.HandleFunc("GET /console/login", c.loginPage)
+	mux.HandleFunc("POST /console/login", c.login)
+	mux.HandleFunc("POST /console/logout", c.logout)
+	mux.HandleFunc("GET /console/txn", c.signedIn(c.txn))
+	mux.HandleFunc("POST /console/resend", c.signedIn(c.operator(c.resend)))
+	mux.HandleFunc("GET /console/attention", c.signedIn(c.attention))
+	mux.HandleFunc("POST /console/recover", c.signedIn(c.operator(c.recover)))
+	mux.HandleFunc("GET /console/recover/{batch}", c.signedIn(c.batchPage))
+	mux.Handle("GET /console/static/", c.static)
+	// Every state-changing request is checked: cross-origin ones (by
+	// Sec-Fetch-Site, else Origin against Host) are refused with 403.
+	c.handler = securityHeaders(http.NewCrossOriginProtection().Handler(mux))
+	return c, nil
+}
+
+// securityHeaders: no framing, no script, nothing from elsewhere, no
+// caching of pages holding customer data.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "same-origin")
+		if !strings.HasPrefix(r.URL.Path, consolePrefix+"static/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// viewer is who is signed in.
+type viewer struct {
+	Name     string
+	Operator bool
+}
+
+type consoleHandler func(w http.ResponseWriter, r *http.Request, v viewer)
+
+// signedIn runs h for a signed-in user (role read from api.users now);
+// others are sent to the sign-in page (GET) or refused (POST).
+func (c *console) signedIn(h consoleHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name, err := c.sessions.user(r)
+		u, known := c.s.auth.users[name]
+		if err != nil || !known {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, consolePrefix+"login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			http.Error(w, "Sign in first.", http.StatusUnauthorized)
+			return
+		}
+		h(w, r, viewer{Name: u.Username, Operator: u.Role == RoleOperator})
+	}
+}
+
+// operator refuses (403) viewers.
+func (c *console) operator(h consoleHandler) consoleHandler {
+	return func(w http.ResponseWriter, r *http.Request, v viewer) {
+		if !v.Operator {
+			c.render(w, http.StatusForbidden, "home", v, map[string]any{"Error": "Your role (viewer) may look, not resend."})
+			return
+		}
+		h(w, r, v)
+	}
+}
+
+// render executes a page in the layout.
+func (c *console) render(w http.ResponseWriter, status int, page string, v viewer, data map[string]any) {
+	if data == nil {
+		data = map[string]any{}
+	}
+	data["Viewer"] = v
+	data["Page"] = page
+	var b strings.Builder
+	if err := c.pages[page].Execute(&b, data); err != nil {
+		c.log.Error("console: render", "page", page, "error", err)
+		http.Error(w, "Internal error.", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(b.String()))
+}
+
+func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
+	c.render(w, http.StatusOK, "login", viewer{}, map[string]any{"Next": safeNext(r.URL.Query().Get("next"))})
+}
+
+// login checks a username and password as the API checks Basic
+// credentials (bcrypt, bounded, the same answer time for unknown users).
+func (c *console) login(w http.ResponseWriter, r *http.Request) {
+	user, pass, next := r.PostFormValue("username"), r.PostFormValue("password"), safeNext(r.PostFormValue("next"))
+	u, known := c.s.auth.users[user]
+	if !c.s.auth.checkPassword(r, u, known, user, pass) {
+		c.log.Info("console: sign-in refused", "user", user)
+		c.render(w, http.StatusUnauthorized, "login", viewer{}, map[string]any{"Error": "Invalid username or password.", "Next": next})
+		return
+	}
+	http.SetCookie(w, c.sessions.issue(u.Username))
+	c.log.Info("console: signed in", "user", u.Username, "role", string(u.Role))
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (c *console) logout(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, c.sessions.clear())
+	http.Redirect(w, r, consolePrefix+"login", http.StatusSeeOther)
+}
+
+// safeNext keeps a redirect inside the console.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, consolePrefix) || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		return consolePrefix
+	}
+	return next
+}
+
+func (c *console) home(w http.ResponseWriter, r *http.Request, v viewer) {
+	c.render(w, http.StatusOK, "home", v, nil)
+}
+
+// txnView is a transaction as the console shows it: contacts masked as in
+// results.
+type txnView struct {
+	SessionID, OrderNo, State, Amount, Currency, Language, Email, Phone, Name string
+	Version                                                                  int64
+}
+
+type gridRow struct {
+	Channel   schemas.Channel
+	OK        bool
+	Reason    schemas.Reason
+	Detail    string
+	Provider  string
+	Recipient string
+}
+
+type historyRow struct {
+	Result   schemas.DeliveryResult
+	Channels []schemas.ChannelResult
+}
+
+// txn shows a transaction found by session_id or order_no: its state,
+// contacts (masked), the channel grid, its history, the resend form, and
+// the result of a resend when asked (?result=<command_id>).
+func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
+	q := r.URL.Query()
+	by, id := "session_id", strings.TrimSpace(q.Get("session_id"))
+	if id == "" {
+		by, id = "order_no", strings.TrimSpace(q.Get("order_no"))
+	}
+	if q.Get("q") != "" { // the search form: one field, and which identifier
+		id = strings.TrimSpace(q.Get("q"))
+		by = "session_id"
+		if q.Get("by") == "order_no" {
+			by = "order_no"
+		}
+	}
+	data := map[string]any{"By": by, "ID": id}
+	if id == "" {
+		c.render(w, http.StatusBadRequest, "home", v, map[string]any{"Error": "Enter a session_id or an order_no."})
+		return
+	}
+	sessionID, orderNo := id, ""
+	if by == "order_no" {
+		sessionID, orderNo = "", id
+	}
+	txn, found, err := c.backend.Lookup(sessionID, orderNo)
+	if err != nil {
+		c.unavailable(w, v, err)
+		return
+	}
+	if !found {
+		// A deleted (tombstoned) transaction keeps its history.
+		if by == "session_id" {
+			if hist, err := c.history(id); err == nil && len(hist) > 0 {
+				data["History"] = hist
+				data["Deleted"] = true
+			}
+		}
+		c.render(w, http.StatusNotFound, "txn", v, data)
+		return
+	}
+	checks, err := c.backend.Check(txn)
+	if err != nil {
+		c.unavailable(w, v, err)
+		return
+	}
+	grid := make([]gridRow, 0, len(checks))
+	for _, ch := range checks {
+		grid = append(grid, gridRow{Channel: ch.Channel, OK: ch.Reason == "", Reason: ch.Reason, Detail: ch.Detail, Provider: ch.Provider, Recipient: ch.Recipient})
+	}
+	hist, err := c.history(txn.SessionID)
+	if err != nil {
+		c.unavailable(w, v, err)
+		return
+	}
+	data["Txn"] = txnView{
+		SessionID: txn.SessionID, OrderNo: txn.OrderNo, State: string(txn.State), Amount: txn.AmountString(), Currency: txn.CurrencyCode,
+		Language: string(txn.Language), Email: dispatch.MaskRecipient(schemas.ChannelEmail, txn.CustomerEmail),
+		Phone: dispatch.MaskRecipient(schemas.ChannelSMS, txn.CustomerPhone), Name: strings.TrimSpace(txn.CustomerFirstName + " " + txn.CustomerLastName),
+		Version: txn.Version,
+	}
+	data["Grid"] = grid
+	data["History"] = hist
+	if id := q.Get("result"); id != "" {
+		raw, found, err := c.s.deps.Results.Result(id)
+		if err != nil {
+			c.unavailable(w, v, err)
+			return
+		}
+		data["ResultID"] = id
+		if found {
+			var res schemas.DeliveryResult
+			if json.Unmarshal(raw, &res) == nil {
+				data["Result"] = res
+			}
+		} else {
+			data["Refresh"] = pendingRefresh
+		}
+	}
+	c.render(w, http.StatusOK, "txn", v, data)
+}
+
+// history decodes a transaction's last results.
+func (c *console) history(sessionID string) ([]historyRow, error) {
+	raws, err := c.backend.History(sessionID, historyRows)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]historyRow, 0, len(raws))
+	for _, raw := range raws {
+		var res schemas.DeliveryResult
+		if json.Unmarshal(raw, &res) != nil {
+			continue
+		}
+		out = append(out, historyRow{Result: res, Channels: res.Channels})
+	}
+	return out, nil
+}
+
+func (c *console) unavailable(w http.ResponseWriter, v viewer, err error) {
+	c.log.Error("console: store or Kafka unavailable", "error", err)
+	c.render(w, http.StatusServiceUnavailable, "home", v, map[string]any{"Error": "notifyd is not ready (starting, or Kafka is unreachable); try again in a moment."})
+}
+
+// resend publishes a resend command for the ticked channels, requested by
+// console:<user>, waits a little for its result, and shows the transaction
+// with it (or with a short poll until it comes).
+func (c *console) resend(w http.ResponseWriter, r *http.Request, v viewer) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "Bad form.", http.StatusBadRequest)
+		return
+	}
+	sessionID := r.PostForm.Get("session_id")
+	var channels []schemas.Channel
+	for _, ch := range r.PostForm["channel"] {
+		if c := schemas.Channel(ch); c.Valid() && !slices.Contains(channels, c) {
+			channels = append(channels, c)
+		}
+	}
+	back := consolePrefix + "txn?session_id=" + url.QueryEscape(sessionID)
+	if sessionID == "" || len(channels) == 0 {
+		http.Redirect(w, r, back, http.StatusSeeOther)
+		return
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		http.Error(w, "Internal error.", http.StatusInternalServerError)
+		return
+	}
+	cmd := schemas.ResendCommand{CommandID: id.String(), SessionID: sessionID, Channels: channels,
+		RequestedBy: "console:" + v.Name, RequestedAt: time.Now().UTC().Format(time.RFC3339Nano)}
+	results, cancel := c.s.deps.Results.WatchResult(cmd.CommandID)
+	defer cancel()
+	if err := c.s.deps.Commands.PublishCommand(r.Context(), cmd, ""); err != nil {
+		c.unavailable(w, v, err)
+		return
+	}
+	c.log.Info("console: resend", "user", v.Name, "command_id", cmd.CommandID, "session_id", sessionID, "channels", fmt.Sprint(channels))
+	timer := time.NewTimer(min(resendWait, c.s.cfg.Wait))
+	defer timer.Stop()
+	select {
+	case <-results:
+	case <-timer.C:
+	case <-r.Context().Done():
+		return
+	}
+	http.Redirect(w, r, back+"&result="+url.QueryEscape(cmd.CommandID), http.StatusSeeOther)
+}
+
+// filterOf reads the needs-attention filter of a request: channel,
+// provider, reason, since and until (datetime-local values, in UTC).
+func filterOf(v url.Values) (projection.AttentionFilter, error) {
+	f := projection.AttentionFilter{Channel: schemas.Channel(v.Get("channel")), Provider: strings.TrimSpace(v.Get("provider")), Reason: schemas.Reason(v.Get("reason"))}
+	if f.Channel != "" && !f.Channel.Valid() {
+		return f, errors.New("unknown channel")
+	}
+	if f.Reason != "" && f.Reason != schemas.ReasonProviderUnavailable && f.Reason != schemas.ReasonProviderRejected {
+		return f, errors.New("the reason is provider_unavailable or provider_rejected")
+	}
+	for _, t := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if s := strings.TrimSpace(v.Get(t.name)); s != "" {
+			var err error
+			if *t.dst, err = parseConsoleTime(s); err != nil {
+				return f, fmt.Errorf("%s: want a time such as 2026-11-02T09:00 (UTC)", t.name)
+			}
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return f, errors.New("since must be before until")
+	}
+	return f, nil
+}
+
+func parseConsoleTime(s string) (time.Time, error) {
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05", time.RFC3339} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, errors.New("bad time")
+}
+
+// attention lists the channels that need attention, newest first, a page
+// at a time.
+func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
+	q := r.URL.Query()
+	f, err := filterOf(q)
+	data := map[string]any{"Filter": f, "Channels": schemas.Channels,
+		"Reasons": []schemas.Reason{schemas.ReasonProviderUnavailable, schemas.ReasonProviderRejected}}
+	if err != nil {
+		data["Error"] = err.Error()
+		c.render(w, http.StatusBadRequest, "attention", v, data)
+		return
+	}
+	f.After, f.Limit = q.Get("after"), attentionRows
+	items, next, err := c.backend.Attention(f)
+	if err != nil {
+		if strings.Contains(err.Error(), "cursor") {
+			data["Error"] = "That page is gone: start from the first."
+			c.render(w, http.StatusBadRequest, "attention", v, data)
+			return
+		}
+		c.unavailable(w, v, err)
+		return
+	}
+	data["Items"] = items
+	if next != "" {
+		nq := url.Values{}
+		for _, k := range []string{"channel", "provider", "reason", "since", "until"} {
+			if q.Get(k) != "" {
+				nq.Set(k, q.Get(k))
+			}
+		}
+		nq.Set("after", next)
+		data["Next"] = consolePrefix + "attention?" + nq.Encode()
+	}
+	c.render(w, http.StatusOK, "attention", v, data)
+}
+
+// recover previews a bulk recovery (action=preview: how many commands,
+// which transactions, a sample) or starts it (action=confirm) and shows
+// its progress.
+func (c *console) recover(w http.ResponseWriter, r *http.Request, v viewer) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "Bad form.", http.StatusBadRequest)
+		return
+	}
+	f, err := filterOf(r.PostForm)
+	data := map[string]any{"Filter": f}
+	if err != nil {
+		data["Error"] = err.Error()
+		c.render(w, http.StatusBadRequest, "recover", v, data)
+		return
+	}
+	f.Limit = maxRecovery
+	items, more, err := c.backend.Attention(f)
+	if err != nil {
+		c.unavailable(w, v, err)
+		return
+	}
+	plan := projection.PlanRecovery(f, items, "console:"+v.Name, time.Now())
+	if r.PostForm.Get("action") != "confirm" {
+		data["Plan"] = plan
+		data["Sample"] = plan.Commands[:min(recoverySample, len(plan.Commands))]
+		data["More"] = more != ""
+		c.render(w, http.StatusOK, "recover", v, data)
+		return
+	}
+	c.start(plan, f, v.Name)
+	http.Redirect(w, r, consolePrefix+"recover/"+plan.BatchID, http.StatusSeeOther)
+}
+
+// start publishes a recovery's commands in the background, unless this
+// instance is publishing the same batch now. Publishing the same batch
+// again (confirmed twice, here or on another instance) publishes the same
+// command_ids, which are decided once.
+func (c *console) start(plan projection.RecoveryPlan, f projection.AttentionFilter, by string) {
+	c.mu.Lock()
+	if b := c.batches[plan.BatchID]; b != nil {
+		b.mu.Lock()
+		running := !b.done
+		b.mu.Unlock()
+		if running {
+			c.mu.Unlock()
+			return
+		}
+	}
+	b := &batch{plan: plan, filter: f, by: by, started: time.Now()}
+	c.batches[plan.BatchID] = b
+	c.mu.Unlock()
+	c.log.Info("console: recovery started", "user", by, "batch", plan.BatchID, "commands", len(plan.Commands))
+	go func() {
+		ctx := c.s.baseCtx
+		work := make(chan schemas.ResendCommand)
+		var wg sync.WaitGroup
+		for range recoveryWorkers {
+			wg.Go(func() {
+				for cmd := range work {
+					err := c.s.deps.Commands.PublishCommand(ctx, cmd, "recover-"+plan.BatchID)
+					b.mu.Lock()
+					if err != nil {
+						b.failed++
+					} else {
+						b.published++
+					}
+					b.mu.Unlock()
+				}
+			})
+		}
+		for _, cmd := range plan.Commands {
+			select {
+			case work <- cmd:
+			case <-ctx.Done():
+			}
+		}
+		close(work)
+		wg.Wait()
+		b.mu.Lock()
+		b.done = true
+		b.mu.Unlock()
+		c.log.Info("console: recovery published", "batch", plan.BatchID, "published", b.published, "failed", b.failed)
+	}()
+}
+
+// batchProgress is a recovery's progress as the batch page shows it.
+type batchProgress struct {
+	ID                          string
+	Total, Published, Failed    int
+	Decided, Sent, NotSent      int
+	Done                        bool
+	Started                     time.Time
+	By                          string
+	Filter                      projection.AttentionFilter
+}
+
+// batchPage shows a recovery's progress: commands published, and results
+// in (from the results every instance follows), refreshed while it runs.
+func (c *console) batchPage(w http.ResponseWriter, r *http.Request, v viewer) {
+	id := r.PathValue("batch")
+	c.mu.Lock()
+	b := c.batches[id]
+	c.mu.Unlock()
+	if b == nil {
+		c.render(w, http.StatusNotFound, "batch", v, map[string]any{"Missing": id})
+		return
+	}
+	b.mu.Lock()
+	p := batchProgress{ID: id, Total: len(b.plan.Commands), Published: b.published, Failed: b.failed, Done: b.done,
+		Started: b.started, By: b.by, Filter: b.filter}
+	b.mu.Unlock()
+	for _, cmd := range b.plan.Commands {
+		raw, found, err := c.s.deps.Results.Result(cmd.CommandID)
+		if err != nil {
+			c.unavailable(w, v, err)
+			return
+		}
+		if !found {
+			continue
+		}
+		p.Decided++
+		var res schemas.DeliveryResult
+		if json.Unmarshal(raw, &res) == nil && res.Outcome == schemas.OutcomeNotified {
+			p.Sent++
+		} else {
+			p.NotSent++
+		}
+	}
+	data := map[string]any{"Batch": p}
+	if !p.Done || p.Decided < p.Published {
+		data["Refresh"] = pendingRefresh
+	}
+	c.render(w, http.StatusOK, "batch", v, data)
+}
