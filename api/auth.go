@@ -233,3 +233,73 @@ func LocalKey(path string) (key string, created bool, err error) {
 	}
 	return key, true, nil
 }
+
+// LocalUser returns the console user kept in path (mode 0600: the name and
+// the bcrypt hash of the password, never the password), making it when the
+// file does not exist yet: an operator named name with a random password,
+// returned (to be shown once) only when created now. It is the console
+// user of a notifyd configured with no api.users.
+func LocalUser(path, name string) (u User, password string, created bool, err error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		user, hash, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
+		if _, cerr := bcrypt.Cost([]byte(hash)); !ok || cerr != nil || user == "" {
+			return User{}, "", false, fmt.Errorf("console user file %s: not made by notifyd (delete it to make a new one)", path)
+		}
+		return User{Username: user, Bcrypt: hash, Role: RoleOperator}, "", false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return User{}, "", false, fmt.Errorf("console user file: %w", err)
+	}
+	raw := make([]byte, 18)
+	if _, err := rand.Read(raw); err != nil {
+		return User{}, "", false, fmt.Errorf("console user: %w", err)
+	}
+	password = base64.RawURLEncoding.EncodeToString(raw)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return User{}, "", false, fmt.Errorf("console user: %w", err)
+	}
+	if err := writeNew(path, name+":"+string(hash)+"\n"); err != nil {
+		return User{}, "", false, fmt.Errorf("console user file: %w", err)
+	}
+	return User{Username: name, Bcrypt: string(hash), Role: RoleOperator}, password, true, nil
+}
+
+// LocalSecret returns the secret kept in path (mode 0600), making a random
+// one (32 bytes, hex) when the file does not exist yet: the console's
+// session key when api.console.session_key is not set.
+func LocalSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if s := strings.TrimSpace(string(b)); len(s) >= MinSessionKeyLength {
+			return s, nil
+		}
+		return "", fmt.Errorf("secret file %s: shorter than %d characters (delete it to make a new one)", path, MinSessionKeyLength)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("secret file: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fmt.Errorf("secret: %w", err)
+	}
+	s := hex.EncodeToString(raw)
+	if err := writeNew(path, s+"\n"); err != nil {
+		return "", fmt.Errorf("secret file: %w", err)
+	}
+	return s, nil
+}
+
+// writeNew creates path (mode 0600; it must not exist) holding content.
+func writeNew(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

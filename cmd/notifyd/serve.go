@@ -153,8 +153,32 @@ func startAPI(cfg Config, svc *consumer.Service, reg *prometheus.Registry, stdou
 		}
 		log.Info("api: no keys or users configured: the API accepts the key kept in the store directory", "file", path, "key_name", localKeyName)
 	}
+	var console api.ConsoleBackend
+	if acfg.Console.On() {
+		console = svc
+		if acfg.Console.SessionKey == "" {
+			key, err := api.LocalSecret(filepath.Join(cfg.Store.Dir, "console-session-key"))
+			if err != nil {
+				return nil, fmt.Errorf("api.console.session_key: none configured, and %w", err)
+			}
+			acfg.Console.SessionKey = key
+		}
+		if len(acfg.Users) == 0 {
+			path := filepath.Join(cfg.Store.Dir, "console-user")
+			u, password, created, err := api.LocalUser(path, localUserName)
+			if err != nil {
+				return nil, fmt.Errorf("api.users: none configured, and %w", err)
+			}
+			acfg.Users = []api.User{u}
+			if created {
+				fmt.Fprintf(stdout, "notifyd: console user %s (made now, password shown once, its bcrypt hash kept in %s): %s\n", u.Username, path, password)
+			}
+			log.Info("api: no users configured: the console accepts the operator kept in the store directory", "file", path, "user", u.Username)
+		}
+		log.Info("console listening", "url", consoleURL(acfg))
+	}
 	srv, err := api.New(acfg, api.Deps{
-		Commands: svc, Results: svc, Registerer: reg,
+		Commands: svc, Results: svc, Registerer: reg, Console: console,
 		// 503 while starting or while Kafka is unreachable; not while the
 		// projection catches up (answers wait for it instead). The reason
 		// stops before its details (broker addresses, errors).
@@ -168,6 +192,18 @@ func startAPI(cfg Config, svc *consumer.Service, reg *prometheus.Registry, stdou
 		return nil, err
 	}
 	return srv, srv.Start()
+}
+
+// localUserName is the console user notifyd makes when api.users is empty.
+const localUserName = "admin"
+
+// consoleURL is where the console is served.
+func consoleURL(c api.Config) string {
+	scheme := "http"
+	if c.TLS.Enabled() {
+		scheme = "https"
+	}
+	return scheme + "://" + c.Listen + "/console/"
 }
 
 // localKeyName is the name (and requested_by) of the key notifyd makes
