@@ -420,7 +420,7 @@ func filterOf(v url.Values) (projection.AttentionFilter, error) {
 	}{{"since", &f.Since}, {"until", &f.Until}} {
 		if s := strings.TrimSpace(v.Get(t.name)); s != "" {
 			var err error
-			if *t.dst, err = parseConsoleTime(s); err != nil {
+			if *t.dst, err = ParseTime(s); err != nil {
 				return f, fmt.Errorf("%s: want a time such as 2026-11-02T09:00 (UTC)", t.name)
 			}
 		}
@@ -431,13 +431,15 @@ func filterOf(v url.Values) (projection.AttentionFilter, error) {
 	return f, nil
 }
 
-func parseConsoleTime(s string) (time.Time, error) {
-	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05", time.RFC3339} {
+// ParseTime reads a time as the console's filters and `notifyd recover`
+// take it: RFC 3339, or a minute (or second) without a zone, in UTC.
+func ParseTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02T15:04:05", "2006-01-02 15:04"} {
 		if t, err := time.Parse(layout, s); err == nil {
 			return t.UTC(), nil
 		}
 	}
-	return time.Time{}, errors.New("bad time")
+	return time.Time{}, errors.New("want RFC 3339 or 2006-01-02T15:04 (UTC)")
 }
 
 // attention lists the channels that need attention, newest first, a page

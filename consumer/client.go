@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -69,4 +70,55 @@ func FollowFrom(ctx context.Context, conn Conn, topic string, offs map[int]Offse
 		return nil
 	}
 	return ctx.Err()
+}
+
+// ReadAll reads every record of topic present when it is called (each
+// partition from its first offset up to its end as of then) and hands
+// them to fn a batch at a time, one partition after the other, in offset
+// order. It is how a command-line tool builds what notifyd derives from a
+// topic (`notifyd recover` reads the results topic into a store of its own).
+func ReadAll(ctx context.Context, conn Conn, topic string, fn func(partition int, batch []kafka.Message) error) error {
+	transport := conn.Transport(topic)
+	defer transport.CloseIdleConnections()
+	offs, err := ListOffsets(ctx, conn.Client(transport), topic)
+	if err != nil {
+		return err
+	}
+	dialer := conn.Dialer()
+	const batchSize = 1000
+	parts := partitionsOf(offs[topic])
+	slices.Sort(parts)
+	for _, p := range parts {
+		o := offs[topic][p]
+		if o.First >= o.End {
+			continue
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: conn.Brokers, Dialer: dialer, Topic: topic, Partition: p, MaxWait: 250 * time.Millisecond})
+		if err := r.SetOffset(o.First); err != nil {
+			r.Close()
+			return fmt.Errorf("read %s/%d: %w", topic, p, err)
+		}
+		batch := make([]kafka.Message, 0, batchSize)
+		for {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				r.Close()
+				return fmt.Errorf("read %s/%d: %w", topic, p, err)
+			}
+			batch = append(batch, m)
+			last := m.Offset >= o.End-1
+			if len(batch) == batchSize || last {
+				if err := fn(p, batch); err != nil {
+					r.Close()
+					return err
+				}
+				batch = batch[:0]
+			}
+			if last {
+				break
+			}
+		}
+		r.Close()
+	}
+	return nil
 }

@@ -38,10 +38,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		"schema":       schema,
 		"api-key":      apiKey,
 		"check-config": checkConfig,
+		"recover":      recoverCmd,
 	}
 	cmd, ok := cmds[name]
 	if !ok {
-		fmt.Fprintf(stderr, "notifyd: unknown command %q (serve, resend, publish, tail, schema, api-key, check-config)\n", name)
+		fmt.Fprintf(stderr, "notifyd: unknown command %q (serve, resend, publish, tail, schema, api-key, check-config, recover)\n", name)
 		return 2
 	}
 	err := cmd(ctx, args, stdin, stdout, stderr)

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/projection"
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// smsPeer is a webhook provider's far end for sms that can be down (503),
+// recording the commands it took.
+type smsPeer struct {
+	down atomic.Bool
+	mu   sync.Mutex
+	took map[string]int // command_id -> calls answered 2xx
+}
+
+func (p *smsPeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		CommandID string `json:"command_id"`
+	}
+	body, _ := io.ReadAll(r.Body)
+	_ = json.Unmarshal(body, &req)
+	if p.down.Load() {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	p.mu.Lock()
+	p.took[req.CommandID]++
+	n := len(p.took)
+	p.mu.Unlock()
+	fmt.Fprintf(w, `{"id":"sms-%d"}`, n)
+}
+
+func (p *smsPeer) calls() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range p.took {
+		out[k] = v
+	}
+	return out
+}
+
+// TestRecoverCommand: after an SMS outage, `notifyd recover` plans one
+// command per transaction whose SMS failed (the console's command_ids),
+// -dry-run publishes nothing, a run sends each customer one SMS, and a
+// second run (the same filter) sends none again.
+func TestRecoverCommand(t *testing.T) {
+	peer := &smsPeer{took: map[string]int{}}
+	srv := httptest.NewServer(peer)
+	defer srv.Close()
+	dir := t.TempDir()
+	broker, httpAddr := freePort(t), freePort(t)
+	cfgPath := filepath.Join(dir, "notifyd.yaml")
+	cfg := fmt.Sprintf(`embedded_broker: {listen: %q}
+store: {dir: %q}
+http: {listen: %q}
+log: {level: warn}
+providers:
+  sms: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 1}}
+templates:
+  sms:
+    paid: {en: {text: "Paid {{.Amount}}"}}
+`, broker, filepath.Join(dir, "data"), httpAddr, srv.URL)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serveForTest(t, httpAddr, "-config", cfgPath)
+	ctx := t.Context()
+	var events strings.Builder
+	for i := range 3 {
+		fmt.Fprintf(&events, `{"event_id":"e%d","session_id":"s%d","order_no":"o%d","state":"paid","timestamp_utc":"2026-11-02T09:00:00Z","amount":"1.000","currency_code":"KWD","customer_phone":"+96550001234","notifications":{"sms":[]}}`+"\n", i, i, i)
+	}
+	run1 := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(ctx, args, strings.NewReader(events.String()), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	if code, _, e := run1("publish", "-config", cfgPath, "-topic", "payment-events"); code != 0 {
+		t.Fatal(e)
+	}
+	since := time.Now().UTC().Truncate(time.Minute)
+	peer.down.Store(true)
+	for i := range 3 {
+		if code, out, _ := run1("resend", "-config", cfgPath, "-session-id", fmt.Sprintf("s%d", i), "-channels", "sms"); code != 1 || !strings.Contains(out, "provider_unavailable") {
+			t.Fatalf("resend during the outage: %d %s", code, out)
+		}
+	}
+	peer.down.Store(false)
+	until := since.Add(time.Hour)
+	args := []string{"recover", "-config", cfgPath, "-channel", "sms", "-reason", "provider_unavailable",
+		"-since", since.Format("2006-01-02T15:04"), "-until", until.Format("2006-01-02T15:04")}
+
+	code, out, e := run1(append(args, "-dry-run")...)
+	if code != 0 || !strings.Contains(e, "3 command(s) for 3 channel(s)") {
+		t.Fatalf("dry run: %d %s %s", code, out, e)
+	}
+	batch := projection.BatchID(projection.AttentionFilter{Channel: "sms", Reason: "provider_unavailable", Since: since, Until: until})
+	var planned []schemas.ResendCommand
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var c schemas.ResendCommand
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("plan line %q: %v", line, err)
+		}
+		planned = append(planned, c)
+		if c.CommandID != projection.RecoveryCommandID(batch, c.SessionID) {
+			t.Errorf("command_id %q is not the console's for %s", c.CommandID, c.SessionID)
+		}
+	}
+	if len(planned) != 3 || len(peer.calls()) != 0 {
+		t.Fatalf("dry run planned %d, sent %d", len(planned), len(peer.calls()))
+	}
+	for range 2 { // run twice: the second sends nothing new
+		if code, _, e := run1(args...); code != 0 {
+			t.Fatalf("recover: %d %s", code, e)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(peer.calls()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Each planned command decided once: one SMS per customer.
+	for _, c := range planned {
+		if code, out, _ := run1("resend", "-config", cfgPath, "-session-id", c.SessionID, "-channels", "sms", "-command-id", c.CommandID); code != 0 || !strings.Contains(out, `"outcome":"notified"`) {
+			t.Errorf("%s: %d %s", c.CommandID, code, out)
+		}
+	}
+	calls := peer.calls()
+	if len(calls) != 3 {
+		t.Errorf("sms calls %v, want one per customer", calls)
+	}
+	for id, n := range calls {
+		if n != 1 {
+			t.Errorf("%s sent %d times", id, n)
+		}
+	}
+}
