@@ -71,16 +71,18 @@ type console struct {
 	batches map[string]*batch
 }
 
-// batch is a bulk recovery this instance is publishing or has published.
+// batch is a bulk recovery this instance is publishing or has published:
+// the union of the plans confirmed under its batch id.
 type batch struct {
-	plan      projection.RecoveryPlan
-	filter    projection.AttentionFilter
-	by        string
-	started   time.Time
+	filter  projection.AttentionFilter
+	by      string
+	started time.Time
+
 	mu        sync.Mutex
-	published int
-	failed    int
-	done      bool
+	commands  []schemas.ResendCommand
+	published map[string]bool // command_ids the brokers took
+	failed    int             // publish attempts that failed (retried on the next confirmation)
+	running   bool
 }
 
 func newConsole(s *Server, backend ConsoleBackend) (*console, error) {
@@ -238,7 +240,7 @@ func (c *console) home(w http.ResponseWriter, r *http.Request, v viewer) {
 // results.
 type txnView struct {
 	SessionID, OrderNo, State, Amount, Currency, Language, Email, Phone, Name string
-	Version                                                                  int64
+	Version                                                                   int64
 }
 
 type gridRow struct {
@@ -512,25 +514,45 @@ func (c *console) recover(w http.ResponseWriter, r *http.Request, v viewer) {
 	http.Redirect(w, r, consolePrefix+"recover/"+plan.BatchID, http.StatusSeeOther)
 }
 
-// start publishes a recovery's commands in the background, unless this
-// instance is publishing the same batch now. Publishing the same batch
-// again (confirmed twice, here or on another instance) publishes the same
+// start publishes a recovery's commands in the background. A batch
+// confirmed again (here, or on another instance, by the same operator or
+// another) has the same batch id and command_ids: here it adds what the
+// new plan holds that the batch has not published yet (a command whose
+// publishing failed, a transaction that failed since), and is a no-op
+// while the batch is being published; elsewhere it publishes the same
 // command_ids, which are decided once.
 func (c *console) start(plan projection.RecoveryPlan, f projection.AttentionFilter, by string) {
 	c.mu.Lock()
-	if b := c.batches[plan.BatchID]; b != nil {
-		b.mu.Lock()
-		running := !b.done
+	b := c.batches[plan.BatchID]
+	if b == nil {
+		b = &batch{filter: f, by: by, started: time.Now(), published: map[string]bool{}}
+		c.batches[plan.BatchID] = b
+	}
+	c.mu.Unlock()
+	b.mu.Lock()
+	if b.running {
 		b.mu.Unlock()
-		if running {
-			c.mu.Unlock()
-			return
+		return
+	}
+	known := map[string]bool{}
+	for _, cmd := range b.commands {
+		known[cmd.CommandID] = true
+	}
+	var todo []schemas.ResendCommand
+	for _, cmd := range plan.Commands {
+		if !known[cmd.CommandID] {
+			b.commands = append(b.commands, cmd)
+		}
+		if !b.published[cmd.CommandID] {
+			todo = append(todo, cmd)
 		}
 	}
-	b := &batch{plan: plan, filter: f, by: by, started: time.Now()}
-	c.batches[plan.BatchID] = b
-	c.mu.Unlock()
-	c.log.Info("console: recovery started", "user", by, "batch", plan.BatchID, "commands", len(plan.Commands))
+	b.running = len(todo) > 0
+	b.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	c.log.Info("console: recovery started", "user", by, "batch", plan.BatchID, "commands", len(todo))
 	go func() {
 		ctx := c.s.baseCtx
 		work := make(chan schemas.ResendCommand)
@@ -543,13 +565,13 @@ func (c *console) start(plan projection.RecoveryPlan, f projection.AttentionFilt
 					if err != nil {
 						b.failed++
 					} else {
-						b.published++
+						b.published[cmd.CommandID] = true
 					}
 					b.mu.Unlock()
 				}
 			})
 		}
-		for _, cmd := range plan.Commands {
+		for _, cmd := range todo {
 			select {
 			case work <- cmd:
 			case <-ctx.Done():
@@ -558,21 +580,22 @@ func (c *console) start(plan projection.RecoveryPlan, f projection.AttentionFilt
 		close(work)
 		wg.Wait()
 		b.mu.Lock()
-		b.done = true
+		b.running = false
+		published := len(b.published)
 		b.mu.Unlock()
-		c.log.Info("console: recovery published", "batch", plan.BatchID, "published", b.published, "failed", b.failed)
+		c.log.Info("console: recovery published", "batch", plan.BatchID, "published", published)
 	}()
 }
 
 // batchProgress is a recovery's progress as the batch page shows it.
 type batchProgress struct {
-	ID                          string
-	Total, Published, Failed    int
-	Decided, Sent, NotSent      int
-	Done                        bool
-	Started                     time.Time
-	By                          string
-	Filter                      projection.AttentionFilter
+	ID                       string
+	Total, Published, Failed int
+	Decided, Sent, NotSent   int
+	Done                     bool
+	Started                  time.Time
+	By                       string
+	Filter                   projection.AttentionFilter
 }
 
 // batchPage shows a recovery's progress: commands published, and results
@@ -587,10 +610,11 @@ func (c *console) batchPage(w http.ResponseWriter, r *http.Request, v viewer) {
 		return
 	}
 	b.mu.Lock()
-	p := batchProgress{ID: id, Total: len(b.plan.Commands), Published: b.published, Failed: b.failed, Done: b.done,
+	commands := slices.Clone(b.commands)
+	p := batchProgress{ID: id, Total: len(commands), Published: len(b.published), Failed: b.failed, Done: !b.running,
 		Started: b.started, By: b.by, Filter: b.filter}
 	b.mu.Unlock()
-	for _, cmd := range b.plan.Commands {
+	for _, cmd := range commands {
 		raw, found, err := c.s.deps.Results.Result(cmd.CommandID)
 		if err != nil {
 			c.unavailable(w, v, err)

@@ -1,0 +1,372 @@
+//go:build browser
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// The console in a real browser: Debian's Chromium (scripts/chromium-local
+// installs it; NOTIFYD_TEST_CHROMIUM names it), driven with chromedp,
+// against the notifyd binary on its embedded broker, its providers
+// webhooks served here so that every message is counted outside the
+// process. Screenshots of each page go to the test's artifact directory
+// (go test -artifacts -outputdir DIR keeps them).
+
+// providerPeer is the far end of the webhook providers: it records each
+// message taken by channel and command_id; a channel can be down (503).
+type providerPeer struct {
+	down sync.Map // channel -> bool
+	mu   sync.Mutex
+	took map[string]int // "<channel>/<command_id>" -> 2xx answers
+	n    atomic.Int64
+}
+
+func (p *providerPeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Channel   string `json:"channel"`
+		CommandID string `json:"command_id"`
+	}
+	body, _ := io.ReadAll(r.Body)
+	_ = json.Unmarshal(body, &req)
+	if d, _ := p.down.Load(req.Channel); d == true {
+		http.Error(w, "provider outage", http.StatusServiceUnavailable)
+		return
+	}
+	p.mu.Lock()
+	p.took[req.Channel+"/"+req.CommandID]++
+	p.mu.Unlock()
+	fmt.Fprintf(w, `{"id":"msg-%d"}`, p.n.Add(1))
+}
+
+func (p *providerPeer) count(prefix string) (keys, calls int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, n := range p.took {
+		if strings.HasPrefix(k, prefix) {
+			keys++
+			calls += n
+		}
+	}
+	return keys, calls
+}
+
+// buildNotifyd builds the binary once per test binary.
+var buildNotifyd = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "notifyd-browser-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "notifyd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+func TestConsoleInBrowser(t *testing.T) {
+	chromium := os.Getenv("NOTIFYD_TEST_CHROMIUM")
+	if chromium == "" {
+		var err error
+		if chromium, err = exec.LookPath("chromium"); err != nil {
+			t.Fatal("no browser: set NOTIFYD_TEST_CHROMIUM or install Debian's chromium (scripts/chromium-local)")
+		}
+	}
+	bin, err := buildNotifyd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := &providerPeer{took: map[string]int{}}
+	provider := httptest.NewServer(peer)
+	defer provider.Close()
+
+	dir := t.TempDir()
+	broker, httpAddr, apiAddr := freePort(t), freePort(t), freePort(t)
+	hash := func(p string) string { h, _ := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost); return string(h) }
+	cfgPath := filepath.Join(dir, "notifyd.yaml")
+	cfg := fmt.Sprintf(`embedded_broker: {listen: %q}
+store: {dir: %q}
+http: {listen: %q}
+log: {level: info}
+api:
+  listen: %q
+  users:
+    - {username: ops, bcrypt: %q, role: operator}
+    - {username: look, bcrypt: %q, role: viewer}
+providers:
+  email: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 1}}
+  sms: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 1}}
+templates:
+  email:
+    paid:
+      en: {subject: "Payment received for {{.OrderNo}}", text: "Dear {{.CustomerFirstName}}, we received {{.Amount}} {{.CurrencyCode}}."}
+      ar: {subject: "تم استلام الدفعة {{.OrderNo}}", text: "عزيزي {{.CustomerFirstName}}، تم استلام {{.Amount}} {{.CurrencyCode}}."}
+  sms:
+    paid:
+      en: {text: "Paid {{.Amount}} {{.CurrencyCode}} for {{.OrderNo}}."}
+      ar: {text: "تم دفع {{.Amount}} {{.CurrencyCode}} للطلب {{.OrderNo}}"}
+`, broker, filepath.Join(dir, "data"), httpAddr, apiAddr, hash("ops pass"), hash("look pass"), provider.URL, provider.URL)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, _ := os.Create(filepath.Join(dir, "notifyd.log"))
+	proc := exec.Command(bin, "serve", "-config", cfgPath)
+	proc.Stdout, proc.Stderr = logf, logf
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = proc.Process.Signal(os.Interrupt)
+		_ = proc.Wait()
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("notifyd log (last 3 KiB):\n%s", lastTail(b, 3072))
+		}
+	}()
+	waitReady(t, httpAddr, make(chan int), &syncBuffer{})
+
+	// Customers: one to resend to by hand, five caught by an SMS outage.
+	var events strings.Builder
+	fmt.Fprintln(&events, `{"event_id":"e-main","session_id":"sess-main","order_no":"ORD-7001","state":"paid","timestamp_utc":"2026-11-02T09:00:00Z","amount":"12.500","currency_code":"KWD","customer_email":"layla@example.com","customer_phone":"+96550001234","customer_first_name":"ليلى","language":"ar","notifications":{"email":[],"sms":[]}}`)
+	for i := range 5 {
+		fmt.Fprintf(&events, `{"event_id":"e-%d","session_id":"sess-out-%d","order_no":"ORD-80%02d","state":"paid","timestamp_utc":"2026-11-02T09:00:00Z","amount":"3.000","currency_code":"KWD","customer_email":"c%d@example.com","customer_phone":"+9655000%04d","language":"en","notifications":{"email":[],"sms":[]}}`+"\n", i, i, i, i, 1000+i)
+	}
+	cli := func(args ...string) (int, string) {
+		var out, errOut bytes.Buffer
+		code := run(t.Context(), append(args[:1:1], append([]string{"-config", cfgPath}, args[1:]...)...), strings.NewReader(events.String()), &out, &errOut)
+		return code, out.String() + errOut.String()
+	}
+	if code, out := cli("publish", "-topic", "payment-events"); code != 0 {
+		t.Fatal(out)
+	}
+	outageStart := time.Now().UTC().Truncate(time.Minute)
+	peer.down.Store("sms", true)
+	for i := range 5 {
+		if code, out := cli("resend", "-session-id", fmt.Sprintf("sess-out-%d", i), "-channels", "sms"); code != 1 || !strings.Contains(out, "provider_unavailable") {
+			t.Fatalf("resend during the outage: %d %s", code, out)
+		}
+	}
+	peer.down.Store("sms", false)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true), chromedp.Flag("disable-quic", true),
+		chromedp.WindowSize(1280, 900), chromedp.UserDataDir(t.TempDir()))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancelT()
+
+	base := "http://" + apiAddr + "/console/"
+	shots := t.ArtifactDir()
+	shot := func(name string) {
+		t.Helper()
+		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		checkNotBlank(t, name, buf)
+		if err := os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return strings.Join(strings.Fields(s), " ")
+	}
+	must := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	signIn := func(user, pass string) {
+		t.Helper()
+		must("sign in as "+user, chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("#username")),
+			chromedp.SendKeys(chromedp.CSS("#username"), user), chromedp.SendKeys(chromedp.CSS("#password"), pass),
+			chromedp.Click(chromedp.CSS("#signin")), chromedp.WaitVisible(chromedp.CSS("#q")))
+	}
+
+	// Sign in; find the transaction by its order_no.
+	must("open", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("#username")))
+	shot("1-sign-in")
+	signIn("ops", "ops pass")
+	if who := text("#who"); who != "ops (operator)" {
+		t.Errorf("signed in as %q", who)
+	}
+	shot("2-find")
+	must("find by order_no", chromedp.Click(chromedp.CSS("#by-order")), chromedp.SendKeys(chromedp.CSS("#q"), "ORD-7001"),
+		chromedp.Click(chromedp.CSS("#find")), chromedp.WaitVisible(chromedp.CSS("#grid")))
+	if s := text("#session"); s != "sess-main" {
+		t.Errorf("found %q", s)
+	}
+	for sel, want := range map[string]string{"#customer": "ليلى", "#email": "l***@example.com", "#phone": "+965****1234", "#amount": "12.500 KWD"} {
+		if got := text(sel); got != want {
+			t.Errorf("%s = %q, want %q", sel, got, want)
+		}
+	}
+	if g := text("#grid-email"); !strings.Contains(g, "yes") {
+		t.Errorf("email row %q", g)
+	}
+	if g := text("#grid-whatsapp"); !strings.Contains(g, "no") || !strings.Contains(g, "channel_not_enabled") {
+		t.Errorf("whatsapp row %q", g)
+	}
+	if h := text("#nohistory"); !strings.Contains(h, "No notification") {
+		t.Errorf("history %q", h)
+	}
+	shot("3-transaction")
+
+	// Resend the email: the result appears on the page.
+	must("resend email", chromedp.Click(chromedp.CSS("#tick-email")), chromedp.Click(chromedp.CSS("#resend")),
+		chromedp.WaitVisible(chromedp.CSS("#result")))
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(text("#result"), ": notified") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no result on the page: %s", text("#result"))
+		}
+		time.Sleep(500 * time.Millisecond) // the page reloads itself every 2 s until the result is in
+	}
+	if r := text("#result"); !strings.Contains(r, "email sent via webhook") {
+		t.Errorf("result %q", r)
+	}
+	if h := text("#history"); !strings.Contains(h, "console:ops") || !strings.Contains(h, "email sent") {
+		t.Errorf("history after the resend: %q", h)
+	}
+	if keys, calls := peer.count("email/"); keys != 1 || calls != 1 {
+		t.Errorf("email messages %d (calls %d), want 1", keys, calls)
+	}
+	shot("4-resent")
+	must("sign out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#username")))
+
+	// A viewer looks and cannot resend.
+	signIn("look", "look pass")
+	must("viewer opens the transaction", chromedp.Navigate(base+"txn?order_no=ORD-7001"), chromedp.WaitVisible(chromedp.CSS("#grid")))
+	resendButtons, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#resend").length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	disabled, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector("#tick-email").disabled`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resendButtons != 0 || !disabled {
+		t.Errorf("viewer: %d resend buttons, email box disabled %v", resendButtons, disabled)
+	}
+	shot("5-viewer")
+	must("sign out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#username")))
+
+	// A page of another origin posts a form to the console while the
+	// operator is signed in: refused, nothing published.
+	signIn("ops", "ops pass")
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<form id="f" method="post" action="%sresend"><input name="session_id" value="sess-main"><input name="channel" value="email"></form><script>document.getElementById("f").submit()</script>`, base)
+	}))
+	defer evil.Close()
+	must("cross-origin post", chromedp.Navigate(strings.Replace(evil.URL, "127.0.0.1", "localhost", 1)),
+		chromedp.WaitReady(chromedp.CSS("body")), chromedp.Sleep(time.Second))
+	body := text("body")
+	if !strings.Contains(strings.ToLower(body), "cross-origin") {
+		t.Errorf("the cross-origin post answered %q", body)
+	}
+	shot("6-cross-origin-refused")
+	if keys, _ := peer.count("email/"); keys != 1 {
+		t.Errorf("a cross-origin post sent email: %d messages", keys)
+	}
+
+	// Bulk recovery of the outage: list, preview, confirm twice.
+	q := fmt.Sprintf("attention?channel=sms&reason=provider_unavailable&since=%s&until=%s",
+		outageStart.Format("2006-01-02T15:04"), outageStart.Add(time.Hour).Format("2006-01-02T15:04"))
+	must("needs attention", chromedp.Navigate(base+q), chromedp.WaitVisible(chromedp.CSS("#attention")))
+	if rows := text("#attention tbody"); strings.Count(rows, "sess-out-") != 5 {
+		t.Errorf("needs attention: %q", rows)
+	}
+	shot("7-needs-attention")
+	// Two operators (two tabs) preview the same recovery, then both confirm.
+	tab2, cancelTab2 := chromedp.NewContext(ctx)
+	defer cancelTab2()
+	for _, tab := range []context.Context{ctx, tab2} {
+		if err := chromedp.Do(tab, chromedp.Navigate(base+q), chromedp.WaitVisible(chromedp.CSS("#recover")),
+			chromedp.Click(chromedp.CSS("#recover")), chromedp.WaitVisible(chromedp.CSS("#summary"))); err != nil {
+			t.Fatalf("preview: %v", err)
+		}
+	}
+	if s := text("#summary"); !strings.Contains(s, "5 transaction(s) will get one resend each") {
+		t.Errorf("preview %q", s)
+	}
+	shot("8-recovery-preview")
+	for _, tab := range []context.Context{ctx, tab2} {
+		if err := chromedp.Do(tab, chromedp.Click(chromedp.CSS("#confirm")), chromedp.WaitVisible(chromedp.CSS("#progress"))); err != nil {
+			t.Fatalf("confirm: %v", err)
+		}
+	}
+	for i := 0; ; i++ {
+		if strings.Contains(text("#state"), "Done.") && text("#sent") == "5" {
+			break
+		}
+		if i > 60 {
+			t.Fatalf("recovery not done: %s", text("#progress"))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	shot("9-recovery-done")
+	time.Sleep(2 * time.Second) // a second send, if any, would be on its way
+	keys, calls := peer.count("sms/recover-")
+	if keys != 5 || calls != 5 {
+		t.Errorf("recovery sms: %d commands, %d messages; want 5 and 5 (one per customer, confirmed twice)", keys, calls)
+	}
+	must("sign out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#username")))
+}
+
+// checkNotBlank fails when a screenshot is (nearly) one colour.
+func checkNotBlank(t *testing.T, name string, buf []byte) {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(buf))
+	if err != nil {
+		t.Fatalf("%s: not a PNG: %v", name, err)
+	}
+	colours := map[uint32]bool{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y += 4 {
+		for x := b.Min.X; x < b.Max.X; x += 4 {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			colours[r>>8<<16|g>>8<<8|bl>>8] = true
+		}
+	}
+	if len(colours) < 8 {
+		t.Errorf("%s: the screenshot is blank (%d colours)", name, len(colours))
+	}
+}
+
+func lastTail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
