@@ -56,7 +56,7 @@ func (b consoleBackend) Attention(f projection.AttentionFilter) ([]projection.At
 // consoleFixture is a console over a store holding transactions and
 // results, with its Kafka side in memory.
 type consoleFixture struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *httptest.Server
 	kafka   *memoryKafka
 	store   *projection.Store
@@ -76,7 +76,7 @@ func event(session, order string, state schemas.State, mutate func(map[string]an
 	return b
 }
 
-func newConsoleFixture(t *testing.T, events ...[]byte) *consoleFixture {
+func newConsoleFixture(t testing.TB, events ...[]byte) *consoleFixture {
 	t.Helper()
 	store, err := projection.Open(t.TempDir(), projection.Options{EventsTopic: "payment-events", ResultsTopic: "notification-results"})
 	if err != nil {
@@ -156,7 +156,7 @@ func (f *consoleFixture) results(rs ...schemas.DeliveryResult) {
 
 // browser is a client with a cookie jar that does not follow redirects.
 type browser struct {
-	t      *testing.T
+	t      testing.TB
 	f      *consoleFixture
 	client *http.Client
 }

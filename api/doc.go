@@ -1,7 +1,9 @@
-// Package api is notifyd's HTTP side for merchants: the payment gateway's
+// Package api is notifyd's HTTP side: for merchants, the payment gateway's
 // Message Notifications endpoint, POST /b/pbl/v2/message-notification/,
 // with the gateway's request and answer shapes, described by the OpenAPI
-// 3.1 document openapi.json (served at /b/pbl/v2/openapi.json).
+// 3.1 document openapi.json (served at /b/pbl/v2/openapi.json); for
+// support staff, the operator console under /console/ (console.go, its
+// templates and CSS embedded from console/).
 //
 // # Contract
 //
@@ -25,6 +27,15 @@
 //     compared in constant time; Basic users by a bcrypt hash. Neither a
 //     key nor a password is ever logged, echoed or stored in clear; the
 //     access log names the key or user.
+//   - The console reads the projection, the history index and the
+//     dispatcher's checks through ConsoleBackend (consumer.Service, wired by
+//     cmd/notifyd) and publishes through Commands: the grid is computed by
+//     the code that decides commands, never a copy. Its sessions are
+//     HMAC-signed cookies naming the user; the role is read from api.users
+//     at every request. Every state-changing request is a POST that
+//     http.CrossOriginProtection checks; viewers may not POST but to sign
+//     out. Bulk recoveries are planned by projection.PlanRecovery, the one
+//     home of their command_ids, shared with `notifyd recover`.
 //   - Bad input never reaches Kafka: it is answered 400/413/415 with the
 //     gateway's field errors or a detail; a panic in a handler is answered
 //     500 and logged (the fuzzer in scripts/api-fuzz checks there are none).

@@ -61,7 +61,7 @@ func (m *memoryKafka) WatchResult(id string) (<-chan []byte, func()) {
 }
 
 // decide records the first result of a command and wakes its waiters.
-func (m *memoryKafka) decide(t *testing.T, r schemas.DeliveryResult) {
+func (m *memoryKafka) decide(t testing.TB, r schemas.DeliveryResult) {
 	raw, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
