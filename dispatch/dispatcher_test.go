@@ -561,7 +561,9 @@ func TestCheckIsWhatDeliverDecides(t *testing.T) {
 		nil,
 		func(x *schemas.PaymentEvent) { x.State = schemas.StateRefunded },
 		func(x *schemas.PaymentEvent) { x.CustomerPhone = "" },
-		func(x *schemas.PaymentEvent) { x.Notifications = map[schemas.Channel][]schemas.State{schemas.ChannelEmail: {schemas.StateFailed}} },
+		func(x *schemas.PaymentEvent) {
+			x.Notifications = map[schemas.Channel][]schemas.State{schemas.ChannelEmail: {schemas.StateFailed}}
+		},
 		func(x *schemas.PaymentEvent) { x.CustomerEmail = "not an address" },
 		named(2000),
 	} {

@@ -73,7 +73,7 @@ func TestHistoryIndex(t *testing.T) {
 		result("c2", "s2", 2, "sms:failed:provider_rejected:twilio"),
 		result("c3", "s3", 3, "whatsapp:failed:provider_unavailable:meta"),
 		result("c4", "s1", 4, "sms:rejected:state_not_enabled"), // nothing tried: s1/sms still needs attention
-		result("c5", "s3", 5, "whatsapp:sent::meta"),             // sent since: s3 leaves the list
+		result("c5", "s3", 5, "whatsapp:sent::meta"),            // sent since: s3 leaves the list
 		result("c6", "s4", 6, "email:failed:provider_unavailable:smtp"),
 	)
 	// An older attempt of s4/email, read later, does not override the newer.

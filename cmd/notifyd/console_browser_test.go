@@ -101,7 +101,10 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	dir := t.TempDir()
 	broker, httpAddr, apiAddr := freePort(t), freePort(t), freePort(t)
-	hash := func(p string) string { h, _ := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost); return string(h) }
+	hash := func(p string) string {
+		h, _ := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
+		return string(h)
+	}
 	cfgPath := filepath.Join(dir, "notifyd.yaml")
 	cfg := fmt.Sprintf(`embedded_broker: {listen: %q}
 store: {dir: %q}
