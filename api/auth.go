@@ -84,7 +84,15 @@ func newAuthenticator(cfg Config) (*authenticator, error) {
 	for _, u := range cfg.Users {
 		a.users[u.Username] = u
 	}
-	dummy, err := bcrypt.GenerateFromPassword([]byte("notifyd: no such user"), bcrypt.DefaultCost)
+	// The dummy hash has the highest cost of the users': an unknown user
+	// takes as long as the slowest known one.
+	cost := bcrypt.DefaultCost
+	for _, u := range cfg.Users {
+		if c, err := bcrypt.Cost([]byte(u.Bcrypt)); err == nil && c > cost {
+			cost = c
+		}
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("notifyd: no such user"), cost)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}

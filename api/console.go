@@ -1,7 +1,10 @@
 package api
 
 import (
+	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,8 +53,10 @@ const (
 	recoverySample  = 20
 	maxRecovery     = 100_000
 	resendWait      = 10 * time.Second
-	pendingRefresh  = 2 // seconds, the short poll of a result not in yet
+	pendingRefresh  = 2  // seconds, the short poll of a result not in yet
+	maxPolls        = 60 // polls of a result before the page stops reloading
 	recoveryWorkers = 8
+	maxBatches      = 32 // recoveries remembered for their progress pages
 )
 
 //go:embed console
@@ -69,6 +75,9 @@ type console struct {
 
 	mu      sync.Mutex
 	batches map[string]*batch
+	order   []string // batch ids, oldest first
+	// publishing tracks the recoveries being published, which Server.Shutdown waits for.
+	publishing sync.WaitGroup
 }
 
 // batch is a bulk recovery this instance is publishing or has published:
@@ -81,27 +90,24 @@ type batch struct {
 	mu        sync.Mutex
 	commands  []schemas.ResendCommand
 	published map[string]bool // command_ids the brokers took
-	failed    int             // publish attempts that failed (retried on the next confirmation)
 	running   bool
 }
 
 func newConsole(s *Server, backend ConsoleBackend) (*console, error) {
 	c := &console{
 		s: s, backend: backend, log: s.log.With("component", "console"), batches: map[string]*batch{},
-		sessions: &sessions{key: []byte(s.cfg.Console.SessionKey), ttl: s.cfg.Console.SessionTTL, secure: s.cfg.TLS.Enabled(), now: time.Now},
-		pages:    map[string]*template.Template{},
+		sessions: &sessions{key: []byte(s.cfg.Console.SessionKey), ttl: s.cfg.Console.SessionTTL,
+			// Behind a TLS-terminating proxy (allow_insecure) the browser
+			// speaks HTTPS too.
+			secure: s.cfg.TLS.Enabled() || s.cfg.AllowInsecure, now: time.Now},
+		pages: map[string]*template.Template{},
 	}
 	if len(c.sessions.key) < MinSessionKeyLength {
 		return nil, fmt.Errorf("api.console.session_key: at least %d characters", MinSessionKeyLength)
 	}
 	funcs := template.FuncMap{
-		"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-		"stamp": func(t time.Time) string {
-			if t.IsZero() {
-				return ""
-			}
-			return t.UTC().Format("2006-01-02T15:04")
-		},
+		"when":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"stamp": stampOf,
 	}
 	for _, page := range []string{"login", "home", "txn", "attention", "recover", "batch"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/layout.html", "console/"+page+".html")
@@ -157,9 +163,9 @@ type consoleHandler func(w http.ResponseWriter, r *http.Request, v viewer)
 // others are sent to the sign-in page (GET) or refused (POST).
 func (c *console) signedIn(h consoleHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		name, err := c.sessions.user(r)
+		name, fp, err := c.sessions.user(r)
 		u, known := c.s.auth.users[name]
-		if err != nil || !known {
+		if err != nil || !known || fp != fingerprint(u) {
 			if r.Method == http.MethodGet {
 				http.Redirect(w, r, consolePrefix+"login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 				return
@@ -210,11 +216,15 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	user, pass, next := r.PostFormValue("username"), r.PostFormValue("password"), safeNext(r.PostFormValue("next"))
 	u, known := c.s.auth.users[user]
 	if !c.s.auth.checkPassword(r, u, known, user, pass) {
-		c.log.Info("console: sign-in refused", "user", user)
+		if known { // an unknown name may be a password typed in the wrong field: not logged
+			c.log.Info("console: sign-in refused", "user", user)
+		} else {
+			c.log.Info("console: sign-in refused for an unknown user")
+		}
 		c.render(w, http.StatusUnauthorized, "login", viewer{}, map[string]any{"Error": "Invalid username or password.", "Next": next})
 		return
 	}
-	http.SetCookie(w, c.sessions.issue(u.Username))
+	http.SetCookie(w, c.sessions.issue(u.Username, fingerprint(u)))
 	c.log.Info("console: signed in", "user", u.Username, "role", string(u.Role))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
@@ -320,6 +330,11 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 	}
 	data["Grid"] = grid
 	data["History"] = hist
+	// The resend form carries its command_id: submitting it twice (a
+	// double click, a reload) publishes one command, decided once.
+	if token, err := uuid.NewV7(); err == nil {
+		data["CommandID"] = token.String()
+	}
 	if id := q.Get("result"); id != "" {
 		raw, found, err := c.s.deps.Results.Result(id)
 		if err != nil {
@@ -332,8 +347,11 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 			if json.Unmarshal(raw, &res) == nil {
 				data["Result"] = res
 			}
-		} else {
+		} else if polls, _ := strconv.Atoi(q.Get("polls")); polls < maxPolls {
 			data["Refresh"] = pendingRefresh
+			data["RefreshURL"] = consolePrefix + "txn?session_id=" + url.QueryEscape(txn.SessionID) + "&result=" + url.QueryEscape(id) + "&polls=" + strconv.Itoa(polls+1)
+		} else {
+			data["GaveUp"] = true
 		}
 	}
 	c.render(w, http.StatusOK, "txn", v, data)
@@ -381,9 +399,9 @@ func (c *console) resend(w http.ResponseWriter, r *http.Request, v viewer) {
 		http.Redirect(w, r, back, http.StatusSeeOther)
 		return
 	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		http.Error(w, "Internal error.", http.StatusInternalServerError)
+	id, err := uuid.Parse(r.PostForm.Get("command_id"))
+	if err != nil || id.Version() != 7 {
+		http.Error(w, "The form lacks its command_id: reload the transaction's page.", http.StatusBadRequest)
 		return
 	}
 	cmd := schemas.ResendCommand{CommandID: id.String(), SessionID: sessionID, Channels: channels,
@@ -391,6 +409,11 @@ func (c *console) resend(w http.ResponseWriter, r *http.Request, v viewer) {
 	results, cancel := c.s.deps.Results.WatchResult(cmd.CommandID)
 	defer cancel()
 	if err := c.s.deps.Commands.PublishCommand(r.Context(), cmd, ""); err != nil {
+		var invalid *schemas.ValidationError
+		if errors.As(err, &invalid) {
+			c.render(w, http.StatusBadRequest, "home", v, map[string]any{"Error": "The command was refused: " + invalid.Error() + "."})
+			return
+		}
 		c.unavailable(w, v, err)
 		return
 	}
@@ -496,6 +519,13 @@ func (c *console) recover(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.render(w, http.StatusBadRequest, "recover", v, data)
 		return
 	}
+	if f.Until.IsZero() {
+		// The window closes now, at the preview; the confirmation carries
+		// it, so that it recovers what the preview showed and nothing that
+		// failed since.
+		f.Until = time.Now().UTC().Truncate(time.Second)
+		data["Filter"] = f
+	}
 	f.Limit = maxRecovery
 	items, more, err := c.backend.Attention(f)
 	if err != nil {
@@ -527,6 +557,8 @@ func (c *console) start(plan projection.RecoveryPlan, f projection.AttentionFilt
 	if b == nil {
 		b = &batch{filter: f, by: by, started: time.Now(), published: map[string]bool{}}
 		c.batches[plan.BatchID] = b
+		c.order = append(c.order, plan.BatchID)
+		c.evictLocked()
 	}
 	c.mu.Unlock()
 	b.mu.Lock()
@@ -553,28 +585,29 @@ func (c *console) start(plan projection.RecoveryPlan, f projection.AttentionFilt
 		return
 	}
 	c.log.Info("console: recovery started", "user", by, "batch", plan.BatchID, "commands", len(todo))
+	c.publishing.Add(1)
 	go func() {
+		defer c.publishing.Done()
 		ctx := c.s.baseCtx
 		work := make(chan schemas.ResendCommand)
 		var wg sync.WaitGroup
 		for range recoveryWorkers {
 			wg.Go(func() {
 				for cmd := range work {
-					err := c.s.deps.Commands.PublishCommand(ctx, cmd, "recover-"+plan.BatchID)
-					b.mu.Lock()
-					if err != nil {
-						b.failed++
-					} else {
+					if err := c.s.deps.Commands.PublishCommand(ctx, cmd, "recover-"+plan.BatchID); err == nil {
+						b.mu.Lock()
 						b.published[cmd.CommandID] = true
+						b.mu.Unlock()
 					}
-					b.mu.Unlock()
 				}
 			})
 		}
+	send:
 		for _, cmd := range todo {
 			select {
 			case work <- cmd:
-			case <-ctx.Done():
+			case <-ctx.Done(): // the server stops: confirming again publishes the rest
+				break send
 			}
 		}
 		close(work)
@@ -585,6 +618,29 @@ func (c *console) start(plan projection.RecoveryPlan, f projection.AttentionFilt
 		b.mu.Unlock()
 		c.log.Info("console: recovery published", "batch", plan.BatchID, "published", published)
 	}()
+}
+
+// evictLocked forgets the oldest recoveries that are not being published
+// beyond maxBatches (their commands are decided all the same).
+func (c *console) evictLocked() {
+	for len(c.order) > maxBatches {
+		evicted := false
+		for i, id := range c.order {
+			b := c.batches[id]
+			b.mu.Lock()
+			running := b.running
+			b.mu.Unlock()
+			if !running {
+				delete(c.batches, id)
+				c.order = append(c.order[:i], c.order[i+1:]...)
+				evicted = true
+				break
+			}
+		}
+		if !evicted {
+			return
+		}
+	}
 }
 
 // batchProgress is a recovery's progress as the batch page shows it.
@@ -611,8 +667,11 @@ func (c *console) batchPage(w http.ResponseWriter, r *http.Request, v viewer) {
 	}
 	b.mu.Lock()
 	commands := slices.Clone(b.commands)
-	p := batchProgress{ID: id, Total: len(commands), Published: len(b.published), Failed: b.failed, Done: !b.running,
+	p := batchProgress{ID: id, Total: len(commands), Published: len(b.published), Done: !b.running,
 		Started: b.started, By: b.by, Filter: b.filter}
+	if p.Done {
+		p.Failed = p.Total - p.Published // not published (yet): confirming again retries them
+	}
 	b.mu.Unlock()
 	for _, cmd := range commands {
 		raw, found, err := c.s.deps.Results.Result(cmd.CommandID)
@@ -636,4 +695,34 @@ func (c *console) batchPage(w http.ResponseWriter, r *http.Request, v viewer) {
 		data["Refresh"] = pendingRefresh
 	}
 	c.render(w, http.StatusOK, "batch", v, data)
+}
+
+// stampOf writes a filter's time as the datetime-local inputs take it (to
+// the second when it has seconds), in UTC.
+func stampOf(t time.Time) string {
+	switch {
+	case t.IsZero():
+		return ""
+	case t.Second() != 0 || t.Nanosecond() != 0:
+		return t.UTC().Format("2006-01-02T15:04:05")
+	}
+	return t.UTC().Format("2006-01-02T15:04")
+}
+
+// fingerprint identifies the password a session was opened with: a
+// session ends when the user's password (its bcrypt hash) changes.
+func fingerprint(u User) string {
+	sum := sha256.Sum256([]byte(u.Bcrypt))
+	return hex.EncodeToString(sum[:8])
+}
+
+// wait waits for the recoveries being published to stop (the server's base
+// context is cancelled first), or for ctx.
+func (c *console) wait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { c.publishing.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }

@@ -247,7 +247,7 @@ func TestConsoleSignIn(t *testing.T) {
 		t.Errorf("home: %d %s", home.status, home.text())
 	}
 	// A forged cookie (another key) is not a session.
-	forged := (&sessions{key: []byte(strings.Repeat("x", 32)), ttl: time.Hour, now: time.Now}).issue("ops")
+	forged := (&sessions{key: []byte(strings.Repeat("x", 32)), ttl: time.Hour, now: time.Now}).issue("ops", "any")
 	if p := b.do(http.MethodGet, "/console/", nil, map[string]string{"Cookie": forged.Name + "=" + forged.Value}); p.status != http.StatusSeeOther {
 		t.Errorf("forged cookie: %d", p.status)
 	}
@@ -391,12 +391,26 @@ func TestConsoleResend(t *testing.T) {
 		map[string]string{"Origin": "https://evil.example"}); p.status != http.StatusForbidden {
 		t.Errorf("cross-origin sign-in: %d", p.status)
 	}
-	done := make(chan page, 1)
-	go func() {
-		done <- b.do(http.MethodPost, "/console/resend", url.Values{"session_id": {"s1"}, "channel": {"email", "sms", "email"}},
-			map[string]string{"Sec-Fetch-Site": "same-origin"})
-	}()
+	form := b.get("/console/txn?session_id=s1")
+	token := regexp.MustCompile(`name="command_id" value="([^"]+)"`).FindStringSubmatch(form.body)
+	if token == nil {
+		t.Fatalf("the resend form has no command_id: %s", form.body)
+	}
+	if p := b.post("/console/resend", url.Values{"session_id": {"s1"}, "channel": {"email"}}); p.status != http.StatusBadRequest {
+		t.Errorf("a resend without the form's command_id: %d", p.status)
+	}
+	done := make(chan page, 2)
+	for range 2 { // a double click
+		go func() {
+			done <- b.do(http.MethodPost, "/console/resend", url.Values{"session_id": {"s1"}, "channel": {"email", "sms", "email"}, "command_id": {token[1]}},
+				map[string]string{"Sec-Fetch-Site": "same-origin"})
+		}()
+	}
 	cmd := <-f.kafka.onPublish
+	cmd2 := <-f.kafka.onPublish
+	if cmd2.CommandID != cmd.CommandID || cmd.CommandID != token[1] {
+		t.Errorf("a double click published %s and %s, want the form's %s twice (decided once)", cmd.CommandID, cmd2.CommandID, token[1])
+	}
 	if cmd.RequestedBy != "console:ops" || cmd.SessionID != "s1" || len(cmd.Channels) != 2 || cmd.Channels[0] != "email" || cmd.Channels[1] != "sms" {
 		t.Fatalf("command %+v", cmd)
 	}
@@ -407,6 +421,7 @@ func TestConsoleResend(t *testing.T) {
 		Channels: []schemas.ChannelResult{{Channel: "email", Status: "sent", Provider: "smtp", ProviderMessageID: "m-1", Attempts: 1},
 			{Channel: "sms", Status: "failed", Reason: "provider_unavailable", Provider: "twilio", Attempts: 3}}})
 	p := <-done
+	<-done
 	if p.status != http.StatusSeeOther || !strings.Contains(p.location, "result="+url.QueryEscape(cmd.CommandID)) {
 		t.Fatalf("resend: %d %q", p.status, p.location)
 	}
@@ -421,11 +436,14 @@ func TestConsoleResend(t *testing.T) {
 	}
 	// A result not in yet: the page polls, every few seconds.
 	pending := b.get("/console/txn?session_id=s1&result=not-yet")
-	if !strings.Contains(pending.body, `<meta http-equiv="refresh" content="2">`) || !strings.Contains(pending.text(), "waiting for the result") {
-		t.Errorf("pending result page: %s", pending.text())
+	if !strings.Contains(pending.body, `<meta http-equiv="refresh" content="2; url=/console/txn?session_id=s1&amp;result=not-yet&amp;polls=1">`) || !strings.Contains(pending.text(), "waiting for the result") {
+		t.Errorf("pending result page: %s", pending.body)
 	}
-	if n := f.kafka.publishedCount(); n != 1 {
-		t.Errorf("%d commands published, want 1", n)
+	if gave := b.get("/console/txn?session_id=s1&result=not-yet&polls=60"); strings.Contains(gave.body, `http-equiv="refresh"`) || !strings.Contains(gave.text(), "no result yet") {
+		t.Errorf("after a minute of polls: %s", gave.text())
+	}
+	if n := f.kafka.publishedCount(); n != 2 {
+		t.Errorf("%d commands published, want the double click's 2 of one command_id", n)
 	}
 }
 

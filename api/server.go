@@ -176,6 +176,9 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // instance), and waits for the handlers until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() { close(s.stopping); s.cancelBase() })
+	if s.console != nil {
+		s.console.wait(ctx)
+	}
 	if s.srv == nil {
 		return nil
 	}
@@ -586,7 +589,7 @@ func (s *Server) serveConsole(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	s.console.handler.ServeHTTP(sw, r)
 	s.m.observe(sw.status, time.Since(start))
-	user, _ := s.console.sessions.user(r)
+	user, _, _ := s.console.sessions.user(r)
 	s.log.Info("console request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "user", user,
 		"duration_ms", time.Since(start).Milliseconds())
 }

@@ -165,7 +165,8 @@ func (s *Store) applyEvent(b *pebble.Batch, r *Record) (txnDelta int64, _ applyO
 	return txnDelta, outcomeApplied, nil
 }
 
-// forget deletes a session's snapshot and its order_no mapping.
+// forget deletes a session's snapshot, its order_no mapping and its
+// needs-attention entries (its history stays).
 func (s *Store) forget(b *pebble.Batch, sessionID string) (bool, error) {
 	txnKey := []byte(prefixTxn + sessionID)
 	prev, found, err := getCopy(b, txnKey)
@@ -176,6 +177,9 @@ func (s *Store) forget(b *pebble.Batch, sessionID string) (bool, error) {
 		if err := s.unmapOrder(b, prevOrder, sessionID); err != nil {
 			return false, err
 		}
+	}
+	if err := forgetAttention(b, sessionID); err != nil {
+		return false, err
 	}
 	return true, b.Delete(txnKey, nil)
 }

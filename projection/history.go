@@ -17,17 +17,21 @@ import (
 // The history index, derived from the results topic like the idempotency
 // table, so that every instance has it and it rebuilds from the log:
 //
-//	h/<session_id>\x00<newest-first time><command_id> -> command_id
+//	h/<session_id><newest-first time><command_id> -> command_id
 //	    every first result of a command about a known transaction, newest
 //	    first by processed_at: the transaction's history;
-//	c/<session_id>\x00<channel> -> channelState
+//	c/<session_id><channel> -> channelState
 //	    the latest attempt to send each channel of a transaction (sent, or
 //	    failed by the provider); a rejection (the checks refused the channel,
 //	    nothing was tried) leaves it as it was;
-//	n/<newest-first time><session_id>\x00<channel> -> AttentionItem
+//	n/<newest-first time><session_id><channel> -> AttentionItem
 //	    the channels whose latest attempt failed with provider_unavailable or
 //	    provider_rejected and that were not sent since, newest first: what
-//	    needs attention. A later sent result removes the entry.
+//	    needs attention. A later sent result removes the entry, and so
+//	    does the transaction's deletion (a tombstone on payment-events).
+//
+// A session_id in a key is its length (uvarint) then its bytes. The time is
+// processed_at, inverted so that byte order is newest first.
 //
 // A result applied again (a rebuild, a replay) writes the same entries; an
 // older result arriving after a newer one for the same channel does not
@@ -76,22 +80,55 @@ func newestFirst(t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(nil, uint64(math.MaxInt64-t.UnixNano()))
 }
 
+// sessionPart is a session_id in an index key: its length (uvarint), then
+// its bytes, so that no session_id is a key prefix of another's entries
+// (a session_id may hold any character, NUL included).
+func sessionPart(prefix, sessionID string) []byte {
+	k := append([]byte(prefix), binary.AppendUvarint(nil, uint64(len(sessionID)))...)
+	return append(k, sessionID...)
+}
+
 func historyKey(sessionID string, at time.Time, commandID string) []byte {
-	k := append([]byte(prefixHistory+sessionID), 0)
-	k = append(k, newestFirst(at)...)
-	return append(k, commandID...)
+	return append(append(sessionPart(prefixHistory, sessionID), newestFirst(at)...), commandID...)
 }
 
 func channelKey(sessionID string, ch schemas.Channel) []byte {
-	k := append([]byte(prefixChannel+sessionID), 0)
-	return append(k, ch...)
+	return append(sessionPart(prefixChannel, sessionID), ch...)
 }
 
 func attentionKey(at time.Time, sessionID string, ch schemas.Channel) []byte {
 	k := append([]byte(prefixAttention), newestFirst(at)...)
-	k = append(k, sessionID...)
-	k = append(k, 0)
+	k = append(k, sessionPart("", sessionID)...)
 	return append(k, ch...)
+}
+
+// forgetAttention drops what a deleted transaction (a tombstone) has in
+// the index besides its history: its channels' states and its
+// needs-attention entries, so that no recovery sends to it.
+func forgetAttention(b *pebble.Batch, sessionID string) error {
+	prefix := sessionPart(prefixChannel, sessionID)
+	upper := append(bytes.Clone(prefix), 0xff)
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	var dels [][]byte
+	for it.First(); it.Valid(); it.Next() {
+		var st channelState
+		if json.Unmarshal(it.Value(), &st) == nil && st.Attention != nil {
+			dels = append(dels, st.Attention)
+		}
+		dels = append(dels, bytes.Clone(it.Key()))
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, k := range dels {
+		if err := b.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // indexResult adds a delivery result, the first of its command on the
@@ -159,8 +196,8 @@ func indexResult(b *pebble.Batch, value []byte) error {
 // History returns the delivery results of a transaction as published (the
 // first of each command), newest first, at most limit (0: all).
 func (s *Store) History(sessionID string, limit int) ([][]byte, error) {
-	lower := append([]byte(prefixHistory+sessionID), 0)
-	upper := append([]byte(prefixHistory+sessionID), 1)
+	lower := sessionPart(prefixHistory, sessionID)
+	upper := append(bytes.Clone(lower), 0xff)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, fmt.Errorf("history: %w", err)

@@ -247,3 +247,30 @@ func TestHistoryRebuiltEqualsLive(t *testing.T) {
 		t.Errorf("history version %d", v)
 	}
 }
+
+// TestHistoryKeysAndTombstones: a session_id that starts like another's
+// (NUL included) never shows in its history; deleting a transaction takes
+// it off the needs-attention list and keeps its history.
+func TestHistoryKeysAndTombstones(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	if _, err := s.ApplyEvents(0, recs(event("a", "oa", schemas.StatePaid, 0, "a@example.com"), event("a\x00x", "ox", schemas.StatePaid, 0, "x@example.com"))); err != nil {
+		t.Fatal(err)
+	}
+	var off int64
+	applyResults(t, s, 0, &off,
+		result("ca", "a", 1, "sms:failed:provider_unavailable:twilio"),
+		result("cx", "a\x00x", 2, "sms:failed:provider_unavailable:twilio"))
+	if h, _ := s.History("a", 0); len(h) != 1 {
+		t.Errorf("history of a: %d results, want 1 (not a\\x00x's)", len(h))
+	}
+	if _, err := s.ApplyEvents(0, []Record{{Offset: 2, Key: []byte("a")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := attentionOf(t, s, AttentionFilter{}); !slices.Equal(got, []string{"a\x00x/sms/provider_unavailable/twilio@2"}) {
+		t.Errorf("attention after deleting a: %q", got)
+	}
+	if h, _ := s.History("a", 0); len(h) != 1 {
+		t.Errorf("a deleted transaction lost its history: %d", len(h))
+	}
+}

@@ -17,12 +17,9 @@ import (
 // selected. The console and `notifyd recover` plan it here, so both give
 // the same command_ids.
 type RecoveryPlan struct {
-	// BatchID is derived from the filter: the same recovery confirmed
-	// twice, by one operator or two at once, from the console or the CLI,
-	// has the same BatchID and so the same command_ids, and each customer
-	// gets one message (the second command of a command_id is answered
-	// with the first one's result). Recovering again after the recovery's
-	// own sends failed needs another filter (a later window).
+	// BatchID names the recovery (its progress page, the correlation_id
+	// of its commands); it is derived from the filter, whose window must
+	// be closed (Until set) for it to mean the same thing twice.
 	BatchID  string
 	Commands []schemas.ResendCommand
 	// Entries is how many needs-attention entries the commands cover.
@@ -44,15 +41,27 @@ func stamp(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// RecoveryCommandID is the command_id of a recovery batch's command for a
-// transaction: "recover-<batch>-<session_id>", or with the session_id's
-// SHA-256 (hex) when it would not fit 128 characters or holds a control
-// character.
-func RecoveryCommandID(batchID, sessionID string) string {
-	id := "recover-" + batchID + "-" + sessionID
+// RecoveryCommandID is the command_id of the recovery of a transaction's
+// failures (its needs-attention entries being recovered): derived from the
+// session_id and from which failures (channel and the command_id of the
+// failed attempt) it recovers, so that whoever confirms the recovery of
+// the same failures, twice, at once, from the console or the CLI, with one
+// filter or another that selects the same failures, publishes the same
+// command_id, decided once: each customer gets one message per failure. A
+// later failure of the same channel (the recovery's own send failing too)
+// is another failure, recovered by another command. The form is
+// "recover-<session_id>-<12 hex>", or "recover-<40 hex>" when the
+// session_id would not fit 128 characters or holds a control character.
+func RecoveryCommandID(sessionID string, failures []AttentionItem) string {
+	parts := make([]string, 0, len(failures))
+	for _, f := range failures {
+		parts = append(parts, string(f.Channel)+":"+f.CommandID)
+	}
+	slices.Sort(parts)
+	sum := sha256.Sum256([]byte(sessionID + "\x00" + strings.Join(parts, "\x00")))
+	id := "recover-" + sessionID + "-" + hex.EncodeToString(sum[:6])
 	if len(id) > schemas.MaxIDLength || strings.IndexFunc(sessionID, unicode.IsControl) >= 0 {
-		sum := sha256.Sum256([]byte(sessionID))
-		id = "recover-" + batchID + "-" + hex.EncodeToString(sum[:20])
+		id = "recover-" + hex.EncodeToString(sum[:20])
 	}
 	return id
 }
@@ -63,33 +72,31 @@ func RecoveryCommandID(batchID, sessionID string) string {
 // order of schemas.Channels, requested by requestedBy at requestedAt.
 func PlanRecovery(f AttentionFilter, items []AttentionItem, requestedBy string, requestedAt time.Time) RecoveryPlan {
 	p := RecoveryPlan{BatchID: BatchID(f)}
-	index := map[string]int{}
-	channels := map[string][]schemas.Channel{}
+	var order []string
+	failures := map[string][]AttentionItem{}
 	for _, it := range items {
 		if !f.Matches(it) {
 			continue
 		}
 		p.Entries++
-		if _, ok := index[it.SessionID]; !ok {
-			index[it.SessionID] = len(p.Commands)
-			p.Commands = append(p.Commands, schemas.ResendCommand{
-				CommandID:   RecoveryCommandID(p.BatchID, it.SessionID),
-				SessionID:   it.SessionID,
-				RequestedBy: requestedBy,
-				RequestedAt: requestedAt.UTC().Format(time.RFC3339),
-			})
+		if _, ok := failures[it.SessionID]; !ok {
+			order = append(order, it.SessionID)
 		}
-		if !slices.Contains(channels[it.SessionID], it.Channel) {
-			channels[it.SessionID] = append(channels[it.SessionID], it.Channel)
-		}
+		failures[it.SessionID] = append(failures[it.SessionID], it)
 	}
-	for i := range p.Commands {
-		have := channels[p.Commands[i].SessionID]
+	for _, sid := range order {
+		cmd := schemas.ResendCommand{
+			CommandID:   RecoveryCommandID(sid, failures[sid]),
+			SessionID:   sid,
+			RequestedBy: requestedBy,
+			RequestedAt: requestedAt.UTC().Format(time.RFC3339),
+		}
 		for _, ch := range schemas.Channels {
-			if slices.Contains(have, ch) {
-				p.Commands[i].Channels = append(p.Commands[i].Channels, ch)
+			if slices.ContainsFunc(failures[sid], func(it AttentionItem) bool { return it.Channel == ch }) {
+				cmd.Channels = append(cmd.Channels, ch)
 			}
 		}
+		p.Commands = append(p.Commands, cmd)
 	}
 	return p
 }

@@ -30,7 +30,7 @@ func recoverCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	provider := fs.String("provider", "", "the provider of the failed attempt (default: any)")
 	reason := fs.String("reason", "", "provider_unavailable or provider_rejected (default: both)")
 	since := fs.String("since", "", "failures processed at or after this time (RFC 3339, or 2006-01-02T15:04 in UTC)")
-	until := fs.String("until", "", "failures processed before this time")
+	until := fs.String("until", "", "failures processed before this time (default: now)")
 	dryRun := fs.Bool("dry-run", false, "print the plan, publish nothing")
 	by := fs.String("requested-by", "notifyd-cli", "the requested_by of the commands")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
@@ -58,6 +58,14 @@ func recoverCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			return errUsage
 		}
 		*t.dst = v
+	}
+	if f.Until.IsZero() {
+		// A closed window: the batch id means the same thing on a rerun.
+		f.Until = time.Now().UTC().Truncate(time.Second)
+	}
+	if !f.Since.IsZero() && !f.Since.Before(f.Until) {
+		fmt.Fprintln(stderr, "notifyd recover: -since must be before -until")
+		return errUsage
 	}
 	cfg, _, err := load()
 	if err != nil {
@@ -112,6 +120,9 @@ func recoverCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		value, err := json.Marshal(cmd)
 		if err != nil {
 			return err
+		}
+		if _, err := schemas.DecodeCommand(value); err != nil {
+			return fmt.Errorf("recovery command for %q: %w (-requested-by?)", cmd.SessionID, err)
 		}
 		msgs = append(msgs, kafka.Message{Topic: cfg.Kafka.Topics.Commands, Key: []byte(cmd.Key()), Value: value,
 			Headers: []kafka.Header{{Key: "correlation_id", Value: []byte("recover-" + plan.BatchID)}}})
