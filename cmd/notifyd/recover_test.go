@@ -4,61 +4,22 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/notifyd/notifyd/schemas"
 )
 
-// smsPeer is a webhook provider's far end for sms that can be down (503),
-// recording the commands it took.
-type smsPeer struct {
-	down atomic.Bool
-	mu   sync.Mutex
-	took map[string]int // command_id -> calls answered 2xx
-}
-
-func (p *smsPeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		CommandID string `json:"command_id"`
-	}
-	body, _ := io.ReadAll(r.Body)
-	_ = json.Unmarshal(body, &req)
-	if p.down.Load() {
-		http.Error(w, "down", http.StatusServiceUnavailable)
-		return
-	}
-	p.mu.Lock()
-	p.took[req.CommandID]++
-	n := len(p.took)
-	p.mu.Unlock()
-	fmt.Fprintf(w, `{"id":"sms-%d"}`, n)
-}
-
-func (p *smsPeer) calls() map[string]int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range p.took {
-		out[k] = v
-	}
-	return out
-}
-
 // TestRecoverCommand: after an SMS outage, `notifyd recover` plans one
 // command per transaction whose SMS failed (the console's command_ids),
 // -dry-run publishes nothing, a run sends each customer one SMS, and a
 // second run (the same filter) sends none again.
 func TestRecoverCommand(t *testing.T) {
-	peer := &smsPeer{took: map[string]int{}}
+	peer := &providerPeer{took: map[string]int{}}
 	srv := httptest.NewServer(peer)
 	defer srv.Close()
 	dir := t.TempDir()
@@ -92,13 +53,13 @@ templates:
 		t.Fatal(e)
 	}
 	since := time.Now().UTC().Truncate(time.Minute)
-	peer.down.Store(true)
+	peer.down.Store("sms", true)
 	for i := range 3 {
 		if code, out, _ := run1("resend", "-config", cfgPath, "-session-id", fmt.Sprintf("s%d", i), "-channels", "sms"); code != 1 || !strings.Contains(out, "provider_unavailable") {
 			t.Fatalf("resend during the outage: %d %s", code, out)
 		}
 	}
-	peer.down.Store(false)
+	peer.down.Store("sms", false)
 	until := since.Add(time.Hour)
 	args := []string{"recover", "-config", cfgPath, "-channel", "sms", "-reason", "provider_unavailable",
 		"-since", since.Format("2006-01-02T15:04"), "-until", until.Format("2006-01-02T15:04")}
@@ -118,8 +79,8 @@ templates:
 			t.Errorf("command %+v", c)
 		}
 	}
-	if len(planned) != 3 || len(peer.calls()) != 0 {
-		t.Fatalf("dry run planned %d, sent %d", len(planned), len(peer.calls()))
+	if keys, _ := peer.count("sms/"); len(planned) != 3 || keys != 0 {
+		t.Fatalf("dry run planned %d, sent %d", len(planned), keys)
 	}
 	for range 2 { // run twice: the second sends nothing new
 		if code, _, e := run1(args...); code != 0 {
@@ -127,7 +88,7 @@ templates:
 		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(peer.calls()) < 3 && time.Now().Before(deadline) {
+	for keys, _ := peer.count("sms/"); keys < 3 && time.Now().Before(deadline); keys, _ = peer.count("sms/") {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Each planned command decided once: one SMS per customer.
@@ -136,13 +97,7 @@ templates:
 			t.Errorf("%s: %d %s", c.CommandID, code, out)
 		}
 	}
-	calls := peer.calls()
-	if len(calls) != 3 {
-		t.Errorf("sms calls %v, want one per customer", calls)
-	}
-	for id, n := range calls {
-		if n != 1 {
-			t.Errorf("%s sent %d times", id, n)
-		}
+	if keys, calls := peer.count("sms/"); keys != 3 || calls != 3 {
+		t.Errorf("%d commands sent %d SMS, want one per customer", keys, calls)
 	}
 }
