@@ -253,20 +253,6 @@ type txnView struct {
 	Version                                                                   int64
 }
 
-type gridRow struct {
-	Channel   schemas.Channel
-	OK        bool
-	Reason    schemas.Reason
-	Detail    string
-	Provider  string
-	Recipient string
-}
-
-type historyRow struct {
-	Result   schemas.DeliveryResult
-	Channels []schemas.ChannelResult
-}
-
 // txn shows a transaction found by session_id or order_no: its state,
 // contacts (masked), the channel grid, its history, the resend form, and
 // the result of a resend when asked (?result=<command_id>).
@@ -313,10 +299,6 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.unavailable(w, v, err)
 		return
 	}
-	grid := make([]gridRow, 0, len(checks))
-	for _, ch := range checks {
-		grid = append(grid, gridRow{Channel: ch.Channel, OK: ch.Reason == "", Reason: ch.Reason, Detail: ch.Detail, Provider: ch.Provider, Recipient: ch.Recipient})
-	}
 	hist, err := c.history(txn.SessionID)
 	if err != nil {
 		c.unavailable(w, v, err)
@@ -328,7 +310,7 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 		Phone: dispatch.MaskRecipient(schemas.ChannelSMS, txn.CustomerPhone), Name: strings.TrimSpace(txn.CustomerFirstName + " " + txn.CustomerLastName),
 		Version: txn.Version,
 	}
-	data["Grid"] = grid
+	data["Grid"] = checks
 	data["History"] = hist
 	// The resend form carries its command_id: submitting it twice (a
 	// double click, a reload) publishes one command, decided once.
@@ -358,18 +340,18 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 }
 
 // history decodes a transaction's last results.
-func (c *console) history(sessionID string) ([]historyRow, error) {
+func (c *console) history(sessionID string) ([]schemas.DeliveryResult, error) {
 	raws, err := c.backend.History(sessionID, historyRows)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]historyRow, 0, len(raws))
+	out := make([]schemas.DeliveryResult, 0, len(raws))
 	for _, raw := range raws {
 		var res schemas.DeliveryResult
 		if json.Unmarshal(raw, &res) != nil {
 			continue
 		}
-		out = append(out, historyRow{Result: res, Channels: res.Channels})
+		out = append(out, res)
 	}
 	return out, nil
 }

@@ -88,8 +88,6 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// newLogger builds the slog logger of the log block: JSON by default, text
-// when the output is a terminal, unless log.format says otherwise.
 // newLogger returns the log on w: text on a terminal, else JSON, unless
 // log.format says; with every secret r knows hidden.
 func newLogger(c LogConfig, w io.Writer, r *dispatch.Redactor) *slog.Logger {
