@@ -96,8 +96,8 @@ func newConsoleFixture(t testing.TB, events ...[]byte) *consoleFixture {
 		t.Fatal(err)
 	}
 	// email and sms have providers, whatsapp none.
-	d, err := dispatch.New(dispatch.Config{Templates: tpl, Providers: map[schemas.Channel]dispatch.Provider{
-		schemas.ChannelEmail: dispatch.NewConsole(io.Discard), schemas.ChannelSMS: dispatch.NewConsole(io.Discard)}}, store, nil)
+	d, err := dispatch.New(dispatch.Config{Templates: tpl, Routes: map[schemas.Channel][]dispatch.Route{
+		schemas.ChannelEmail: {{Provider: dispatch.NewConsole(io.Discard)}}, schemas.ChannelSMS: {{Provider: dispatch.NewConsole(io.Discard)}}}}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,8 @@ type notification struct {
 	SessionID string
 	OrderNo   string
 	Channels  []schemas.Channel
+	// Force sends despite processing.cooldown (the command's force).
+	Force bool
 }
 
 // fieldErrors are validation errors by field, as the gateway's framework
@@ -43,6 +45,7 @@ const (
 	msgDuplicate   = "%q is listed more than once."
 	msgProvideID   = "Provide session_id or order_no."
 	msgNotObject   = "Invalid data. Expected a dictionary, but got %s."
+	msgNotBoolean  = "Must be a valid boolean."
 	fieldNonField  = "non_field_errors"
 	maxEchoedValue = 64
 )
@@ -107,6 +110,13 @@ func decodeJSON(body []byte) (notification, fieldErrors, error) {
 	var n notification
 	n.SessionID = jsonID(obj, "session_id", errs)
 	n.OrderNo = jsonID(obj, "order_no", errs)
+	switch v := obj["force"].(type) {
+	case nil:
+	case bool:
+		n.Force = v
+	default:
+		errs.add("force", msgNotBoolean)
+	}
 	switch raw := obj["channels"].(type) {
 	case nil:
 		errs.add("channels", msgRequired)
@@ -157,6 +167,15 @@ func decodeForm(values map[string][]string) (notification, fieldErrors, error) {
 		return v
 	}
 	n := notification{SessionID: last("session_id"), OrderNo: last("order_no")}
+	if vs := values["force"]; len(vs) > 0 {
+		switch vs[len(vs)-1] {
+		case "true", "1":
+			n.Force = true
+		case "false", "0", "":
+		default:
+			errs.add("force", msgNotBoolean)
+		}
+	}
 	if vs, ok := values["channels"]; !ok {
 		errs.add("channels", msgRequired)
 	} else {

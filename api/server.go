@@ -385,7 +385,7 @@ func (s *Server) notify(e *exchange) {
 		return
 	}
 	cmd := schemas.ResendCommand{
-		SessionID: n.SessionID, OrderNo: n.OrderNo, Channels: n.Channels,
+		SessionID: n.SessionID, OrderNo: n.OrderNo, Channels: n.Channels, Force: n.Force,
 		RequestedBy: e.principal.Name, RequestedAt: time.Now().UTC().Format(time.RFC3339Nano),
 	}
 	if keyGiven {

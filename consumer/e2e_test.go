@@ -686,3 +686,61 @@ func deleteAllRecords(t *testing.T, conn Conn, topics ...string) {
 		}
 	}
 }
+
+// TestCooldownEndToEnd: with processing.cooldown, a second resend of a
+// channel sent for the same state is rejected cooldown_active once the
+// first result is read back from the results topic; force sends it; a new
+// state (the transaction moved on) is not cooling down; and a store
+// rebuilt from the topics knows the send too.
+func TestCooldownEndToEnd(t *testing.T) {
+	h := newHarness(t)
+	in := h.start(instanceOpts{cooldown: time.Hour})
+	h.event("s-cool", nil)
+	h.command(map[string]any{"command_id": "cool-1", "session_id": "s-cool", "channels": []string{"sms", "email"}})
+	if r := h.result("cool-1").result; r.Outcome != schemas.OutcomeNotified {
+		t.Fatalf("first resend: %+v", r)
+	}
+	h.poll("the first send in the store", 30*time.Second, func() bool {
+		_, ok, err := in.svc.Store().LastSent("s-cool", schemas.ChannelSMS, schemas.StatePaid)
+		return ok && err == nil
+	})
+
+	h.command(map[string]any{"command_id": "cool-2", "session_id": "s-cool", "channels": []string{"sms"}})
+	r := h.result("cool-2").result
+	if r.Outcome != schemas.OutcomeNotNotified || len(r.Channels) != 1 || r.Channels[0].Reason != schemas.ReasonCooldownActive ||
+		!strings.Contains(r.Channels[0].Detail, "processing.cooldown (1h0m0s)") {
+		t.Fatalf("second resend within the cooldown: %+v", r)
+	}
+	if n := len(in.provider.sentFor("cool-2")); n != 0 {
+		t.Errorf("provider called %d times for a command in cooldown", n)
+	}
+
+	h.command(map[string]any{"command_id": "cool-3", "session_id": "s-cool", "channels": []string{"sms"}, "force": true})
+	if r := h.result("cool-3").result; r.Outcome != schemas.OutcomeNotified {
+		t.Fatalf("forced resend: %+v", r)
+	}
+
+	h.event("s-cool", map[string]any{"state": "refunded"})
+	h.poll("the refund in the store", 30*time.Second, func() bool {
+		txn, ok, _ := in.svc.Store().Transaction("s-cool")
+		return ok && txn.State == schemas.StateRefunded
+	})
+	h.command(map[string]any{"command_id": "cool-4", "session_id": "s-cool", "channels": []string{"sms"}})
+	if r := h.result("cool-4").result; r.Outcome != schemas.OutcomeNotified {
+		t.Fatalf("resend of a new state: %+v", r)
+	}
+
+	// A new store, rebuilt from the topics, rejects a resend of paid email.
+	in.stop(t)
+	in2 := h.start(instanceOpts{cooldown: time.Hour})
+	h.event("s-cool", map[string]any{"state": "paid"})
+	h.poll("paid again in the rebuilt store", 30*time.Second, func() bool {
+		txn, ok, _ := in2.svc.Store().Transaction("s-cool")
+		_, sent, _ := in2.svc.Store().LastSent("s-cool", schemas.ChannelEmail, schemas.StatePaid)
+		return ok && txn.State == schemas.StatePaid && sent
+	})
+	h.command(map[string]any{"command_id": "cool-5", "session_id": "s-cool", "channels": []string{"email"}})
+	if r := h.result("cool-5").result; len(r.Channels) != 1 || r.Channels[0].Reason != schemas.ReasonCooldownActive {
+		t.Fatalf("resend after a rebuild: %+v", r)
+	}
+}

@@ -169,6 +169,23 @@ func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) 
 	}
 }
 
+// poll waits until cond holds, for conditions on an instance's state (its
+// store) that no message seen by the harness announces: it checks again
+// every 10 ms.
+func (h *harness) poll(what string, timeout time.Duration, cond func() bool) {
+	h.t.Helper()
+	deadline := time.After(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			h.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+	}
+}
+
 // result waits for the first result of commandID.
 func (h *harness) result(commandID string) received {
 	h.t.Helper()
@@ -249,6 +266,7 @@ type instanceOpts struct {
 	templates   dispatch.TemplateConfig
 	catchUpWait time.Duration
 	retry       dispatch.RetryPolicy
+	cooldown    time.Duration // processing.cooldown (default off)
 	provider    *recordingProvider
 	shutdown    time.Duration // processing.shutdown_timeout (default 10s)
 	registry    *prometheus.Registry
@@ -281,10 +299,9 @@ func (h *harness) start(o instanceOpts) *instance {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	dcfg := dispatch.Config{Providers: map[schemas.Channel]dispatch.Provider{}, Retry: map[schemas.Channel]dispatch.RetryPolicy{}, Templates: tpl}
+	dcfg := dispatch.Config{Routes: map[schemas.Channel][]dispatch.Route{}, Templates: tpl, Cooldown: o.cooldown}
 	for _, ch := range o.channels {
-		dcfg.Providers[ch] = o.provider
-		dcfg.Retry[ch] = o.retry
+		dcfg.Routes[ch] = []dispatch.Route{{Provider: o.provider, Retry: o.retry}}
 	}
 	svc, err := New(Config{
 		Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics, TLS: h.conn.TLS, SASL: h.conn.SASL,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/sony/gobreaker"
 	"golang.org/x/time/rate"
 
 	"github.com/notifyd/notifyd/schemas"
@@ -24,20 +25,22 @@ type Transactions interface {
 	// SessionForOrder returns the session of an order; ok is false when
 	// the order is unknown.
 	SessionForOrder(orderNo string) (string, bool, error)
+	// LastSent returns when a channel of a transaction was last sent for
+	// a state; ok is false when it never was. It feeds the cooldown.
+	LastSent(sessionID string, ch schemas.Channel, state schemas.State) (at time.Time, ok bool, err error)
 }
 
 // Config configures a Dispatcher.
 type Config struct {
-	// Providers sends each channel; a channel without a provider is
-	// rejected with provider_not_configured.
-	Providers map[schemas.Channel]Provider
-	// Retry is each channel's retry policy; a missing channel, or zero
-	// fields, take the defaults.
-	Retry map[schemas.Channel]RetryPolicy
-	// RateLimits bounds each channel's provider calls; a missing channel
-	// has no limit. Waiting for the limiter is not a failure and does not
-	// use the retry budget.
-	RateLimits map[schemas.Channel]RateLimit
+	// Routes are each channel's providers, in failover order (see Route);
+	// a channel without one is rejected with provider_not_configured.
+	// Waiting for a route's rate limit is not a failure and does not use
+	// its retry budget.
+	Routes map[schemas.Channel][]Route
+	// Cooldown, when positive, rejects a channel with cooldown_active when
+	// it was sent for the transaction's current state less than Cooldown
+	// ago, unless the command has Force (processing.cooldown; zero: off).
+	Cooldown time.Duration
 	// Templates renders the messages; required.
 	Templates *Templates
 	// Now stamps processed_at; default time.Now.
@@ -55,12 +58,11 @@ type Config struct {
 // Dispatcher decides and sends the notifications of resend commands. It is
 // safe for concurrent use.
 type Dispatcher struct {
-	providers map[schemas.Channel]Provider
-	retry     map[schemas.Channel]RetryPolicy
-	limiters  map[schemas.Channel]*rate.Limiter
+	routes    map[schemas.Channel][]*route
 	templates *Templates
 	metrics   *Metrics
 	redact    *Redactor
+	cooldown  time.Duration
 	now       func() time.Time
 	txns      Transactions
 	log       *slog.Logger
@@ -71,13 +73,27 @@ type Dispatcher struct {
 	sleep func(ctx context.Context, d time.Duration) error
 }
 
+// route is a Route as the Dispatcher runs it: defaulted, named, with its
+// limiter and breaker.
+type route struct {
+	provider Provider
+	name     string
+	policy   RetryPolicy
+	limiter  *rate.Limiter
+	breaker  *breaker
+}
+
 // New returns a Dispatcher reading transactions from txns and logging to log
-// (nil discards). It fails on a missing Templates or txns, a provider or
-// retry policy for an unknown channel, or an invalid retry policy (the error
-// names it, e.g. "retry.sms: max_attempts: must be >= 1").
+// (nil discards). It fails on a missing Templates or txns, routes for an
+// unknown channel or without a provider, or an invalid retry policy, rate
+// limit or breaker (the error names it, e.g. "sms[0].retry: max_attempts:
+// must be >= 1").
 func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 	if cfg.Templates == nil {
 		return nil, errors.New("dispatch: templates are required")
+	}
+	if cfg.Cooldown < 0 {
+		return nil, errors.New("dispatch: cooldown: must not be negative")
 	}
 	if txns == nil {
 		return nil, errors.New("dispatch: transactions are required")
@@ -86,12 +102,11 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Dispatcher{
-		providers: map[schemas.Channel]Provider{},
-		retry:     map[schemas.Channel]RetryPolicy{},
-		limiters:  map[schemas.Channel]*rate.Limiter{},
+		routes:    map[schemas.Channel][]*route{},
 		templates: cfg.Templates,
 		metrics:   cfg.Metrics,
 		redact:    cfg.Redactor,
+		cooldown:  cfg.Cooldown,
 		now:       cfg.Now,
 		txns:      txns,
 		log:       log,
@@ -101,39 +116,36 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 	if d.now == nil {
 		d.now = time.Now
 	}
-	for ch, p := range cfg.Providers {
+	for ch, routes := range cfg.Routes {
 		if !ch.Valid() {
-			return nil, fmt.Errorf("dispatch: providers: unknown channel %q", ch)
+			return nil, fmt.Errorf("dispatch: routes: unknown channel %q", ch)
 		}
-		if p != nil {
-			d.providers[ch] = p
+		for i, r := range routes {
+			if r.Provider == nil {
+				return nil, fmt.Errorf("dispatch: %s[%d]: no provider", ch, i)
+			}
+			rt := &route{provider: r.Provider, name: routeName(routes, i), policy: r.Retry}
+			rt.policy.SetDefaults()
+			if err := rt.policy.Validate(); err != nil {
+				return nil, fmt.Errorf("dispatch: %s[%d].retry: %w", ch, i, err)
+			}
+			if err := r.RateLimit.Validate(); err != nil {
+				return nil, fmt.Errorf("dispatch: %s[%d].rate_limit: %w", ch, i, err)
+			}
+			rt.limiter = r.RateLimit.Limiter()
+			bp := r.Breaker
+			bp.SetDefaults()
+			if err := bp.Validate(); err != nil {
+				return nil, fmt.Errorf("dispatch: %s[%d].circuit_breaker: %w", ch, i, err)
+			}
+			rt.breaker = newBreaker(string(ch)+"/"+rt.name, bp, func(to gobreaker.State) {
+				d.metrics.circuit(rt.name, ch, float64(to))
+				d.log.Warn("provider circuit "+to.String(), "channel", string(ch), "provider", rt.name)
+			})
+			d.routes[ch] = append(d.routes[ch], rt)
 		}
 	}
-	for ch := range cfg.Retry {
-		if !ch.Valid() {
-			return nil, fmt.Errorf("dispatch: retry: unknown channel %q", ch)
-		}
-	}
-	for ch, rl := range cfg.RateLimits {
-		if !ch.Valid() {
-			return nil, fmt.Errorf("dispatch: rate_limit: unknown channel %q", ch)
-		}
-		if err := rl.Validate(); err != nil {
-			return nil, fmt.Errorf("dispatch: rate_limit.%s: %w", ch, err)
-		}
-		if l := rl.Limiter(); l != nil {
-			d.limiters[ch] = l
-		}
-	}
-	d.metrics.init(d.providers)
-	for _, ch := range schemas.Channels {
-		p := cfg.Retry[ch]
-		p.SetDefaults()
-		if err := p.Validate(); err != nil {
-			return nil, fmt.Errorf("dispatch: retry.%s: %w", ch, err)
-		}
-		d.retry[ch] = p
-	}
+	d.metrics.init(d.routes)
 	return d, nil
 }
 
@@ -220,8 +232,7 @@ func (d *Dispatcher) Resolve(cmd schemas.ResendCommand) (Resolution, error) {
 // job is one accepted channel waiting to be sent.
 type job struct {
 	index     int
-	provider  Provider
-	policy    RetryPolicy
+	routes    []*route
 	msg       Message
 	sessionID string // for log lines
 	guard     *guarded
@@ -342,7 +353,7 @@ func (d *Dispatcher) Check(txn schemas.PaymentEvent) []ChannelCheck {
 		res, j := d.check(schemas.ResendCommand{SessionID: txn.SessionID}, &txn, ch, lang, data)
 		c := ChannelCheck{Channel: ch, Reason: res.Reason, Detail: res.Detail, Recipient: res.Recipient}
 		if j != nil {
-			c.Provider = j.provider.Name()
+			c.Provider = j.routes[0].name
 		}
 		out = append(out, c)
 	}
@@ -379,8 +390,8 @@ func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent,
 	if err := validateContact(ch, contact); err != nil {
 		return reject(schemas.ReasonInvalidContact, "%v", err)
 	}
-	provider := d.providers[ch]
-	if provider == nil {
+	routes := d.routes[ch]
+	if len(routes) == 0 {
 		return reject(schemas.ReasonProviderNotConfigured, "no %s provider is configured", ch)
 	}
 	r, ok, err := d.templates.Render(ch, txn.State, lang, data)
@@ -398,9 +409,12 @@ func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent,
 	if detail := tooLong(ch, r); detail != "" {
 		return reject(schemas.ReasonMessageTooLong, "%s", detail)
 	}
+	if ago, active := d.coolingDown(cmd, txn, ch); active {
+		return reject(schemas.ReasonCooldownActive, "%s was sent for state %s %s ago, within processing.cooldown (%s); a command with \"force\": true sends it again",
+			ch, txn.State, ago.Round(time.Second), d.cooldown)
+	}
 	return res, &job{
-		provider:  provider,
-		policy:    d.retry[ch],
+		routes:    routes,
 		sessionID: txn.SessionID,
 		msg: Message{
 			Channel: ch, To: contact, CommandID: cmd.CommandID,
@@ -409,80 +423,162 @@ func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent,
 	}
 }
 
-// send sends one accepted channel with retries and completes its result.
+// coolingDown reports whether ch was sent for txn's state less than the
+// cooldown ago (and how long ago), for a command without Force. A store
+// error is logged and lets the channel through: a redundant notification
+// is better than none.
+func (d *Dispatcher) coolingDown(cmd schemas.ResendCommand, txn *schemas.PaymentEvent, ch schemas.Channel) (time.Duration, bool) {
+	if d.cooldown <= 0 || cmd.Force {
+		return 0, false
+	}
+	at, ok, err := d.txns.LastSent(txn.SessionID, ch, txn.State)
+	if err != nil {
+		d.log.Error("cooldown not checked", "command_id", cmd.CommandID, "session_id", txn.SessionID, "channel", string(ch), "error", err)
+		return 0, false
+	}
+	if !ok {
+		return 0, false
+	}
+	ago := max(d.now().Sub(at), 0)
+	return ago, ago < d.cooldown
+}
+
+// routeEnd is how a route's attempts at a channel ended.
+type routeEnd int
+
+const (
+	routeSent  routeEnd = iota // the provider took the message
+	routeFinal                 // failed, and no other route may help (recipient or content rejected, stopped)
+	routeNext                  // failed in a way the next route may mend (unavailable, circuit open, account fault)
+)
+
+// send sends one accepted channel through its routes in order, each with
+// its own retries, and completes its result: the first route that takes
+// the message sends it; a route ending routeNext hands the channel to the
+// next one (failover); the last route's failure is the channel's. The
+// detail of a channel that went through several routes names each.
 func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult) schemas.ChannelResult {
-	p := j.policy
-	res.Provider = j.provider.Name()
-	fail := func(reason schemas.Reason, detail string) schemas.ChannelResult {
+	ch := j.msg.Channel
+	var details []string
+	for i, rt := range j.routes {
+		res.Provider = rt.name
+		called := res.Attempts
+		end, reason, detail := d.sendRoute(ctx, j, rt, &res)
+		if res.Attempts > called {
+			res.ProvidersTried = append(res.ProvidersTried, rt.name)
+		}
+		if end == routeSent {
+			res.Status = schemas.StatusSent
+			return res
+		}
+		if len(j.routes) > 1 {
+			detail = rt.name + ": " + detail
+		}
+		details = append(details, detail)
+		if end == routeNext && i < len(j.routes)-1 {
+			d.metrics.failover(rt.name, ch)
+			d.log.Warn("provider failed over", "command_id", j.msg.CommandID, "session_id", j.sessionID, "channel", string(ch),
+				"provider", rt.name, "next", j.routes[i+1].name, "reason", string(reason))
+			continue
+		}
 		res.Status = schemas.StatusFailed
 		res.Reason = reason
-		res.Detail = detail
+		res.Detail = strings.Join(details, "; ")
 		return res
+	}
+	panic("dispatch: a job without routes") // check never makes one
+}
+
+// sendRoute makes the attempts of one route at a channel, within the
+// route's retry policy and rate limit and as its circuit breaker allows,
+// counting them in res (and setting its provider_message_id when sent).
+// It returns how the route ended and, unless sent, the channel's reason
+// and detail were it the last route.
+func (d *Dispatcher) sendRoute(ctx context.Context, j job, rt *route, res *schemas.ChannelResult) (routeEnd, schemas.Reason, string) {
+	p := rt.policy
+	ch := j.msg.Channel
+	attempts := 0
+	unavailable := func(why, last string) (routeEnd, schemas.Reason, string) {
+		return routeNext, schemas.ReasonProviderUnavailable, giveUp(attempts, why, last)
+	}
+	stopped := func(why, last string) (routeEnd, schemas.Reason, string) {
+		return routeFinal, schemas.ReasonProviderUnavailable, giveUp(attempts, "stopped: "+why, last)
 	}
 	start := d.clock()
 	deadline := start.Add(p.MaxElapsed)
 	var lastDetail string
 	for {
 		if err := ctx.Err(); err != nil {
-			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "stopped: "+err.Error(), lastDetail))
+			return stopped(err.Error(), lastDetail)
 		}
 		remaining := deadline.Sub(d.clock())
 		if remaining <= 0 {
-			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "retry budget of "+p.MaxElapsed.String()+" used up", lastDetail))
+			return unavailable("retry budget of "+p.MaxElapsed.String()+" used up", lastDetail)
 		}
-		if l := d.limiters[j.msg.Channel]; l != nil {
+		if l := rt.limiter; l != nil {
 			// Waiting for the rate limit is not part of the retry budget.
 			waited := d.clock()
 			if err := l.Wait(ctx); err != nil {
 				if ctx.Err() == nil { // the next token comes after ctx's deadline
-					return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "the rate limit allows no call before the deadline", lastDetail))
+					return unavailable("the rate limit allows no call before the deadline", lastDetail)
 				}
 				continue // ctx ended; reported at the top of the loop
 			}
 			deadline = deadline.Add(d.clock().Sub(waited))
 		}
 		if err := j.guard.check(); err != nil {
-			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "stopped: "+err.Error(), lastDetail))
+			return stopped(err.Error(), lastDetail)
+		}
+		done, err := rt.breaker.allow()
+		if err != nil {
+			return unavailable("circuit open, no call made", lastDetail)
 		}
 		actx, cancel := context.WithTimeout(ctx, min(p.AttemptTimeout, remaining))
 		began := time.Now()
-		receipt, err := j.provider.Send(actx, j.msg)
+		receipt, err := rt.provider.Send(actx, j.msg)
 		cancel()
 		res.Attempts++
-		d.metrics.attempt(res.Provider, j.msg.Channel, res.Attempts, time.Since(began), err)
+		attempts++
+		d.metrics.attempt(rt.name, ch, attempts, time.Since(began), err)
+		// A call cut short by the end of ctx (a stop) says nothing about
+		// the provider.
+		done(err != nil && ctx.Err() == nil && (!IsPermanent(err) || IsAccountFault(err)))
 		if err == nil {
 			res.ProviderMessageID = receipt.MessageID
-			res.Status = schemas.StatusSent
-			return res
+			return routeSent, "", ""
 		}
 		permanent := IsPermanent(err)
 		// Providers keep secrets and contacts out of details; this makes
 		// sure, with every secret of the configuration.
-		lastDetail = d.redact.Text(j.msg.Channel, j.msg.To, errorDetail(err))
+		lastDetail = d.redact.Text(ch, j.msg.To, errorDetail(err))
 		if lastDetail == "" {
 			lastDetail = "provider error"
 		}
 		d.log.Warn("provider attempt failed",
 			"command_id", j.msg.CommandID,
 			"session_id", j.sessionID,
-			"channel", string(j.msg.Channel),
+			"channel", string(ch),
 			"recipient", res.Recipient,
-			"provider", res.Provider,
-			"attempt", res.Attempts,
+			"provider", rt.name,
+			"attempt", attempts,
 			"permanent", permanent,
-			"error", d.redact.Text(j.msg.Channel, j.msg.To, err.Error()))
+			"error", d.redact.Text(ch, j.msg.To, err.Error()))
 		if permanent {
-			return fail(schemas.ReasonProviderRejected, "provider rejected the message: "+lastDetail)
+			end := routeFinal
+			if IsAccountFault(err) {
+				end = routeNext
+			}
+			return end, schemas.ReasonProviderRejected, "provider rejected the message: " + lastDetail
 		}
 		if ctx.Err() != nil {
 			continue // reported at the top of the loop
 		}
-		if res.Attempts >= p.MaxAttempts {
-			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "", lastDetail))
+		if attempts >= p.MaxAttempts {
+			return unavailable("", lastDetail)
 		}
-		wait := max(p.backoff(res.Attempts), retryAfter(err))
+		wait := max(p.backoff(attempts), retryAfter(err))
 		if !d.clock().Add(wait).Before(deadline) {
-			return fail(schemas.ReasonProviderUnavailable, giveUp(res.Attempts, "next retry in "+wait.String()+" would pass the retry budget of "+p.MaxElapsed.String(), lastDetail))
+			return unavailable("next retry in "+wait.String()+" would pass the retry budget of "+p.MaxElapsed.String(), lastDetail)
 		}
 		if err := d.sleep(ctx, wait); err != nil {
 			continue // ctx ended; reported at the top of the loop

@@ -394,8 +394,8 @@ func TestLogsNeverHoldContacts(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	policy := RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxElapsed: time.Minute, AttemptTimeout: time.Second}
 	d, err := New(Config{
-		Providers: map[schemas.Channel]Provider{schemas.ChannelEmail: leakyProvider{}, schemas.ChannelSMS: leakyProvider{}},
-		Retry:     map[schemas.Channel]RetryPolicy{schemas.ChannelEmail: policy, schemas.ChannelSMS: policy},
+		Routes: map[schemas.Channel][]Route{schemas.ChannelEmail: {{Provider: leakyProvider{}, Retry: policy}},
+			schemas.ChannelSMS: {{Provider: leakyProvider{}, Retry: policy}}},
 		Templates: defaultTemplates(t),
 	}, newMemStore(), log)
 	if err != nil {
@@ -514,9 +514,12 @@ func TestNewValidates(t *testing.T) {
 	}{
 		{"no templates", Config{}, store, "templates are required"},
 		{"no store", Config{Templates: tpl}, nil, "transactions are required"},
-		{"unknown provider channel", Config{Templates: tpl, Providers: map[schemas.Channel]Provider{"fax": NewConsole(io.Discard)}}, store, `providers: unknown channel "fax"`},
-		{"unknown retry channel", Config{Templates: tpl, Retry: map[schemas.Channel]RetryPolicy{"fax": {}}}, store, `retry: unknown channel "fax"`},
-		{"bad retry", Config{Templates: tpl, Retry: map[schemas.Channel]RetryPolicy{"sms": {MaxAttempts: -1}}}, store, "retry.sms: max_attempts: must be >= 1"},
+		{"unknown route channel", Config{Templates: tpl, Routes: map[schemas.Channel][]Route{"fax": {{Provider: NewConsole(io.Discard)}}}}, store, `routes: unknown channel "fax"`},
+		{"route without provider", Config{Templates: tpl, Routes: map[schemas.Channel][]Route{"sms": {{Provider: NewConsole(io.Discard)}, {}}}}, store, `sms[1]: no provider`},
+		{"bad retry", Config{Templates: tpl, Routes: map[schemas.Channel][]Route{"sms": {{Provider: NewConsole(io.Discard), Retry: RetryPolicy{MaxAttempts: -1}}}}}, store, "sms[0].retry: max_attempts: must be >= 1"},
+		{"bad rate limit", Config{Templates: tpl, Routes: map[schemas.Channel][]Route{"sms": {{Provider: NewConsole(io.Discard), RateLimit: RateLimit{PerSecond: -1}}}}}, store, "sms[0].rate_limit: "},
+		{"bad breaker", Config{Templates: tpl, Routes: map[schemas.Channel][]Route{"email": {{Provider: NewConsole(io.Discard)}, {Provider: NewConsole(io.Discard), Breaker: BreakerPolicy{FailureRatio: 1.5}}}}}, store, "email[1].circuit_breaker: failure_ratio: must be in (0, 1]"},
+		{"negative cooldown", Config{Templates: tpl, Cooldown: -time.Second}, store, "cooldown: must not be negative"},
 		{"ok", Config{Templates: tpl}, store, ""},
 	}
 	for _, tt := range tests {
@@ -531,8 +534,8 @@ func TestNewValidates(t *testing.T) {
 			t.Errorf("%s: err %v, want %q", tt.name, err, tt.want)
 		}
 	}
-	d, _ := New(Config{Templates: tpl}, store, nil)
-	if got := d.retry[schemas.ChannelWhatsApp]; got.MaxAttempts != DefaultMaxAttempts || got.AttemptTimeout != DefaultAttemptTimeout {
+	d, _ := New(Config{Templates: tpl, Routes: map[schemas.Channel][]Route{schemas.ChannelWhatsApp: {{Provider: NewConsole(io.Discard)}}}}, store, nil)
+	if got := d.routes[schemas.ChannelWhatsApp][0].policy; got.MaxAttempts != DefaultMaxAttempts || got.AttemptTimeout != DefaultAttemptTimeout {
 		t.Errorf("missing retry policy not defaulted: %+v", got)
 	}
 }

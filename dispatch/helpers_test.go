@@ -20,6 +20,7 @@ const (
 type memStore struct {
 	txns   map[string]schemas.PaymentEvent
 	orders map[string]string
+	sent   map[string]time.Time // session/channel/state -> last sent
 	err    error
 }
 
@@ -40,6 +41,14 @@ func (s *memStore) Transaction(id string) (schemas.PaymentEvent, bool, error) {
 	}
 	t, ok := s.txns[id]
 	return t, ok, nil
+}
+
+func (s *memStore) LastSent(id string, ch schemas.Channel, st schemas.State) (time.Time, bool, error) {
+	if s.err != nil {
+		return time.Time{}, false, s.err
+	}
+	at, ok := s.sent[id+"/"+string(ch)+"/"+string(st)]
+	return at, ok, nil
 }
 
 func (s *memStore) SessionForOrder(o string) (string, bool, error) {
@@ -108,8 +117,7 @@ func newTestDispatcher(t testing.TB, providers map[schemas.Channel]Provider, ret
 		store = newMemStore(paidTxn())
 	}
 	d, err := New(Config{
-		Providers: providers,
-		Retry:     retry,
+		Routes:    routes(providers, retry),
 		Templates: defaultTemplates(t),
 		Now:       func() time.Time { return fixedNow },
 	}, store, nil)
@@ -117,6 +125,16 @@ func newTestDispatcher(t testing.TB, providers map[schemas.Channel]Provider, ret
 		t.Fatalf("New: %v", err)
 	}
 	return d
+}
+
+// routes gives each channel of providers one route, with the channel's
+// retry policy.
+func routes(providers map[schemas.Channel]Provider, retry map[schemas.Channel]RetryPolicy) map[schemas.Channel][]Route {
+	out := map[schemas.Channel][]Route{}
+	for ch, p := range providers {
+		out[ch] = []Route{{Provider: p, Retry: retry[ch]}}
+	}
+	return out
 }
 
 // okProvider succeeds at once, recording messages.

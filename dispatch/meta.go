@@ -240,8 +240,9 @@ func (p *Meta) classify(ans httpAnswer, to string) (Receipt, error) {
 	}
 	var detail string
 	var code int
+	coded := false
 	if json.Unmarshal(ans.body, &e) == nil && e.Error != nil && (e.Error.Code != 0 || e.Error.Message != "") {
-		code = e.Error.Code
+		code, coded = e.Error.Code, true
 		// error_data is an object with details in the Cloud API, but other
 		// Graph errors may carry a string or nothing.
 		var data struct {
@@ -267,7 +268,10 @@ func (p *Meta) classify(ans httpAnswer, to string) (Receipt, error) {
 	if !listed {
 		permanent = !ans.retryable()
 	}
-	if permanent {
+	switch {
+	case permanent && (httpAccountStatus(ans.status) || coded && metaAccountCodes[code]):
+		return Receipt{}, AccountFault(detail, nil)
+	case permanent:
 		return Receipt{}, Permanent(detail, nil)
 	}
 	return Receipt{}, Transient(detail, ans.retryAfter, nil)

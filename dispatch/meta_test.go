@@ -67,7 +67,7 @@ func TestMetaSend(t *testing.T) {
 
 		// Echoed secrets and numbers.
 		{"190 echoes the token", answer{status: 401, body: metaErr(190, "Malformed access token "+metaToken, "")},
-			outcome{permanent: true, detail: []string{"meta 190 (HTTP 401): Malformed access token ***"}}},
+			outcome{permanent: true, account: true, detail: []string{"meta 190 (HTTP 401): Malformed access token ***"}}},
 		{"131026 echoes the number", answer{status: 400, body: metaErr(131026, "Message undeliverable", "Recipient 96550001234 ("+testPhone+") cannot be reached")},
 			outcome{permanent: true, detail: []string{"meta 131026 (HTTP 400): Message undeliverable: Recipient +965****1234 (+965****1234) cannot be reached"}}},
 
@@ -87,22 +87,25 @@ func TestMetaSend(t *testing.T) {
 		{"201 empty", answer{status: 201}, outcome{permanent: true, detail: []string{"HTTP 201"}}},
 	}
 	for _, c := range []struct {
-		code   int
-		status int
-		msg    string
+		code    int
+		status  int
+		msg     string
+		account bool
 	}{
-		{131026, 400, "Message undeliverable"},
-		{131047, 400, "Re-engagement message"},
-		{131008, 400, "Required parameter is missing"},
-		{132000, 400, "Number of parameters does not match the expected number of params"},
-		{132001, 404, "Template name does not exist in the translation"},
-		{100, 400, "Invalid parameter"},
-		{190, 401, "Access token has expired"},
-		{368, 403, "Temporarily blocked for policies violations"},
+		{131026, 400, "Message undeliverable", false},
+		{131047, 400, "Re-engagement message", false},
+		{131008, 400, "Required parameter is missing", false},
+		{132000, 400, "Number of parameters does not match the expected number of params", false},
+		{132001, 404, "Template name does not exist in the translation", true},
+		{100, 400, "Invalid parameter", false},
+		{190, 401, "Access token has expired", true},
+		{368, 403, "Temporarily blocked for policies violations", true},
+		{131031, 400, "Business Account locked", true},
+		{131042, 400, "Business eligibility payment issue", true},
 	} {
 		cases = append(cases, row{"permanent code " + strconv.Itoa(c.code),
 			answer{status: c.status, body: metaErr(c.code, c.msg, "details of "+strconv.Itoa(c.code))},
-			outcome{permanent: true, detail: []string{"meta " + strconv.Itoa(c.code) + " (HTTP " + strconv.Itoa(c.status) + "): " + c.msg + ": details of " + strconv.Itoa(c.code)}}})
+			outcome{permanent: true, account: c.account, detail: []string{"meta " + strconv.Itoa(c.code) + " (HTTP " + strconv.Itoa(c.status) + "): " + c.msg + ": details of " + strconv.Itoa(c.code)}}})
 	}
 	for _, c := range []struct {
 		code       int

@@ -16,6 +16,8 @@ type Metrics struct {
 	providerRequests *prometheus.CounterVec
 	providerDuration *prometheus.HistogramVec
 	providerRetries  *prometheus.CounterVec
+	circuitState     *prometheus.GaugeVec
+	failovers        *prometheus.CounterVec
 }
 
 // NewMetrics creates dispatch's collectors and registers them with reg:
@@ -23,7 +25,10 @@ type Metrics struct {
 // notifyd_provider_requests_total{provider,channel,result} (result is
 // success, transient_error or permanent_error),
 // notifyd_provider_request_duration_seconds{provider,channel} and
-// notifyd_provider_retries_total{provider,channel}.
+// notifyd_provider_retries_total{provider,channel},
+// notifyd_provider_circuit_state{provider,channel} (0 closed, 1 half-open,
+// 2 open) and notifyd_provider_failovers_total{provider,channel} (channels
+// that moved on from the provider to the next one).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		channelResults: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -43,8 +48,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "notifyd_provider_retries_total",
 			Help: "Provider calls that were retries of a failed call, by provider and channel.",
 		}, []string{"provider", "channel"}),
+		circuitState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "notifyd_provider_circuit_state",
+			Help: "State of each provider's circuit breaker: 0 closed, 1 half-open (one trial call), 2 open (no calls; the channel fails over).",
+		}, []string{"provider", "channel"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifyd_provider_failovers_total",
+			Help: "Channels that moved on from the provider to the channel's next provider (unavailable, circuit open, or an account fault).",
+		}, []string{"provider", "channel"}),
 	}
-	reg.MustRegister(m.channelResults, m.providerRequests, m.providerDuration, m.providerRetries)
+	reg.MustRegister(m.channelResults, m.providerRequests, m.providerDuration, m.providerRetries, m.circuitState, m.failovers)
 	return m
 }
 
@@ -53,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // dashboard's queries return data on a fresh instance: each channel's
 // outcomes (sent; rejected and failed with each of their reasons), and
 // each configured provider's requests by result, durations and retries.
-func (m *Metrics) init(providers map[schemas.Channel]Provider) {
+func (m *Metrics) init(routes map[schemas.Channel][]*route) {
 	if m == nil {
 		return
 	}
@@ -66,13 +79,33 @@ func (m *Metrics) init(providers map[schemas.Channel]Provider) {
 			m.channelResults.WithLabelValues(string(ch), string(schemas.StatusFailed), string(r))
 		}
 	}
-	for ch, p := range providers {
-		for _, result := range []string{"success", "transient_error", "permanent_error"} {
-			m.providerRequests.WithLabelValues(p.Name(), string(ch), result)
+	for ch, rs := range routes {
+		for _, r := range rs {
+			for _, result := range []string{"success", "transient_error", "permanent_error"} {
+				m.providerRequests.WithLabelValues(r.name, string(ch), result)
+			}
+			m.providerDuration.WithLabelValues(r.name, string(ch))
+			m.providerRetries.WithLabelValues(r.name, string(ch))
+			m.circuitState.WithLabelValues(r.name, string(ch)).Set(0)
+			m.failovers.WithLabelValues(r.name, string(ch))
 		}
-		m.providerDuration.WithLabelValues(p.Name(), string(ch))
-		m.providerRetries.WithLabelValues(p.Name(), string(ch))
 	}
+}
+
+// circuit records a breaker's new state.
+func (m *Metrics) circuit(provider string, ch schemas.Channel, state float64) {
+	if m == nil {
+		return
+	}
+	m.circuitState.WithLabelValues(provider, string(ch)).Set(state)
+}
+
+// failover records a channel moving on from provider.
+func (m *Metrics) failover(provider string, ch schemas.Channel) {
+	if m == nil {
+		return
+	}
+	m.failovers.WithLabelValues(provider, string(ch)).Inc()
 }
 
 // attempt records one provider call.

@@ -20,8 +20,8 @@ func TestMetrics(t *testing.T) {
 	m := NewMetrics(reg)
 	down := &scriptProvider{errs: []error{Transient("down", 0, nil), Transient("down", 0, nil), Transient("down", 0, nil)}}
 	d, err := New(Config{
-		Providers: map[schemas.Channel]Provider{schemas.ChannelEmail: &okProvider{name: "ok"}, schemas.ChannelSMS: down},
-		Retry:     map[schemas.Channel]RetryPolicy{schemas.ChannelSMS: {MaxAttempts: 3}},
+		Routes: map[schemas.Channel][]Route{schemas.ChannelEmail: {{Provider: &okProvider{name: "ok"}}},
+			schemas.ChannelSMS: {{Provider: down, Retry: RetryPolicy{MaxAttempts: 3}}}},
 		Templates: defaultTemplates(t),
 		Metrics:   m,
 	}, newMemStore(paidTxn()), nil)
@@ -46,10 +46,10 @@ func TestMetrics(t *testing.T) {
 	if got := nonZero(t, reg, "notifyd_channel_results_total", "notifyd_provider_requests_total", "notifyd_provider_retries_total"); !slices.Equal(got, want) {
 		t.Errorf("non-zero series:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	// 3 channels x (1 sent + 8 rejection + 2 failure reasons); 2 providers
-	// x 3 results.
-	if n := testutil.CollectAndCount(m.channelResults); n != 3*11 {
-		t.Errorf("channel result series = %d, want %d", n, 3*11)
+	// 3 channels x (1 sent + each rejection and failure reason); 2
+	// providers x 3 results.
+	if n, want := testutil.CollectAndCount(m.channelResults), 3*(1+len(schemas.RejectionReasons())+len(schemas.FailureReasons())); n != want {
+		t.Errorf("channel result series = %d, want %d", n, want)
 	}
 	if n := testutil.CollectAndCount(m.providerRequests); n != 2*3 {
 		t.Errorf("provider request series = %d, want 6", n)

@@ -54,6 +54,10 @@ type ProviderError struct {
 	// Permanent is true when retrying cannot help (e.g. the provider
 	// rejected the recipient or the content).
 	Permanent bool
+	// Account, with Permanent, blames the provider account, its
+	// credentials or its sender: another provider may succeed, so the
+	// channel fails over (see Route).
+	Account bool
 	// Detail is a short human description of the failure.
 	Detail string
 	// RetryAfter, when positive, is the least time to wait before the next

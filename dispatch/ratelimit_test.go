@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -36,10 +37,9 @@ func TestRateLimitValidate(t *testing.T) {
 func TestRateLimitSpacesCallsWithoutFailing(t *testing.T) {
 	p := &okProvider{name: "ok"}
 	d, err := New(Config{
-		Providers:  map[schemas.Channel]Provider{schemas.ChannelSMS: p},
-		Retry:      map[schemas.Channel]RetryPolicy{schemas.ChannelSMS: {MaxElapsed: 50 * time.Millisecond}},
-		RateLimits: map[schemas.Channel]RateLimit{schemas.ChannelSMS: {PerSecond: 20, Burst: 1}},
-		Templates:  defaultTemplates(t),
+		Routes: map[schemas.Channel][]Route{schemas.ChannelSMS: {{Provider: p, Retry: RetryPolicy{MaxElapsed: 50 * time.Millisecond},
+			RateLimit: RateLimit{PerSecond: 20, Burst: 1}}}},
+		Templates: defaultTemplates(t),
 	}, newMemStore(paidTxn()), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ func TestRateLimitSpacesCallsWithoutFailing(t *testing.T) {
 }
 
 func TestRateLimitUnknownChannel(t *testing.T) {
-	_, err := New(Config{Templates: defaultTemplates(t), RateLimits: map[schemas.Channel]RateLimit{"fax": {PerSecond: 1}}}, newMemStore(), nil)
+	_, err := New(Config{Templates: defaultTemplates(t), Routes: map[schemas.Channel][]Route{"fax": {{Provider: NewConsole(io.Discard), RateLimit: RateLimit{PerSecond: 1}}}}}, newMemStore(), nil)
 	if err == nil {
 		t.Fatal("accepted a rate limit for an unknown channel")
 	}
@@ -74,9 +74,8 @@ func TestRateLimitUnknownChannel(t *testing.T) {
 func TestRateLimitPastDeadline(t *testing.T) {
 	p := &okProvider{name: "ok"}
 	d, err := New(Config{
-		Providers:  map[schemas.Channel]Provider{schemas.ChannelSMS: p},
-		RateLimits: map[schemas.Channel]RateLimit{schemas.ChannelSMS: {PerSecond: 0.1, Burst: 1}},
-		Templates:  defaultTemplates(t),
+		Routes:    map[schemas.Channel][]Route{schemas.ChannelSMS: {{Provider: p, RateLimit: RateLimit{PerSecond: 0.1, Burst: 1}}}},
+		Templates: defaultTemplates(t),
 	}, newMemStore(paidTxn()), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -349,6 +349,9 @@ func (s *SMTP) fail(ctx context.Context, m Message, stage string, err error) err
 	var reply *textproto.Error
 	if errors.As(err, &reply) && reply.Code >= 400 {
 		detail := fmt.Sprintf("smtp %d: %s", reply.Code, bodyStart([]byte(s.scrub(m, reply.Msg))))
+		if smtpAccountCodes[reply.Code] {
+			return AccountFault(detail, nil)
+		}
 		if reply.Code >= 500 {
 			return Permanent(detail, nil)
 		}
@@ -364,9 +367,9 @@ func (s *SMTP) fail(ctx context.Context, m Message, stage string, err error) err
 	scrubbed := errors.New(s.scrub(m, err.Error()))
 	switch {
 	case errors.Is(err, errSMTPNoAuthMechanism):
-		return Permanent("smtp server offers neither AUTH PLAIN nor AUTH LOGIN", nil)
+		return AccountFault("smtp server offers neither AUTH PLAIN nor AUTH LOGIN", nil)
 	case errors.Is(err, errSMTPClearTextAuth):
-		return Permanent("smtp credentials refused without TLS", nil)
+		return AccountFault("smtp credentials refused without TLS", nil)
 	case errors.As(err, &reply):
 		// A 1xx-3xx reply where another was expected.
 		return Transient(fmt.Sprintf("smtp unexpected reply %d during %s", reply.Code, stage), 0, scrubbed)

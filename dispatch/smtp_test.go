@@ -529,6 +529,7 @@ func TestSMTPSendFailures(t *testing.T) {
 		be        *smtpBackend
 		password  string
 		permanent bool
+		account   bool // a permanent error that blames the account (fails over)
 		detail    string
 		check     func(t *testing.T, got smtpSession)
 	}{
@@ -579,6 +580,7 @@ func TestSMTPSendFailures(t *testing.T) {
 			be:        &smtpBackend{Mechs: []string{"PLAIN"}, RequireAuth: true},
 			password:  "wr0ng-Pa55word",
 			permanent: true,
+			account:   true,
 			detail:    "smtp 535: 5.7.8 Authentication failed",
 			check: func(t *testing.T, got smtpSession) {
 				if got.AuthUser != smtpTestUser || got.AuthPass != "wr0ng-Pa55word" || got.MailFrom != "" {
@@ -591,6 +593,7 @@ func TestSMTPSendFailures(t *testing.T) {
 			be:        &smtpBackend{},
 			password:  smtpTestPass,
 			permanent: true,
+			account:   true,
 			detail:    "smtp server offers neither AUTH PLAIN nor AUTH LOGIN",
 			check: func(t *testing.T, got smtpSession) {
 				if got.AuthMech != "" || got.MailFrom != "" {
@@ -614,6 +617,9 @@ func TestSMTPSendFailures(t *testing.T) {
 			}
 			if rec != (Receipt{}) {
 				t.Errorf("receipt %+v with an error", rec)
+			}
+			if IsAccountFault(err) != tc.account {
+				t.Errorf("account fault = %v, want %v: %v", IsAccountFault(err), tc.account, err)
 			}
 			if IsPermanent(err) != tc.permanent {
 				t.Errorf("IsPermanent = %v, want %v: %v", IsPermanent(err), tc.permanent, err)

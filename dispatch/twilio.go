@@ -180,6 +180,9 @@ func (t *Twilio) classify(ans httpAnswer, to string) (Receipt, error) {
 	if ans.retryable() || e.Code == twilioCodeRateLimited {
 		return Receipt{}, Transient(detail, ans.retryAfter, nil)
 	}
+	if httpAccountStatus(ans.status) || twilioAccountCodes[e.Code] {
+		return Receipt{}, AccountFault(detail, nil)
+	}
 	return Receipt{}, Permanent(detail, nil)
 }
 

@@ -83,6 +83,7 @@ func (s *fakeServer) only(t *testing.T) received {
 type outcome struct {
 	id        string        // success with this message id
 	permanent bool          // else: the error's classification
+	account   bool          // a permanent error that blames the account (fails over)
 	retry     time.Duration // the error's RetryAfter
 	detail    []string      // substrings of the error's detail
 }
@@ -106,6 +107,9 @@ func checkOutcome(t *testing.T, rec Receipt, err error, want outcome, secret str
 	}
 	if IsPermanent(err) != want.permanent {
 		t.Errorf("permanent = %v, want %v (%v)", IsPermanent(err), want.permanent, err)
+	}
+	if IsAccountFault(err) != want.account {
+		t.Errorf("account fault = %v, want %v (%v)", IsAccountFault(err), want.account, err)
 	}
 	if retryAfter(err) != want.retry {
 		t.Errorf("RetryAfter = %s, want %s", retryAfter(err), want.retry)
@@ -171,7 +175,13 @@ func TestTwilioSend(t *testing.T) {
 		{"21610 unsubscribed", answer{status: 400, body: twilioErr(21610, 400, "Attempt to send to unsubscribed recipient")},
 			outcome{permanent: true, detail: []string{"twilio 21610 (HTTP 400): Attempt to send to unsubscribed recipient"}}},
 		{"20003 bad credentials, token echoed", answer{status: 401, body: twilioErr(20003, 401, "Authenticate: bad token "+twilioToken)},
-			outcome{permanent: true, detail: []string{"twilio 20003 (HTTP 401)", "bad token ***"}}},
+			outcome{permanent: true, account: true, detail: []string{"twilio 20003 (HTTP 401)", "bad token ***"}}},
+		{"21606 From cannot send (account)", answer{status: 400, body: twilioErr(21606, 400, "The 'From' phone number provided is not a valid message-capable Twilio phone number for this destination/account")},
+			outcome{permanent: true, account: true, detail: []string{"twilio 21606 (HTTP 400)"}}},
+		{"30002 account suspended", answer{status: 400, body: twilioErr(30002, 400, "Account suspended")},
+			outcome{permanent: true, account: true, detail: []string{"twilio 30002 (HTTP 400)"}}},
+		{"403 without a code (account)", answer{status: 403, body: "forbidden"},
+			outcome{permanent: true, account: true, detail: []string{"twilio (HTTP 403)"}}},
 		{"number echoed without +", answer{status: 400, body: twilioErr(21211, 400, "Invalid To 96550001234")},
 			outcome{permanent: true, detail: []string{"Invalid To +965****1234"}}},
 

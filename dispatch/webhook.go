@@ -131,6 +131,8 @@ func (w *Webhook) Send(ctx context.Context, m Message) (Receipt, error) {
 		return Receipt{MessageID: ok.ID}, nil
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 		return Receipt{}, Transient(detail, parseRetryAfter(resp.Header.Get("Retry-After")), nil)
+	case httpAccountStatus(resp.StatusCode):
+		return Receipt{}, AccountFault(detail, nil)
 	default:
 		return Receipt{}, Permanent(detail, nil)
 	}

@@ -22,6 +22,7 @@ func TestWebhookSend(t *testing.T) {
 		retryAfter string
 		wantID     string
 		permanent  bool
+		account    bool // a permanent error that blames the account (fails over)
 		transient  bool
 		retryWait  time.Duration
 		detail     string
@@ -33,7 +34,8 @@ func TestWebhookSend(t *testing.T) {
 		{name: "rate limited", status: 429, body: `slow down`, retryAfter: "3", transient: true, retryWait: 3 * time.Second, detail: "HTTP 429: slow down"},
 		{name: "server error", status: 503, body: `{"error":"maintenance"}`, transient: true, detail: "HTTP 503"},
 		{name: "bad request", status: 400, body: `{"error":"invalid number"}`, permanent: true, detail: "invalid number"},
-		{name: "unauthorized", status: 401, body: ``, permanent: true, detail: "HTTP 401"},
+		{name: "unauthorized", status: 401, body: ``, permanent: true, account: true, detail: "HTTP 401"},
+		{name: "forbidden", status: 403, body: `no`, permanent: true, account: true, detail: "HTTP 403: no"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,6 +80,9 @@ func TestWebhookSend(t *testing.T) {
 			}
 			if err == nil {
 				t.Fatal("Send succeeded")
+			}
+			if IsAccountFault(err) != tc.account {
+				t.Errorf("account fault = %v, want %v (%v)", IsAccountFault(err), tc.account, err)
 			}
 			if IsPermanent(err) != tc.permanent || (tc.transient && IsPermanent(err)) {
 				t.Errorf("permanent = %v, want %v (%v)", IsPermanent(err), tc.permanent, err)

@@ -28,7 +28,10 @@ import (
 //	    the channels whose latest attempt failed with provider_unavailable or
 //	    provider_rejected and that were not sent since, newest first: what
 //	    needs attention. A later sent result removes the entry, and so
-//	    does the transaction's deletion (a tombstone on payment-events).
+//	    does the transaction's deletion (a tombstone on payment-events);
+//	s/<session_id><channel>\x00<state> -> processed_at (unix ns, BE64)
+//	    when each channel was last sent for each state of a transaction:
+//	    what processing.cooldown is checked against (LastSent).
 //
 // A session_id in a key is its length (uvarint) then its bytes. The time is
 // processed_at, inverted so that byte order is newest first.
@@ -40,10 +43,11 @@ const (
 	prefixHistory   = "h/"
 	prefixChannel   = "c/"
 	prefixAttention = "n/"
+	prefixSent      = "s/"
 	// keyHistoryVersion marks a store whose history index covers every
 	// result it applied; a store without it re-reads the results topic.
 	keyHistoryVersion = "m/history-version"
-	historyVersion    = 1
+	historyVersion    = 2 // 2: the s/ entries
 )
 
 // channelState is the latest attempt of one channel of a transaction.
@@ -96,6 +100,11 @@ func channelKey(sessionID string, ch schemas.Channel) []byte {
 	return append(sessionPart(prefixChannel, sessionID), ch...)
 }
 
+func sentKey(sessionID string, ch schemas.Channel, state schemas.State) []byte {
+	k := append(sessionPart(prefixSent, sessionID), ch...)
+	return append(append(k, 0), state...)
+}
+
 func attentionKey(at time.Time, sessionID string, ch schemas.Channel) []byte {
 	k := append([]byte(prefixAttention), newestFirst(at)...)
 	k = append(k, sessionPart("", sessionID)...)
@@ -106,6 +115,10 @@ func attentionKey(at time.Time, sessionID string, ch schemas.Channel) []byte {
 // the index besides its history: its channels' states and its
 // needs-attention entries, so that no recovery sends to it.
 func forgetAttention(b *pebble.Batch, sessionID string) error {
+	sent := sessionPart(prefixSent, sessionID)
+	if err := b.DeleteRange(sent, append(bytes.Clone(sent), 0xff), nil); err != nil {
+		return err
+	}
 	prefix := sessionPart(prefixChannel, sessionID)
 	upper := append(bytes.Clone(prefix), 0xff)
 	it, err := b.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
@@ -146,6 +159,11 @@ func indexResult(b *pebble.Batch, value []byte) error {
 		return err
 	}
 	for _, c := range r.Channels {
+		if c.Status == schemas.StatusSent {
+			if err := noteSent(b, sentKey(r.SessionID, c.Channel, *r.State), r.ProcessedAt); err != nil {
+				return err
+			}
+		}
 		if c.Status != schemas.StatusSent && !needsAttention(c) {
 			continue // rejected: nothing was tried
 		}
@@ -191,6 +209,34 @@ func indexResult(b *pebble.Batch, value []byte) error {
 		}
 	}
 	return nil
+}
+
+// noteSent records at in the s/ entry key unless a later send is recorded.
+func noteSent(b *pebble.Batch, key []byte, at time.Time) error {
+	prev, found, err := getCopy(b, key)
+	if err != nil {
+		return err
+	}
+	if found && len(prev) == 8 && int64(binary.BigEndian.Uint64(prev)) >= at.UnixNano() {
+		return nil
+	}
+	return b.Set(key, binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano())), nil)
+}
+
+// LastSent returns when a channel of a transaction was last sent for a
+// state, by the processed_at of the first result of each command read from
+// the results topic; ok is false when it never was (or the transaction was
+// deleted since). A result this instance published but has not read back
+// yet does not count.
+func (s *Store) LastSent(sessionID string, ch schemas.Channel, state schemas.State) (time.Time, bool, error) {
+	v, found, err := getCopy(s.db, sentKey(sessionID, ch, state))
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("last sent: %w", err)
+	}
+	if !found || len(v) != 8 {
+		return time.Time{}, false, nil
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC(), true, nil
 }
 
 // History returns the delivery results of a transaction as published (the

@@ -274,3 +274,42 @@ func TestHistoryKeysAndTombstones(t *testing.T) {
 		t.Errorf("a deleted transaction lost its history: %d", len(h))
 	}
 }
+
+func TestLastSent(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	var off int64
+	applyResults(t, s, 0, &off,
+		result("c1", "s1", 5, "sms:sent", "email:failed:provider_unavailable"),
+		result("c2", "s1", 3, "sms:sent"), // older, read later: kept out
+		result("c3", "s2", 7, "email:rejected:channel_not_enabled"),
+	)
+	for _, tc := range []struct {
+		session string
+		ch      schemas.Channel
+		state   schemas.State
+		want    int // minute, -1: never sent
+	}{
+		{"s1", "sms", "paid", 5},
+		{"s1", "email", "paid", -1},   // failed
+		{"s1", "sms", "refunded", -1}, // another state
+		{"s2", "email", "paid", -1},   // rejected
+		{"s3", "sms", "paid", -1},     // unknown
+	} {
+		at, ok, err := s.LastSent(tc.session, tc.ch, tc.state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := int(at.Sub(t0) / time.Minute); (tc.want < 0) == ok || ok && got != tc.want {
+			t.Errorf("LastSent(%s, %s, %s) = %v (minute %d), %v; want minute %d", tc.session, tc.ch, tc.state, at, got, ok, tc.want)
+		}
+	}
+	// A tombstone forgets the sends.
+	if _, err := s.ApplyEvents(0, []Record{{Offset: 0, Key: []byte("s1"), Value: event("s1", "o1", schemas.StatePaid, 1, "a@example.com")},
+		{Offset: 1, Key: []byte("s1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.LastSent("s1", "sms", "paid"); ok {
+		t.Error("a deleted transaction still has a last send")
+	}
+}

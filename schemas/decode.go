@@ -425,6 +425,7 @@ type rawCommand struct {
 	Channels    []string `json:"channels"`
 	RequestedAt *string  `json:"requested_at"`
 	RequestedBy *string  `json:"requested_by"`
+	Force       *bool    `json:"force"`
 }
 
 // MaxRequestedByLength bounds requested_by, which is echoed into results.
@@ -451,6 +452,7 @@ func (raw *rawCommand) validate() (ResendCommand, error) {
 		OrderNo:     str(raw.OrderNo),
 		RequestedAt: str(raw.RequestedAt),
 		RequestedBy: str(raw.RequestedBy),
+		Force:       raw.Force != nil && *raw.Force,
 	}
 	if err := checkID("command_id", cmd.CommandID, true); err != nil {
 		return cmd, err

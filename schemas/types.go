@@ -118,6 +118,9 @@ type ResendCommand struct {
 	Channels    []Channel `json:"channels"`
 	RequestedAt string    `json:"requested_at,omitempty"`
 	RequestedBy string    `json:"requested_by,omitempty"`
+	// Force sends even when the channel was sent for the same state less
+	// than processing.cooldown ago (no cooldown_active rejection).
+	Force bool `json:"force,omitempty"`
 }
 
 // Key returns the Kafka key of the command: session_id, else order_no.
@@ -163,6 +166,7 @@ const (
 	ReasonProviderNotConfigured Reason = "provider_not_configured"
 	ReasonTemplateNotConfigured Reason = "template_not_configured"
 	ReasonMessageTooLong        Reason = "message_too_long"
+	ReasonCooldownActive        Reason = "cooldown_active"
 	ReasonProviderRejected      Reason = "provider_rejected"
 	ReasonProviderUnavailable   Reason = "provider_unavailable"
 )
@@ -176,7 +180,8 @@ func CommandReasons() []Reason {
 // provider call (status rejected), in the order they are checked.
 func RejectionReasons() []Reason {
 	return []Reason{ReasonStateNotSupported, ReasonChannelNotEnabled, ReasonStateNotEnabled, ReasonMissingContact,
-		ReasonInvalidContact, ReasonProviderNotConfigured, ReasonTemplateNotConfigured, ReasonMessageTooLong}
+		ReasonInvalidContact, ReasonProviderNotConfigured, ReasonTemplateNotConfigured, ReasonMessageTooLong,
+		ReasonCooldownActive}
 }
 
 // FailureReasons are the reasons of a channel the provider did not take
@@ -202,14 +207,17 @@ const (
 
 // ChannelResult is the outcome of one requested channel.
 type ChannelResult struct {
-	Channel           Channel       `json:"channel"`
-	Status            ChannelStatus `json:"status"`
-	Reason            Reason        `json:"reason,omitempty"`
-	Detail            string        `json:"detail,omitempty"`
-	Recipient         string        `json:"recipient,omitempty"`
-	Provider          string        `json:"provider,omitempty"`
-	ProviderMessageID string        `json:"provider_message_id,omitempty"`
-	Attempts          int           `json:"attempts"`
+	Channel   Channel       `json:"channel"`
+	Status    ChannelStatus `json:"status"`
+	Reason    Reason        `json:"reason,omitempty"`
+	Detail    string        `json:"detail,omitempty"`
+	Recipient string        `json:"recipient,omitempty"`
+	// Provider is the provider that sent the message, else the last one
+	// tried; ProvidersTried lists every provider called, in order.
+	Provider          string   `json:"provider,omitempty"`
+	ProvidersTried    []string `json:"providers_tried,omitempty"`
+	ProviderMessageID string   `json:"provider_message_id,omitempty"`
+	Attempts          int      `json:"attempts"`
 }
 
 // DeliveryResult is published on the notification-results topic, one per

@@ -33,12 +33,16 @@ func checkConfig(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 	if err != nil {
 		return err
 	}
+	if _, err := cfg.routes(io.Discard); err != nil {
+		return err
+	}
 	var providers []string
-	for name, p := range cfg.Providers {
-		if _, err := p.provider(io.Discard); err != nil {
-			return fmt.Errorf("providers.%s.%w", name, err)
+	for name, chain := range cfg.Providers {
+		kinds := make([]string, len(chain))
+		for i, p := range chain {
+			kinds[i] = p.Kind
 		}
-		providers = append(providers, name+": "+p.Kind)
+		providers = append(providers, name+": "+strings.Join(kinds, " then "))
 	}
 	slices.Sort(providers)
 	if cfg.API.Enabled() {

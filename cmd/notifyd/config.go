@@ -18,15 +18,15 @@ import (
 // Config is the notifyd configuration file. Every key is documented in the
 // README's configuration reference.
 type Config struct {
-	Kafka          KafkaConfig               `yaml:"kafka"`
-	EmbeddedBroker EmbeddedBrokerConfig      `yaml:"embedded_broker"`
-	Store          StoreConfig               `yaml:"store"`
-	HTTP           HTTPConfig                `yaml:"http"`
-	API            api.Config                `yaml:"api"`
-	Processing     ProcessingConfig          `yaml:"processing"`
-	Providers      map[string]ProviderConfig `yaml:"providers"`
-	Templates      dispatch.TemplateConfig   `yaml:"templates"`
-	Log            LogConfig                 `yaml:"log"`
+	Kafka          KafkaConfig              `yaml:"kafka"`
+	EmbeddedBroker EmbeddedBrokerConfig     `yaml:"embedded_broker"`
+	Store          StoreConfig              `yaml:"store"`
+	HTTP           HTTPConfig               `yaml:"http"`
+	API            api.Config               `yaml:"api"`
+	Processing     ProcessingConfig         `yaml:"processing"`
+	Providers      map[string]ProviderChain `yaml:"providers"`
+	Templates      dispatch.TemplateConfig  `yaml:"templates"`
+	Log            LogConfig                `yaml:"log"`
 }
 
 // KafkaConfig is the kafka block.
@@ -74,12 +74,29 @@ type ProcessingConfig struct {
 	CatchUpWait     time.Duration `yaml:"catch_up_wait"`
 	MaxCommandAge   time.Duration `yaml:"max_command_age"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Cooldown rejects a resend of a channel sent for the transaction's
+	// current state less than this long ago (cooldown_active) unless the
+	// command has force; zero (the default) turns it off.
+	Cooldown time.Duration `yaml:"cooldown"`
 	// ReadyMaxLag is a pointer so that 0 (ready only when fully caught up)
 	// can be told from unset (100).
 	ReadyMaxLag *int64 `yaml:"ready_max_lag"`
 }
 
-// ProviderConfig is providers.<channel>.
+// ProviderChain is providers.<channel>: one provider block, or a list of
+// them tried in order (failover, see dispatch.Route).
+type ProviderChain []ProviderConfig
+
+// key names provider i of the chain of channel name in errors:
+// providers.<channel> for a chain of one, else providers.<channel>[i].
+func (c ProviderChain) key(name string, i int) string {
+	if len(c) == 1 {
+		return "providers." + name
+	}
+	return fmt.Sprintf("providers.%s[%d]", name, i)
+}
+
+// ProviderConfig is one provider block of providers.<channel>.
 type ProviderConfig struct {
 	// Kind selects the provider: console or webhook on any channel; smtp
 	// for email, twilio for sms, meta for whatsapp. The block named like
@@ -93,6 +110,9 @@ type ProviderConfig struct {
 	Retry   dispatch.RetryPolicy   `yaml:"retry"`
 	// RateLimit bounds the provider's calls (token bucket); unset: none.
 	RateLimit dispatch.RateLimit `yaml:"rate_limit"`
+	// CircuitBreaker stops calling a failing provider for a while, so
+	// that the channel fails over at once.
+	CircuitBreaker dispatch.BreakerPolicy `yaml:"circuit_breaker"`
 }
 
 // ConsoleConfig is providers.<channel>.console. The console provider prints
@@ -157,6 +177,23 @@ func (p ProviderConfig) provider(console io.Writer) (dispatch.Provider, error) {
 	return nil, fmt.Errorf("kind: unknown kind %q", p.Kind)
 }
 
+// routes builds every channel's providers, in order; console providers
+// print to console.
+func (c *Config) routes(console io.Writer) (map[schemas.Channel][]dispatch.Route, error) {
+	out := map[schemas.Channel][]dispatch.Route{}
+	for name, chain := range c.Providers {
+		ch := schemas.Channel(name)
+		for i, p := range chain {
+			provider, err := p.provider(console)
+			if err != nil {
+				return nil, fmt.Errorf("%s.%w", chain.key(name, i), err)
+			}
+			out[ch] = append(out[ch], dispatch.Route{Provider: provider, Retry: p.Retry, RateLimit: p.RateLimit, Breaker: p.CircuitBreaker})
+		}
+	}
+	return out, nil
+}
+
 // LogConfig is the log block.
 type LogConfig struct {
 	// Level is debug, info, warn or error (default info).
@@ -173,9 +210,9 @@ func (c *Config) embedded() bool { return len(c.Kafka.Brokers) == 0 }
 // API on 127.0.0.1:8000 (with a file, the API is served only where
 // api.listen says).
 func DefaultConfig() Config {
-	c := Config{Templates: dispatch.DefaultTemplates(), Providers: map[string]ProviderConfig{}, API: api.Config{Listen: api.DefaultListen}}
+	c := Config{Templates: dispatch.DefaultTemplates(), Providers: map[string]ProviderChain{}, API: api.Config{Listen: api.DefaultListen}}
 	for _, ch := range schemas.Channels {
-		c.Providers[string(ch)] = ProviderConfig{Kind: "console"}
+		c.Providers[string(ch)] = ProviderChain{{Kind: "console"}}
 	}
 	c.setDefaults()
 	return c
@@ -215,9 +252,11 @@ func (c *Config) setDefaults() {
 		c.Log.Level = "info"
 	}
 	c.API.SetDefaults()
-	for name, p := range c.Providers {
-		p.Retry.SetDefaults()
-		c.Providers[name] = p
+	for _, chain := range c.Providers {
+		for i := range chain {
+			chain[i].Retry.SetDefaults()
+			chain[i].CircuitBreaker.SetDefaults()
+		}
 	}
 }
 
@@ -258,19 +297,31 @@ func (c *Config) Validate() error {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		p := c.Providers[name]
+		chain := c.Providers[name]
 		if !schemas.Channel(name).Valid() {
 			return fmt.Errorf("providers.%s: unknown channel (want email, sms or whatsapp)", name)
 		}
-		if err := p.validateKind(schemas.Channel(name)); err != nil {
-			return fmt.Errorf("providers.%s.%w", name, err)
+		if len(chain) == 0 {
+			return fmt.Errorf("providers.%s: want a provider block or a list of them", name)
 		}
-		if err := p.Retry.Validate(); err != nil {
-			return fmt.Errorf("providers.%s.retry.%w", name, err)
+		for i, p := range chain {
+			key := chain.key(name, i)
+			if err := p.validateKind(schemas.Channel(name)); err != nil {
+				return fmt.Errorf("%s.%w", key, err)
+			}
+			if err := p.Retry.Validate(); err != nil {
+				return fmt.Errorf("%s.retry.%w", key, err)
+			}
+			if err := p.RateLimit.Validate(); err != nil {
+				return fmt.Errorf("%s.rate_limit.%w", key, err)
+			}
+			if err := p.CircuitBreaker.Validate(); err != nil {
+				return fmt.Errorf("%s.circuit_breaker.%w", key, err)
+			}
 		}
-		if err := p.RateLimit.Validate(); err != nil {
-			return fmt.Errorf("providers.%s.rate_limit.%w", name, err)
-		}
+	}
+	if c.Processing.Cooldown < 0 {
+		return fmt.Errorf("processing.cooldown: must not be negative, got %s", c.Processing.Cooldown)
 	}
 	if _, err := dispatch.ParseTemplates(c.Templates); err != nil {
 		return err

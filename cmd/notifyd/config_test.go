@@ -54,7 +54,7 @@ templates:
 			if c.Processing.CatchUpWait != 3*time.Second || c.Processing.Concurrency != 8 {
 				t.Errorf("processing: %+v", c.Processing)
 			}
-			if p := c.Providers["email"]; p.Retry.MaxAttempts != 2 || p.Retry.InitialBackoff != 500*time.Millisecond {
+			if p := c.Providers["email"][0]; p.Retry.MaxAttempts != 2 || p.Retry.InitialBackoff != 500*time.Millisecond {
 				t.Errorf("retry defaults not filled: %+v", p.Retry)
 			}
 			if got := c.Templates["email"]["paid"]["en"].Text; got != "Hi {{.CustomerFirstName}}, s3cret" {
@@ -115,21 +115,46 @@ providers:
   sms: {kind: twilio, twilio: {account_sid: AC0123456789abcdef0123456789abcdef, auth_token: "${NOTIFYD_TEST_SECRET}", from: "+15550001111"}, rate_limit: {per_second: 10}}
   whatsapp: {kind: meta, meta: {phone_number_id: "1234567890", access_token: "${NOTIFYD_TEST_SECRET}"}}
 `, check: func(t *testing.T, c Config) {
-			if c.Providers["email"].SMTP.Password != "s3cret" || c.Providers["sms"].Twilio.From != "+15550001111" || c.Providers["whatsapp"].Meta.PhoneNumberID != "1234567890" {
+			if c.Providers["email"][0].SMTP.Password != "s3cret" || c.Providers["sms"][0].Twilio.From != "+15550001111" || c.Providers["whatsapp"][0].Meta.PhoneNumberID != "1234567890" {
 				t.Errorf("providers: %+v", c.Providers)
 			}
-			for name, p := range c.Providers {
-				if _, err := p.provider(nil); err != nil {
-					t.Errorf("%s: %v", name, err)
-				}
+			if _, err := c.routes(nil); err != nil {
+				t.Error(err)
 			}
 		}},
+		{name: "a list of providers fails over in order", yaml: `
+providers:
+  sms:
+    - {kind: twilio, twilio: {account_sid: AC0123456789abcdef0123456789abcdef, auth_token: "${NOTIFYD_TEST_SECRET}", from: "+15550001111"}, circuit_breaker: {failure_ratio: 0.3, cool_off: 10s}}
+    - {kind: webhook, webhook: {url: "https://sms-backup.example/send"}, retry: {max_attempts: 2}}
+processing: {cooldown: 10m}
+`, check: func(t *testing.T, c Config) {
+			sms := c.Providers["sms"]
+			if len(sms) != 2 || sms[0].Kind != "twilio" || sms[1].Kind != "webhook" || sms[1].Retry.MaxAttempts != 2 {
+				t.Fatalf("sms chain: %+v", sms)
+			}
+			if b := sms[0].CircuitBreaker; b.FailureRatio != 0.3 || b.CoolOff != 10*time.Second || b.MinCalls != 10 || b.Window != time.Minute {
+				t.Errorf("circuit breaker (defaults filled in): %+v", b)
+			}
+			if c.Processing.Cooldown != 10*time.Minute {
+				t.Errorf("cooldown = %s", c.Processing.Cooldown)
+			}
+			routes, err := c.routes(nil)
+			if err != nil || len(routes["sms"]) != 2 || routes["sms"][0].Provider.Name() != "twilio" || routes["sms"][1].Provider.Name() != "webhook" {
+				t.Errorf("routes = %+v, %v", routes["sms"], err)
+			}
+		}},
+		{name: "an empty provider list", yaml: "providers:\n  sms: []\n", wantErr: "providers.sms: want at least one provider"},
+		{name: "a bad block in a list names its index", yaml: "providers:\n  sms:\n    - {kind: console}\n    - {kind: webhook}\n", wantErr: "providers.sms[1].webhook.url:"},
+		{name: "a bad type in a list names its index", yaml: "providers:\n  sms:\n    - {kind: console}\n    - {kind: console, retry: {max_attempts: many}}\n", wantErr: "providers.sms[1].retry.max_attempts: want"},
+		{name: "bad circuit breaker", yaml: "providers:\n  sms: {kind: console, circuit_breaker: {failure_ratio: 2}}\n", wantErr: "providers.sms.circuit_breaker.failure_ratio: must be in (0, 1]"},
+		{name: "negative cooldown", yaml: "processing: {cooldown: -1s}\n", wantErr: "processing.cooldown: must not be negative"},
 		{name: "missing kind", yaml: "providers:\n  sms: {}\n", wantErr: "providers.sms.kind:"},
 		{name: "webhook without url", yaml: "providers:\n  sms: {kind: webhook}\n", wantErr: "providers.sms.webhook.url:"},
 		{name: "webhook with a secret header", yaml: "providers:\n  sms: {kind: webhook, webhook: {url: \"https://gw.example.com/sms\", headers: {Authorization: \"Bearer ${NOTIFYD_TEST_SECRET}\"}}}\n",
 			check: func(t *testing.T, c Config) {
-				if c.Providers["sms"].Webhook.Headers["Authorization"] != "Bearer s3cret" {
-					t.Errorf("webhook: %+v", c.Providers["sms"].Webhook)
+				if c.Providers["sms"][0].Webhook.Headers["Authorization"] != "Bearer s3cret" {
+					t.Errorf("webhook: %+v", c.Providers["sms"][0].Webhook)
 				}
 			}},
 		{name: "bad rate limit", yaml: "providers:\n  sms: {kind: console, rate_limit: {per_second: -3}}\n", wantErr: "providers.sms.rate_limit.per_second:"},
@@ -166,7 +191,7 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Providers) != 3 || c.Providers["whatsapp"].Kind != "console" {
+	if len(c.Providers) != 3 || c.Providers["whatsapp"][0].Kind != "console" {
 		t.Errorf("providers: %+v", c.Providers)
 	}
 }
@@ -262,8 +287,8 @@ func TestSecretsInConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := c.Providers["email"].SMTP.Password; tc.want != "" && got != tc.want {
-				t.Errorf("password %q, want %q", got, tc.want)
+			if email := c.Providers["email"]; tc.want != "" && (len(email) == 0 || email[0].SMTP.Password != tc.want) {
+				t.Errorf("email providers %+v, want the password %q", email, tc.want)
 			}
 			switch tc.name {
 			case "a list from the environment":
@@ -271,7 +296,7 @@ func TestSecretsInConfig(t *testing.T) {
 					t.Errorf("brokers %q", c.Kafka.Brokers)
 				}
 			case "webhook headers from a file":
-				if h := c.Providers["sms"].Webhook.Headers; len(h) != 2 || h["Authorization"] != "Bearer from-a-file-token" || h["X-Version"] != "2" {
+				if h := c.Providers["sms"][0].Webhook.Headers; len(h) != 2 || h["Authorization"] != "Bearer from-a-file-token" || h["X-Version"] != "2" {
 					t.Errorf("headers %q", h)
 				}
 			default:

@@ -101,6 +101,26 @@ func (l *loader) walk(n *yaml.Node, t reflect.Type, path string, secret bool) er
 	if path != "" {
 		l.lines[n.Line] = path
 	}
+	if t == reflect.TypeFor[ProviderChain]() {
+		if n.Kind == yaml.MappingNode {
+			// A single provider block: a chain of one.
+			item := *n
+			*n = yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: []*yaml.Node{&item}, Line: n.Line, Column: n.Column}
+			l.visited[&item] = false
+			return l.walk(&item, t.Elem(), path, secret)
+		}
+		if n.Kind == yaml.SequenceNode {
+			if len(n.Content) == 0 {
+				return fmt.Errorf("%s: want at least one provider", path)
+			}
+			for i, v := range n.Content {
+				if err := l.walk(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i), secret); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
 	switch {
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
 		return l.walkStruct(n, t, path, secret)

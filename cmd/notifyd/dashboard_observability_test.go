@@ -414,12 +414,12 @@ func TestComposeNotifydConfig(t *testing.T) {
 	if c.API.Listen != "0.0.0.0:8000" || !c.API.AllowInsecure {
 		t.Errorf("api: %+v (the stack publishes 8000 on the host's loopback)", c.API)
 	}
-	if e := c.Providers["email"]; e.Kind != "smtp" || e.SMTP.Host != "mailpit" || e.SMTP.Port != 1025 || e.SMTP.TLS != "none" {
+	if e := c.Providers["email"][0]; e.Kind != "smtp" || e.SMTP.Host != "mailpit" || e.SMTP.Port != 1025 || e.SMTP.TLS != "none" {
 		t.Errorf("email provider %+v", e)
 	}
 	for _, ch := range []string{"sms", "whatsapp"} {
-		if c.Providers[ch].Kind != "console" {
-			t.Errorf("%s provider %q", ch, c.Providers[ch].Kind)
+		if c.Providers[ch][0].Kind != "console" {
+			t.Errorf("%s provider %q", ch, c.Providers[ch][0].Kind)
 		}
 	}
 	for _, ch := range []string{"email", "sms", "whatsapp"} {

@@ -24,7 +24,6 @@ import (
 	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/consumer/embedded"
 	"github.com/notifyd/notifyd/dispatch"
-	"github.com/notifyd/notifyd/schemas"
 )
 
 func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -50,20 +49,11 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	dcfg := dispatch.Config{
-		Providers: map[schemas.Channel]dispatch.Provider{}, Retry: map[schemas.Channel]dispatch.RetryPolicy{},
-		RateLimits: map[schemas.Channel]dispatch.RateLimit{}, Templates: templates, Redactor: redactor,
+	routes, err := cfg.routes(stdout)
+	if err != nil {
+		return err
 	}
-	for name, p := range cfg.Providers {
-		ch := schemas.Channel(name)
-		provider, err := p.provider(stdout)
-		if err != nil {
-			return fmt.Errorf("providers.%s.%w", name, err)
-		}
-		dcfg.Providers[ch] = provider
-		dcfg.Retry[ch] = p.Retry
-		dcfg.RateLimits[ch] = p.RateLimit
-	}
+	dcfg := dispatch.Config{Routes: routes, Templates: templates, Redactor: redactor, Cooldown: cfg.Processing.Cooldown}
 
 	reg := newRegistry()
 	dcfg.Metrics = dispatch.NewMetrics(reg)
