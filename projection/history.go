@@ -31,7 +31,11 @@ import (
 //	    does the transaction's deletion (a tombstone on payment-events);
 //	s/<session_id><channel>\x00<state> -> processed_at (unix ns, BE64)
 //	    when each channel was last sent for each state of a transaction:
-//	    what processing.cooldown is checked against (LastSent).
+//	    what processing.cooldown is checked against (LastSent);
+//	x/<provider_message_id> -> Correlation (see deliveries.go).
+//
+// A receipt saying a channel's latest message was undelivered or failed
+// adds a needs-attention entry too (deliveries.go).
 //
 // A session_id in a key is its length (uvarint) then its bytes. The time is
 // processed_at, inverted so that byte order is newest first.
@@ -47,7 +51,7 @@ const (
 	// keyHistoryVersion marks a store whose history index covers every
 	// result it applied; a store without it re-reads the results topic.
 	keyHistoryVersion = "m/history-version"
-	historyVersion    = 2 // 2: the s/ entries
+	historyVersion    = 3 // 2: the s/ entries; 3: the x/ entries (deliveries.go)
 )
 
 // channelState is the latest attempt of one channel of a transaction.
@@ -59,17 +63,20 @@ type channelState struct {
 }
 
 // AttentionItem is a channel whose latest attempt failed and that was not
-// sent since.
+// sent since: the provider failed (Reason), or the provider's receipt says
+// the message was not delivered (Delivery undelivered or failed; Reason
+// empty, ProcessedAt the receipt's occurred_at).
 type AttentionItem struct {
-	SessionID   string          `json:"session_id"`
-	OrderNo     string          `json:"order_no,omitempty"`
-	Channel     schemas.Channel `json:"channel"`
-	Reason      schemas.Reason  `json:"reason"`
-	Provider    string          `json:"provider,omitempty"`
-	Detail      string          `json:"detail,omitempty"`
-	CommandID   string          `json:"command_id"`
-	RequestedBy string          `json:"requested_by,omitempty"`
-	ProcessedAt time.Time       `json:"processed_at"`
+	SessionID   string                 `json:"session_id"`
+	OrderNo     string                 `json:"order_no,omitempty"`
+	Channel     schemas.Channel        `json:"channel"`
+	Reason      schemas.Reason         `json:"reason,omitempty"`
+	Delivery    schemas.DeliveryStatus `json:"delivery,omitempty"`
+	Provider    string                 `json:"provider,omitempty"`
+	Detail      string                 `json:"detail,omitempty"`
+	CommandID   string                 `json:"command_id"`
+	RequestedBy string                 `json:"requested_by,omitempty"`
+	ProcessedAt time.Time              `json:"processed_at"`
 }
 
 // needsAttention reports whether a channel result is a failure a resend may
@@ -158,11 +165,15 @@ func indexResult(b *pebble.Batch, value []byte) error {
 	if err := b.Set(historyKey(r.SessionID, r.ProcessedAt, r.CommandID), []byte(r.CommandID), nil); err != nil {
 		return err
 	}
+	var sent []schemas.ChannelResult // indexed once their channel states are
 	for _, c := range r.Channels {
 		if c.Status == schemas.StatusSent {
 			if err := noteSent(b, sentKey(r.SessionID, c.Channel, *r.State), r.ProcessedAt); err != nil {
 				return err
 			}
+		}
+		if c.Status == schemas.StatusSent {
+			sent = append(sent, c)
 		}
 		if c.Status != schemas.StatusSent && !needsAttention(c) {
 			continue // rejected: nothing was tried
@@ -205,6 +216,11 @@ func indexResult(b *pebble.Batch, value []byte) error {
 			return err
 		}
 		if err := b.Set(ck, v, nil); err != nil {
+			return err
+		}
+	}
+	for _, c := range sent {
+		if err := indexSent(b, &r, c); err != nil {
 			return err
 		}
 	}

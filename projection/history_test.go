@@ -17,7 +17,8 @@ import (
 var t0 = time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
 
 // result is a delivery result of command id about session, processed at
-// t0 + minute minutes, with a channel result per "channel:status[:reason[:provider]]".
+// t0 + minute minutes, with a channel result per
+// "channel:status[:reason[:provider[:provider_message_id]]]".
 func result(id, session string, minute int, channels ...string) []byte {
 	st := schemas.StatePaid
 	r := schemas.DeliveryResult{
@@ -26,10 +27,10 @@ func result(id, session string, minute int, channels ...string) []byte {
 		RequestedBy: "tester", ProcessedAt: t0.Add(time.Duration(minute) * time.Minute),
 	}
 	for _, c := range channels {
-		fields := append(strings.Split(c, ":"), "", "", "")
-		ch, status, reason, provider := fields[0], fields[1], fields[2], fields[3]
+		fields := append(strings.Split(c, ":"), "", "", "", "")
+		ch, status, reason, provider, msgID := fields[0], fields[1], fields[2], fields[3], fields[4]
 		r.Channels = append(r.Channels, schemas.ChannelResult{Channel: schemas.Channel(ch), Status: schemas.ChannelStatus(status),
-			Reason: schemas.Reason(reason), Provider: provider, Attempts: 1})
+			Reason: schemas.Reason(reason), Provider: provider, ProviderMessageID: msgID, Attempts: 1})
 	}
 	b, _ := json.Marshal(r)
 	return b

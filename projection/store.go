@@ -42,6 +42,9 @@ type Options struct {
 	// stored. They are part of the offset keys.
 	EventsTopic  string
 	ResultsTopic string
+	// DeliveriesTopic names the topic of delivery events, whose offsets
+	// are stored; empty: ApplyDeliveries is an error.
+	DeliveriesTopic string
 	// Logger receives the store's own log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -60,9 +63,11 @@ type Store struct {
 	mu            sync.Mutex
 	eventOffsets  map[int]int64
 	resultOffsets map[int]int64
-	txnCount      int64
-	changed       chan struct{}
-	closed        bool
+	// deliveryOffsets are the deliveries topic's (see deliveries.go).
+	deliveryOffsets map[int]int64
+	txnCount        int64
+	changed         chan struct{}
+	closed          bool
 }
 
 // Open opens (creating if needed) the store in dir and loads its offsets.
@@ -84,6 +89,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{db: db, opts: opts, log: log, changed: make(chan struct{})}
 	if s.eventOffsets, err = s.loadOffsets(prefixEventOffset, opts.EventsTopic); err == nil {
 		s.resultOffsets, err = s.loadOffsets(prefixResultOffset, opts.ResultsTopic)
+	}
+	if err == nil {
+		s.deliveryOffsets, err = s.loadOffsets(prefixDeliveryOffset, opts.DeliveriesTopic)
 	}
 	if err == nil {
 		s.txnCount, err = s.getInt(keyTxnCount)
@@ -329,7 +337,8 @@ func getCopy(r interface {
 
 // Digest returns a SHA-256 over the projection, the history index and the
 // idempotency table (every snapshot, order_no mapping, history entry,
-// channel state, needs-attention entry and result, in key order), leaving out
+// channel state, needs-attention entry, last send, correlation, delivery
+// status and result, in key order), leaving out
 // offsets and counters. A result recorded here and not yet read back from
 // the topic counts as if it had been (it is the one the topic will hold,
 // unless another instance's came first). Two stores that applied the same
@@ -343,7 +352,8 @@ func (s *Store) Digest() (string, error) {
 			h.Write(b)
 		}
 	}
-	for _, prefix := range []string{prefixTxn, prefixOrder, prefixHistory, prefixChannel, prefixAttention} {
+	for _, prefix := range []string{prefixTxn, prefixOrder, prefixHistory, prefixChannel, prefixAttention, prefixSent,
+		prefixCorrelation, prefixDelivery} {
 		if err := s.scan(prefix, func(k, v []byte) { write(k, v) }); err != nil {
 			return "", fmt.Errorf("digest: %w", err)
 		}

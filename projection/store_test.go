@@ -12,7 +12,7 @@ import (
 
 func openTest(t *testing.T, dir string) *Store {
 	t.Helper()
-	s, err := Open(dir, Options{EventsTopic: "payment-events", ResultsTopic: "notification-results"})
+	s, err := Open(dir, Options{EventsTopic: "payment-events", ResultsTopic: "notification-results", DeliveriesTopic: "notification-deliveries"})
 	if err != nil {
 		t.Fatal(err)
 	}

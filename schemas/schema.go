@@ -14,6 +14,7 @@ const (
 	SchemaPaymentEvent   = "payment-event"
 	SchemaResendCommand  = "resend-command"
 	SchemaDeliveryResult = "delivery-result"
+	SchemaDeliveryEvent  = "delivery-event"
 )
 
 // SchemaIDPrefix is the start of every embedded schema's $id, which ends

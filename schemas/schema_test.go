@@ -140,7 +140,7 @@ func at(t testing.TB, doc any, keys ...any) any {
 }
 
 func TestSchemaNames(t *testing.T) {
-	want := []string{SchemaDeliveryResult, SchemaPaymentEvent, SchemaResendCommand}
+	want := []string{SchemaDeliveryEvent, SchemaDeliveryResult, SchemaPaymentEvent, SchemaResendCommand}
 	if got := SchemaNames(); !slices.Equal(got, want) {
 		t.Fatalf("SchemaNames() = %v, want %v", got, want)
 	}
@@ -320,11 +320,14 @@ func TestValidExamples(t *testing.T) {
 				if err := decode(ex.schema, ex.data); err != nil {
 					t.Fatalf("decoder rejects it: %v", err)
 				}
-			case SchemaDeliveryResult:
+			case SchemaDeliveryResult, SchemaDeliveryEvent:
 				dec := json.NewDecoder(bytes.NewReader(ex.data))
 				dec.DisallowUnknownFields()
-				var r DeliveryResult
-				if err := dec.Decode(&r); err != nil {
+				var r any = &DeliveryResult{}
+				if ex.schema == SchemaDeliveryEvent {
+					r = &DeliveryEvent{}
+				}
+				if err := dec.Decode(r); err != nil {
 					t.Fatalf("unmarshal: %v", err)
 				}
 				out, err := json.Marshal(r)
@@ -358,8 +361,8 @@ func TestInvalidExamples(t *testing.T) {
 			if err := validate(t, ex.schema, ex.data); err == nil {
 				t.Error("schema accepts it")
 			}
-			if ex.schema == SchemaDeliveryResult {
-				return
+			if ex.schema == SchemaDeliveryResult || ex.schema == SchemaDeliveryEvent {
+				return // notifyd writes these; it has no decoder for them
 			}
 			err := decode(ex.schema, ex.data)
 			if err == nil {
@@ -740,4 +743,36 @@ func FuzzDecodeCommand(f *testing.F) {
 		_, err := DecodeCommand(data)
 		fuzzAgreement(t, SchemaResendCommand, data, err)
 	})
+}
+
+// TestDeliveryStatusAdvances is the furthest-status rule for receipts.
+func TestDeliveryStatusAdvances(t *testing.T) {
+	const none DeliveryStatus = ""
+	for _, c := range []struct {
+		from, next DeliveryStatus
+		want       bool
+	}{
+		{none, DeliverySent, true},
+		{none, DeliveryDelivered, true},
+		{none, DeliveryRead, true},
+		{none, DeliveryFailed, true},
+		{none, DeliveryUndelivered, true},
+		{DeliverySent, DeliverySent, false},
+		{DeliverySent, DeliveryDelivered, true},
+		{DeliverySent, DeliveryUndelivered, true},
+		{DeliverySent, DeliveryFailed, true},
+		{DeliveryDelivered, DeliverySent, false},
+		{DeliveryDelivered, DeliveryRead, true},
+		{DeliveryDelivered, DeliveryUndelivered, false},
+		{DeliveryRead, DeliveryDelivered, false},
+		{DeliveryRead, DeliveryFailed, false},
+		{DeliveryUndelivered, DeliveryDelivered, false},
+		{DeliveryUndelivered, DeliveryFailed, false},
+		{DeliveryFailed, DeliveryRead, false},
+		{DeliverySent, "opened", false},
+	} {
+		if got := c.from.Advances(c.next); got != c.want {
+			t.Errorf("%q.Advances(%q) = %v, want %v", c.from, c.next, got, c.want)
+		}
+	}
 }

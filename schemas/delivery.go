@@ -1,0 +1,91 @@
+package schemas
+
+import "time"
+
+// DeliveryStatus is how far a sent message got, as the provider's receipt
+// says.
+type DeliveryStatus string
+
+// The delivery statuses of a delivery event.
+const (
+	// DeliverySent: the provider (or the carrier) took the message on.
+	DeliverySent DeliveryStatus = "sent"
+	// DeliveryDelivered: it reached the customer's device or mailbox.
+	DeliveryDelivered DeliveryStatus = "delivered"
+	// DeliveryRead: the customer opened it (WhatsApp read receipts).
+	DeliveryRead DeliveryStatus = "read"
+	// DeliveryUndelivered: the carrier could not deliver it (final).
+	DeliveryUndelivered DeliveryStatus = "undelivered"
+	// DeliveryFailed: the provider could not send it (final).
+	DeliveryFailed DeliveryStatus = "failed"
+)
+
+// DeliveryStatuses lists every DeliveryStatus in a stable order.
+var DeliveryStatuses = []DeliveryStatus{DeliverySent, DeliveryDelivered, DeliveryRead, DeliveryUndelivered, DeliveryFailed}
+
+// Valid reports whether s is one of DeliveryStatuses.
+func (s DeliveryStatus) Valid() bool {
+	for _, v := range DeliveryStatuses {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Final reports whether nothing can follow s: undelivered and failed.
+func (s DeliveryStatus) Final() bool {
+	return s == DeliveryUndelivered || s == DeliveryFailed
+}
+
+// Advances reports whether a receipt saying next moves a message whose
+// furthest status is s (empty: none yet) further. This is the one rule for
+// receipts that arrive out of order or repeated: sent < delivered < read;
+// undelivered and failed are final, after sent but never after delivered
+// or read (a late failure report does not undo a delivery); nothing moves
+// a final status, and a status never moves to itself.
+func (s DeliveryStatus) Advances(next DeliveryStatus) bool {
+	if !next.Valid() || s == next || s.Final() {
+		return false
+	}
+	rank := map[DeliveryStatus]int{"": 0, DeliverySent: 1, DeliveryDelivered: 2, DeliveryRead: 3}
+	if next.Final() {
+		return rank[s] < rank[DeliveryDelivered]
+	}
+	return rank[next] > rank[s]
+}
+
+// DeliveryEvent is one change of a sent message's delivery status, from a
+// provider's receipt, on the deliveries topic (kafka.topics.deliveries, key
+// session_id; the provider_message_id when the message is not known).
+// command_id, result_id, session_id, order_no and channel come from the
+// delivery result that reported the message sent; they are empty when no
+// such result was found in time.
+type DeliveryEvent struct {
+	DeliveryID        string         `json:"delivery_id"`
+	CommandID         string         `json:"command_id,omitempty"`
+	ResultID          string         `json:"result_id,omitempty"`
+	SessionID         string         `json:"session_id,omitempty"`
+	OrderNo           string         `json:"order_no,omitempty"`
+	Channel           Channel        `json:"channel,omitempty"`
+	Provider          string         `json:"provider"`
+	ProviderMessageID string         `json:"provider_message_id"`
+	Status            DeliveryStatus `json:"status"`
+	// ProviderStatus is the status as the provider wrote it (Twilio's
+	// MessageStatus, Meta's status).
+	ProviderStatus string `json:"provider_status"`
+	ErrorCode      string `json:"error_code,omitempty"`
+	// ErrorDetail is the provider's error text with secrets and the
+	// recipient masked.
+	ErrorDetail string    `json:"error_detail,omitempty"`
+	OccurredAt  time.Time `json:"occurred_at"`
+	ReceivedAt  time.Time `json:"received_at"`
+}
+
+// Key is the record key of the event on the deliveries topic.
+func (e DeliveryEvent) Key() string {
+	if e.SessionID != "" {
+		return e.SessionID
+	}
+	return e.ProviderMessageID
+}
