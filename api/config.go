@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -42,6 +43,12 @@ type Config struct {
 	RateLimit dispatch.RateLimit `yaml:"rate_limit"`
 	// Console is the operator console under /console/ (api.console).
 	Console ConsoleConfig `yaml:"console"`
+	// PublicURL is the address providers call back, e.g.
+	// https://notify.example.com (api.public_url): Twilio's signatures
+	// are computed over <public_url>/callbacks/twilio, since behind a
+	// proxy the request's own URL differs; the twilio provider asks for
+	// status callbacks there. Unset: the request's own URL.
+	PublicURL string `yaml:"public_url"`
 }
 
 // ConsoleConfig is api.console.
@@ -151,6 +158,12 @@ func (c *Config) Validate() error {
 	}
 	if k := c.Console.SessionKey; k != "" && len(k) < MinSessionKeyLength {
 		return fmt.Errorf("api.console.session_key: at least %d characters (the value is not shown)", MinSessionKeyLength)
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return errors.New("api.public_url: must be an http(s) URL with a host and no query, e.g. https://notify.example.com")
+		}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("api.tls: cert_file and key_file go together")

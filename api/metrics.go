@@ -8,12 +8,19 @@ import (
 )
 
 // metrics are the API's collectors: notifyd_api_requests_total{code},
-// notifyd_api_request_duration_seconds and notifyd_api_waiting (requests
-// waiting for a result now). Labels are bounded: HTTP status codes only.
+// notifyd_api_request_duration_seconds, notifyd_api_waiting (requests
+// waiting for a result now) and notifyd_callbacks_total{provider,result}
+// (receipts). Labels are bounded: status codes, providers, results.
 type metrics struct {
-	requests *prometheus.CounterVec
-	duration prometheus.Histogram
-	waiting  prometheus.Gauge
+	requests  *prometheus.CounterVec
+	duration  prometheus.Histogram
+	waiting   prometheus.Gauge
+	callbacks *prometheus.CounterVec
+}
+
+// callback records one answered receipt callback.
+func (m *metrics) callback(provider, result string) {
+	m.callbacks.WithLabelValues(provider, result).Inc()
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,9 +38,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "notifyd_api_waiting",
 			Help: "HTTP API requests waiting for their delivery result now (at most api.max_in_flight).",
 		}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifyd_callbacks_total",
+			Help: "Receipt callbacks answered, by provider (twilio, meta, webhook) and result: accepted, ignored (a status not tracked), bad_signature (401, nothing published), invalid (400), failed (503, the provider retries).",
+		}, []string{"provider", "result"}),
+	}
+	for _, p := range []string{"twilio", "meta", "webhook"} {
+		for _, r := range []string{callbackAccepted, callbackIgnored, callbackBadSignature, callbackInvalid, callbackFailed} {
+			m.callbacks.WithLabelValues(p, r)
+		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.waiting)
+		reg.MustRegister(m.requests, m.duration, m.waiting, m.callbacks)
 	}
 	return m
 }

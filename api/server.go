@@ -60,6 +60,11 @@ type Deps struct {
 	// Console backs the operator console under /console/; nil (or
 	// api.console.enabled: false) serves none.
 	Console ConsoleBackend
+	// Receipts takes the providers' receipts posted to /callbacks/*; nil
+	// serves no callbacks.
+	Receipts Receipts
+	// Callbacks are the secrets the receipts are verified with.
+	Callbacks CallbackSecrets
 }
 
 // Paths of the API.
@@ -215,6 +220,10 @@ func (e *exchange) detail(status int, msg string) { e.reply(answer{status, detai
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.console != nil && (r.URL.Path == strings.TrimSuffix(consolePrefix, "/") || strings.HasPrefix(r.URL.Path, consolePrefix)) {
 		s.serveConsole(w, r)
+		return
+	}
+	if s.deps.Receipts != nil && strings.HasPrefix(r.URL.Path, "/callbacks/") {
+		s.serveCallback(w, r)
 		return
 	}
 	start := time.Now()

@@ -24,6 +24,10 @@ type metrics struct {
 	deadLetterErrors prometheus.Counter
 	handedOver       prometheus.Counter
 	projectionEvents *prometheus.CounterVec
+	deliveries       *prometheus.CounterVec
+	// deliveryLabels are the (channel, provider) pairs of the configured
+	// providers, whose delivery series start at zero.
+	deliveryLabels [][2]string
 }
 
 // Dead-letter reasons (notifyd_dead_letters_total{reason}).
@@ -72,6 +76,10 @@ func newMetrics() *metrics {
 			Name: "notifyd_projection_events_total",
 			Help: "Payment-events records applied to the projection, by result (applied, stale, tombstone, invalid).",
 		}, []string{"result"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifyd_deliveries_total",
+			Help: "Delivery events published from providers' receipts, by channel, provider and status (sent, delivered, read, undelivered, failed); channel unknown when the message was not found among the results.",
+		}, []string{"channel", "provider", "status"}),
 	}
 }
 
@@ -90,11 +98,17 @@ func (m *metrics) init() {
 	for _, r := range []string{"applied", "stale", "tombstone", "invalid"} {
 		m.projectionEvents.WithLabelValues(r)
 	}
+	for _, l := range m.deliveryLabels {
+		for _, st := range schemas.DeliveryStatuses {
+			m.deliveries.WithLabelValues(l[0], l[1], string(st))
+		}
+	}
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
 	m.init()
-	for _, c := range []prometheus.Collector{m.commands, m.failures, m.duration, m.inFlight, m.replayed, m.deadLetters, m.deadLetterErrors, m.handedOver, m.projectionEvents} {
+	for _, c := range []prometheus.Collector{m.commands, m.failures, m.duration, m.inFlight, m.replayed, m.deadLetters, m.deadLetterErrors, m.handedOver, m.projectionEvents,
+		m.deliveries} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -25,12 +25,14 @@ import (
 	"github.com/notifyd/notifyd/projection"
 )
 
-// Topics names the four topics of the contract.
+// Topics names the topics of the contract.
 type Topics struct {
 	PaymentEvents string `yaml:"payment_events"`
 	Commands      string `yaml:"commands"`
 	Results       string `yaml:"results"`
 	DeadLetter    string `yaml:"dead_letter"`
+	// Deliveries carries the delivery events made of providers' receipts.
+	Deliveries string `yaml:"deliveries"`
 }
 
 // DefaultTopics are the contract's default topic names.
@@ -40,13 +42,15 @@ func DefaultTopics() Topics {
 		Commands:      "notification-commands",
 		Results:       "notification-results",
 		DeadLetter:    "notification-commands-dlq",
+		Deliveries:    "notification-deliveries",
 	}
 }
 
 // DefaultTopicConfigs are the configs of created topics: payment-events is
 // compacted (the projection needs the last snapshot of every transaction,
 // forever), the others expire by time. Results are kept 30 days: a store
-// rebuilt from the topics remembers the command_ids answered within them.
+// rebuilt from the topics remembers the command_ids answered within them;
+// delivery events as long, the time a console looks back.
 func DefaultTopicConfigs() map[string]map[string]string {
 	const day = 24 * 60 * 60 * 1000
 	return map[string]map[string]string{
@@ -54,6 +58,7 @@ func DefaultTopicConfigs() map[string]map[string]string {
 		"commands":       {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(7 * day)},
 		"results":        {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
 		"dead_letter":    {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
+		"deliveries":     {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
 	}
 }
 
@@ -65,7 +70,7 @@ func (t Topics) WithDefaults() Topics {
 		def string
 	}{
 		{&t.PaymentEvents, d.PaymentEvents}, {&t.Commands, d.Commands},
-		{&t.Results, d.Results}, {&t.DeadLetter, d.DeadLetter},
+		{&t.Results, d.Results}, {&t.DeadLetter, d.DeadLetter}, {&t.Deliveries, d.Deliveries},
 	} {
 		if *f.v == "" {
 			*f.v = f.def
@@ -95,7 +100,7 @@ type Config struct {
 	TopicPartitions   int
 	ReplicationFactor int
 	// TopicConfigs are topic configs set on created topics, by role
-	// (payment_events, commands, results, dead_letter), laid over
+	// (payment_events, commands, results, dead_letter, deliveries), laid over
 	// DefaultTopicConfigs (kafka.topic_configs).
 	TopicConfigs map[string]map[string]string
 	// StoreDir holds the local store (store.dir, default ./data); the
@@ -202,6 +207,7 @@ func (c Config) Validate() error {
 	for key, name := range map[string]string{
 		"kafka.topics.payment_events": c.Topics.PaymentEvents, "kafka.topics.commands": c.Topics.Commands,
 		"kafka.topics.results": c.Topics.Results, "kafka.topics.dead_letter": c.Topics.DeadLetter,
+		"kafka.topics.deliveries": c.Topics.Deliveries,
 	} {
 		if name == "" {
 			continue
@@ -241,7 +247,7 @@ func (c Config) Validate() error {
 	}
 	for role := range c.TopicConfigs {
 		if _, ok := DefaultTopicConfigs()[role]; !ok {
-			return fmt.Errorf("kafka.topic_configs.%s: unknown topic (want payment_events, commands, results or dead_letter)", role)
+			return fmt.Errorf("kafka.topic_configs.%s: unknown topic (want payment_events, commands, results, dead_letter or deliveries)", role)
 		}
 	}
 	return nil
@@ -264,7 +270,10 @@ type Service struct {
 	mu sync.Mutex
 	// commands publishes the commands of in-process requesters; nil
 	// while not running.
-	commands   *kafka.Writer
+	commands *kafka.Writer
+	// receipts turns providers' receipts into delivery events; nil when
+	// not running.
+	receipts   *receipts
 	store      *projection.Store
 	dispatcher *dispatch.Dispatcher
 	events     *follower
@@ -406,6 +415,11 @@ func New(cfg Config, dcfg dispatch.Config, log *slog.Logger) (*Service, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{cfg: cfg, dcfg: dcfg, log: log, running: make(chan struct{}), metrics: newMetrics()}
+	for ch, routes := range dcfg.Routes {
+		for _, name := range dispatch.RouteNames(routes) {
+			s.metrics.deliveryLabels = append(s.metrics.deliveryLabels, [2]string{string(ch), name})
+		}
+	}
 	if cfg.Registerer != nil {
 		if err := s.metrics.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
@@ -463,12 +477,15 @@ type runtime struct {
 	stopFollowing context.CancelFunc
 	events        *follower
 	results       *follower
+	deliveries    *follower
 	refreshed     chan struct{}
 	pub           *wmkafka.Publisher
 	commands      *kafka.Writer
-	sub           *wmkafka.Subscriber
-	router        *message.Router
-	routerDone    chan error
+	// deliveryWriter publishes delivery events (receipts).
+	deliveryWriter *kafka.Writer
+	sub            *wmkafka.Subscriber
+	router         *message.Router
+	routerDone     chan error
 }
 
 // start brings the service up, in order: create or check the topics, open
@@ -480,7 +497,7 @@ func (rt *runtime) start(ctx context.Context) error {
 	// Metadata of notifyd's four topics only: kafka-go's transport otherwise
 	// fetches every topic of the cluster every few seconds.
 	conn := cfg.Conn()
-	rt.transport = conn.Transport(cfg.Topics.PaymentEvents, cfg.Topics.Commands, cfg.Topics.Results, cfg.Topics.DeadLetter)
+	rt.transport = conn.Transport(cfg.Topics.PaymentEvents, cfg.Topics.Commands, cfg.Topics.Results, cfg.Topics.DeadLetter, cfg.Topics.Deliveries)
 	rt.client = conn.Client(rt.transport)
 	rt.runCtx, rt.fatal = context.WithCancelCause(ctx)
 
@@ -526,19 +543,22 @@ func (rt *runtime) start(ctx context.Context) error {
 		}
 		return err
 	})
+	rt.deliveries = newFollower(cfg.Topics.Deliveries, store.DeliveryOffsets, func(p int, r []projection.Record) error {
+		return store.ApplyDeliveries(p, r)
+	})
 	s.mu.Lock()
 	s.events, s.results = rt.events, rt.results
 	s.mu.Unlock()
-	wm := newWatermarks(rt.client, cfg.Topics.PaymentEvents, cfg.Topics.Results)
+	wm := newWatermarks(rt.client, cfg.Topics.PaymentEvents, cfg.Topics.Results, cfg.Topics.Deliveries)
 	offs, err := wm.Get(ctx)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	s.noteRound(offs, nil, rt.events, rt.results)
+	s.noteRound(offs, nil, rt.events, rt.results, rt.deliveries)
 	rt.refreshed = make(chan struct{})
 	go func() {
 		defer close(rt.refreshed)
-		s.refresh(rt.followCtx, rt.client, wm, rt.events, rt.results)
+		s.refresh(rt.followCtx, rt.client, wm, rt.events, rt.results, rt.deliveries)
 	}()
 
 	// Commands: results publisher, subscriber, Router.
@@ -561,9 +581,14 @@ func (rt *runtime) start(ctx context.Context) error {
 	// writer here (Conn.Writer), on the service's transport.
 	rt.commands = conn.Writer()
 	rt.commands.Transport = rt.transport
+	// Delivery events from receipts: the same.
+	rt.deliveryWriter = conn.Writer()
+	rt.deliveryWriter.Transport = rt.transport
 	s.mu.Lock()
 	s.sub = rt.sub
 	s.commands = rt.commands
+	s.receipts = &receipts{store: store, writer: rt.deliveryWriter, topic: cfg.Topics.Deliveries, source: "notifyd/" + cfg.ClientID,
+		wait: cfg.CatchUpWait, redact: s.dcfg.Redactor, metrics: s.metrics, log: s.log.With("component", "receipts")}
 	s.mu.Unlock()
 	lifecycle := &commandLifecycle{
 		store: store, decisions: newIdempotency(store), dispatcher: dispatcher, watermarks: wm,
@@ -665,9 +690,9 @@ func (rt *runtime) stop() {
 			}
 			if rt.commands != nil {
 				rt.s.mu.Lock()
-				rt.s.commands = nil
+				rt.s.commands, rt.s.receipts = nil, nil
 				rt.s.mu.Unlock()
-				err = errors.Join(err, rt.commands.Close())
+				err = errors.Join(err, rt.commands.Close(), rt.deliveryWriter.Close())
 			}
 			return err
 		}},
@@ -679,6 +704,7 @@ func (rt *runtime) stop() {
 			if rt.events != nil {
 				rt.events.Wait()
 				rt.results.Wait()
+				rt.deliveries.Wait()
 			}
 			if rt.refreshed != nil {
 				<-rt.refreshed
@@ -737,6 +763,7 @@ func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error 
 	specs := []TopicSpec{
 		spec(cfg.Topics.PaymentEvents, "payment_events"), spec(cfg.Topics.Commands, "commands"),
 		spec(cfg.Topics.Results, "results"), spec(cfg.Topics.DeadLetter, "dead_letter"),
+		spec(cfg.Topics.Deliveries, "deliveries"),
 	}
 	err := RetryUnreachable(ctx, s.log.With("brokers", cfg.Brokers), "start", func(ctx context.Context) error {
 		return EnsureTopics(ctx, client, specs, *cfg.CreateTopics)
@@ -753,12 +780,13 @@ func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error 
 // from the topics rather than silently skipping records.
 func (s *Service) openStore(ctx context.Context, client *kafka.Client) (*projection.Store, error) {
 	dir := filepath.Join(s.cfg.StoreDir, "projection")
-	opts := projection.Options{EventsTopic: s.cfg.Topics.PaymentEvents, ResultsTopic: s.cfg.Topics.Results, Logger: s.log.With("component", "store")}
+	opts := projection.Options{EventsTopic: s.cfg.Topics.PaymentEvents, ResultsTopic: s.cfg.Topics.Results,
+		DeliveriesTopic: s.cfg.Topics.Deliveries, Logger: s.log.With("component", "store")}
 	store, err := projection.Open(dir, opts)
 	if err != nil {
 		return nil, err
 	}
-	offs, err := ListOffsets(ctx, client, s.cfg.Topics.PaymentEvents, s.cfg.Topics.Results)
+	offs, err := ListOffsets(ctx, client, s.cfg.Topics.PaymentEvents, s.cfg.Topics.Results, s.cfg.Topics.Deliveries)
 	if err != nil {
 		_ = store.Close()
 		return nil, fmt.Errorf("start: %w", err)
@@ -774,6 +802,9 @@ func (s *Service) openStore(ctx context.Context, client *kafka.Client) (*project
 	bad := check(s.cfg.Topics.PaymentEvents, store.EventOffsets())
 	if bad == "" {
 		bad = check(s.cfg.Topics.Results, store.ResultOffsets())
+	}
+	if bad == "" {
+		bad = check(s.cfg.Topics.Deliveries, store.DeliveryOffsets())
 	}
 	if bad == "" {
 		return store, nil

@@ -179,6 +179,16 @@ func httpAccountStatus(status int) bool {
 	return status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusProxyAuthRequired
 }
 
+// RouteNames are the names of a channel's routes as results give them
+// (the provider field): see routeName.
+func RouteNames(routes []Route) []string {
+	out := make([]string, len(routes))
+	for i := range routes {
+		out[i] = routeName(routes, i)
+	}
+	return out
+}
+
 // routeName names route i of a channel's routes: the provider's name, with
 // "#<n>" appended when an earlier route has the same name.
 func routeName(routes []Route, i int) string {

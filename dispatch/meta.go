@@ -35,6 +35,13 @@ type MetaConfig struct {
 	// whatsapp_business_messaging permission, sent as a Bearer token.
 	// Required. It is a secret: it never appears in errors, details or logs.
 	AccessToken string `yaml:"access_token" secret:""`
+	// AppSecret is the Meta app's secret: delivery receipts posted to
+	// /callbacks/meta must be signed with it (X-Hub-Signature-256).
+	// Optional; unset, no receipt is accepted. A secret.
+	AppSecret string `yaml:"app_secret" secret:""`
+	// VerifyToken is what Meta's subscription handshake must present
+	// (hub.verify_token) on GET /callbacks/meta. Optional. A secret.
+	VerifyToken string `yaml:"verify_token" secret:""`
 }
 
 var metaAPIVersion = regexp.MustCompile(`^v[0-9]+\.[0-9]+$`)

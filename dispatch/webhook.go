@@ -28,6 +28,10 @@ type WebhookConfig struct {
 	// written as ${TOKEN} in the configuration. Their values are secrets:
 	// they never appear in logs, errors or results.
 	Headers map[string]string `yaml:"headers" secret:"values"`
+	// ReceiptSecret signs the delivery receipts the peer posts to
+	// /callbacks/webhook (X-Notifyd-Signature, see the README). Optional;
+	// unset, no receipt of this provider is accepted. A secret.
+	ReceiptSecret string `yaml:"receipt_secret" secret:""`
 }
 
 // Validate names the first bad field.

@@ -177,13 +177,39 @@ func (p ProviderConfig) provider(console io.Writer) (dispatch.Provider, error) {
 	return nil, fmt.Errorf("kind: unknown kind %q", p.Kind)
 }
 
+// callbackSecrets are the secrets of the configured providers that
+// receipts are verified with.
+func (c *Config) callbackSecrets() api.CallbackSecrets {
+	sec := api.CallbackSecrets{TwilioAuthTokens: map[string]string{}}
+	for _, chain := range c.Providers {
+		for _, p := range chain {
+			switch {
+			case p.Kind == "twilio":
+				sec.TwilioAuthTokens[p.Twilio.AccountSID] = p.Twilio.AuthToken
+			case p.Kind == "meta" && p.Meta.AppSecret != "":
+				sec.MetaAppSecrets = append(sec.MetaAppSecrets, p.Meta.AppSecret)
+				if p.Meta.VerifyToken != "" {
+					sec.MetaVerifyToken = p.Meta.VerifyToken
+				}
+			case p.Kind == "webhook" && p.Webhook.ReceiptSecret != "":
+				sec.WebhookSecrets = append(sec.WebhookSecrets, p.Webhook.ReceiptSecret)
+			}
+		}
+	}
+	return sec
+}
+
 // routes builds every channel's providers, in order; console providers
-// print to console.
+// print to console. A twilio provider without status_callback asks for
+// status callbacks at <api.public_url>/callbacks/twilio when that is set.
 func (c *Config) routes(console io.Writer) (map[schemas.Channel][]dispatch.Route, error) {
 	out := map[schemas.Channel][]dispatch.Route{}
 	for name, chain := range c.Providers {
 		ch := schemas.Channel(name)
 		for i, p := range chain {
+			if p.Kind == "twilio" && p.Twilio.StatusCallback == "" && c.API.PublicURL != "" {
+				p.Twilio.StatusCallback = strings.TrimSuffix(c.API.PublicURL, "/") + api.PathCallbackTwilio
+			}
 			provider, err := p.provider(console)
 			if err != nil {
 				return nil, fmt.Errorf("%s.%w", chain.key(name, i), err)

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +14,7 @@ import (
 	"time"
 
 	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/schemas"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -144,6 +149,52 @@ processing: {cooldown: 10m}
 				t.Errorf("routes = %+v, %v", routes["sms"], err)
 			}
 		}},
+		{name: "receipts: public_url, meta secrets, webhook receipt secret, the deliveries topic", yaml: `
+kafka: {topics: {deliveries: my-deliveries}}
+api: {public_url: "https://notify.example.com/"}
+providers:
+  sms:
+    - {kind: twilio, twilio: {account_sid: AC0123456789abcdef0123456789abcdef, auth_token: "${NOTIFYD_TEST_SECRET}", from: "+15550001111"}}
+    - {kind: twilio, twilio: {account_sid: AC2, auth_token: other-token, from: "+15550001111", status_callback: "https://elsewhere.example/cb"}}
+  whatsapp: {kind: meta, meta: {phone_number_id: "1234567890", access_token: tok, app_secret: "${NOTIFYD_TEST_SECRET}", verify_token: verify-me}}
+  email: {kind: webhook, webhook: {url: "https://mail.example/send", receipt_secret: hook-secret}}
+`, check: func(t *testing.T, c Config) {
+			if c.Kafka.Topics.Deliveries != "my-deliveries" {
+				t.Errorf("kafka.topics.deliveries = %q", c.Kafka.Topics.Deliveries)
+			}
+			sec := c.callbackSecrets()
+			if sec.TwilioAuthTokens["AC0123456789abcdef0123456789abcdef"] != "s3cret" || sec.TwilioAuthTokens["AC2"] != "other-token" ||
+				len(sec.MetaAppSecrets) != 1 || sec.MetaAppSecrets[0] != "s3cret" || sec.MetaVerifyToken != "verify-me" ||
+				len(sec.WebhookSecrets) != 1 || sec.WebhookSecrets[0] != "hook-secret" {
+				t.Errorf("callback secrets: %+v", sec)
+			}
+			// The status callback is asked for at public_url unless set.
+			var peer []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_ = r.ParseForm()
+				peer = append(peer, r.PostForm.Get("StatusCallback"))
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusCreated)
+				_, _ = io.WriteString(w, `{"sid":"SM1","status":"queued"}`)
+			}))
+			defer srv.Close()
+			for i := range c.Providers["sms"] {
+				c.Providers["sms"][i].Twilio.BaseURL = srv.URL
+			}
+			routes, err := c.routes(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range routes["sms"] {
+				if _, err := r.Provider.Send(context.Background(), dispatch.Message{Channel: schemas.ChannelSMS, To: "+96555001234", Text: "hi"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if want := []string{"https://notify.example.com/callbacks/twilio", "https://elsewhere.example/cb"}; !slices.Equal(peer, want) {
+				t.Errorf("StatusCallback sent: %q, want %q", peer, want)
+			}
+		}},
+		{name: "bad public_url", yaml: "api: {listen: \"127.0.0.1:0\", public_url: \"notify.example.com\"}\n", wantErr: "api.public_url: must be an http(s) URL"},
 		{name: "an empty provider list", yaml: "providers:\n  sms: []\n", wantErr: "providers.sms: want at least one provider"},
 		{name: "a bad block in a list names its index", yaml: "providers:\n  sms:\n    - {kind: console}\n    - {kind: webhook}\n", wantErr: "providers.sms[1].webhook.url:"},
 		{name: "a bad type in a list names its index", yaml: "providers:\n  sms:\n    - {kind: console}\n    - {kind: console, retry: {max_attempts: many}}\n", wantErr: "providers.sms[1].retry.max_attempts: want"},

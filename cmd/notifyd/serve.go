@@ -169,6 +169,7 @@ func startAPI(cfg Config, svc *consumer.Service, reg *prometheus.Registry, stdou
 	}
 	srv, err := api.New(acfg, api.Deps{
 		Commands: svc, Results: svc, Registerer: reg, Console: console,
+		Receipts: svc, Callbacks: cfg.callbackSecrets(),
 		// 503 while starting or while Kafka is unreachable; not while the
 		// projection catches up (answers wait for it instead). The reason
 		// stops before its details (broker addresses, errors).

@@ -1,0 +1,321 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// receiptLog stands where cmd wires the consumer's RecordReceipt: it keeps
+// what it was given, or fails when told to.
+type receiptLog struct {
+	mu   sync.Mutex
+	got  []receipt
+	fail error
+}
+
+func (l *receiptLog) RecordReceipt(_ context.Context, ev schemas.DeliveryEvent, recipient string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fail != nil {
+		return l.fail
+	}
+	l.got = append(l.got, receipt{ev, recipient})
+	return nil
+}
+
+func (l *receiptLog) take() []receipt {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.got
+	l.got = nil
+	return out
+}
+
+const (
+	testPublicURL   = "https://notify.example.com"
+	testAccountSID  = "AC00000000000000000000000000000001"
+	testAuthToken   = "twilio-auth-token-1"
+	testAppSecret   = "meta-app-secret-1"
+	testVerifyToken = "meta-verify-token"
+	testHookSecret  = "webhook-receipt-secret"
+)
+
+func callbackServer(t *testing.T) (http.Handler, *receiptLog, *prometheus.Registry) {
+	t.Helper()
+	cfg := Config{Listen: DefaultListen, PublicURL: testPublicURL}
+	cfg.SetDefaults()
+	k := newMemoryKafka()
+	log := &receiptLog{}
+	reg := prometheus.NewRegistry()
+	s, err := New(cfg, Deps{Commands: k, Results: k, Registerer: reg, Receipts: log, Callbacks: CallbackSecrets{
+		TwilioAuthTokens: map[string]string{testAccountSID: testAuthToken},
+		MetaAppSecrets:   []string{"another-app-secret", testAppSecret}, MetaVerifyToken: testVerifyToken,
+		WebhookSecrets: []string{testHookSecret},
+	}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Handler(), log, reg
+}
+
+func do(h http.Handler, r *http.Request) (int, string) {
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	b, _ := io.ReadAll(w.Result().Body)
+	return w.Code, strings.TrimSpace(string(b))
+}
+
+// twilioCallback is a status callback as Twilio sends it: form-encoded,
+// signed over signedURL (where Twilio was told to call) with token.
+func twilioCallback(token, signedURL string, params url.Values) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "http://10.0.0.7:8000"+PathCallbackTwilio, strings.NewReader(params.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if token != "" {
+		r.Header.Set("X-Twilio-Signature", TwilioSignature(token, signedURL, params))
+	}
+	return r
+}
+
+func twilioParams(status string, extra ...string) url.Values {
+	v := url.Values{"AccountSid": {testAccountSID}, "MessageSid": {"SM123"}, "SmsSid": {"SM123"}, "MessageStatus": {status},
+		"SmsStatus": {status}, "From": {"+15550001111"}, "To": {"+96555001234"}, "ApiVersion": {"2010-04-01"}}
+	for i := 0; i+1 < len(extra); i += 2 {
+		v.Set(extra[i], extra[i+1])
+	}
+	return v
+}
+
+// TestTwilioSignatureVector is Twilio's documented example of
+// X-Twilio-Signature.
+func TestTwilioSignatureVector(t *testing.T) {
+	params := url.Values{"CallSid": {"CA1234567890ABCDE"}, "Caller": {"+12349013030"}, "Digits": {"1234"},
+		"From": {"+12349013030"}, "To": {"+18005551212"}}
+	if got := TwilioSignature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", params); got != "0/KCTR6DLpKmkAf8muzZqo1nDgQ=" {
+		t.Errorf("TwilioSignature = %q", got)
+	}
+}
+
+// TestTwilioCallback: a callback signed like Twilio signs it (over
+// api.public_url, not the address the proxy forwarded to) is recorded and
+// answered 200, again when replayed; a bad, missing or foreign signature is
+// 401 and records nothing; statuses before the message leaves Twilio are
+// answered 200 and ignored; a receipt that cannot be recorded is 503.
+func TestTwilioCallback(t *testing.T) {
+	h, log, reg := callbackServer(t)
+	signed := testPublicURL + PathCallbackTwilio
+	params := twilioParams("undelivered", "ErrorCode", "30003", "ErrorMessage", "Unreachable destination handset")
+
+	for i := 0; i < 2; i++ { // the second time: replayed, as Twilio retries
+		if code, body := do(h, twilioCallback(testAuthToken, signed, params)); code != http.StatusOK {
+			t.Fatalf("good signature: %d %s", code, body)
+		}
+	}
+	got := log.take()
+	if len(got) != 2 {
+		t.Fatalf("recorded %d receipts, want 2", len(got))
+	}
+	ev := got[0].ev
+	if ev.Provider != "twilio" || ev.Channel != schemas.ChannelSMS || ev.ProviderMessageID != "SM123" || ev.Status != schemas.DeliveryUndelivered ||
+		ev.ProviderStatus != "undelivered" || ev.ErrorCode != "30003" || ev.ErrorDetail != "Unreachable destination handset" ||
+		ev.ReceivedAt.IsZero() || got[0].recipient != "+96555001234" {
+		t.Errorf("receipt: %+v to %q", ev, got[0].recipient)
+	}
+
+	for name, r := range map[string]*http.Request{
+		"signed over the proxied URL": twilioCallback(testAuthToken, "http://10.0.0.7:8000"+PathCallbackTwilio, params),
+		"signed with another token":   twilioCallback("not-the-token", signed, params),
+		"no signature":                twilioCallback("", signed, params),
+		"another account":             twilioCallback(testAuthToken, signed, twilioParams("delivered", "AccountSid", "AC999")),
+		"a parameter changed after it": func() *http.Request {
+			r := twilioCallback(testAuthToken, signed, params)
+			r.Body = io.NopCloser(strings.NewReader(twilioParams("delivered").Encode()))
+			return r
+		}(),
+	} {
+		if code, _ := do(h, r); code != http.StatusUnauthorized {
+			t.Errorf("%s: %d, want 401", name, code)
+		}
+	}
+	if got := log.take(); len(got) != 0 {
+		t.Errorf("unverified callbacks recorded: %+v", got)
+	}
+	if n := callbackCount(t, reg, "twilio", callbackBadSignature); n != 5 {
+		t.Errorf("notifyd_callbacks_total{twilio,bad_signature} = %v, want 5", n)
+	}
+
+	if code, _ := do(h, twilioCallback(testAuthToken, signed, twilioParams("queued"))); code != http.StatusOK {
+		t.Errorf("queued: %d", code)
+	}
+	if got := log.take(); len(got) != 0 {
+		t.Errorf("a queued status was recorded: %+v", got)
+	}
+	log.fail = errors.New("brokers down")
+	if code, _ := do(h, twilioCallback(testAuthToken, signed, twilioParams("delivered"))); code != http.StatusServiceUnavailable {
+		t.Errorf("a receipt not recorded: %d, want 503", code)
+	}
+}
+
+// callbackCount is notifyd_callbacks_total{provider,result} in reg.
+func callbackCount(t *testing.T, reg *prometheus.Registry, provider, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "notifyd_callbacks_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			if l["provider"] == provider && l["result"] == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no notifyd_callbacks_total{%s,%s}", provider, result)
+	return 0
+}
+
+const metaBody = `{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{
+ "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
+ "statuses":[
+  {"id":"wamid.A","status":"read","timestamp":"1764842400","recipient_id":"96555001234","pricing":{"billable":true}},
+  {"id":"wamid.B","status":"failed","timestamp":"1764842460","recipient_id":"96555001234",
+   "errors":[{"code":131026,"title":"Message undeliverable","message":"Message undeliverable","error_data":{"details":"Recipient +96555001234 cannot be reached"}}]},
+  {"id":"wamid.C","status":"deleted","timestamp":"1764842460","recipient_id":"96555001234"}]}}]}]}`
+
+func metaCallback(secret, body string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, PathCallbackMeta, strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	if secret != "" {
+		r.Header.Set("X-Hub-Signature-256", MetaSignature(secret, []byte(body)))
+	}
+	return r
+}
+
+// TestMetaCallback: the subscription handshake echoes the challenge only
+// with the verify token; a notification signed over its raw bytes with the
+// app secret has each of its statuses recorded (a status notifyd does not
+// track is skipped); a bad or missing signature, or a body changed by a
+// single byte, is 401 and records nothing.
+func TestMetaCallback(t *testing.T) {
+	h, log, _ := callbackServer(t)
+	hs := func(token string) (int, string) {
+		q := url.Values{"hub.mode": {"subscribe"}, "hub.verify_token": {token}, "hub.challenge": {"1158201444"}}
+		return do(h, httptest.NewRequest(http.MethodGet, PathCallbackMeta+"?"+q.Encode(), nil))
+	}
+	if code, body := hs(testVerifyToken); code != http.StatusOK || body != "1158201444" {
+		t.Errorf("handshake: %d %q", code, body)
+	}
+	if code, body := hs("guess"); code != http.StatusForbidden || strings.Contains(body, "1158201444") {
+		t.Errorf("handshake with a wrong token: %d %q", code, body)
+	}
+
+	if code, body := do(h, metaCallback(testAppSecret, metaBody)); code != http.StatusOK {
+		t.Fatalf("good signature: %d %s", code, body)
+	}
+	got := log.take()
+	if len(got) != 2 {
+		t.Fatalf("recorded %d receipts, want 2: %+v", len(got), got)
+	}
+	read, failed := got[0].ev, got[1].ev
+	if read.ProviderMessageID != "wamid.A" || read.Status != schemas.DeliveryRead || read.Provider != "meta" || read.Channel != schemas.ChannelWhatsApp ||
+		!read.OccurredAt.Equal(time.Unix(1764842400, 0)) || got[0].recipient != "+96555001234" {
+		t.Errorf("read receipt: %+v", got[0])
+	}
+	if failed.Status != schemas.DeliveryFailed || failed.ErrorCode != "131026" ||
+		failed.ErrorDetail != "Message undeliverable: Recipient +96555001234 cannot be reached" {
+		t.Errorf("failed receipt: %+v", failed)
+	}
+
+	for name, r := range map[string]*http.Request{
+		"another secret": metaCallback("not-the-secret", metaBody),
+		"no signature":   metaCallback("", metaBody),
+		"body changed": func() *http.Request {
+			r := metaCallback(testAppSecret, metaBody)
+			r.Body = io.NopCloser(strings.NewReader(strings.Replace(metaBody, `"failed"`, `"sent"  `, 1)))
+			return r
+		}(),
+	} {
+		if code, _ := do(h, r); code != http.StatusUnauthorized {
+			t.Errorf("%s: %d, want 401", name, code)
+		}
+	}
+	if got := log.take(); len(got) != 0 {
+		t.Errorf("unverified notifications recorded: %+v", got)
+	}
+}
+
+// TestWebhookCallback: a receipt signed with the receipt secret at about
+// now is recorded; one signed more than WebhookSignatureTolerance ago (a
+// replay), with another secret, or not at all is 401; a verified body that
+// is not a receipt is 400.
+func TestWebhookCallback(t *testing.T) {
+	h, log, _ := callbackServer(t)
+	req := func(secret string, at time.Time, body string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, PathCallbackWebhook, strings.NewReader(body))
+		if secret != "" {
+			r.Header.Set(WebhookSignatureHeader, WebhookSignature(secret, at, []byte(body)))
+		}
+		return r
+	}
+	good := `{"id":"hook-1","status":"delivered","channel":"email","timestamp":"2026-12-04T10:00:00Z"}`
+	if code, body := do(h, req(testHookSecret, time.Now(), good)); code != http.StatusOK {
+		t.Fatalf("good signature: %d %s", code, body)
+	}
+	got := log.take()
+	if len(got) != 1 || got[0].ev.ProviderMessageID != "hook-1" || got[0].ev.Status != schemas.DeliveryDelivered ||
+		got[0].ev.Channel != schemas.ChannelEmail || got[0].ev.Provider != "webhook" || got[0].ev.ProviderStatus != "delivered" ||
+		!got[0].ev.OccurredAt.Equal(time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)) {
+		t.Fatalf("webhook receipt: %+v", got)
+	}
+	for name, c := range map[string]struct {
+		r    *http.Request
+		want int
+	}{
+		"replayed an hour later": {req(testHookSecret, time.Now().Add(-time.Hour), good), http.StatusUnauthorized},
+		"another secret":         {req("another-secret", time.Now(), good), http.StatusUnauthorized},
+		"no signature":           {req("", time.Now(), good), http.StatusUnauthorized},
+		"unknown status":         {req(testHookSecret, time.Now(), `{"id":"hook-1","status":"opened"}`), http.StatusBadRequest},
+		"no id":                  {req(testHookSecret, time.Now(), `{"status":"delivered"}`), http.StatusBadRequest},
+	} {
+		if code, _ := do(h, c.r); code != c.want {
+			t.Errorf("%s: %d, want %d", name, code, c.want)
+		}
+	}
+	if got := log.take(); len(got) != 0 {
+		t.Errorf("recorded: %+v", got)
+	}
+}
+
+// TestCallbacksOff: without secrets for it, an endpoint is 404.
+func TestCallbacksOff(t *testing.T) {
+	cfg := Config{Listen: DefaultListen}
+	cfg.SetDefaults()
+	k := newMemoryKafka()
+	s, err := New(cfg, Deps{Commands: k, Results: k, Receipts: &receiptLog{}, Callbacks: CallbackSecrets{MetaAppSecrets: []string{testAppSecret}}},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := do(s.Handler(), twilioCallback(testAuthToken, "http://example.com"+PathCallbackTwilio, twilioParams("sent"))); code != http.StatusNotFound {
+		t.Errorf("twilio callback with no twilio provider: %d, want 404", code)
+	}
+}

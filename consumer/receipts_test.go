@@ -1,0 +1,213 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/notifyd/notifyd/projection"
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// deliveryLog collects the delivery events of a topic.
+type deliveryLog struct {
+	mu   sync.Mutex
+	msgs []kafka.Message
+	evs  []schemas.DeliveryEvent
+}
+
+func followDeliveries(h *harness) *deliveryLog {
+	h.t.Helper()
+	l := &deliveryLog{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	h.t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		_ = Follow(ctx, h.conn, h.topics.Deliveries, false, func(m kafka.Message) bool {
+			var ev schemas.DeliveryEvent
+			if err := json.Unmarshal(m.Value, &ev); err != nil {
+				h.t.Errorf("delivery event is not JSON: %s", m.Value)
+			}
+			l.mu.Lock()
+			l.msgs, l.evs = append(l.msgs, m), append(l.evs, ev)
+			l.mu.Unlock()
+			return true
+		})
+	}()
+	return l
+}
+
+func (l *deliveryLog) of(id string) []schemas.DeliveryEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []schemas.DeliveryEvent
+	for _, ev := range l.evs {
+		if ev.ProviderMessageID == id {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func receipt(id string, status schemas.DeliveryStatus) schemas.DeliveryEvent {
+	now := time.Now().UTC()
+	return schemas.DeliveryEvent{Provider: "twilio", Channel: schemas.ChannelSMS, ProviderMessageID: id, Status: status,
+		ProviderStatus: string(status), OccurredAt: now, ReceivedAt: now}
+}
+
+// TestReceiptsEndToEnd: a receipt for a message a result reported sent is
+// published as a delivery event correlated to its command, with
+// CloudEvents headers and a masked detail; repeated and out-of-order
+// receipts publish nothing; a further status publishes again; an undelivered
+// message needs attention; a receipt that arrives before its result waits
+// for it; a receipt for a message no result reports is published after the
+// wait with what the provider said; and a new instance, rebuilt from the
+// topics, knows the furthest status.
+func TestReceiptsEndToEnd(t *testing.T) {
+	h := newHarness(t)
+	reg := prometheus.NewRegistry()
+	in := h.start(instanceOpts{registry: reg, catchUpWait: 3 * time.Second})
+	deliveries := followDeliveries(h)
+	ctx := context.Background()
+
+	h.event("s-rcpt", nil)
+	h.command(map[string]any{"command_id": "rcpt-1", "session_id": "s-rcpt", "channels": []string{"sms"}})
+	res := h.result("rcpt-1").result
+	if res.Outcome != schemas.OutcomeNotified {
+		t.Fatalf("result: %+v", res)
+	}
+	id := res.Channels[0].ProviderMessageID
+
+	for _, st := range []schemas.DeliveryStatus{schemas.DeliveryDelivered, schemas.DeliveryDelivered, schemas.DeliverySent} {
+		if err := in.svc.RecordReceipt(ctx, receipt(id, st), ""); err != nil {
+			t.Fatalf("receipt %s: %v", st, err)
+		}
+	}
+	h.poll("the delivered event", 30*time.Second, func() bool { return len(deliveries.of(id)) == 1 })
+	ev := deliveries.of(id)[0]
+	if ev.Status != schemas.DeliveryDelivered || ev.CommandID != "rcpt-1" || ev.ResultID != res.ResultID || ev.SessionID != "s-rcpt" ||
+		ev.Channel != schemas.ChannelSMS || ev.Provider != "recording" || ev.DeliveryID == "" {
+		t.Errorf("delivery event: %+v", ev)
+	}
+	deliveries.mu.Lock()
+	m := deliveries.msgs[0]
+	deliveries.mu.Unlock()
+	headers := map[string]string{}
+	for _, hd := range m.Headers {
+		headers[hd.Key] = string(hd.Value)
+	}
+	if string(m.Key) != "s-rcpt" || headers["ce_type"] != CETypeDelivery || headers["ce_id"] != ev.DeliveryID || headers["ce_specversion"] != "1.0" {
+		t.Errorf("record key %q, headers %v", m.Key, headers)
+	}
+
+	// Read moves it further; a late failure does not undo it.
+	for _, st := range []schemas.DeliveryStatus{schemas.DeliveryRead, schemas.DeliveryUndelivered} {
+		if err := in.svc.RecordReceipt(ctx, receipt(id, st), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.poll("the read event", 30*time.Second, func() bool { return len(deliveries.of(id)) >= 2 })
+
+	// Undelivered, with the recipient in the provider's detail.
+	h.command(map[string]any{"command_id": "rcpt-2", "session_id": "s-rcpt", "channels": []string{"sms"}, "force": true})
+	id2 := h.result("rcpt-2").result.Channels[0].ProviderMessageID
+	bad := receipt(id2, schemas.DeliveryUndelivered)
+	bad.ErrorCode, bad.ErrorDetail = "30003", "Unreachable destination handset +96555001234"
+	if err := in.svc.RecordReceipt(ctx, bad, "+96555001234"); err != nil {
+		t.Fatal(err)
+	}
+	h.poll("the undelivered event", 30*time.Second, func() bool { return len(deliveries.of(id2)) == 1 })
+	if ev := deliveries.of(id2)[0]; strings.Contains(ev.ErrorDetail, "55001234") || ev.ErrorCode != "30003" || ev.Status != schemas.DeliveryUndelivered {
+		t.Errorf("undelivered event: %+v", ev)
+	}
+	h.poll("s-rcpt/sms needing attention", 30*time.Second, func() bool {
+		items, _, err := in.svc.Store().Attention(projection.AttentionFilter{})
+		return err == nil && len(items) == 1 && items[0].SessionID == "s-rcpt" && items[0].Delivery == schemas.DeliveryUndelivered
+	})
+
+	// Before its result: the receipt waits for the result.
+	early := make(chan error, 1)
+	go func() { early <- in.svc.RecordReceipt(ctx, receipt("rec-3", schemas.DeliveryDelivered), "") }()
+	h.command(map[string]any{"command_id": "rcpt-3", "session_id": "s-rcpt", "channels": []string{"sms"}, "force": true})
+	if got := h.result("rcpt-3").result.Channels[0].ProviderMessageID; got != "rec-3" {
+		t.Fatalf("the provider's third message id is %q, want rec-3", got)
+	}
+	if err := <-early; err != nil {
+		t.Fatal(err)
+	}
+	h.poll("the early receipt's event", 30*time.Second, func() bool { return len(deliveries.of("rec-3")) == 1 })
+	if ev := deliveries.of("rec-3")[0]; ev.CommandID != "rcpt-3" || ev.SessionID != "s-rcpt" {
+		t.Errorf("a receipt before its result was published uncorrelated: %+v", ev)
+	}
+
+	// Unknown message: published after the wait, keyed by its id.
+	if err := in.svc.RecordReceipt(ctx, receipt("SM-unknown", schemas.DeliveryFailed), ""); err != nil {
+		t.Fatal(err)
+	}
+	h.poll("the unknown message's event", 30*time.Second, func() bool { return len(deliveries.of("SM-unknown")) == 1 })
+	if ev := deliveries.of("SM-unknown")[0]; ev.CommandID != "" || ev.SessionID != "" || ev.Provider != "twilio" {
+		t.Errorf("unknown message's event: %+v", ev)
+	}
+	for _, c := range []struct {
+		labels []string
+		want   float64
+	}{
+		{[]string{"sms", "recording", "delivered"}, 2}, {[]string{"sms", "recording", "read"}, 1},
+		{[]string{"sms", "recording", "undelivered"}, 1}, {[]string{"sms", "recording", "sent"}, 0},
+		{[]string{"sms", "twilio", "failed"}, 1}, // the channel the provider implies
+	} {
+		if got := deliveriesTotal(t, reg, c.labels...); got != c.want {
+			t.Errorf("notifyd_deliveries_total%v = %v, want %v", c.labels, got, c.want)
+		}
+	}
+
+	// A rebuilt store knows the furthest status: a repeat publishes nothing.
+	in.stop(t)
+	reg2 := prometheus.NewRegistry()
+	in2 := h.start(instanceOpts{registry: reg2, catchUpWait: 3 * time.Second})
+	h.poll("the rebuilt store's delivery status", 30*time.Second, func() bool {
+		ev, ok, err := in2.svc.Store().Delivery(id)
+		return err == nil && ok && ev.Status == schemas.DeliveryRead
+	})
+	if err := in2.svc.RecordReceipt(ctx, receipt(id, schemas.DeliveryDelivered), ""); err != nil {
+		t.Fatal(err)
+	}
+	// RecordReceipt returns after publishing: the counter says whether it did.
+	for _, st := range schemas.DeliveryStatuses {
+		if got := deliveriesTotal(t, reg2, "sms", "recording", string(st)); got != 0 {
+			t.Errorf("the rebuilt instance published a %s event for a repeated receipt", st)
+		}
+	}
+}
+
+// deliveriesTotal is notifyd_deliveries_total{channel, provider, status}
+// in reg (0 when absent).
+func deliveriesTotal(t *testing.T, reg *prometheus.Registry, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "notifyd_deliveries_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			if got["channel"] == labels[0] && got["provider"] == labels[1] && got["status"] == labels[2] {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
