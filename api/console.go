@@ -41,6 +41,9 @@ type ConsoleBackend interface {
 	History(sessionID string, limit int) ([][]byte, error)
 	// Attention lists the channels that need attention.
 	Attention(f projection.AttentionFilter) ([]projection.AttentionItem, string, error)
+	// Delivery returns the furthest delivery status of a provider
+	// message, from the providers' receipts.
+	Delivery(providerMessageID string) (schemas.DeliveryEvent, bool, error)
 }
 
 // consolePrefix is where the console is served.
@@ -286,8 +289,8 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 	if !found {
 		// A deleted (tombstoned) transaction keeps its history.
 		if by == "session_id" {
-			if hist, err := c.history(id); err == nil && len(hist) > 0 {
-				data["History"] = hist
+			if hist, deliveries, err := c.history(id); err == nil && len(hist) > 0 {
+				data["History"], data["Deliveries"] = hist, deliveries
 				data["Deleted"] = true
 			}
 		}
@@ -299,7 +302,7 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.unavailable(w, v, err)
 		return
 	}
-	hist, err := c.history(txn.SessionID)
+	hist, deliveries, err := c.history(txn.SessionID)
 	if err != nil {
 		c.unavailable(w, v, err)
 		return
@@ -311,7 +314,7 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 		Version: txn.Version,
 	}
 	data["Grid"] = checks
-	data["History"] = hist
+	data["History"], data["Deliveries"] = hist, deliveries
 	// The resend form carries its command_id: submitting it twice (a
 	// double click, a reload) publishes one command, decided once.
 	if token, err := uuid.NewV7(); err == nil {
@@ -339,21 +342,35 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 	c.render(w, http.StatusOK, "txn", v, data)
 }
 
-// history decodes a transaction's last results.
-func (c *console) history(sessionID string) ([]schemas.DeliveryResult, error) {
+// history decodes a transaction's last results, with the furthest
+// delivery status of each message they sent, by provider message id.
+func (c *console) history(sessionID string) ([]schemas.DeliveryResult, map[string]*schemas.DeliveryEvent, error) {
 	raws, err := c.backend.History(sessionID, historyRows)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]schemas.DeliveryResult, 0, len(raws))
+	deliveries := map[string]*schemas.DeliveryEvent{}
 	for _, raw := range raws {
 		var res schemas.DeliveryResult
 		if json.Unmarshal(raw, &res) != nil {
 			continue
 		}
 		out = append(out, res)
+		for _, ch := range res.Channels {
+			if ch.ProviderMessageID == "" {
+				continue
+			}
+			ev, ok, err := c.backend.Delivery(ch.ProviderMessageID)
+			if err != nil {
+				return nil, nil, err
+			}
+			if ok {
+				deliveries[ch.ProviderMessageID] = &ev
+			}
+		}
 	}
-	return out, nil
+	return out, deliveries, nil
 }
 
 func (c *console) unavailable(w http.ResponseWriter, v viewer, err error) {
@@ -411,15 +428,26 @@ func (c *console) resend(w http.ResponseWriter, r *http.Request, v viewer) {
 	http.Redirect(w, r, back+"&result="+url.QueryEscape(cmd.CommandID), http.StatusSeeOther)
 }
 
+// attentionReasons are the reason filter's choices: the provider failures
+// and the receipts' final statuses.
+var attentionReasons = []string{string(schemas.ReasonProviderUnavailable), string(schemas.ReasonProviderRejected),
+	string(schemas.DeliveryUndelivered), string(schemas.DeliveryFailed)}
+
 // filterOf reads the needs-attention filter of a request: channel,
 // provider, reason, since and until (datetime-local values, in UTC).
 func filterOf(v url.Values) (projection.AttentionFilter, error) {
-	f := projection.AttentionFilter{Channel: schemas.Channel(v.Get("channel")), Provider: strings.TrimSpace(v.Get("provider")), Reason: schemas.Reason(v.Get("reason"))}
+	f := projection.AttentionFilter{Channel: schemas.Channel(v.Get("channel")), Provider: strings.TrimSpace(v.Get("provider"))}
 	if f.Channel != "" && !f.Channel.Valid() {
 		return f, errors.New("unknown channel")
 	}
-	if f.Reason != "" && f.Reason != schemas.ReasonProviderUnavailable && f.Reason != schemas.ReasonProviderRejected {
-		return f, errors.New("the reason is provider_unavailable or provider_rejected")
+	switch reason := v.Get("reason"); reason {
+	case "":
+	case string(schemas.ReasonProviderUnavailable), string(schemas.ReasonProviderRejected):
+		f.Reason = schemas.Reason(reason)
+	case string(schemas.DeliveryUndelivered), string(schemas.DeliveryFailed):
+		f.Delivery = schemas.DeliveryStatus(reason)
+	default:
+		return f, errors.New("the reason is provider_unavailable, provider_rejected, undelivered or failed")
 	}
 	for _, t := range []struct {
 		name string
@@ -455,7 +483,7 @@ func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
 	q := r.URL.Query()
 	f, err := filterOf(q)
 	data := map[string]any{"Filter": f, "Channels": schemas.Channels,
-		"Reasons": []schemas.Reason{schemas.ReasonProviderUnavailable, schemas.ReasonProviderRejected}}
+		"Reasons": attentionReasons}
 	if err != nil {
 		data["Error"] = err.Error()
 		c.render(w, http.StatusBadRequest, "attention", v, data)

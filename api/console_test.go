@@ -53,6 +53,10 @@ func (b consoleBackend) Attention(f projection.AttentionFilter) ([]projection.At
 	return b.store.Attention(f)
 }
 
+func (b consoleBackend) Delivery(id string) (schemas.DeliveryEvent, bool, error) {
+	return b.store.Delivery(id)
+}
+
 // consoleFixture is a console over a store holding transactions and
 // results, with its Kafka side in memory.
 type consoleFixture struct {
@@ -78,7 +82,7 @@ func event(session, order string, state schemas.State, mutate func(map[string]an
 
 func newConsoleFixture(t testing.TB, events ...[]byte) *consoleFixture {
 	t.Helper()
-	store, err := projection.Open(t.TempDir(), projection.Options{EventsTopic: "payment-events", ResultsTopic: "notification-results"})
+	store, err := projection.Open(t.TempDir(), projection.Options{EventsTopic: "payment-events", ResultsTopic: "notification-results", DeliveriesTopic: "notification-deliveries"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -530,5 +534,54 @@ func TestConsoleAttentionAndRecovery(t *testing.T) {
 	}
 	if p := v.post("/console/recover", form); p.status != http.StatusForbidden {
 		t.Errorf("viewer recover: %d", p.status)
+	}
+}
+
+// deliveries applies delivery events as the deliveries follower does.
+func (f *consoleFixture) deliveries(evs ...schemas.DeliveryEvent) {
+	f.t.Helper()
+	var recs []projection.Record
+	for _, ev := range evs {
+		v, _ := json.Marshal(ev)
+		recs = append(recs, projection.Record{Offset: f.offsets["d"], Value: v})
+		f.offsets["d"]++
+	}
+	if err := f.store.ApplyDeliveries(0, recs); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// TestConsoleDeliveryStatus: the history shows each sent message's
+// furthest delivery status from the receipts; a message the carrier did
+// not deliver puts its channel on the needs-attention list, which the
+// reason filter selects by undelivered.
+func TestConsoleDeliveryStatus(t *testing.T) {
+	f := newConsoleFixture(t, event("s-d", "o-d", "paid", nil))
+	paid := schemas.StatePaid
+	at := time.Date(2026, 11, 2, 9, 5, 0, 0, time.UTC)
+	f.results(schemas.DeliveryResult{ResultID: "r1", CommandID: "c1", SessionID: "s-d", OrderNo: "o-d", State: &paid,
+		Outcome: schemas.OutcomeNotified, Message: schemas.MessageNotified, RequestedBy: "shop", ProcessedAt: at,
+		Channels: []schemas.ChannelResult{
+			{Channel: "sms", Status: "sent", Provider: "twilio", ProviderMessageID: "SM-d", Attempts: 1},
+			{Channel: "email", Status: "sent", Provider: "smtp", ProviderMessageID: "mail-d", Attempts: 1},
+		}})
+	ev := func(id string, ch schemas.Channel, st schemas.DeliveryStatus, code string) schemas.DeliveryEvent {
+		return schemas.DeliveryEvent{DeliveryID: "d-" + id + string(st), CommandID: "c1", ResultID: "r1", SessionID: "s-d", OrderNo: "o-d", Channel: ch,
+			Provider: "twilio", ProviderMessageID: id, Status: st, ProviderStatus: string(st), ErrorCode: code, OccurredAt: at.Add(time.Minute), ReceivedAt: at.Add(time.Minute)}
+	}
+	f.deliveries(ev("SM-d", "sms", schemas.DeliveryUndelivered, "30003"), ev("mail-d", "email", schemas.DeliveryDelivered, ""))
+	b := f.browser()
+	b.signIn("look", "look pass")
+	p := b.get("/console/txn?session_id=s-d")
+	if p.status != 200 || !strings.Contains(p.body, `<span class="delivery-undelivered"`) || !strings.Contains(p.text(), "undelivered (error 30003)") ||
+		!strings.Contains(p.body, `<span class="delivery-delivered"`) {
+		t.Errorf("history without delivery statuses: %d %s", p.status, p.text())
+	}
+	a := b.get("/console/attention?reason=undelivered")
+	if a.status != 200 || strings.Count(a.body, "<tr><td>") != 1 || !strings.Contains(a.text(), "s-d o-d sms undelivered twilio") {
+		t.Errorf("attention by undelivered: %d %s", a.status, a.text())
+	}
+	if a := b.get("/console/attention?reason=provider_unavailable"); strings.Count(a.body, "<tr><td>") != 0 {
+		t.Errorf("an undelivered message listed as provider_unavailable: %s", a.text())
 	}
 }

@@ -58,6 +58,16 @@ func (s *Service) Attention(f projection.AttentionFilter) ([]projection.Attentio
 	return store.Attention(f)
 }
 
+// Delivery returns the furthest delivery status of a provider message
+// (projection.Store.Delivery).
+func (s *Service) Delivery(providerMessageID string) (schemas.DeliveryEvent, bool, error) {
+	store, _, err := s.parts()
+	if err != nil {
+		return schemas.DeliveryEvent{}, false, err
+	}
+	return store.Delivery(providerMessageID)
+}
+
 // parts returns the store and the dispatcher of the running service.
 func (s *Service) parts() (*projection.Store, *dispatch.Dispatcher, error) {
 	s.mu.Lock()

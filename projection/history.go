@@ -290,6 +290,9 @@ type AttentionFilter struct {
 	Channel  schemas.Channel
 	Provider string
 	Reason   schemas.Reason
+	// Delivery selects the channels whose receipt said undelivered or
+	// failed.
+	Delivery schemas.DeliveryStatus
 	// Since and Until bound processed_at: Since <= t < Until.
 	Since, Until time.Time
 	// After continues a listing after the entry whose Cursor it is.
@@ -303,6 +306,7 @@ func (f AttentionFilter) Matches(item AttentionItem) bool {
 	return (f.Channel == "" || item.Channel == f.Channel) &&
 		(f.Provider == "" || item.Provider == f.Provider) &&
 		(f.Reason == "" || item.Reason == f.Reason) &&
+		(f.Delivery == "" || item.Delivery == f.Delivery) &&
 		(f.Since.IsZero() || !item.ProcessedAt.Before(f.Since)) &&
 		(f.Until.IsZero() || item.ProcessedAt.Before(f.Until))
 }
