@@ -124,7 +124,7 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 	c := &cluster{
 		t: t, brokers: brokers,
 		topics: consumer.Topics{PaymentEvents: prefix + "payment-events", Commands: prefix + "notification-commands",
-			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq"},
+			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq", Deliveries: prefix + "notification-deliveries"},
 		calls:   &callLog{delay: providerDelay, counts: map[string][]time.Time{}},
 		results: map[string][]kafka.Message{},
 	}
@@ -138,11 +138,11 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 	// A transport of its own: kafka.DefaultTransport would keep connections
 	// to a broker an earlier test restarted (TestBrokerRestart), whose next
 	// request fails with unexpected EOF.
-	transport := &kafka.Transport{MetadataTopics: []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter}}
+	transport := &kafka.Transport{MetadataTopics: []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter, c.topics.Deliveries}}
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: transport}
 	var specs []consumer.TopicSpec
-	for _, n := range []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter} {
+	for _, n := range []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter, c.topics.Deliveries} {
 		specs = append(specs, consumer.TopicSpec{Name: n, Partitions: 4, ReplicationFactor: 1})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -391,6 +391,9 @@ type procOpts struct {
 	// a process reaching the cluster's broker on another listener.
 	brokers []string
 	kafka   string
+	// providers replaces the providers block (YAML lines indented by two
+	// spaces) when set.
+	providers string
 }
 
 func (c *cluster) config(o procOpts, httpAddr string) string {
@@ -407,19 +410,24 @@ func (c *cluster) config(o procOpts, httpAddr string) string {
 		brokers = o.brokers
 	}
 	group += o.kafka
+	providers := o.providers
+	if providers == "" {
+		providers = fmt.Sprintf(`  email: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 3, initial_backoff: 50ms, attempt_timeout: 5s}}
+  sms: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 3, initial_backoff: 50ms, attempt_timeout: 5s}}`,
+			c.srv.URL+"/"+o.name+"/email", c.srv.URL+"/"+o.name+"/sms")
+	}
 	return fmt.Sprintf(`
 kafka:
   brokers: [%s]
   group_id: %s
   client_id: it-%s
-%s  topics: {payment_events: %q, commands: %q, results: %q, dead_letter: %q}
+%s  topics: {payment_events: %q, commands: %q, results: %q, dead_letter: %q, deliveries: %q}
 store: {dir: %q}
 http: {listen: %q}
 log: {format: json, level: info}
 processing: {concurrency: %d, catch_up_wait: %s, ready_max_lag: %d, shutdown_timeout: 20s}
 providers:
-  email: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 3, initial_backoff: 50ms, attempt_timeout: 5s}}
-  sms: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 3, initial_backoff: 50ms, attempt_timeout: 5s}}
+%s
 templates:
   email:
     created: {en: {subject: "Order {{.OrderNo}}", text: "Created {{.Amount}}"}}
@@ -427,8 +435,10 @@ templates:
   sms:
     created: {en: {text: "Created {{.Amount}}"}}
     paid: {en: {text: "Paid {{.Amount}}"}}
+  whatsapp:
+    paid: {en: {name: payment_paid, language: en_US, params: ["{{.Amount}}"]}}
 %s`, strings.Join(brokers, ", "), "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
-		o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, c.srv.URL+"/"+o.name+"/email", c.srv.URL+"/"+o.name+"/sms", apiBlock)
+		c.topics.Deliveries, o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, providers, apiBlock)
 }
 
 // start starts a notifyd process and waits until its /healthz answers
