@@ -167,21 +167,10 @@ func deliveryAttention(b *pebble.Batch, ev schemas.DeliveryEvent) error {
 	if ev.ErrorCode != "" {
 		detail = fmt.Sprintf("%s %s (error %s)", ev.ProviderStatus, detail, ev.ErrorCode)
 	}
-	item, err := json.Marshal(AttentionItem{
+	return putChannelState(b, ck, st, &AttentionItem{
 		SessionID: ev.SessionID, OrderNo: ev.OrderNo, Channel: ev.Channel, Delivery: ev.Status, Provider: ev.Provider,
 		Detail: detail, CommandID: ev.CommandID, ProcessedAt: ev.OccurredAt,
 	})
-	if err != nil {
-		return err
-	}
-	if err := b.Set(st.Attention, item, nil); err != nil {
-		return err
-	}
-	v, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	return b.Set(ck, v, nil)
 }
 
 // ApplyDeliveries applies records of one deliveries-topic partition in one

@@ -198,24 +198,15 @@ func indexResult(b *pebble.Batch, value []byte) error {
 			}
 		}
 		st := channelState{ProcessedAt: r.ProcessedAt, CommandID: r.CommandID}
+		var item *AttentionItem
 		if needsAttention(c) {
 			st.Attention = attentionKey(r.ProcessedAt, r.SessionID, c.Channel)
-			item, err := json.Marshal(AttentionItem{
+			item = &AttentionItem{
 				SessionID: r.SessionID, OrderNo: r.OrderNo, Channel: c.Channel, Reason: c.Reason, Provider: c.Provider,
 				Detail: c.Detail, CommandID: r.CommandID, RequestedBy: r.RequestedBy, ProcessedAt: r.ProcessedAt,
-			})
-			if err != nil {
-				return err
-			}
-			if err := b.Set(st.Attention, item, nil); err != nil {
-				return err
 			}
 		}
-		v, err := json.Marshal(st)
-		if err != nil {
-			return err
-		}
-		if err := b.Set(ck, v, nil); err != nil {
+		if err := putChannelState(b, ck, st, item); err != nil {
 			return err
 		}
 	}
@@ -225,6 +216,25 @@ func indexResult(b *pebble.Batch, value []byte) error {
 		}
 	}
 	return nil
+}
+
+// putChannelState writes a channel's state at ck and, when item is set,
+// its needs-attention entry at st.Attention.
+func putChannelState(b *pebble.Batch, ck []byte, st channelState, item *AttentionItem) error {
+	if item != nil {
+		v, err := json.Marshal(item)
+		if err != nil {
+			return err
+		}
+		if err := b.Set(st.Attention, v, nil); err != nil {
+			return err
+		}
+	}
+	v, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return b.Set(ck, v, nil)
 }
 
 // noteSent records at in the s/ entry key unless a later send is recorded.
