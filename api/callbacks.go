@@ -17,6 +17,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/notifyd/notifyd/schemas"
@@ -169,21 +171,35 @@ func (s *Server) serveCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Every receipt of the request is recorded before the answer: the
-	// provider is answered 200 only for what is published.
+	// provider is answered 200 only for what is published. The receipts
+	// of one request (Meta batches them) are recorded at once, so that
+	// several waiting for their results cost one wait, not one each.
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Wait)
 	defer cancel()
-	ignored := true
+	var (
+		wg      sync.WaitGroup
+		failed  atomic.Bool
+		ignored = true
+	)
 	for _, rc := range receipts {
 		if !rc.ev.Status.Valid() {
 			continue
 		}
 		ignored = false
-		if err := s.deps.Receipts.RecordReceipt(ctx, rc.ev, rc.recipient); err != nil {
-			s.log.Error("callback: receipt not recorded; the provider will send it again", "provider", provider,
-				"provider_message_id", rc.ev.ProviderMessageID, "error", err)
-			reply(http.StatusServiceUnavailable, callbackFailed, "not recorded, try again")
-			return
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.deps.Receipts.RecordReceipt(ctx, rc.ev, rc.recipient); err != nil {
+				failed.Store(true)
+				s.log.Error("callback: receipt not recorded; the provider will send it again", "provider", provider,
+					"provider_message_id", rc.ev.ProviderMessageID, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() {
+		reply(http.StatusServiceUnavailable, callbackFailed, "not recorded, try again")
+		return
 	}
 	if ignored {
 		reply(http.StatusOK, callbackIgnored, "")

@@ -24,10 +24,33 @@ type receiptLog struct {
 	mu   sync.Mutex
 	got  []receipt
 	fail error
+	// together, when set, makes each call wait until that many calls are
+	// in flight at once (failing after 10 s): receipts recorded one after
+	// the other never get there.
+	together int
+	inFlight int
+	arrived  chan struct{}
 }
 
 func (l *receiptLog) RecordReceipt(_ context.Context, ev schemas.DeliveryEvent, recipient string) error {
 	l.mu.Lock()
+	if l.together > 0 {
+		if l.arrived == nil {
+			l.arrived = make(chan struct{})
+		}
+		l.inFlight++
+		if l.inFlight == l.together {
+			close(l.arrived)
+		}
+		arrived := l.arrived
+		l.mu.Unlock()
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			return errors.New("receipts of one request recorded one after the other")
+		}
+		l.mu.Lock()
+	}
 	defer l.mu.Unlock()
 	if l.fail != nil {
 		return l.fail
@@ -235,6 +258,9 @@ func TestMetaCallback(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("recorded %d receipts, want 2: %+v", len(got), got)
 	}
+	if got[0].ev.ProviderMessageID == "wamid.B" { // recorded at once: any order
+		got[0], got[1] = got[1], got[0]
+	}
 	read, failed := got[0].ev, got[1].ev
 	if read.ProviderMessageID != "wamid.A" || read.Status != schemas.DeliveryRead || read.Provider != "meta" || read.Channel != schemas.ChannelWhatsApp ||
 		!read.OccurredAt.Equal(time.Unix(1764842400, 0)) || got[0].recipient != "+96555001234" {
@@ -260,6 +286,13 @@ func TestMetaCallback(t *testing.T) {
 	}
 	if got := log.take(); len(got) != 0 {
 		t.Errorf("unverified notifications recorded: %+v", got)
+	}
+	// The statuses of one notification are recorded at once: two that
+	// each wait for their result cost one wait (a batch of unknown
+	// messages must not outlast api.wait and be retried forever).
+	log.together = 2
+	if code, body := do(h, metaCallback(testAppSecret, metaBody)); code != http.StatusOK {
+		t.Errorf("a batch recorded at once: %d %s", code, body)
 	}
 }
 
