@@ -36,6 +36,12 @@
 //     http.CrossOriginProtection checks; viewers may not POST but to sign
 //     out. Bulk recoveries are planned by projection.PlanRecovery, the one
 //     home of their command_ids, shared with `notifyd recover`.
+//   - Providers' delivery receipts arrive on /callbacks/twilio, /meta and
+//     /webhook (callbacks.go): each request is verified by its provider's
+//     signature (constant-time) before anything of it is used; a bad one
+//     is 401 and publishes nothing; a verified one is handed to Receipts
+//     (consumer.Service, wired by cmd/notifyd) and answered 200 only once
+//     recorded, 503 otherwise so that the provider tries again.
 //   - Bad input never reaches Kafka: it is answered 400/413/415 with the
 //     gateway's field errors or a detail; a panic in a handler is answered
 //     500 and logged (the fuzzer in scripts/api-fuzz checks there are none).

@@ -20,6 +20,11 @@
 //     or checks the topics, opens the store (rebuilding it when it is ahead
 //     of the log), follows payment-events and results, then consumes
 //     commands; stop undoes it in the order written in runtime.stop.
+//   - A provider's receipt becomes a delivery event in one place, receipts
+//     (receipts.go): correlate from the store (waiting a bounded time for
+//     the result), publish only a change of the message's furthest status
+//     (schemas.DeliveryStatus.Advances), acknowledged before returning;
+//     every instance follows the deliveries topic into its store.
 //
 // # Bad input
 //

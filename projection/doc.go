@@ -23,6 +23,12 @@
 // tombstone or a change of order_no removes a mapping only while it still
 // points at that session_id.
 //
+// From the results topic the store also keeps a history index, the last
+// send of each channel and state (processing.cooldown) and the correlation
+// of provider message ids (history.go); from the deliveries topic, the
+// furthest delivery status of each message (deliveries.go). Both rebuild
+// from their topics like the rest.
+//
 // The package knows nothing of Kafka: callers (package consumer) fetch
 // records and hand them over with their partition and offsets, and wait on
 // the store (WaitEvents, WaitResults, Changed) for read-your-writes.
