@@ -196,7 +196,42 @@ var (
 	commandFields      = jsonNames(reflect.TypeFor[rawCommand]())
 	rawMessageType     = reflect.TypeFor[json.RawMessage]()
 	stringPtrType      = reflect.TypeFor[*string]()
+	rawMapType         = reflect.TypeFor[map[string]json.RawMessage]()
 )
+
+// plainStrings decodes a JSON array of strings without escapes (the
+// common case) without the JSON decoder; ok=false leaves anything else to
+// json.Unmarshal. list is known to be valid JSON.
+func plainStrings(list []byte) (out []string, ok bool) {
+	if len(list) < 2 || list[0] != '[' {
+		return nil, false
+	}
+	out = []string{}
+	i := skipSpace(list, 1)
+	if list[i] == ']' {
+		return out, true
+	}
+	for {
+		if list[i] != '"' {
+			return nil, false
+		}
+		end := skipString(list, i)
+		v := list[i+1 : end-1]
+		if bytes.IndexByte(v, '\\') >= 0 {
+			return nil, false
+		}
+		out = append(out, string(v))
+		i = skipSpace(list, end)
+		switch list[i] {
+		case ']':
+			return out, true
+		case ',':
+			i = skipSpace(list, i+1)
+		default:
+			return nil, false
+		}
+	}
+}
 
 // decodeFast decodes the common members without a second pass of the JSON
 // decoder: raw members, and strings without escapes into *string fields.
@@ -205,6 +240,15 @@ var (
 func decodeFast(member json.RawMessage, field reflect.Value) (ok bool, err error) {
 	if field.Type() == rawMessageType {
 		field.SetBytes(member)
+		return true, nil
+	}
+	if field.Type() == rawMapType {
+		if member[0] != '{' {
+			return false, nil // null, or not an object: json.Unmarshal says
+		}
+		m := map[string]json.RawMessage{}
+		eachMember(member, func(name, value []byte) { m[string(name)] = value })
+		field.Set(reflect.ValueOf(m))
 		return true, nil
 	}
 	if field.Type() != stringPtrType {
@@ -387,7 +431,8 @@ func (raw *rawPaymentEvent) validate() (PaymentEvent, error) {
 		return ev, invalid("amount", "must be a string or a number")
 	}
 	var lang string
-	if len(raw.Language) > 0 && json.Unmarshal(raw.Language, &lang) == nil && Language(lang) == LanguageAR {
+	if string(raw.Language) == `"ar"` ||
+		(bytes.IndexByte(raw.Language, '\\') >= 0 && json.Unmarshal(raw.Language, &lang) == nil && Language(lang) == LanguageAR) {
 		ev.Language = LanguageAR
 	}
 	if raw.Notifications != nil {
@@ -401,8 +446,8 @@ func (raw *rawPaymentEvent) validate() (PaymentEvent, error) {
 			if !ok {
 				continue
 			}
-			var states []string
-			if err := json.Unmarshal(list, &states); err != nil || states == nil {
+			states, ok := plainStrings(list)
+			if !ok && (json.Unmarshal(list, &states) != nil || states == nil) {
 				return ev, invalid("notifications."+name, "must be a list of states")
 			}
 			out := make([]State, 0, len(states))

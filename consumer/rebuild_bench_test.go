@@ -1,0 +1,171 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/notifyd/notifyd/projection"
+)
+
+// rebuildPartitions is the partition count of the rebuild benchmark's
+// topic, as issue 13 measured it.
+const rebuildPartitions = 3
+
+// BenchmarkRebuild measures a store rebuilt from payment-events beside a
+// raw read of the same topic in the same run: b.N events of about 1 KB,
+// each a new session_id with an order_no, on 3 partitions, are produced
+// first (untimed); then
+//
+//   - raw: a kafka-go Reader per partition in a FetchMessage loop, doing
+//     nothing with the records, until every partition's end;
+//   - rebuild: notifyd's follower applying them into an empty store, until
+//     the store has applied every one.
+//
+// It reports both rates and rebuild/raw. Run it with a fixed count:
+// -benchtime 200000x (then 1000000x, 3000000x).
+func BenchmarkRebuild(b *testing.B) {
+	h := newHarness(b)
+	topic := h.topics.PaymentEvents + "-rebuild"
+	if err := EnsureTopics(context.Background(), h.client, []TopicSpec{{Name: topic, Partitions: rebuildPartitions, ReplicationFactor: 1}}, true); err != nil {
+		b.Fatal(err)
+	}
+	produceRebuildEvents(b, h, topic, b.N)
+	offs, err := ListOffsets(context.Background(), h.client, topic)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ends := map[int]int64{}
+	for p, o := range offs[topic] {
+		ends[p] = o.End
+	}
+	b.ResetTimer()
+
+	rawStart := time.Now()
+	n := rawRead(b, h, topic, ends)
+	raw := time.Since(rawStart)
+	if n != int64(b.N) {
+		b.Fatalf("raw read %d records, want %d", n, b.N)
+	}
+
+	store, err := projection.Open(b.TempDir(), projection.Options{EventsTopic: topic, ResultsTopic: h.topics.Results})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := &follower{topic: topic, brokers: h.brokers, dialer: h.conn.Dialer(), client: h.client,
+		stored: store.EventOffsets, fail: func(err error) { b.Error(err) }, log: slog.New(slog.DiscardHandler), ctx: ctx,
+		apply: func(p int, r []projection.Record) error {
+			_, err := store.ApplyEvents(p, r)
+			return err
+		}}
+	start := time.Now()
+	f.Follow(partitionsOf(offs[topic]))
+	if err := store.WaitEvents(ctx, ends); err != nil {
+		b.Fatal(err)
+	}
+	rebuild := time.Since(start)
+	b.StopTimer()
+	cancel()
+	f.Wait()
+	if got := store.Transactions(); got != int64(b.N) {
+		b.Fatalf("projection holds %d transactions, want %d", got, b.N)
+	}
+	rawRate, rebuildRate := float64(b.N)/raw.Seconds(), float64(b.N)/rebuild.Seconds()
+	b.ReportMetric(rawRate, "raw-events/s")
+	b.ReportMetric(rebuildRate, "rebuild-events/s")
+	b.ReportMetric(rebuildRate/rawRate, "rebuild/raw")
+	b.ReportMetric(0, "ns/op") // the rates above are the figures
+}
+
+// produceRebuildEvents writes n payment events of about 1 KB, keyed by
+// their session_id, with several writers at once.
+func produceRebuildEvents(b *testing.B, h *harness, topic string, n int) {
+	b.Helper()
+	pad := strings.Repeat("x", 560)
+	const writers, batch = 4, 2000
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wr := h.conn.Writer()
+			wr.BatchSize, wr.BatchBytes = batch, 16<<20
+			defer wr.Close()
+			msgs := make([]kafka.Message, 0, batch)
+			for {
+				start := next.Add(batch) - batch
+				if start >= int64(n) {
+					return
+				}
+				msgs = msgs[:0]
+				for i := start; i < min(start+batch, int64(n)); i++ {
+					s := fmt.Sprintf("sess-%09d", i)
+					msgs = append(msgs, kafka.Message{Topic: topic, Key: []byte(s), Value: []byte(fmt.Sprintf(
+						`{"event_id":"e-%d","session_id":"%s","order_no":"o-%09d","state":"paid","version":1,"timestamp_utc":"2026-11-02T09:00:07Z","amount":"12.500","currency_code":"KWD","customer_email":"c%d@example.com","customer_phone":"+96550001234","customer_first_name":"Layla","customer_last_name":"Al-Sabah","language":"ar","notifications":{"email":[],"sms":["paid"],"whatsapp":["paid"]},"merchant_reference":"%s"}`,
+						i, s, i, i, pad))})
+				}
+				if err := wr.WriteMessages(context.Background(), msgs...); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// rawRead reads every partition of topic up to ends with a kafka-go Reader
+// each, as fast as FetchMessage returns, and returns the records read.
+func rawRead(b *testing.B, h *harness, topic string, ends map[int]int64) int64 {
+	b.Helper()
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for p, end := range ends {
+		if end == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: h.brokers, Topic: topic, Partition: p, Dialer: h.conn.Dialer(),
+				MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond, QueueCapacity: 1024})
+			defer r.Close()
+			if err := r.SetOffset(kafka.FirstOffset); err != nil {
+				b.Error(err)
+				return
+			}
+			for {
+				m, err := r.FetchMessage(context.Background())
+				if err != nil {
+					if !errors.Is(err, context.Canceled) {
+						b.Error(err)
+					}
+					return
+				}
+				total.Add(1)
+				if m.Offset >= end-1 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return total.Load()
+}
