@@ -48,11 +48,24 @@ func (s DeliveryStatus) Advances(next DeliveryStatus) bool {
 	if !next.Valid() || s == next || s.Final() {
 		return false
 	}
-	rank := map[DeliveryStatus]int{"": 0, DeliverySent: 1, DeliveryDelivered: 2, DeliveryRead: 3}
 	if next.Final() {
-		return rank[s] < rank[DeliveryDelivered]
+		return s.rank() < DeliveryDelivered.rank()
 	}
-	return rank[next] > rank[s]
+	return next.rank() > s.rank()
+}
+
+// rank orders the statuses that can move further: none, sent, delivered,
+// read.
+func (s DeliveryStatus) rank() int {
+	switch s {
+	case DeliverySent:
+		return 1
+	case DeliveryDelivered:
+		return 2
+	case DeliveryRead:
+		return 3
+	}
+	return 0
 }
 
 // DeliveryEvent is one change of a sent message's delivery status, from a
