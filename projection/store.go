@@ -20,13 +20,18 @@ import (
 // Key prefixes of the store. Offsets are kept per topic name so that a
 // change of topic in the configuration starts that topic from the beginning.
 const (
-	prefixTxn          = "t/" // t/<session_id> -> stored snapshot
+	prefixHead         = "a/" // a/<session_id> -> version and order_no of its snapshot (see encodeHead)
+	prefixTxn          = "t/" // t/<session_id> -> its snapshot: the payment event's JSON as published
 	prefixOrder        = "o/" // o/<order_no> -> session_id
 	prefixEventOffset  = "p/" // p/<topic>/<partition BE32> -> next offset BE64
 	prefixPending      = "l/" // l/<command_id> -> a result recorded here, not yet read back from the topic
 	prefixResult       = "r/" // r/<command_id> -> the first delivery result of the command on the topic
 	prefixResultOffset = "q/" // q/<topic>/<partition BE32> -> next offset BE64
 	keyTxnCount        = "m/transactions"
+	// keyProjectionVersion is the layout of the t/ entries: absent or 1,
+	// the head in front of the JSON; 2, the head in its own a/ entry.
+	keyProjectionVersion = "m/projection-version"
+	projectionVersion    = 2
 )
 
 // Record is one log record handed to the store: its offset, key and value.
@@ -68,6 +73,13 @@ type Store struct {
 	txnCount        int64
 	changed         chan struct{}
 	closed          bool
+
+	// sessions spares reading the store for events of new sessions (see
+	// sessionFilter); fillDone is closed when its background fill ends,
+	// which stopFill asks for early.
+	sessions *sessionFilter
+	stopFill chan struct{}
+	fillDone chan struct{}
 }
 
 // Open opens (creating if needed) the store in dir and loads its offsets.
@@ -99,11 +111,50 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err == nil {
 		err = s.upgradeHistory()
 	}
+	if err == nil {
+		err = s.upgradeProjection()
+	}
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
+	s.sessions = newSessionFilter()
+	s.stopFill, s.fillDone = make(chan struct{}), make(chan struct{})
+	go s.fillSessions()
 	return s, nil
+}
+
+// fillSessions adds every session with a head in the store to the session
+// filter, then marks it complete. Heads written meanwhile are added by
+// ApplyEvents itself, so none is missed: the scan reads the store as it was
+// when it started. About a second for 3 M sessions; until then every event
+// reads its head, as without the filter.
+func (s *Store) fillSessions() {
+	defer close(s.fillDone)
+	upper := []byte(prefixHead)
+	upper[len(upper)-1]++
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixHead), UpperBound: upper})
+	if err != nil {
+		s.log.Warn("store: session filter not built; every event reads its head", "error", err)
+		return
+	}
+	defer it.Close()
+	n := 0
+	for valid := it.First(); valid; valid = it.Next() {
+		if n++; n%4096 == 0 {
+			select {
+			case <-s.stopFill:
+				return
+			default:
+			}
+		}
+		s.sessions.Add(it.Key()[len(prefixHead):])
+	}
+	if err := it.Error(); err != nil {
+		s.log.Warn("store: session filter not built; every event reads its head", "error", err)
+		return
+	}
+	s.sessions.complete.Store(true)
 }
 
 // upgradeHistory makes a store whose history index does not cover the
@@ -134,6 +185,57 @@ func (s *Store) upgradeHistory() error {
 	return b.Commit(pebble.Sync)
 }
 
+// upgradeProjection moves the head of every snapshot written by projection
+// version 1 (version and order_no in front of the JSON) into its own a/
+// entry, once, in batches; the offsets are untouched, so nothing is read
+// again from the topic.
+func (s *Store) upgradeProjection() error {
+	v, err := s.getInt(keyProjectionVersion)
+	if err != nil || v >= projectionVersion {
+		return err
+	}
+	upper := []byte(prefixTxn)
+	upper[len(upper)-1]++
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixTxn), UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	b := s.db.NewBatch()
+	defer func() { b.Close() }()
+	moved := 0
+	for it.First(); it.Valid(); it.Next() {
+		version, orderNo, raw, err := decodeHead(it.Value())
+		if err != nil {
+			return fmt.Errorf("upgrade snapshot %q: %w", it.Key(), err)
+		}
+		sid := it.Key()[len(prefixTxn):]
+		if err := b.Set(append([]byte(prefixHead), sid...), encodeHead(version, orderNo), nil); err != nil {
+			return err
+		}
+		if err := b.Set(it.Key(), raw, nil); err != nil {
+			return err
+		}
+		if moved++; moved%10000 == 0 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			b.Close()
+			b = s.db.NewBatch()
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	if moved > 0 {
+		s.log.Info("store: snapshot heads moved to their own entries", "transactions", moved)
+	}
+	if err := b.Set([]byte(keyProjectionVersion), binary.BigEndian.AppendUint64(nil, projectionVersion), nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
+}
+
 // Close flushes and closes the store. Waiters are released with an error.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -144,6 +246,8 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.changed)
 	s.mu.Unlock()
+	close(s.stopFill)
+	<-s.fillDone
 	if err := s.db.Flush(); err != nil {
 		_ = s.db.Close()
 		return fmt.Errorf("close store: flush: %w", err)
@@ -352,7 +456,7 @@ func (s *Store) Digest() (string, error) {
 			h.Write(b)
 		}
 	}
-	for _, prefix := range []string{prefixTxn, prefixOrder, prefixHistory, prefixChannel, prefixAttention, prefixSent,
+	for _, prefix := range []string{prefixHead, prefixTxn, prefixOrder, prefixHistory, prefixChannel, prefixAttention, prefixSent,
 		prefixCorrelation, prefixDelivery} {
 		if err := s.scan(prefix, func(k, v []byte) { write(k, v) }); err != nil {
 			return "", fmt.Errorf("digest: %w", err)

@@ -120,42 +120,80 @@ func TestApplyEvents(t *testing.T) {
 			count:    1,
 		},
 	}
+	// Each case runs three ways, which must answer alike: in one batch
+	// with the session filter answering; with the filter never complete
+	// (every event reads its head); one record a batch, the store reopened
+	// before each (the filter filled from the heads on disk).
+	modes := []string{"filter", "no filter", "reopened"}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			s := openTest(t, t.TempDir())
-			defer s.Close()
-			st, err := s.ApplyEvents(0, tc.records)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st != tc.stats {
-				t.Errorf("stats = %+v, want %+v", st, tc.stats)
-			}
-			for _, w := range tc.sessions {
-				ev, found, err := s.Transaction(w.session)
-				if err != nil {
-					t.Fatal(err)
+		for _, mode := range modes {
+			t.Run(tc.name+"/"+mode, func(t *testing.T) {
+				dir := t.TempDir()
+				s := openTest(t, dir)
+				defer func() { s.Close() }()
+				<-s.fillDone
+				var st ApplyStats
+				switch mode {
+				case "filter":
+					if !s.sessions.complete.Load() {
+						t.Fatal("filter of an empty store not complete")
+					}
+					var err error
+					if st, err = s.ApplyEvents(0, tc.records); err != nil {
+						t.Fatal(err)
+					}
+				case "no filter":
+					s.sessions.complete.Store(false)
+					var err error
+					if st, err = s.ApplyEvents(0, tc.records); err != nil {
+						t.Fatal(err)
+					}
+				case "reopened":
+					for i := range tc.records {
+						one, err := s.ApplyEvents(0, tc.records[i:i+1])
+						if err != nil {
+							t.Fatal(err)
+						}
+						st.Add(one)
+						if err := s.Close(); err != nil {
+							t.Fatal(err)
+						}
+						s = openTest(t, dir)
+						<-s.fillDone
+						if !s.sessions.complete.Load() {
+							t.Fatal("filter not complete after its fill")
+						}
+					}
 				}
-				if found != w.found || ev.State != w.state || ev.CustomerEmail != w.email {
-					t.Errorf("session %s = (%v, %s, %q), want (%v, %s, %q)", w.session, found, ev.State, ev.CustomerEmail, w.found, w.state, w.email)
+				if st != tc.stats {
+					t.Errorf("stats = %+v, want %+v", st, tc.stats)
 				}
-			}
-			for order, wantSession := range tc.orders {
-				got, found, err := s.SessionForOrder(order)
-				if err != nil {
-					t.Fatal(err)
+				for _, w := range tc.sessions {
+					ev, found, err := s.Transaction(w.session)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if found != w.found || ev.State != w.state || ev.CustomerEmail != w.email {
+						t.Errorf("session %s = (%v, %s, %q), want (%v, %s, %q)", w.session, found, ev.State, ev.CustomerEmail, w.found, w.state, w.email)
+					}
 				}
-				if (wantSession != "") != found || got != wantSession {
-					t.Errorf("order %s -> %q (%v), want %q", order, got, found, wantSession)
+				for order, wantSession := range tc.orders {
+					got, found, err := s.SessionForOrder(order)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if (wantSession != "") != found || got != wantSession {
+						t.Errorf("order %s -> %q (%v), want %q", order, got, found, wantSession)
+					}
 				}
-			}
-			if got := s.Transactions(); got != tc.count {
-				t.Errorf("transactions = %d, want %d", got, tc.count)
-			}
-			if got := s.EventOffsets()[0]; got != int64(len(tc.records)) {
-				t.Errorf("next offset = %d, want %d", got, len(tc.records))
-			}
-		})
+				if got := s.Transactions(); got != tc.count {
+					t.Errorf("transactions = %d, want %d", got, tc.count)
+				}
+				if got := s.EventOffsets()[0]; got != int64(len(tc.records)) {
+					t.Errorf("next offset = %d, want %d", got, len(tc.records))
+				}
+			})
+		}
 	}
 }
 
@@ -334,5 +372,89 @@ func TestDigest(t *testing.T) {
 	}
 	if db2, _ := b.Digest(); db2 == da {
 		t.Fatal("digest did not change with the state")
+	}
+}
+
+// TestUpgradeProjectionMovesHeads: a store written by projection version 1
+// (the head in front of the JSON in t/, no a/ entries) answers as before
+// after Open moves the heads, and keeps deciding versions and order_no
+// moves from them.
+func TestUpgradeProjectionMovesHeads(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	raw := event("s1", "o1", "paid", 5, "a@x.com")
+	if _, err := s.ApplyEvents(0, []Record{{Offset: 0, Value: raw}}); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite it as version 1 wrote it.
+	b := s.db.NewBatch()
+	for _, err := range []error{
+		b.Set([]byte(prefixTxn+"s1"), append(encodeHead(5, "o1"), raw...), nil),
+		b.Delete([]byte(prefixHead+"s1"), nil),
+		b.Delete([]byte(keyProjectionVersion), nil),
+		b.Commit(nil),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	defer s.Close()
+	if ev, found, err := s.Transaction("s1"); err != nil || !found || ev.State != "paid" || ev.Version != 5 {
+		t.Fatalf("after upgrade: %+v %v %v", ev, found, err)
+	}
+	st, err := s.ApplyEvents(0, []Record{
+		{Offset: 1, Value: event("s1", "o1", "failed", 4, "a@x.com")},
+		{Offset: 2, Value: event("s1", "o2", "captured", 6, "a@x.com")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st != (ApplyStats{Applied: 1, Stale: 1}) {
+		t.Errorf("stats = %+v", st)
+	}
+	if _, found, _ := s.SessionForOrder("o1"); found {
+		t.Error("o1 still mapped after the move to o2")
+	}
+	if sid, found, _ := s.SessionForOrder("o2"); !found || sid != "s1" {
+		t.Errorf("o2 -> %q %v", sid, found)
+	}
+	if s.Transactions() != 1 {
+		t.Errorf("transactions = %d", s.Transactions())
+	}
+	if v, err := s.getInt(keyProjectionVersion); err != nil || v != projectionVersion {
+		t.Errorf("projection version = %d %v", v, err)
+	}
+}
+
+func TestSessionFilterHasNoFalseNegatives(t *testing.T) {
+	f := newSessionFilter()
+	f.complete.Store(true)
+	const n = 3 * filterMinCapacity // grows twice
+	for i := range n {
+		f.Add(fmt.Appendf(nil, "sess-%d", i))
+	}
+	if len(f.blooms) < 2 {
+		t.Fatalf("filter did not grow: %d blooms", len(f.blooms))
+	}
+	falsePositives := 0
+	for i := range n {
+		if f.SurelyAbsent(fmt.Appendf(nil, "sess-%d", i)) {
+			t.Fatalf("sess-%d added, but the filter says surely absent", i)
+		}
+		if !f.SurelyAbsent(fmt.Appendf(nil, "other-%d", i)) {
+			falsePositives++
+		}
+	}
+	// 16 bits and 11 hashes a key: about 0.05 % per bloom, a few blooms.
+	if rate := float64(falsePositives) / n; rate > 0.005 {
+		t.Errorf("false positive rate %.4f", rate)
+	}
+	f.complete.Store(false)
+	if f.SurelyAbsent([]byte("never-added")) {
+		t.Error("an incomplete filter answered")
 	}
 }

@@ -56,10 +56,10 @@ func decodeObject(data []byte, v any, fields []string) error {
 	if !utf8.Valid(data) {
 		return fmt.Errorf("%w: invalid UTF-8", ErrNotJSON)
 	}
-	if !json.Valid(data) {
+	if !validJSON(data) {
 		return fmt.Errorf("%w: malformed JSON", ErrNotJSON)
 	}
-	// Only JSON's own whitespace: json.Valid has accepted nothing else.
+	// Only JSON's own whitespace: validJSON has accepted nothing else.
 	if trimmed := bytes.TrimLeft(data, " \t\r\n"); trimmed[0] != '{' {
 		return fmt.Errorf("%w: value is not an object", ErrNotJSON)
 	}
