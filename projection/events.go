@@ -27,8 +27,8 @@ func (s *ApplyStats) Add(o ApplyStats) {
 }
 
 // A session is stored under two keys: a/<session_id> holds its head,
-// version (BE64) | len(order_no) (BE16) | order_no, and t/<session_id> the
-// event's JSON as published. Applying an event reads only the head: the
+// version (BE64) | len(order_no) (BE16) | order_no, and t/<session_id> its
+// snapshot (see snapshot.go). Applying an event reads only the head: the
 // head keyspace is small and dense (about 50 bytes a session), so its
 // filter and index blocks stay in the block cache however large the
 // snapshots grow, and looking up a session costs the same at 200 k and at
@@ -166,7 +166,11 @@ func (s *Store) applyEvent(b *pebble.Batch, r *Record) (txnDelta int64, _ applyO
 	if err := b.Set(headKey, encodeHead(ev.Version, ev.OrderNo), nil); err != nil {
 		return 0, 0, err
 	}
-	if err := b.Set([]byte(prefixTxn+ev.SessionID), r.Value, nil); err != nil {
+	snap, err := encodeSnapshot(&ev)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := b.Set([]byte(prefixTxn+ev.SessionID), snap, nil); err != nil {
 		return 0, 0, err
 	}
 	if ev.OrderNo != "" {
@@ -219,9 +223,9 @@ func (s *Store) Transaction(sessionID string) (schemas.PaymentEvent, bool, error
 		}
 		return schemas.PaymentEvent{}, false, err
 	}
-	ev, err := schemas.DecodePaymentEvent(v)
+	ev, err := decodeSnapshotAt(sessionID, v)
 	if err != nil {
-		return schemas.PaymentEvent{}, false, fmt.Errorf("look up session: stored snapshot: %w", err)
+		return schemas.PaymentEvent{}, false, fmt.Errorf("look up session: %w", err)
 	}
 	return ev, true, nil
 }

@@ -12,16 +12,19 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
+
+	"github.com/notifyd/notifyd/schemas"
 )
 
 // Key prefixes of the store. Offsets are kept per topic name so that a
 // change of topic in the configuration starts that topic from the beginning.
 const (
 	prefixHead         = "a/" // a/<session_id> -> version and order_no of its snapshot (see encodeHead)
-	prefixTxn          = "t/" // t/<session_id> -> its snapshot: the payment event's JSON as published
+	prefixTxn          = "t/" // t/<session_id> -> its snapshot: the payment event decoded (see snapshot.go)
 	prefixOrder        = "o/" // o/<order_no> -> session_id
 	prefixEventOffset  = "p/" // p/<topic>/<partition BE32> -> next offset BE64
 	prefixPending      = "l/" // l/<command_id> -> a result recorded here, not yet read back from the topic
@@ -29,7 +32,8 @@ const (
 	prefixResultOffset = "q/" // q/<topic>/<partition BE32> -> next offset BE64
 	keyTxnCount        = "m/transactions"
 	// keyProjectionVersion is the layout of the t/ entries: absent or 1,
-	// the head in front of the JSON; 2, the head in its own a/ entry.
+	// the head in front of the event's JSON; 2, the head in its own a/
+	// entry and the event in snapshot.go's binary form.
 	keyProjectionVersion = "m/projection-version"
 	projectionVersion    = 2
 )
@@ -131,6 +135,7 @@ func Open(dir string, opts Options) (*Store, error) {
 // reads its head, as without the filter.
 func (s *Store) fillSessions() {
 	defer close(s.fillDone)
+	start := time.Now()
 	upper := []byte(prefixHead)
 	upper[len(upper)-1]++
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixHead), UpperBound: upper})
@@ -155,7 +160,12 @@ func (s *Store) fillSessions() {
 		return
 	}
 	s.sessions.complete.Store(true)
+	s.log.Info(SessionFilterFilled, "sessions", n, "filter_bytes", s.sessions.Bytes(), "took", time.Since(start).Round(time.Millisecond))
 }
+
+// SessionFilterFilled is the message the store logs, at Info, when its
+// session filter is complete after Open.
+const SessionFilterFilled = "store: session filter filled"
 
 // upgradeHistory makes a store whose history index does not cover the
 // results it applied (one written before the index existed) read the
@@ -185,10 +195,10 @@ func (s *Store) upgradeHistory() error {
 	return b.Commit(pebble.Sync)
 }
 
-// upgradeProjection moves the head of every snapshot written by projection
-// version 1 (version and order_no in front of the JSON) into its own a/
-// entry, once, in batches; the offsets are untouched, so nothing is read
-// again from the topic.
+// upgradeProjection rewrites every snapshot written by projection version 1
+// (version and order_no in front of the event's JSON) as a head in its own
+// a/ entry and the binary snapshot, once, in batches; the offsets are
+// untouched, so nothing is read again from the topic.
 func (s *Store) upgradeProjection() error {
 	v, err := s.getInt(keyProjectionVersion)
 	if err != nil || v >= projectionVersion {
@@ -210,10 +220,18 @@ func (s *Store) upgradeProjection() error {
 			return fmt.Errorf("upgrade snapshot %q: %w", it.Key(), err)
 		}
 		sid := it.Key()[len(prefixTxn):]
+		ev, err := schemas.DecodePaymentEvent(raw)
+		if err != nil {
+			return fmt.Errorf("upgrade snapshot of session %s (delete store.dir to rebuild it from the topics): %w", sid, err)
+		}
+		snap, err := encodeSnapshot(&ev)
+		if err != nil {
+			return err
+		}
 		if err := b.Set(append([]byte(prefixHead), sid...), encodeHead(version, orderNo), nil); err != nil {
 			return err
 		}
-		if err := b.Set(it.Key(), raw, nil); err != nil {
+		if err := b.Set(it.Key(), snap, nil); err != nil {
 			return err
 		}
 		if moved++; moved%10000 == 0 {

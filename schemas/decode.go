@@ -56,25 +56,25 @@ func decodeObject(data []byte, v any, fields []string) error {
 	if !utf8.Valid(data) {
 		return fmt.Errorf("%w: invalid UTF-8", ErrNotJSON)
 	}
-	if !validJSON(data) {
-		return fmt.Errorf("%w: malformed JSON", ErrNotJSON)
-	}
-	// Only JSON's own whitespace: validJSON has accepted nothing else.
-	if trimmed := bytes.TrimLeft(data, " \t\r\n"); trimmed[0] != '{' {
-		return fmt.Errorf("%w: value is not an object", ErrNotJSON)
-	}
-	rv := reflect.ValueOf(v).Elem()
-	rt := rv.Type()
-	// The last of duplicate members wins.
+	// One pass checks the syntax and finds the members; the last of
+	// duplicate members wins.
 	members := make([][]byte, len(fields))
-	eachMember(data, func(name, value []byte) {
+	if !walkJSON(data, func(name, value []byte) {
 		for i, f := range fields {
 			if string(name) == f {
 				members[i] = value
 				return
 			}
 		}
-	})
+	}) {
+		return fmt.Errorf("%w: malformed JSON", ErrNotJSON)
+	}
+	// Only JSON's own whitespace: walkJSON has accepted nothing else.
+	if trimmed := bytes.TrimLeft(data, " \t\r\n"); trimmed[0] != '{' {
+		return fmt.Errorf("%w: value is not an object", ErrNotJSON)
+	}
+	rv := reflect.ValueOf(v).Elem()
+	rt := rv.Type()
 	for i, name := range fields {
 		member := json.RawMessage(members[i])
 		if member == nil {
@@ -112,7 +112,7 @@ func jsonNames(t reflect.Type) []string {
 }
 
 // eachMember calls fn with the name and the raw value of each top-level
-// member of data, which must be a valid JSON object (json.Valid). Names are
+// member of data, which must be a valid JSON object (validJSON). Names are
 // unescaped; values are sub-slices of data. It replaces decoding into a
 // map[string]json.RawMessage, which costs most of a payment event's decode.
 func eachMember(data []byte, fn func(name, value []byte)) {

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"math/rand/v2"
 	"os"
@@ -87,4 +88,22 @@ func FuzzValidJSON(f *testing.F) {
 			t.Errorf("validJSON(%q) = %v, json.Valid says %v", in, got, want)
 		}
 	})
+}
+
+// TestStopsString checks the eight-byte test against the byte-wise one on
+// every byte value in every position, among plain bytes of all kinds.
+func TestStopsString(t *testing.T) {
+	stops := func(c byte) bool { return c < 0x20 || c == '"' || c == '\\' }
+	for _, fill := range []byte{'a', ' ', '~', 0x7f, 0x80, 0xc3, 0xff, '!', '#', '[', ']'} {
+		for pos := range 8 {
+			for c := range 256 {
+				b := [8]byte{fill, fill, fill, fill, fill, fill, fill, fill}
+				b[pos] = byte(c)
+				want := stops(byte(c)) || stops(fill)
+				if got := stopsString(binary.LittleEndian.Uint64(b[:])); got != want {
+					t.Fatalf("stopsString(%q) = %v, want %v", b, got, want)
+				}
+			}
+		}
+	}
 }
