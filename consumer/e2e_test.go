@@ -522,6 +522,31 @@ func TestConcurrencyAndKeyOrder(t *testing.T) {
 	}
 }
 
+// TestConcurrencyBoundsProviderCalls: processing.concurrency is the
+// provider calls in flight. Twice as many commands are handed out, but
+// those beyond it wait for a sending slot before any call.
+func TestConcurrencyBoundsProviderCalls(t *testing.T) {
+	h := newHarness(t)
+	p := newRecordingProvider()
+	p.delay = 50 * time.Millisecond
+	const concurrency, n = 4, 40
+	h.start(instanceOpts{provider: p, concurrency: concurrency})
+	for i := 0; i < n; i++ {
+		h.event(fmt.Sprintf("s%d", i), nil)
+	}
+	for i := 0; i < n; i++ {
+		h.command(map[string]any{"command_id": fmt.Sprintf("c%d", i), "session_id": fmt.Sprintf("s%d", i), "channels": []string{"email"}})
+	}
+	for i := 0; i < n; i++ {
+		if r := h.result(fmt.Sprintf("c%d", i)).result; r.Outcome != schemas.OutcomeNotified {
+			t.Fatalf("c%d: %s", i, h.result(fmt.Sprintf("c%d", i)).msg.Value)
+		}
+	}
+	if got := p.maxInFlight(); got != concurrency {
+		t.Errorf("at most %d provider calls in flight, want exactly processing.concurrency = %d", got, concurrency)
+	}
+}
+
 // TestGracefulShutdown: a stop lets in-flight commands finish and publish
 // their results, and commits them, so a restart dispatches none again.
 func TestGracefulShutdown(t *testing.T) {

@@ -270,6 +270,7 @@ type instanceOpts struct {
 	cooldown    time.Duration // processing.cooldown (default off)
 	provider    *recordingProvider
 	shutdown    time.Duration // processing.shutdown_timeout (default 10s)
+	concurrency int           // processing.concurrency (default 64)
 	registry    *prometheus.Registry
 }
 
@@ -307,6 +308,7 @@ func (h *harness) start(o instanceOpts) *instance {
 	svc, err := New(Config{
 		Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics, TLS: h.conn.TLS, SASL: h.conn.SASL,
 		StoreDir: o.dir, CatchUpWait: o.catchUpWait, ShutdownTimeout: o.shutdown, Registerer: registerer(o.registry),
+		Concurrency: o.concurrency,
 	}, dcfg, slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		h.t.Fatal(err)

@@ -58,10 +58,11 @@ var errHandedOver = errors.New("command handed over undecided")
 //     results (after the command arrived) and wait until the store has
 //     applied both up to them (read-your-writes, and every earlier answer);
 //  4. replay: a command_id that has an answer is answered with it, unchanged;
-//  5. decide once: expired, unknown, ambiguous or rejected commands are
-//     answered without sending; otherwise the channels are sent through
-//     dispatch, which claims the message (wmkafka.Claim) before every
-//     provider call, retries included;
+//  5. decide once, holding one of processing.concurrency sending slots
+//     until the decision is recorded (6): expired, unknown, ambiguous or
+//     rejected commands are answered without sending; otherwise the
+//     channels are sent through dispatch, which claims the message
+//     (wmkafka.Claim) before every provider call, retries included;
 //  6. record: claim again, then record the result as this instance's
 //     decision (or take the answer another instance published first);
 //  7. publish the answer with acks from all in-sync replicas;
@@ -91,7 +92,17 @@ type commandLifecycle struct {
 	now         func() time.Time
 	log         *slog.Logger
 	metrics     *metrics
+	// sending holds a token per command in steps 5 and 6: its capacity is
+	// processing.concurrency, the provider calls in flight. Steps 2 to 4
+	// and 7 (waiting for the projection, publishing) run outside it, so
+	// their few milliseconds do not idle a slot the providers could use.
+	sending chan struct{}
 }
+
+// handedOutPerSlot is how many commands the subscription hands out per
+// sending slot: enough for the ones catching up or publishing to keep
+// every slot busy.
+const handedOutPerSlot = 2
 
 // Handle is the watermill handler function: the lifecycle above.
 func (h *commandLifecycle) Handle(msg *message.Message) error {
@@ -166,7 +177,20 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 		return h.replay(msg, stored, start)
 	}
 
-	// 5. Decide.
+	// 5. Decide, holding a sending slot until the decision is recorded.
+	select {
+	case h.sending <- struct{}{}:
+	case <-ctx.Done():
+		return undecided("wait for a sending slot", context.Cause(ctx))
+	}
+	slot := true
+	freeSlot := func() {
+		if slot {
+			slot = false
+			<-h.sending
+		}
+	}
+	defer freeSlot()
 	res, err := decide(ctx)
 	if err == nil && ctx.Err() != nil {
 		// The hand-over's deadline cut the sends short: channels still being
@@ -189,6 +213,7 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 	if err != nil {
 		return fmt.Errorf("command %s: %w", cmd.CommandID, err)
 	}
+	freeSlot()
 
 	// 7. Publish.
 	if !mine {

@@ -106,8 +106,10 @@ type Config struct {
 	// StoreDir holds the local store (store.dir, default ./data); the
 	// projection lives in its "projection" subfolder.
 	StoreDir string
-	// Concurrency bounds the commands handled at once (processing.concurrency,
-	// default 64).
+	// Concurrency bounds the commands deciding and sending at once
+	// (processing.concurrency, default 64): the provider calls in flight.
+	// Twice as many commands are handed out, so that those waiting for the
+	// projection or publishing their result do not hold a sending slot.
 	Concurrency int
 	// CatchUpWait is how long a command naming an unknown transaction waits
 	// for it to appear (processing.catch_up_wait, default 10s).
@@ -572,7 +574,7 @@ func (rt *runtime) start(ctx context.Context) error {
 	}
 	if rt.sub, err = wmkafka.NewSubscriber(wmkafka.SubscriberConfig{
 		Brokers: cfg.Brokers, GroupID: cfg.GroupID, ClientID: cfg.ClientID, Dialer: conn.Dialer(),
-		Concurrency: cfg.Concurrency, CloseTimeout: cfg.ShutdownTimeout,
+		Concurrency: handedOutPerSlot * cfg.Concurrency, CloseTimeout: cfg.ShutdownTimeout,
 		SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 	}, wlog); err != nil {
 		return fmt.Errorf("commands subscriber: %w", err)
@@ -595,6 +597,7 @@ func (rt *runtime) start(ctx context.Context) error {
 		events: rt.events, results: rt.results, publisher: rt.pub, resultTopic: cfg.Topics.Results,
 		source: "notifyd/" + cfg.ClientID, catchUpWait: cfg.CatchUpWait, maxAge: cfg.MaxCommandAge,
 		now: time.Now, log: s.log.With("component", "commands"), metrics: s.metrics,
+		sending: make(chan struct{}, cfg.Concurrency),
 	}
 	// The Router's own close timeout only backs up the subscriber's
 	// hand-over, which bounds the drain itself.
