@@ -23,6 +23,14 @@
 // tombstone or a change of order_no removes a mapping only while it still
 // points at that session_id.
 //
+// A session is stored as a head (version and order_no, a/<session_id>)
+// and a snapshot (t/<session_id>, the decoded event in snapshot.go's
+// binary form). Applying an event reads the head only when the session
+// filter (sessionfilter.go) cannot rule out that the session is stored, so
+// the cost of an event does not grow with the store. Neither changes an
+// answer: the filter says "surely absent" only when the head read would
+// have found nothing.
+//
 // From the results topic the store also keeps a history index, the last
 // send of each channel and state (processing.cooldown) and the correlation
 // of provider message ids (history.go); from the deliveries topic, the
