@@ -96,6 +96,10 @@ type commandLifecycle struct {
 	// processing.concurrency, the provider calls in flight. Steps 2 to 4
 	// and 7 (waiting for the projection, publishing) run outside it, so
 	// their few milliseconds do not idle a slot the providers could use.
+	// The slot is freed only once the decision is recorded durably
+	// (RecordResult syncs), so that a process or machine dying repeats the
+	// sends of at most processing.concurrency commands: the others are
+	// republished from the record.
 	sending chan struct{}
 }
 

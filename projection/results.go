@@ -108,7 +108,11 @@ func (s *Store) putResult(b *pebble.Batch, commandID string, value []byte) (firs
 // already (read from the topic, or recorded here before), that one is kept
 // and returned: it is the one to publish. Otherwise value is recorded as
 // pending until ApplyResults reads the first result of the command_id from
-// the topic, which then replaces it if it differs.
+// the topic, which then replaces it if it differs. The write is synced
+// (concurrent records share one sync): once RecordResult returns, the
+// decision survives the process and the machine, so the caller may let
+// another command send before this result is on the topic, and a restart
+// republishes it instead of sending again.
 func (s *Store) RecordResult(commandID string, value []byte) (stored []byte, err error) {
 	prev, found, err := s.Result(commandID)
 	if err != nil || found {
@@ -118,7 +122,7 @@ func (s *Store) RecordResult(commandID string, value []byte) (stored []byte, err
 	// ApplyResults never writes a pending entry: nothing can slip in
 	// between the look-up and this write except a result from the topic,
 	// which Result prefers from then on; reading back returns it.
-	if err := s.db.Set([]byte(prefixPending+commandID), value, pebble.NoSync); err != nil {
+	if err := s.db.Set([]byte(prefixPending+commandID), value, pebble.Sync); err != nil {
 		return nil, fmt.Errorf("record result: %w", err)
 	}
 	stored, _, err = s.Result(commandID)
