@@ -28,11 +28,12 @@ func (s *ApplyStats) Add(o ApplyStats) {
 
 // A session is stored under two keys: a/<session_id> holds its head,
 // version (BE64) | len(order_no) (BE16) | order_no, and t/<session_id> its
-// snapshot (see snapshot.go). Applying an event reads only the head: the
-// head keyspace is small and dense (about 50 bytes a session), so its
-// filter and index blocks stay in the block cache however large the
-// snapshots grow, and looking up a session costs the same at 200 k and at
-// 3 M transactions.
+// snapshot (see snapshot.go). Applying an event reads only the head (the
+// version guard and an order_no move need nothing else), and only when the
+// session filter cannot rule out that the session is stored: in a large
+// store a lookup that finds nothing costs several microseconds, reading
+// sstable filter blocks the cache no longer holds. The heads also make the
+// filter cheap to fill at Open: about 50 bytes a session to scan.
 func encodeHead(version int64, orderNo string) []byte {
 	b := make([]byte, 0, 10+len(orderNo))
 	b = binary.BigEndian.AppendUint64(b, uint64(version))
