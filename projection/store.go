@@ -197,8 +197,9 @@ func (s *Store) upgradeHistory() error {
 
 // upgradeProjection rewrites every snapshot written by projection version 1
 // (version and order_no in front of the event's JSON) as a head in its own
-// a/ entry and the binary snapshot, once, in batches; the offsets are
-// untouched, so nothing is read again from the topic.
+// a/ entry and the binary snapshot, once, in batches (an upgrade stopped
+// half-way resumes); the offsets are untouched, so nothing is read again
+// from the topic.
 func (s *Store) upgradeProjection() error {
 	v, err := s.getInt(keyProjectionVersion)
 	if err != nil || v >= projectionVersion {
@@ -215,6 +216,12 @@ func (s *Store) upgradeProjection() error {
 	defer func() { b.Close() }()
 	moved := 0
 	for it.First(); it.Valid(); it.Next() {
+		if _, err := decodeSnapshot(it.Value()); err == nil {
+			// Converted by an upgrade that stopped before its end (its head
+			// was written in the same batch). A version-1 value starts with
+			// a big-endian version, never with snapshotTag.
+			continue
+		}
 		version, orderNo, raw, err := decodeHead(it.Value())
 		if err != nil {
 			return fmt.Errorf("upgrade snapshot %q: %w", it.Key(), err)

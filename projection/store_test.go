@@ -386,7 +386,11 @@ func TestUpgradeProjectionMovesHeads(t *testing.T) {
 	if _, err := s.ApplyEvents(0, []Record{{Offset: 0, Value: raw}}); err != nil {
 		t.Fatal(err)
 	}
-	// Rewrite it as version 1 wrote it.
+	// s2 stays as version 2 wrote it, as if an upgrade had stopped
+	// half-way; s1 is rewritten as version 1 wrote it.
+	if _, err := s.ApplyEvents(1, []Record{{Offset: 0, Value: event("s2", "o9", "created", 1, "b@x.com")}}); err != nil {
+		t.Fatal(err)
+	}
 	b := s.db.NewBatch()
 	for _, err := range []error{
 		b.Set([]byte(prefixTxn+"s1"), append(encodeHead(5, "o1"), raw...), nil),
@@ -406,6 +410,9 @@ func TestUpgradeProjectionMovesHeads(t *testing.T) {
 	if ev, found, err := s.Transaction("s1"); err != nil || !found || ev.State != "paid" || ev.Version != 5 {
 		t.Fatalf("after upgrade: %+v %v %v", ev, found, err)
 	}
+	if ev, found, err := s.Transaction("s2"); err != nil || !found || ev.State != "created" || ev.CustomerEmail != "b@x.com" {
+		t.Fatalf("already converted, after upgrade: %+v %v %v", ev, found, err)
+	}
 	st, err := s.ApplyEvents(0, []Record{
 		{Offset: 1, Value: event("s1", "o1", "failed", 4, "a@x.com")},
 		{Offset: 2, Value: event("s1", "o2", "captured", 6, "a@x.com")},
@@ -422,7 +429,7 @@ func TestUpgradeProjectionMovesHeads(t *testing.T) {
 	if sid, found, _ := s.SessionForOrder("o2"); !found || sid != "s1" {
 		t.Errorf("o2 -> %q %v", sid, found)
 	}
-	if s.Transactions() != 1 {
+	if s.Transactions() != 2 {
 		t.Errorf("transactions = %d", s.Transactions())
 	}
 	if v, err := s.getInt(keyProjectionVersion); err != nil || v != projectionVersion {
