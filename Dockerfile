@@ -13,6 +13,9 @@
 ARG GO_VERSION=1.26
 
 FROM golang:${GO_VERSION} AS build
+# go.mod names Go 1.27.3: the image's Go fetches that toolchain from the
+# module proxy.
+ENV GOTOOLCHAIN=go1.27.3
 WORKDIR /src
 # Modules first, so that a source change does not download them again.
 COPY go.mod go.sum ./
