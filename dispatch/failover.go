@@ -172,11 +172,19 @@ var (
 	smtpAccountCodes = map[int]bool{530: true, 534: true, 535: true, 538: true}
 )
 
-// httpAccountStatus reports whether an HTTP status blames the account
-// (401, 403, 407): for the webhook kind, and for Twilio and Meta beside
-// their codes.
+// httpAccountStatus reports whether an HTTP status blames the account or
+// its configuration (401, 403, 407, and the redirects 301, 302, 303, 307
+// and 308: providers never follow one, see providerClient, so a moved
+// endpoint is a configuration to mend, and another provider may succeed):
+// for the webhook kind, and for Twilio and Meta beside their codes. Any
+// other 3xx is a plain permanent error.
 func httpAccountStatus(status int) bool {
-	return status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusProxyAuthRequired
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusProxyAuthRequired,
+		http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return true
+	}
+	return false
 }
 
 // RouteNames are the names of a channel's routes as results give them

@@ -20,6 +20,27 @@ import (
 // maxAnswerBytes bounds how much of a provider's answer is read.
 const maxAnswerBytes = 64 << 10
 
+// providerClient returns the client an HTTP provider sends with: client (a
+// copy of it) or, when nil, a client without its own timeout (each attempt
+// is bounded by the retry policy's attempt_timeout); in both, redirects are
+// never followed. A provider is called at the address configured, never at
+// one its answer names: following a 3xx would send the message (the
+// customer's contact, the text) and the credential headers to another
+// address. The 3xx is the answer: see httpAccountStatus.
+func providerClient(client *http.Client) *http.Client {
+	c := &http.Client{}
+	if client != nil {
+		*c = *client
+	}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return errRedirect }
+	return c
+}
+
+// errRedirect is what providerClient's CheckRedirect returns: the client
+// then hands back the 3xx answer itself (http.ErrUseLastResponse), body
+// unread, rather than an error.
+var errRedirect = http.ErrUseLastResponse
+
 // httpAnswer is a provider's HTTP answer: its status, the Retry-After it
 // asked for (0 when none) and the start of its body.
 type httpAnswer struct {

@@ -148,8 +148,8 @@ type MetaParameter struct {
 }
 
 // NewMeta validates cfg and returns a Meta; empty base_url and api_version
-// take the defaults. client nil means a client without its own timeout
-// (each attempt is bounded by the retry policy's attempt_timeout).
+// take the defaults. It sends with providerClient(client): nil means no
+// timeout of its own, and redirects are never followed.
 func NewMeta(cfg MetaConfig, client *http.Client) (*Meta, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -160,9 +160,7 @@ func NewMeta(cfg MetaConfig, client *http.Client) (*Meta, error) {
 	if cfg.APIVersion == "" {
 		cfg.APIVersion = DefaultMetaAPIVersion
 	}
-	if client == nil {
-		client = &http.Client{}
-	}
+	client = providerClient(client)
 	endpoint := strings.TrimRight(cfg.BaseURL, "/") + "/" + cfg.APIVersion + "/" + url.PathEscape(cfg.PhoneNumberID) + "/messages"
 	return &Meta{cfg: cfg, client: client, endpoint: endpoint, redact: NewRedactor(Secret{Value: cfg.AccessToken})}, nil
 }

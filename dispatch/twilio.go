@@ -99,8 +99,8 @@ type Twilio struct {
 }
 
 // NewTwilio validates cfg and returns a Twilio; an empty base_url becomes
-// DefaultTwilioBaseURL. client nil means a client without its own timeout
-// (each attempt is bounded by the retry policy's attempt_timeout).
+// DefaultTwilioBaseURL. It sends with providerClient(client): nil means no
+// timeout of its own, and redirects are never followed.
 func NewTwilio(cfg TwilioConfig, client *http.Client) (*Twilio, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -108,9 +108,7 @@ func NewTwilio(cfg TwilioConfig, client *http.Client) (*Twilio, error) {
 	if cfg.BaseURL == "" {
 		cfg.BaseURL = DefaultTwilioBaseURL
 	}
-	if client == nil {
-		client = &http.Client{}
-	}
+	client = providerClient(client)
 	endpoint := strings.TrimRight(cfg.BaseURL, "/") + "/2010-04-01/Accounts/" + url.PathEscape(cfg.AccountSID) + "/Messages.json"
 	return &Twilio{cfg: cfg, client: client, endpoint: endpoint,
 		redact: NewRedactor(Secret{Value: cfg.AuthToken, User: cfg.AccountSID})}, nil

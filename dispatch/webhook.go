@@ -83,15 +83,13 @@ type WebhookRequest struct {
 	WhatsApp  *WhatsAppTemplate `json:"whatsapp,omitempty"`
 }
 
-// NewWebhook returns a Webhook; client nil means a client without its own
-// timeout (each attempt is bounded by the retry policy's attempt_timeout).
+// NewWebhook returns a Webhook. It sends with providerClient(client): nil
+// means no timeout of its own, and redirects are never followed.
 func NewWebhook(cfg WebhookConfig, client *http.Client) (*Webhook, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if client == nil {
-		client = &http.Client{}
-	}
+	client = providerClient(client)
 	return &Webhook{cfg: cfg, client: client, redact: NewRedactor(HeaderSecrets(cfg.Headers)...)}, nil
 }
 
