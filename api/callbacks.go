@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -34,25 +36,42 @@ type Receipts interface {
 	// provider_message_id, status, provider_status, error_code,
 	// error_detail, occurred_at, received_at, and the channel the provider
 	// implies); recipient, when the provider gave it, is masked in the
-	// detail.
-	RecordReceipt(ctx context.Context, ev schemas.DeliveryEvent, recipient string) error
+	// detail; accounts are the accounts of ev.Provider's kind the receipt
+	// was verified for (see dispatch.Accounter): a message another account
+	// sent is left as it is, with dispatch.ErrForeignReceipt.
+	RecordReceipt(ctx context.Context, ev schemas.DeliveryEvent, recipient string, accounts []string) error
 }
 
 // CallbackSecrets are what receipts are verified with; cmd fills them from
 // the providers' configuration. An endpoint without its secret answers 404.
 type CallbackSecrets struct {
 	// TwilioAuthTokens are the auth tokens of the twilio providers, by
-	// account SID (a receipt names its AccountSid).
+	// account SID (a receipt names its AccountSid; it is the account).
 	TwilioAuthTokens map[string]string
-	// MetaAppSecrets are the app secrets of the meta providers
-	// (providers.whatsapp.meta.app_secret): a receipt signed with any is
-	// accepted.
-	MetaAppSecrets []string
+	// MetaApps are the apps of the meta providers: a receipt signed with
+	// an app's secret applies to the messages of that app's phone numbers.
+	MetaApps []MetaApp
 	// MetaVerifyToken answers Meta's subscription handshake
 	// (providers.whatsapp.meta.verify_token).
 	MetaVerifyToken string
-	// WebhookSecrets are the receipt_secret of the webhook providers.
-	WebhookSecrets []string
+	// Webhooks are the receipt secrets of the webhook providers, each with
+	// the accounts of the providers that have it.
+	Webhooks []WebhookReceipts
+}
+
+// MetaApp is a Meta app of the meta providers: its secret
+// (providers.whatsapp.meta.app_secret) and the phone number ids of the
+// providers configured with it.
+type MetaApp struct {
+	AppSecret      string
+	PhoneNumberIDs []string
+}
+
+// WebhookReceipts is a receipt_secret of webhook providers and their
+// accounts (dispatch.WebhookConfig.Account).
+type WebhookReceipts struct {
+	Secret   string
+	Accounts []string
 }
 
 // Paths of the receipt callbacks.
@@ -82,7 +101,13 @@ const (
 	callbackBadSignature = "bad_signature" // 401: missing or wrong signature, nothing published
 	callbackInvalid      = "invalid"       // 400: verified but not a receipt
 	callbackFailed       = "failed"        // 503: could not be recorded; the provider tries again
+	// callbackForeign: verified, about a message another provider account
+	// sent (200, nothing changed).
+	callbackForeign = "foreign_message"
 )
+
+// callbackResults are the results of callbacks, as counted.
+var callbackResults = []string{callbackAccepted, callbackIgnored, callbackForeign, callbackBadSignature, callbackInvalid, callbackFailed}
 
 // twilioStatuses maps Twilio's MessageStatus to a delivery status; the
 // others (accepted, scheduled, queued, sending, receiving, received) come
@@ -127,8 +152,8 @@ func (s *Server) serveCallback(w http.ResponseWriter, r *http.Request) {
 	sec := s.deps.Callbacks
 	switch {
 	case r.URL.Path == PathCallbackTwilio && len(sec.TwilioAuthTokens) > 0:
-	case r.URL.Path == PathCallbackMeta && (len(sec.MetaAppSecrets) > 0 || sec.MetaVerifyToken != ""):
-	case r.URL.Path == PathCallbackWebhook && len(sec.WebhookSecrets) > 0:
+	case r.URL.Path == PathCallbackMeta && (len(sec.MetaApps) > 0 || sec.MetaVerifyToken != ""):
+	case r.URL.Path == PathCallbackWebhook && len(sec.Webhooks) > 0:
 	default:
 		http.NotFound(w, r)
 		return
@@ -156,9 +181,9 @@ func (s *Server) serveCallback(w http.ResponseWriter, r *http.Request) {
 	case PathCallbackTwilio:
 		receipts, verifyErr = s.twilioReceipts(r, body, received)
 	case PathCallbackMeta:
-		receipts, verifyErr = metaReceipts(sec.MetaAppSecrets, r.Header.Get("X-Hub-Signature-256"), body, received)
+		receipts, verifyErr = metaReceipts(sec.MetaApps, r.Header.Get("X-Hub-Signature-256"), body, received)
 	default:
-		receipts, verifyErr = webhookReceipts(sec.WebhookSecrets, r.Header.Get(WebhookSignatureHeader), body, received)
+		receipts, verifyErr = webhookReceipts(sec.Webhooks, r.Header.Get(WebhookSignatureHeader), body, received)
 	}
 	var bad badSignature
 	switch {
@@ -177,41 +202,59 @@ func (s *Server) serveCallback(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Wait)
 	defer cancel()
 	var (
-		wg      sync.WaitGroup
-		failed  atomic.Bool
-		ignored = true
+		wg                sync.WaitGroup
+		failed, foreign   atomic.Bool
+		recorded, tracked atomic.Int64
 	)
 	for _, rc := range receipts {
 		if !rc.ev.Status.Valid() {
 			continue
 		}
-		ignored = false
+		tracked.Add(1)
+		if len(rc.accounts) == 0 {
+			foreign.Store(true) // verified, but for none of the accounts it names
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.deps.Receipts.RecordReceipt(ctx, rc.ev, rc.recipient); err != nil {
+			err := s.deps.Receipts.RecordReceipt(ctx, rc.ev, rc.recipient, rc.accounts)
+			switch {
+			case errors.Is(err, dispatch.ErrForeignReceipt):
+				foreign.Store(true)
+			case err != nil:
 				failed.Store(true)
 				s.log.Error("callback: receipt not recorded; the provider will send it again", "provider", provider,
 					"provider_message_id", rc.ev.ProviderMessageID, "error", err)
+			default:
+				recorded.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	if failed.Load() {
+	switch {
+	case failed.Load():
 		reply(http.StatusServiceUnavailable, callbackFailed, "not recorded, try again")
-		return
-	}
-	if ignored {
+	case recorded.Load() > 0:
+		reply(http.StatusOK, callbackAccepted, "")
+	case foreign.Load():
+		s.log.Warn("callback: receipts about messages another provider account sent, ignored", "provider", provider)
+		reply(http.StatusOK, callbackForeign, "")
+	case tracked.Load() == 0:
 		reply(http.StatusOK, callbackIgnored, "")
-		return
+	default:
+		reply(http.StatusOK, callbackAccepted, "")
 	}
-	reply(http.StatusOK, callbackAccepted, "")
 }
 
 // receipt is one receipt of a callback, verified.
 type receipt struct {
 	ev        schemas.DeliveryEvent
 	recipient string
+	// accounts are the accounts of ev.Provider's kind the receipt was
+	// verified for; none: it names an account its signer does not have
+	// (a foreign message).
+	accounts []string
 }
 
 // badSignature is a request whose signature is missing or wrong.
@@ -296,7 +339,7 @@ func (s *Server) twilioReceipts(r *http.Request, body []byte, received time.Time
 	ev := schemas.DeliveryEvent{Provider: "twilio", Channel: ch, ProviderMessageID: id, Status: twilioStatuses[providerStatus],
 		ProviderStatus: providerStatus, ErrorCode: params.Get("ErrorCode"), ErrorDetail: params.Get("ErrorMessage"),
 		OccurredAt: received, ReceivedAt: received}
-	return []receipt{{ev: ev, recipient: to}}, nil
+	return []receipt{{ev: ev, recipient: to, accounts: []string{params.Get("AccountSid")}}}, nil
 }
 
 // MetaSignature is X-Hub-Signature-256 for body: "sha256=" and the hex
@@ -326,6 +369,9 @@ type metaNotification struct {
 	Entry []struct {
 		Changes []struct {
 			Value struct {
+				Metadata struct {
+					PhoneNumberID string `json:"phone_number_id"`
+				} `json:"metadata"`
 				Statuses []struct {
 					ID          string `json:"id"`
 					Status      string `json:"status"`
@@ -346,16 +392,21 @@ type metaNotification struct {
 }
 
 // metaReceipts verifies a Cloud API notification, signed over its raw
-// bytes with any of secrets, and reads its statuses (messages and other
-// fields of the notification are not receipts: none).
-func metaReceipts(secrets []string, sig string, body []byte, received time.Time) ([]receipt, error) {
+// bytes with the secret of any of apps, and reads its statuses (messages
+// and other fields of the notification are not receipts: none). A status
+// is for the phone number its change's metadata names, which must be one
+// of the signing app's (else it has no accounts: a foreign message); a
+// change without metadata may be for any of them.
+func metaReceipts(apps []MetaApp, sig string, body []byte, received time.Time) ([]receipt, error) {
 	if sig == "" {
 		return nil, badSignature{"no X-Hub-Signature-256"}
 	}
+	var phones []string
 	ok := false
-	for _, secret := range secrets {
-		if hmac.Equal([]byte(sig), []byte(MetaSignature(secret, body))) {
+	for _, app := range apps {
+		if hmac.Equal([]byte(sig), []byte(MetaSignature(app.AppSecret, body))) {
 			ok = true
+			phones = append(phones, app.PhoneNumberIDs...)
 		}
 	}
 	if !ok {
@@ -368,6 +419,13 @@ func metaReceipts(secrets []string, sig string, body []byte, received time.Time)
 	var out []receipt
 	for _, e := range n.Entry {
 		for _, c := range e.Changes {
+			accounts := phones
+			if id := c.Value.Metadata.PhoneNumberID; id != "" {
+				accounts = nil
+				if slices.Contains(phones, id) {
+					accounts = []string{id}
+				}
+			}
 			for _, st := range c.Value.Statuses {
 				if st.ID == "" {
 					return nil, errors.New("a status without id")
@@ -387,7 +445,7 @@ func metaReceipts(secrets []string, sig string, body []byte, received time.Time)
 				if st.RecipientID != "" {
 					recipient = "+" + st.RecipientID
 				}
-				out = append(out, receipt{ev: ev, recipient: recipient})
+				out = append(out, receipt{ev: ev, recipient: recipient, accounts: accounts})
 			}
 		}
 	}
@@ -427,8 +485,9 @@ type webhookReceipt struct {
 }
 
 // webhookReceipts verifies a webhook receipt: its signature with any of
-// secrets, made within WebhookSignatureTolerance of received.
-func webhookReceipts(secrets []string, header string, body []byte, received time.Time) ([]receipt, error) {
+// the hooks' secrets, made within WebhookSignatureTolerance of received.
+// It is for the accounts of the secrets that verify it.
+func webhookReceipts(hooks []WebhookReceipts, header string, body []byte, received time.Time) ([]receipt, error) {
 	var ts, v1 string
 	for _, part := range strings.Split(header, ",") {
 		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
@@ -448,10 +507,12 @@ func webhookReceipts(secrets []string, header string, body []byte, received time
 		return nil, badSignature{fmt.Sprintf("%s is %s away from now (more than %s: a replay?)", WebhookSignatureHeader, d.Round(time.Second), WebhookSignatureTolerance)}
 	}
 	ok := false
-	for _, secret := range secrets {
-		want := WebhookSignature(secret, signed, body)
+	var accounts []string
+	for _, hook := range hooks {
+		want := WebhookSignature(hook.Secret, signed, body)
 		if hmac.Equal([]byte("t="+ts+",v1="+v1), []byte(want)) {
 			ok = true
+			accounts = append(accounts, hook.Accounts...)
 		}
 	}
 	if !ok {
@@ -476,5 +537,5 @@ func webhookReceipts(secrets []string, header string, body []byte, received time
 	}
 	ev := schemas.DeliveryEvent{Provider: "webhook", Channel: w.Channel, ProviderMessageID: w.ID, Status: w.Status,
 		ProviderStatus: w.ProviderStatus, ErrorCode: w.ErrorCode, ErrorDetail: w.ErrorDetail, OccurredAt: at, ReceivedAt: received}
-	return []receipt{{ev: ev, recipient: w.To}}, nil
+	return []receipt{{ev: ev, recipient: w.To, accounts: accounts}}, nil
 }

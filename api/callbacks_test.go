@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -30,9 +32,13 @@ type receiptLog struct {
 	together int
 	inFlight int
 	arrived  chan struct{}
+	// sentBy, when set, is the account that sent each message, as the
+	// consumer's correlation knows it: a receipt not verified for it is
+	// foreign.
+	sentBy map[string]string
 }
 
-func (l *receiptLog) RecordReceipt(_ context.Context, ev schemas.DeliveryEvent, recipient string) error {
+func (l *receiptLog) RecordReceipt(_ context.Context, ev schemas.DeliveryEvent, recipient string, accounts []string) error {
 	l.mu.Lock()
 	if l.together > 0 {
 		if l.arrived == nil {
@@ -55,7 +61,10 @@ func (l *receiptLog) RecordReceipt(_ context.Context, ev schemas.DeliveryEvent, 
 	if l.fail != nil {
 		return l.fail
 	}
-	l.got = append(l.got, receipt{ev, recipient})
+	if l.sentBy != nil && !slices.Contains(accounts, l.sentBy[ev.ProviderMessageID]) {
+		return dispatch.ErrForeignReceipt
+	}
+	l.got = append(l.got, receipt{ev, recipient, accounts})
 	return nil
 }
 
@@ -74,6 +83,11 @@ const (
 	testAppSecret   = "meta-app-secret-1"
 	testVerifyToken = "meta-verify-token"
 	testHookSecret  = "webhook-receipt-secret"
+	// The accounts of the providers the receipts above are for.
+	testPhoneID         = "106540352242922"
+	testOtherPhoneID    = "200000000000001"
+	testHookHost        = "hooks.example"
+	testOtherHookSecret = "another-webhook-receipt-secret"
 )
 
 func callbackServer(t *testing.T) (http.Handler, *receiptLog, *prometheus.Registry) {
@@ -85,8 +99,9 @@ func callbackServer(t *testing.T) (http.Handler, *receiptLog, *prometheus.Regist
 	reg := prometheus.NewRegistry()
 	s, err := New(cfg, Deps{Commands: k, Results: k, Registerer: reg, Receipts: log, Callbacks: CallbackSecrets{
 		TwilioAuthTokens: map[string]string{testAccountSID: testAuthToken},
-		MetaAppSecrets:   []string{"another-app-secret", testAppSecret}, MetaVerifyToken: testVerifyToken,
-		WebhookSecrets: []string{testHookSecret},
+		MetaApps:         []MetaApp{{AppSecret: "another-app-secret", PhoneNumberIDs: []string{testOtherPhoneID}}, {AppSecret: testAppSecret, PhoneNumberIDs: []string{testPhoneID}}},
+		MetaVerifyToken:  testVerifyToken,
+		Webhooks:         []WebhookReceipts{{Secret: testHookSecret, Accounts: []string{testHookHost}}, {Secret: testOtherHookSecret, Accounts: []string{"other.example"}}},
 	}}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -343,12 +358,84 @@ func TestCallbacksOff(t *testing.T) {
 	cfg := Config{Listen: DefaultListen}
 	cfg.SetDefaults()
 	k := newMemoryKafka()
-	s, err := New(cfg, Deps{Commands: k, Results: k, Receipts: &receiptLog{}, Callbacks: CallbackSecrets{MetaAppSecrets: []string{testAppSecret}}},
+	s, err := New(cfg, Deps{Commands: k, Results: k, Receipts: &receiptLog{}, Callbacks: CallbackSecrets{MetaApps: []MetaApp{{AppSecret: testAppSecret, PhoneNumberIDs: []string{testPhoneID}}}}},
 		slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if code, _ := do(s.Handler(), twilioCallback(testAuthToken, "http://example.com"+PathCallbackTwilio, twilioParams("sent"))); code != http.StatusNotFound {
 		t.Errorf("twilio callback with no twilio provider: %d, want 404", code)
+	}
+}
+
+// TestCallbackAccounts: a verified receipt carries the accounts its secret
+// speaks for (the AccountSid, the phone number id its notification names,
+// the hosts of the webhook providers with that secret); one whose
+// notification names a phone number of another app, or that the consumer
+// finds is about another account's message, is answered 200, changes
+// nothing and is counted as foreign_message.
+func TestCallbackAccounts(t *testing.T) {
+	h, log, reg := callbackServer(t)
+	signed := testPublicURL + PathCallbackTwilio
+	hook := func(secret, body string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, PathCallbackWebhook, strings.NewReader(body))
+		r.Header.Set(WebhookSignatureHeader, WebhookSignature(secret, time.Now(), []byte(body)))
+		return r
+	}
+	if code, body := do(h, twilioCallback(testAuthToken, signed, twilioParams("delivered"))); code != http.StatusOK {
+		t.Fatalf("twilio: %d %s", code, body)
+	}
+	if code, body := do(h, metaCallback(testAppSecret, metaBody)); code != http.StatusOK {
+		t.Fatalf("meta: %d %s", code, body)
+	}
+	if code, body := do(h, hook(testHookSecret, `{"id":"hook-1","status":"delivered"}`)); code != http.StatusOK {
+		t.Fatalf("webhook: %d %s", code, body)
+	}
+	for _, r := range log.take() {
+		var want []string
+		switch r.ev.Provider {
+		case "twilio":
+			want = []string{testAccountSID}
+		case "meta":
+			want = []string{testPhoneID}
+		case "webhook":
+			want = []string{testHookHost}
+		}
+		if !slices.Equal(r.accounts, want) {
+			t.Errorf("%s receipt for accounts %q, want %q", r.ev.Provider, r.accounts, want)
+		}
+	}
+
+	// A notification signed with one app's secret naming another app's
+	// phone number: nothing recorded.
+	other := strings.Replace(metaBody, testPhoneID, testOtherPhoneID, 1)
+	if code, body := do(h, metaCallback(testAppSecret, other)); code != http.StatusOK {
+		t.Fatalf("meta, another app's number: %d %s", code, body)
+	}
+	if got := log.take(); len(got) != 0 {
+		t.Errorf("a receipt for another app's number was recorded: %+v", got)
+	}
+	if n := callbackCount(t, reg, "meta", callbackForeign); n != 1 {
+		t.Errorf("notifyd_callbacks_total{meta,foreign_message} = %v, want 1", n)
+	}
+
+	// The consumer knows the message was sent from another account.
+	log.sentBy = map[string]string{"SM123": "AC00000000000000000000000000000002", "hook-1": testHookHost, "hook-2": "other.example"}
+	if code, body := do(h, twilioCallback(testAuthToken, signed, twilioParams("read"))); code != http.StatusOK {
+		t.Fatalf("twilio, foreign: %d %s", code, body)
+	}
+	if code, body := do(h, hook(testOtherHookSecret, `{"id":"hook-1","status":"read"}`)); code != http.StatusOK {
+		t.Fatalf("webhook, foreign: %d %s", code, body)
+	}
+	if code, body := do(h, hook(testOtherHookSecret, `{"id":"hook-2","status":"read"}`)); code != http.StatusOK {
+		t.Fatalf("webhook, own: %d %s", code, body)
+	}
+	if got := log.take(); len(got) != 1 || got[0].ev.ProviderMessageID != "hook-2" {
+		t.Errorf("recorded %+v, want hook-2's receipt only", got)
+	}
+	for provider, want := range map[string]float64{"twilio": 1, "webhook": 1} {
+		if n := callbackCount(t, reg, provider, callbackForeign); n != want {
+			t.Errorf("notifyd_callbacks_total{%s,foreign_message} = %v, want %v", provider, n, want)
+		}
 	}
 }

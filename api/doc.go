@@ -40,8 +40,12 @@
 //     /webhook (callbacks.go): each request is verified by its provider's
 //     signature (constant-time) before anything of it is used; a bad one
 //     is 401 and publishes nothing; a verified one is handed to Receipts
-//     (consumer.Service, wired by cmd/notifyd) and answered 200 only once
-//     recorded, 503 otherwise so that the provider tries again.
+//     (consumer.Service, wired by cmd/notifyd) with the provider accounts
+//     its secret speaks for (a Twilio AccountSid, the signing Meta app's
+//     phone number named in the notification, the webhook providers with
+//     that receipt_secret), and answered 200 only once recorded, 503
+//     otherwise so that the provider tries again; one about a message
+//     another account sent is 200 and changes nothing (foreign_message).
 //   - Bad input never reaches Kafka: it is answered 400/413/415 with the
 //     gateway's field errors or a detail; a panic in a handler is answered
 //     500 and logged (the fuzzer in scripts/api-fuzz checks there are none).

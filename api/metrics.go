@@ -40,11 +40,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notifyd_callbacks_total",
-			Help: "Receipt callbacks answered, by provider (twilio, meta, webhook) and result: accepted, ignored (a status not tracked), bad_signature (401, nothing published), invalid (400), failed (503, the provider retries).",
+			Help: "Receipt callbacks answered, by provider (twilio, meta, webhook) and result: accepted, ignored (a status not tracked), foreign_message (about a message another provider account sent: nothing changed), bad_signature (401, nothing published), invalid (400), failed (503, the provider retries).",
 		}, []string{"provider", "result"}),
 	}
 	for _, p := range []string{"twilio", "meta", "webhook"} {
-		for _, r := range []string{callbackAccepted, callbackIgnored, callbackBadSignature, callbackInvalid, callbackFailed} {
+		for _, r := range callbackResults {
 			m.callbacks.WithLabelValues(p, r)
 		}
 	}

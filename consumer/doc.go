@@ -22,9 +22,11 @@
 //     commands; stop undoes it in the order written in runtime.stop.
 //   - A provider's receipt becomes a delivery event in one place, receipts
 //     (receipts.go): correlate from the store (waiting a bounded time for
-//     the result), publish only a change of the message's furthest status
-//     (schemas.DeliveryStatus.Advances), acknowledged before returning;
-//     every instance follows the deliveries topic into its store.
+//     the result), ignore a receipt about a message another provider
+//     account sent (dispatch.ErrForeignReceipt), publish only a change of
+//     the message's furthest status (schemas.DeliveryEvent.Moves),
+//     acknowledged before returning; every instance follows the
+//     deliveries topic into its store.
 //
 // # Bad input
 //

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,13 +31,16 @@ const CETypeDelivery = "dev.notifyd.delivery_event.v1"
 //     from the store (every instance has it, from the results topic),
 //     waiting up to wait (processing.catch_up_wait) for a result not read
 //     yet; then the event is published with what is known;
-//  3. a receipt that does not move the message's furthest status
-//     (schemas.DeliveryStatus.Advances: a repeat, or one arriving out of
+//  3. a receipt about a message that another provider sent (another kind,
+//     or an account the receipt was not verified for) is ignored:
+//     dispatch.ErrForeignReceipt;
+//  4. a receipt that does not move the message's furthest status
+//     (schemas.DeliveryEvent.Moves: a repeat, or one arriving out of
 //     order) publishes nothing;
-//  4. the event is published and acknowledged by all in-sync replicas
+//  5. the event is published and acknowledged by all in-sync replicas
 //     before record returns: the provider is answered 200 only then, so a
 //     crash after the answer loses nothing;
-//  5. the store records it at once, so a repeat is known before the event
+//  6. the store records it at once, so a repeat is known before the event
 //     is read back.
 type receipts struct {
 	store   *projection.Store
@@ -106,9 +110,12 @@ func (r *receipts) correlate(ctx context.Context, id string) (projection.Correla
 // (provider, provider_message_id, status, provider_status, error_code,
 // error_detail as received, occurred_at, received_at, and the channel
 // when the provider implies one); recipient is the message's recipient as
-// the provider gave it, if it did, to be masked in the detail. It returns
-// nil once the event is published, or when there is nothing to publish.
-func (r *receipts) record(ctx context.Context, ev schemas.DeliveryEvent, recipient string) error {
+// the provider gave it, if it did, to be masked in the detail; accounts
+// are the accounts of ev.Provider's kind the receipt was verified for. It
+// returns nil once the event is published, or when there is nothing to
+// publish; dispatch.ErrForeignReceipt when the message is another
+// provider account's.
+func (r *receipts) record(ctx context.Context, ev schemas.DeliveryEvent, recipient string, accounts []string) error {
 	if ev.ProviderMessageID == "" || !ev.Status.Valid() {
 		return fmt.Errorf("receipt: no message id or an unknown status %q", ev.Status)
 	}
@@ -119,22 +126,30 @@ func (r *receipts) record(ctx context.Context, ev schemas.DeliveryEvent, recipie
 	if err != nil {
 		return fmt.Errorf("receipt %s: %w", ev.ProviderMessageID, err)
 	}
-	if correlated {
+	switch {
+	case correlated && !sentFrom(c, ev.Provider, accounts):
+		log.Warn("receipt for a message another provider account sent: ignored", "sent_by", c.Provider, "account", c.Account)
+		return dispatch.ErrForeignReceipt
+	case correlated:
 		ev.CommandID, ev.ResultID, ev.SessionID, ev.OrderNo, ev.Channel, ev.Provider = c.CommandID, c.ResultID, c.SessionID, c.OrderNo, c.Channel, c.Provider
-	} else {
+		ev.ProviderAccount = c.Account
+	default:
+		if len(accounts) == 1 {
+			ev.ProviderAccount = accounts[0]
+		}
 		log.Warn("receipt for a message no result reports sent (yet): published with what the provider said", "waited", r.wait.String())
 	}
 	prev, found, err := r.store.Delivery(ev.ProviderMessageID)
 	if err != nil {
 		return fmt.Errorf("receipt %s: %w", ev.ProviderMessageID, err)
 	}
+	if !ev.Moves(prev, found) {
+		log.Debug("receipt changes nothing", "furthest", prev.Status)
+		return nil
+	}
 	var from schemas.DeliveryStatus
 	if found {
 		from = prev.Status
-	}
-	if !from.Advances(ev.Status) {
-		log.Debug("receipt changes nothing", "furthest", from)
-		return nil
 	}
 	ev.DeliveryID = uuid.NewString()
 	ev.ErrorDetail = r.redact.Text(ev.Channel, recipient, ev.ErrorDetail)
@@ -167,17 +182,27 @@ func (r *receipts) record(ctx context.Context, ev schemas.DeliveryEvent, recipie
 	return nil
 }
 
+// sentFrom reports whether the message c correlates was sent by a provider
+// of kind with one of accounts: the same kind, and, when the result named
+// the account (results from before notifyd recorded it do not), one the
+// receipt was verified for.
+func sentFrom(c projection.Correlation, kind string, accounts []string) bool {
+	return schemas.ProviderKind(c.Provider) == kind && (c.Account == "" || slices.Contains(accounts, c.Account))
+}
+
 // RecordReceipt turns a provider's verified receipt into a delivery event
 // (see receipts for the order of steps) and returns once it is published,
 // or once it is known to change nothing. ev holds what the provider said;
-// recipient, when the provider gave it, is masked in the error detail.
-// ErrNotRunning when the service does not run.
-func (s *Service) RecordReceipt(ctx context.Context, ev schemas.DeliveryEvent, recipient string) error {
+// recipient, when the provider gave it, is masked in the error detail;
+// accounts are the accounts of ev.Provider's kind the receipt was verified
+// for. dispatch.ErrForeignReceipt when the message is another provider
+// account's; ErrNotRunning when the service does not run.
+func (s *Service) RecordReceipt(ctx context.Context, ev schemas.DeliveryEvent, recipient string, accounts []string) error {
 	s.mu.Lock()
 	r := s.receipts
 	s.mu.Unlock()
 	if r == nil {
 		return ErrNotRunning
 	}
-	return r.record(ctx, ev, recipient)
+	return r.record(ctx, ev, recipient, accounts)
 }

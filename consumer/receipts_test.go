@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/projection"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -58,7 +60,7 @@ func (l *deliveryLog) of(id string) []schemas.DeliveryEvent {
 
 func receipt(id string, status schemas.DeliveryStatus) schemas.DeliveryEvent {
 	now := time.Now().UTC()
-	return schemas.DeliveryEvent{Provider: "twilio", Channel: schemas.ChannelSMS, ProviderMessageID: id, Status: status,
+	return schemas.DeliveryEvent{Provider: "recording", Channel: schemas.ChannelSMS, ProviderMessageID: id, Status: status,
 		ProviderStatus: string(status), OccurredAt: now, ReceivedAt: now}
 }
 
@@ -86,7 +88,7 @@ func TestReceiptsEndToEnd(t *testing.T) {
 	id := res.Channels[0].ProviderMessageID
 
 	for _, st := range []schemas.DeliveryStatus{schemas.DeliveryDelivered, schemas.DeliveryDelivered, schemas.DeliverySent} {
-		if err := in.svc.RecordReceipt(ctx, receipt(id, st), ""); err != nil {
+		if err := in.svc.RecordReceipt(ctx, receipt(id, st), "", nil); err != nil {
 			t.Fatalf("receipt %s: %v", st, err)
 		}
 	}
@@ -109,7 +111,7 @@ func TestReceiptsEndToEnd(t *testing.T) {
 
 	// Read moves it further; a late failure does not undo it.
 	for _, st := range []schemas.DeliveryStatus{schemas.DeliveryRead, schemas.DeliveryUndelivered} {
-		if err := in.svc.RecordReceipt(ctx, receipt(id, st), ""); err != nil {
+		if err := in.svc.RecordReceipt(ctx, receipt(id, st), "", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,7 +122,7 @@ func TestReceiptsEndToEnd(t *testing.T) {
 	id2 := h.result("rcpt-2").result.Channels[0].ProviderMessageID
 	bad := receipt(id2, schemas.DeliveryUndelivered)
 	bad.ErrorCode, bad.ErrorDetail = "30003", "Unreachable destination handset +96555001234"
-	if err := in.svc.RecordReceipt(ctx, bad, "+96555001234"); err != nil {
+	if err := in.svc.RecordReceipt(ctx, bad, "+96555001234", nil); err != nil {
 		t.Fatal(err)
 	}
 	h.poll("the undelivered event", 30*time.Second, func() bool { return len(deliveries.of(id2)) == 1 })
@@ -134,7 +136,7 @@ func TestReceiptsEndToEnd(t *testing.T) {
 
 	// Before its result: the receipt waits for the result.
 	early := make(chan error, 1)
-	go func() { early <- in.svc.RecordReceipt(ctx, receipt("rec-3", schemas.DeliveryDelivered), "") }()
+	go func() { early <- in.svc.RecordReceipt(ctx, receipt("rec-3", schemas.DeliveryDelivered), "", nil) }()
 	h.command(map[string]any{"command_id": "rcpt-3", "session_id": "s-rcpt", "channels": []string{"sms"}, "force": true})
 	if got := h.result("rcpt-3").result.Channels[0].ProviderMessageID; got != "rec-3" {
 		t.Fatalf("the provider's third message id is %q, want rec-3", got)
@@ -148,11 +150,13 @@ func TestReceiptsEndToEnd(t *testing.T) {
 	}
 
 	// Unknown message: published after the wait, keyed by its id.
-	if err := in.svc.RecordReceipt(ctx, receipt("SM-unknown", schemas.DeliveryFailed), ""); err != nil {
+	unknown := receipt("SM-unknown", schemas.DeliveryFailed)
+	unknown.Provider = "twilio"
+	if err := in.svc.RecordReceipt(ctx, unknown, "", []string{"AC1"}); err != nil {
 		t.Fatal(err)
 	}
 	h.poll("the unknown message's event", 30*time.Second, func() bool { return len(deliveries.of("SM-unknown")) == 1 })
-	if ev := deliveries.of("SM-unknown")[0]; ev.CommandID != "" || ev.SessionID != "" || ev.Provider != "twilio" {
+	if ev := deliveries.of("SM-unknown")[0]; ev.CommandID != "" || ev.SessionID != "" || ev.Provider != "twilio" || ev.ProviderAccount != "AC1" {
 		t.Errorf("unknown message's event: %+v", ev)
 	}
 	for _, c := range []struct {
@@ -176,7 +180,7 @@ func TestReceiptsEndToEnd(t *testing.T) {
 		ev, ok, err := in2.svc.Store().Delivery(id)
 		return err == nil && ok && ev.Status == schemas.DeliveryRead
 	})
-	if err := in2.svc.RecordReceipt(ctx, receipt(id, schemas.DeliveryDelivered), ""); err != nil {
+	if err := in2.svc.RecordReceipt(ctx, receipt(id, schemas.DeliveryDelivered), "", nil); err != nil {
 		t.Fatal(err)
 	}
 	// RecordReceipt returns after publishing: the counter says whether it did.
@@ -210,4 +214,88 @@ func deliveriesTotal(t *testing.T, reg *prometheus.Registry, labels ...string) f
 		}
 	}
 	return 0
+}
+
+// TestReceiptsOfAnotherProvider: a verified receipt about a message that
+// another provider sent (another kind, or an account the receipt was not
+// verified for) changes nothing (dispatch.ErrForeignReceipt); the sender's
+// own receipts do. A claim posted for a message before it was sent
+// (uncorrelated, from another sender) does not hold them back.
+func TestReceiptsOfAnotherProvider(t *testing.T) {
+	h := newHarness(t)
+	in := h.start(instanceOpts{catchUpWait: 500 * time.Millisecond})
+	deliveries := followDeliveries(h)
+	ctx := context.Background()
+
+	// rec-1 will be the provider's first message: a claim about it now is
+	// uncorrelated (published after the wait) and names another sender.
+	claim := receipt("rec-1", schemas.DeliveryRead)
+	claim.Provider = "webhook"
+	if err := in.svc.RecordReceipt(ctx, claim, "", []string{"hooks.example"}); err != nil {
+		t.Fatal(err)
+	}
+	h.poll("the claim's event", 30*time.Second, func() bool { return len(deliveries.of("rec-1")) == 1 })
+
+	h.event("s-own", nil)
+	h.command(map[string]any{"command_id": "own-1", "session_id": "s-own", "channels": []string{"sms"}})
+	if id := h.result("own-1").result.Channels[0].ProviderMessageID; id != "rec-1" {
+		t.Fatalf("the provider's first message id is %q, want rec-1", id)
+	}
+	h.poll("the correlation of rec-1", 30*time.Second, func() bool {
+		_, ok, err := in.svc.Store().Correlate("rec-1")
+		return err == nil && ok
+	})
+	for _, kind := range []string{"twilio", "meta", "webhook"} {
+		foreign := receipt("rec-1", schemas.DeliveryFailed)
+		foreign.Provider = kind
+		if err := in.svc.RecordReceipt(ctx, foreign, "", []string{"an-account"}); !errors.Is(err, dispatch.ErrForeignReceipt) {
+			t.Errorf("%s receipt for the recording provider's message: %v, want ErrForeignReceipt", kind, err)
+		}
+	}
+	if err := in.svc.RecordReceipt(ctx, receipt("rec-1", schemas.DeliveryDelivered), "", nil); err != nil {
+		t.Fatal(err)
+	}
+	h.poll("the sender's own receipt", 30*time.Second, func() bool { return len(deliveries.of("rec-1")) == 2 })
+	if ev := deliveries.of("rec-1")[1]; ev.Status != schemas.DeliveryDelivered || ev.CommandID != "own-1" || ev.Provider != "recording" {
+		t.Errorf("the sender's receipt: %+v", ev)
+	}
+	h.poll("the store's furthest status", 30*time.Second, func() bool {
+		ev, ok, err := in.svc.Store().Delivery("rec-1")
+		return err == nil && ok && ev.Status == schemas.DeliveryDelivered && ev.CommandID == "own-1"
+	})
+}
+
+// TestSentFrom is the ownership rule of receipts, for each pair of sender
+// and receipt: the same kind, and the account the result recorded among
+// those the receipt was verified for (a result from before accounts were
+// recorded names none: the kind decides).
+func TestSentFrom(t *testing.T) {
+	senders := []projection.Correlation{
+		{Provider: "twilio", Account: "AC1"}, {Provider: "twilio", Account: "AC2"}, {Provider: "meta", Account: "111"},
+		{Provider: "meta#2", Account: "222"}, {Provider: "webhook", Account: "a.example"}, {Provider: "webhook#2", Account: "b.example"},
+	}
+	type verified struct {
+		kind     string
+		accounts []string
+	}
+	receipts := []verified{
+		{"twilio", []string{"AC1"}}, {"twilio", []string{"AC2"}}, {"meta", []string{"111"}}, {"meta", []string{"222"}},
+		{"webhook", []string{"a.example"}}, {"webhook", []string{"b.example"}},
+	}
+	for i, c := range senders {
+		for j, r := range receipts {
+			if got, want := sentFrom(c, r.kind, r.accounts), i == j; got != want {
+				t.Errorf("sent by %s %s, receipt from %s %v: %v, want %v", c.Provider, c.Account, r.kind, r.accounts, got, want)
+			}
+		}
+	}
+	shared := verified{"webhook", []string{"a.example", "b.example"}} // one secret, two providers
+	for _, c := range senders[4:] {
+		if !sentFrom(c, shared.kind, shared.accounts) {
+			t.Errorf("a receipt verified with the secret %s shares is not its", c.Provider)
+		}
+	}
+	if !sentFrom(projection.Correlation{Provider: "twilio"}, "twilio", []string{"AC9"}) || sentFrom(projection.Correlation{Provider: "twilio"}, "meta", []string{"AC9"}) {
+		t.Error("a result without an account: the kind decides")
+	}
 }

@@ -469,6 +469,9 @@ func (d *Dispatcher) send(ctx context.Context, j job, res schemas.ChannelResult)
 		}
 		if end == routeSent {
 			res.Status = schemas.StatusSent
+			if a, ok := rt.provider.(Accounter); ok {
+				res.ProviderAccount = a.Account()
+			}
 			return res
 		}
 		if len(j.routes) > 1 {

@@ -168,6 +168,11 @@ func NewMeta(cfg MetaConfig, client *http.Client) (*Meta, error) {
 // Name returns "meta".
 func (p *Meta) Name() string { return "meta" }
 
+// Account returns the phone number id that sends: Meta's status
+// notifications name it (metadata.phone_number_id) and are signed with the
+// secret of the app it belongs to.
+func (p *Meta) Account() string { return p.cfg.PhoneNumberID }
+
 // Send sends m.WhatsApp as a template message to m.To and returns the
 // message id. A message without a WhatsApp template is a permanent error.
 // See Meta for how failures are classified.

@@ -47,6 +47,20 @@ type Provider interface {
 	Send(ctx context.Context, m Message) (Receipt, error)
 }
 
+// Accounter is a Provider whose delivery receipts come back (twilio, meta,
+// webhook). Account names the account that sends: results carry it as
+// provider_account, and a receipt applies only to a message sent from the
+// account it was verified for (a Twilio AccountSid, a Meta phone number id,
+// a webhook provider's host), so that one provider's receipt secret cannot
+// change the status of another's messages.
+type Accounter interface {
+	Account() string
+}
+
+// ErrForeignReceipt is returned for a verified receipt about a message that
+// another provider account sent: it is ignored.
+var ErrForeignReceipt = errors.New("receipt for a message another provider account sent")
+
 // ProviderError classifies a provider failure. Detail is a short human text
 // that goes into delivery results, so it must not hold the contact or any
 // secret.

@@ -117,6 +117,10 @@ func NewTwilio(cfg TwilioConfig, client *http.Client) (*Twilio, error) {
 // Name returns "twilio".
 func (t *Twilio) Name() string { return "twilio" }
 
+// Account returns the account SID: Twilio's status callbacks name it
+// (AccountSid) and are signed with its auth token.
+func (t *Twilio) Account() string { return t.cfg.AccountSID }
+
 // Send creates one Twilio message for m and returns its sid. See Twilio for
 // how failures are classified.
 func (t *Twilio) Send(ctx context.Context, m Message) (Receipt, error) {

@@ -34,6 +34,19 @@ type WebhookConfig struct {
 	ReceiptSecret string `yaml:"receipt_secret" secret:""`
 }
 
+// Account is the account of a webhook provider: the host (and port) of its
+// URL, lowercase. Its receipts are verified with its receipt_secret alone,
+// so a receipt applies to the messages of every webhook provider with that
+// secret and host; the host, unlike the URL's path or query, holds no
+// credential.
+func (c WebhookConfig) Account() string {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(u.Host)
+}
+
 // Validate names the first bad field.
 func (c WebhookConfig) Validate() error {
 	u, err := url.Parse(c.URL)
@@ -95,6 +108,9 @@ func NewWebhook(cfg WebhookConfig, client *http.Client) (*Webhook, error) {
 
 // Name returns "webhook".
 func (w *Webhook) Name() string { return "webhook" }
+
+// Account returns the host the webhook posts to (WebhookConfig.Account).
+func (w *Webhook) Account() string { return w.cfg.Account() }
 
 // Send posts m and reads the provider's message id from the answer.
 func (w *Webhook) Send(ctx context.Context, m Message) (Receipt, error) {

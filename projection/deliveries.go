@@ -40,6 +40,9 @@ type Correlation struct {
 	OrderNo   string          `json:"order_no,omitempty"`
 	Channel   schemas.Channel `json:"channel"`
 	Provider  string          `json:"provider"`
+	// Account is the provider account that sent it (the result's
+	// provider_account); empty in results from before notifyd recorded it.
+	Account string `json:"account,omitempty"`
 }
 
 // indexSent records the correlation of a channel a result reported sent,
@@ -51,7 +54,7 @@ func indexSent(b *pebble.Batch, r *schemas.DeliveryResult, c schemas.ChannelResu
 		return nil
 	}
 	v, err := json.Marshal(Correlation{CommandID: r.CommandID, ResultID: r.ResultID, SessionID: r.SessionID, OrderNo: r.OrderNo,
-		Channel: c.Channel, Provider: c.Provider})
+		Channel: c.Channel, Provider: c.Provider, Account: c.ProviderAccount})
 	if err != nil {
 		return err
 	}
@@ -108,7 +111,7 @@ func wrapErr(what string, err error) error {
 }
 
 // applyDelivery keeps ev when it moves its message's status further
-// (schemas.DeliveryStatus.Advances), and reports whether it did.
+// (schemas.DeliveryEvent.Moves), and reports whether it did.
 func applyDelivery(b *pebble.Batch, ev schemas.DeliveryEvent) (bool, error) {
 	if ev.ProviderMessageID == "" || !ev.Status.Valid() {
 		return false, nil
@@ -117,11 +120,7 @@ func applyDelivery(b *pebble.Batch, ev schemas.DeliveryEvent) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var from schemas.DeliveryStatus
-	if found {
-		from = prev.Status
-	}
-	if !from.Advances(ev.Status) {
+	if !ev.Moves(prev, found) {
 		return false, nil
 	}
 	v, err := json.Marshal(ev)

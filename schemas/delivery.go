@@ -1,6 +1,9 @@
 package schemas
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // DeliveryStatus is how far a sent message got, as the provider's receipt
 // says.
@@ -54,6 +57,37 @@ func (s DeliveryStatus) Advances(next DeliveryStatus) bool {
 	return next.rank() > s.rank()
 }
 
+// Moves reports whether ev moves the furthest status of its message, whose
+// delivery event so far is prev (found false: there is none). This is the
+// one rule, applied where receipts are recorded and where the deliveries
+// topic is followed: DeliveryStatus.Advances, except that an event no
+// result correlated (no command_id: it names the sender its receipt
+// claimed, which no result confirmed) from another sender than ev's does
+// not hold back a correlated ev, so a receipt posted for a message before
+// it was sent cannot block the genuine ones.
+func (ev DeliveryEvent) Moves(prev DeliveryEvent, found bool) bool {
+	if !found || (ev.CommandID != "" && prev.CommandID == "" && !prev.sameSender(ev)) {
+		return ev.Status.Valid()
+	}
+	return prev.Status.Advances(ev.Status)
+}
+
+// sameSender reports whether e and o speak for the same sender: the same
+// provider kind and, when both name one, the same account.
+func (e DeliveryEvent) sameSender(o DeliveryEvent) bool {
+	return ProviderKind(e.Provider) == ProviderKind(o.Provider) &&
+		(e.ProviderAccount == "" || o.ProviderAccount == "" || e.ProviderAccount == o.ProviderAccount)
+}
+
+// ProviderKind is the kind of a provider as results name it (twilio, meta,
+// webhook, smtp, console): the name without the "#<n>" that tells the n-th
+// provider of one kind in a channel's failover chain (webhook#2 is a
+// webhook).
+func ProviderKind(name string) string {
+	kind, _, _ := strings.Cut(name, "#")
+	return kind
+}
+
 // rank orders the statuses that can move further: none, sent, delivered,
 // read.
 func (s DeliveryStatus) rank() int {
@@ -75,13 +109,17 @@ func (s DeliveryStatus) rank() int {
 // delivery result that reported the message sent; they are empty when no
 // such result was found in time.
 type DeliveryEvent struct {
-	DeliveryID        string         `json:"delivery_id"`
-	CommandID         string         `json:"command_id,omitempty"`
-	ResultID          string         `json:"result_id,omitempty"`
-	SessionID         string         `json:"session_id,omitempty"`
-	OrderNo           string         `json:"order_no,omitempty"`
-	Channel           Channel        `json:"channel,omitempty"`
-	Provider          string         `json:"provider"`
+	DeliveryID string  `json:"delivery_id"`
+	CommandID  string  `json:"command_id,omitempty"`
+	ResultID   string  `json:"result_id,omitempty"`
+	SessionID  string  `json:"session_id,omitempty"`
+	OrderNo    string  `json:"order_no,omitempty"`
+	Channel    Channel `json:"channel,omitempty"`
+	Provider   string  `json:"provider"`
+	// ProviderAccount is the account that sent the message (see
+	// ChannelResult.ProviderAccount): the result's when correlated, else
+	// the one the receipt was verified for, when it names one.
+	ProviderAccount   string         `json:"provider_account,omitempty"`
 	ProviderMessageID string         `json:"provider_message_id"`
 	Status            DeliveryStatus `json:"status"`
 	// ProviderStatus is the status as the provider wrote it (Twilio's

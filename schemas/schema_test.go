@@ -776,3 +776,42 @@ func TestDeliveryStatusAdvances(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveryEventMoves: the furthest-status rule between two events of
+// one message, and the exception for an uncorrelated event from another
+// sender, which does not hold back the correlated sender's receipts.
+func TestDeliveryEventMoves(t *testing.T) {
+	ev := func(provider, account, command string, st DeliveryStatus) DeliveryEvent {
+		return DeliveryEvent{Provider: provider, ProviderAccount: account, CommandID: command, Status: st}
+	}
+	cases := []struct {
+		name  string
+		prev  DeliveryEvent
+		found bool
+		next  DeliveryEvent
+		want  bool
+	}{
+		{"first event", DeliveryEvent{}, false, ev("twilio", "AC1", "c", DeliverySent), true},
+		{"first, invalid status", DeliveryEvent{}, false, ev("twilio", "AC1", "c", "opened"), false},
+		{"further", ev("twilio", "AC1", "c", DeliverySent), true, ev("twilio", "AC1", "c", DeliveryDelivered), true},
+		{"repeat", ev("twilio", "AC1", "c", DeliveryDelivered), true, ev("twilio", "AC1", "c", DeliveryDelivered), false},
+		{"back", ev("twilio", "AC1", "c", DeliveryRead), true, ev("twilio", "AC1", "c", DeliveryDelivered), false},
+		{"uncorrelated claim of another kind", ev("webhook", "h.example", "", DeliveryRead), true, ev("twilio", "AC1", "c", DeliveryDelivered), true},
+		{"uncorrelated claim of another account", ev("twilio", "AC2", "", DeliveryRead), true, ev("twilio", "AC1", "c", DeliveryDelivered), true},
+		{"uncorrelated, the second of a chain is the same kind", ev("webhook", "", "", DeliveryRead), true, ev("webhook#2", "h.example", "c", DeliveryDelivered), false},
+		{"uncorrelated from the same sender", ev("twilio", "AC1", "", DeliveryRead), true, ev("twilio", "AC1", "c", DeliveryDelivered), false},
+		{"uncorrelated without account, same kind", ev("twilio", "", "", DeliveryRead), true, ev("twilio", "AC1", "c", DeliveryDelivered), false},
+		{"correlated prev holds whatever the sender", ev("twilio", "AC1", "c", DeliveryRead), true, ev("webhook", "h.example", "c", DeliveryDelivered), false},
+		{"two uncorrelated claims", ev("webhook", "a.example", "", DeliveryRead), true, ev("twilio", "AC1", "", DeliveryDelivered), false},
+	}
+	for _, c := range cases {
+		if got := c.next.Moves(c.prev, c.found); got != c.want {
+			t.Errorf("%s: Moves = %v, want %v", c.name, got, c.want)
+		}
+	}
+	for name, want := range map[string]string{"twilio": "twilio", "webhook#2": "webhook", "": ""} {
+		if got := ProviderKind(name); got != want {
+			t.Errorf("ProviderKind(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

@@ -214,10 +214,15 @@ type ChannelResult struct {
 	Recipient string        `json:"recipient,omitempty"`
 	// Provider is the provider that sent the message, else the last one
 	// tried; ProvidersTried lists every provider called, in order.
-	Provider          string   `json:"provider,omitempty"`
-	ProvidersTried    []string `json:"providers_tried,omitempty"`
-	ProviderMessageID string   `json:"provider_message_id,omitempty"`
-	Attempts          int      `json:"attempts"`
+	Provider       string   `json:"provider,omitempty"`
+	ProvidersTried []string `json:"providers_tried,omitempty"`
+	// ProviderAccount is the account of the provider that sent the
+	// message, where its receipts come back: a Twilio AccountSid, a Meta
+	// phone number id, a webhook provider's host. A receipt applies only
+	// to a message sent from the account it is verified for.
+	ProviderAccount   string `json:"provider_account,omitempty"`
+	ProviderMessageID string `json:"provider_message_id,omitempty"`
+	Attempts          int    `json:"attempts"`
 }
 
 // DeliveryResult is published on the notification-results topic, one per

@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"mime/multipart"
 	"net"
@@ -28,6 +29,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/crypto/bcrypt"
 
@@ -631,6 +634,32 @@ func metricValue(t *testing.T, p *proc, name string) float64 {
 		}
 	}
 	t.Fatalf("%s not in /metrics", name)
+	return 0
+}
+
+// labelledMetric reads the sample of name with exactly these labels from
+// the process's /metrics.
+func labelledMetric(t *testing.T, p *proc, name string, labels map[string]string) float64 {
+	t.Helper()
+	code, body := p.get("/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics: %v", err)
+	}
+	for _, m := range families[name].GetMetric() {
+		got := map[string]string{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		if maps.Equal(got, labels) {
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+		}
+	}
+	t.Fatalf("%s%v not in /metrics", name, labels)
 	return 0
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -178,21 +179,34 @@ func (p ProviderConfig) provider(console io.Writer) (dispatch.Provider, error) {
 }
 
 // callbackSecrets are the secrets of the configured providers that
-// receipts are verified with.
+// receipts are verified with, each with the accounts it speaks for (see
+// dispatch.Accounter): a Twilio auth token for its AccountSid, a Meta app
+// secret for the phone number ids of the providers that have it, a
+// webhook receipt_secret for the hosts of the providers that have it.
 func (c *Config) callbackSecrets() api.CallbackSecrets {
 	sec := api.CallbackSecrets{TwilioAuthTokens: map[string]string{}}
-	for _, chain := range c.Providers {
-		for _, p := range chain {
+	for _, name := range slices.Sorted(maps.Keys(c.Providers)) {
+		for _, p := range c.Providers[name] {
 			switch {
 			case p.Kind == "twilio":
 				sec.TwilioAuthTokens[p.Twilio.AccountSID] = p.Twilio.AuthToken
 			case p.Kind == "meta" && p.Meta.AppSecret != "":
-				sec.MetaAppSecrets = append(sec.MetaAppSecrets, p.Meta.AppSecret)
+				i := slices.IndexFunc(sec.MetaApps, func(a api.MetaApp) bool { return a.AppSecret == p.Meta.AppSecret })
+				if i < 0 {
+					sec.MetaApps = append(sec.MetaApps, api.MetaApp{AppSecret: p.Meta.AppSecret})
+					i = len(sec.MetaApps) - 1
+				}
+				sec.MetaApps[i].PhoneNumberIDs = append(sec.MetaApps[i].PhoneNumberIDs, p.Meta.PhoneNumberID)
 				if p.Meta.VerifyToken != "" {
 					sec.MetaVerifyToken = p.Meta.VerifyToken
 				}
 			case p.Kind == "webhook" && p.Webhook.ReceiptSecret != "":
-				sec.WebhookSecrets = append(sec.WebhookSecrets, p.Webhook.ReceiptSecret)
+				i := slices.IndexFunc(sec.Webhooks, func(w api.WebhookReceipts) bool { return w.Secret == p.Webhook.ReceiptSecret })
+				if i < 0 {
+					sec.Webhooks = append(sec.Webhooks, api.WebhookReceipts{Secret: p.Webhook.ReceiptSecret})
+					i = len(sec.Webhooks) - 1
+				}
+				sec.Webhooks[i].Accounts = append(sec.Webhooks[i].Accounts, p.Webhook.Account())
 			}
 		}
 	}

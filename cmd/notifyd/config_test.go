@@ -8,11 +8,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -164,8 +166,9 @@ providers:
 			}
 			sec := c.callbackSecrets()
 			if sec.TwilioAuthTokens["AC0123456789abcdef0123456789abcdef"] != "s3cret" || sec.TwilioAuthTokens["AC2"] != "other-token" ||
-				len(sec.MetaAppSecrets) != 1 || sec.MetaAppSecrets[0] != "s3cret" || sec.MetaVerifyToken != "verify-me" ||
-				len(sec.WebhookSecrets) != 1 || sec.WebhookSecrets[0] != "hook-secret" {
+				!reflect.DeepEqual(sec.MetaApps, []api.MetaApp{{AppSecret: "s3cret", PhoneNumberIDs: []string{"1234567890"}}}) ||
+				sec.MetaVerifyToken != "verify-me" ||
+				!reflect.DeepEqual(sec.Webhooks, []api.WebhookReceipts{{Secret: "hook-secret", Accounts: []string{"mail.example"}}}) {
 				t.Errorf("callback secrets: %+v", sec)
 			}
 			// The status callback is asked for at public_url unless set.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,8 @@ func newProviderPeers(t *testing.T) *providerPeers {
 			fmt.Fprintf(w, `{"sid":"SM%032d","status":"queued"}`, n)
 		case strings.HasSuffix(r.URL.Path, "/messages"):
 			fmt.Fprintf(w, `{"messaging_product":"whatsapp","contacts":[{"input":"+96550001234","wa_id":"96550001234"}],"messages":[{"id":"wamid.%d"}]}`, n)
+		case strings.HasSuffix(r.URL.Path, "/hook"): // a webhook provider
+			fmt.Fprintf(w, `{"id":"hook-%d"}`, n)
 		default:
 			http.NotFound(w, r)
 		}
@@ -92,7 +95,12 @@ func (c *cluster) followDeliveries(t *testing.T) func() []schemas.DeliveryEvent 
 // twilioStatus posts a status callback as Twilio does: to the URL it was
 // given, signed over that URL with the auth token.
 func twilioStatus(callbackURL, token, sid, status string) (int, error) {
-	form := url.Values{"AccountSid": {itAccountSID}, "MessageSid": {sid}, "SmsSid": {sid}, "MessageStatus": {status}, "SmsStatus": {status},
+	return twilioAccountStatus(callbackURL, itAccountSID, token, sid, status)
+}
+
+// twilioAccountStatus is twilioStatus from account.
+func twilioAccountStatus(callbackURL, account, token, sid, status string) (int, error) {
+	form := url.Values{"AccountSid": {account}, "MessageSid": {sid}, "SmsSid": {sid}, "MessageStatus": {status}, "SmsStatus": {status},
 		"To": {"+96550001234"}, "From": {"+15550001111"}, "ApiVersion": {"2010-04-01"}}
 	req, _ := http.NewRequest(http.MethodPost, callbackURL, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -110,13 +118,32 @@ func twilioStatus(callbackURL, token, sid, status string) (int, error) {
 func metaStatus(base, secret, wamid, status string, at time.Time) (int, error) {
 	body := fmt.Sprintf(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","statuses":[{"id":%q,"status":%q,"timestamp":"%d","recipient_id":"96550001234"}]}}]}]}`,
 		wamid, status, at.Unix())
-	req, _ := http.NewRequest(http.MethodPost, base+api.PathCallbackMeta, strings.NewReader(body))
+	return postSigned(base+api.PathCallbackMeta, body, "X-Hub-Signature-256", api.MetaSignature(secret, []byte(body)))
+}
+
+// metaPhoneStatus is a notification as Meta sends it for the phone number
+// phoneID (metadata.phone_number_id), signed with secret.
+func metaPhoneStatus(base, secret, phoneID, wamid, status string) (int, error) {
+	body := fmt.Sprintf(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":%q},"statuses":[{"id":%q,"status":%q,"timestamp":"%d","recipient_id":"96550001234"}]}}]}]}`,
+		phoneID, wamid, status, time.Now().Unix())
+	return postSigned(base+api.PathCallbackMeta, body, "X-Hub-Signature-256", api.MetaSignature(secret, []byte(body)))
+}
+
+// webhookStatus is a webhook provider's receipt signed with secret.
+func webhookStatus(base, secret, id, status string) (int, error) {
+	body := fmt.Sprintf(`{"id":%q,"status":%q}`, id, status)
+	return postSigned(base+api.PathCallbackWebhook, body, api.WebhookSignatureHeader, api.WebhookSignature(secret, time.Now(), []byte(body)))
+}
+
+func postSigned(url, body, header, signature string) (int, error) {
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Hub-Signature-256", api.MetaSignature(secret, []byte(body)))
+	req.Header.Set(header, signature)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err
 	}
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
@@ -301,5 +328,145 @@ func TestReceiptsEndToEnd(t *testing.T) {
 			t.Fatalf("receipts with no delivery event: %v (answered 200 before the kill: %v)", missing, ok)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestReceiptsBelongToTheirSender runs notifyd with two accounts of each
+// provider kind that has receipts (two Twilio accounts, two Meta apps with
+// a phone number each, two webhook providers with their own receipt
+// secrets) and sends one message through the first of each. Then every
+// one of the six posts a verified receipt about each of the three
+// messages: only the sender's own receipt becomes a delivery event; the
+// fifteen others are answered 200, change nothing, and are counted as
+// notifyd_callbacks_total{result="foreign_message"}.
+func TestReceiptsBelongToTheirSender(t *testing.T) {
+	c := newCluster(t, 0)
+	peers := newProviderPeers(t)
+	deliveries := c.followDeliveries(t)
+	apiAddr := freePort(t)
+	public := "http://" + apiAddr
+	_, sum, err := api.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		accountB = "AC00000000000000000000000000000043"
+		tokenB   = "it-twilio-auth-token-b"
+		phoneA   = "1234567890"
+		phoneB   = "2234567890"
+		secretB  = "it-meta-app-secret-b"
+		hookA    = "it-webhook-receipt-secret-a"
+		hookB    = "it-webhook-receipt-secret-b"
+	)
+	// The two webhook providers are told apart by host: one is called by
+	// address, the other by name.
+	hostA := peers.srv.URL + "/a/hook"
+	hostB := strings.Replace(peers.srv.URL, "127.0.0.1", "localhost", 1) + "/b/hook"
+	opts := procOpts{waitForReady: true, catchUpWait: 2 * time.Second,
+		api: fmt.Sprintf(`{listen: %q, public_url: %q, keys: [{name: shop, sha256: %q}]}`, apiAddr, public, sum),
+		providers: fmt.Sprintf(`  sms:
+    - {kind: twilio, twilio: {base_url: %[1]q, account_sid: %[2]s, auth_token: %[3]s, from: "+15550001111"}}
+    - {kind: twilio, twilio: {base_url: %[1]q, account_sid: %[4]s, auth_token: %[5]s, from: "+15550001111"}}
+  whatsapp:
+    - {kind: meta, meta: {base_url: %[1]q, phone_number_id: %[6]q, access_token: it-token, app_secret: %[7]s}}
+    - {kind: meta, meta: {base_url: %[1]q, phone_number_id: %[8]q, access_token: it-token, app_secret: %[9]s}}
+  email:
+    - {kind: webhook, webhook: {url: %[10]q, receipt_secret: %[11]s}}
+    - {kind: webhook, webhook: {url: %[12]q, receipt_secret: %[13]s}}`,
+			peers.srv.URL, itAccountSID, itAuthToken, accountB, tokenB, phoneA, itAppSecret, phoneB, secretB, hostA, hookA, hostB, hookB)}
+	p := c.start(opts)
+
+	event := `{"event_id":"e-o","session_id":"s-o","order_no":"o-o","state":"paid","timestamp_utc":"2026-11-02T09:00:07Z","amount":"12.500","currency_code":"KWD","customer_phone":"+96550001234","customer_email":"layla@example.com","language":"en","notifications":{"sms":[],"whatsapp":[],"email":[]}}`
+	c.produce(c.topics.PaymentEvents, kafka.Message{Key: []byte("s-o"), Value: []byte(event)})
+	c.produce(c.topics.Commands, kafka.Message{Key: []byte("s-o"), Value: commandJSON("o-1", "s-o", "sms", "whatsapp", "email")})
+	c.waitAnswered([]string{"o-1"}, 60*time.Second)
+	c.mu.Lock()
+	var res schemas.DeliveryResult
+	_ = json.Unmarshal(c.results["o-1"][0].Value, &res)
+	c.mu.Unlock()
+	ids := map[schemas.Channel]string{}
+	for _, ch := range res.Channels {
+		ids[ch.Channel] = ch.ProviderMessageID
+	}
+	wantAccount := map[schemas.Channel]string{schemas.ChannelSMS: itAccountSID, schemas.ChannelWhatsApp: phoneA,
+		schemas.ChannelEmail: strings.TrimPrefix(peers.srv.URL, "http://")}
+	for _, ch := range res.Channels {
+		if ch.Status != schemas.StatusSent || ch.ProviderAccount != wantAccount[ch.Channel] {
+			t.Fatalf("result channel %s: %+v, want sent from %s", ch.Channel, ch, wantAccount[ch.Channel])
+		}
+	}
+
+	// The six senders of receipts, each posting about a message; the
+	// first of each kind sent one.
+	senders := []struct {
+		name string
+		sent schemas.Channel // the channel it sent, if any
+		post func(id, status string) (int, error)
+	}{
+		{"twilio " + itAccountSID, schemas.ChannelSMS, func(id, st string) (int, error) {
+			return twilioAccountStatus(public+api.PathCallbackTwilio, itAccountSID, itAuthToken, id, st)
+		}},
+		{"twilio " + accountB, "", func(id, st string) (int, error) {
+			return twilioAccountStatus(public+api.PathCallbackTwilio, accountB, tokenB, id, st)
+		}},
+		{"meta " + phoneA, schemas.ChannelWhatsApp, func(id, st string) (int, error) { return metaPhoneStatus(public, itAppSecret, phoneA, id, st) }},
+		{"meta " + phoneB, "", func(id, st string) (int, error) { return metaPhoneStatus(public, secretB, phoneB, id, st) }},
+		{"webhook a", schemas.ChannelEmail, func(id, st string) (int, error) { return webhookStatus(public, hookA, id, st) }},
+		{"webhook b", "", func(id, st string) (int, error) { return webhookStatus(public, hookB, id, st) }},
+	}
+	// Every other sender first, with the furthest status: had any been
+	// taken, the sender's own "delivered" below would move nothing.
+	for _, s := range senders {
+		for ch, id := range ids {
+			if ch == s.sent {
+				continue
+			}
+			if code, err := s.post(id, "read"); err != nil || code != http.StatusOK {
+				t.Errorf("%s about the %s message: %d %v, want 200", s.name, ch, code, err)
+			}
+		}
+	}
+	for _, s := range senders {
+		if s.sent == "" {
+			continue
+		}
+		if code, err := s.post(ids[s.sent], "delivered"); err != nil || code != http.StatusOK {
+			t.Errorf("%s about its own message: %d %v", s.name, code, err)
+		}
+	}
+	// A marker after them: once it is read, nothing else came.
+	if code, err := twilioStatus(public+api.PathCallbackTwilio, itAuthToken, "SM-marker", "failed"); err != nil || code != http.StatusOK {
+		t.Fatalf("marker: %d %v", code, err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var evs []schemas.DeliveryEvent
+	for {
+		evs = deliveries()
+		if slices.ContainsFunc(evs, func(ev schemas.DeliveryEvent) bool { return ev.ProviderMessageID == "SM-marker" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no marker after 60s: %+v", evs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for ch, id := range ids {
+		var got []schemas.DeliveryEvent
+		for _, ev := range evs {
+			if ev.ProviderMessageID == id {
+				got = append(got, ev)
+			}
+		}
+		if len(got) != 1 || got[0].Status != schemas.DeliveryDelivered || got[0].ProviderAccount != wantAccount[ch] || got[0].CommandID != "o-1" {
+			t.Errorf("%s message %s: events %+v, want one: delivered, from %s", ch, id, got, wantAccount[ch])
+		}
+	}
+	if len(evs) != 4 {
+		t.Errorf("%d delivery events, want 4 (three messages, the marker): %+v", len(evs), evs)
+	}
+	for _, kind := range []string{"twilio", "meta", "webhook"} {
+		if n := labelledMetric(t, p, "notifyd_callbacks_total", map[string]string{"provider": kind, "result": "foreign_message"}); n != 5 {
+			t.Errorf("notifyd_callbacks_total{provider=%q,result=\"foreign_message\"} = %v, want 5", kind, n)
+		}
 	}
 }
