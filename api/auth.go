@@ -29,6 +29,10 @@ type Principal struct {
 	Key bool
 }
 
+// MaySend reports whether the principal may cause a send: an API key (a
+// merchant's system), or a user whose role may (Role.MaySend).
+func (p Principal) MaySend() bool { return p.Key || p.Role.MaySend() }
+
 // authenticator checks Authorization headers against the configured keys
 // and users.
 type authenticator struct {

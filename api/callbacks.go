@@ -83,8 +83,6 @@ const (
 
 // Callback limits.
 const (
-	// maxCallbackBody bounds a receipt's body.
-	maxCallbackBody = 1 << 20
 	// WebhookSignatureHeader carries a webhook receipt's signature:
 	// "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the
 	// receipt_secret>".
@@ -167,9 +165,13 @@ func (s *Server) serveCallback(w http.ResponseWriter, r *http.Request) {
 		reply(http.StatusMethodNotAllowed, callbackInvalid, "method not allowed")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCallbackBody))
-	if err != nil {
+	body, err := readBody(w, r, maxCallbackBody)
+	switch {
+	case errors.Is(err, errBodyTooLarge):
 		reply(http.StatusRequestEntityTooLarge, callbackInvalid, "body too large")
+		return
+	case err != nil:
+		reply(http.StatusBadRequest, callbackInvalid, "could not read the body")
 		return
 	}
 	received := time.Now().UTC()

@@ -80,8 +80,8 @@ type Key struct {
 type User struct {
 	Username string `yaml:"username"`
 	Bcrypt   string `yaml:"bcrypt"`
-	// Role is operator (may resend) or viewer (may look only, in the
-	// console); both may call the API.
+	// Role is operator (may resend) or viewer (may look only: console
+	// pages and the API's GET of a result).
 	Role Role `yaml:"role"`
 }
 
@@ -93,6 +93,11 @@ const (
 	RoleOperator Role = "operator"
 	RoleViewer   Role = "viewer"
 )
+
+// MaySend reports whether the role may cause a send: publish a resend
+// command (the API's POST, the console's resend and bulk recovery). The one
+// rule of roles, for every door.
+func (r Role) MaySend() bool { return r == RoleOperator }
 
 // TLSConfig is api.tls.
 type TLSConfig struct {

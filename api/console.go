@@ -134,7 +134,7 @@ func newConsole(s *Server, backend ConsoleBackend) (*console, error) {
 	mux.Handle("GET /console/static/", c.static)
 	// Every state-changing request is checked: cross-origin ones (by
 	// Sec-Fetch-Site, else Origin against Host) are refused with 403.
-	c.handler = securityHeaders(http.NewCrossOriginProtection().Handler(mux))
+	c.handler = securityHeaders(http.NewCrossOriginProtection().Handler(formsOnly(mux)))
 	return c, nil
 }
 
@@ -176,7 +176,7 @@ func (c *console) signedIn(h consoleHandler) http.HandlerFunc {
 			http.Error(w, "Sign in first.", http.StatusUnauthorized)
 			return
 		}
-		h(w, r, viewer{Name: u.Username, Operator: u.Role == RoleOperator})
+		h(w, r, viewer{Name: u.Username, Operator: u.Role.MaySend()})
 	}
 }
 
@@ -216,7 +216,7 @@ func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
 // login checks a username and password as the API checks Basic
 // credentials (bcrypt, bounded, the same answer time for unknown users).
 func (c *console) login(w http.ResponseWriter, r *http.Request) {
-	user, pass, next := r.PostFormValue("username"), r.PostFormValue("password"), safeNext(r.PostFormValue("next"))
+	user, pass, next := r.PostForm.Get("username"), r.PostForm.Get("password"), safeNext(r.PostForm.Get("next"))
 	u, known := c.s.auth.users[user]
 	if !c.s.auth.checkPassword(r, u, known, user, pass) {
 		if known { // an unknown name may be a password typed in the wrong field: not logged
@@ -382,10 +382,6 @@ func (c *console) unavailable(w http.ResponseWriter, v viewer, err error) {
 // console:<user>, waits a little for its result, and shows the transaction
 // with it (or with a short poll until it comes).
 func (c *console) resend(w http.ResponseWriter, r *http.Request, v viewer) {
-	if err := r.ParseForm(); err != nil {
-		http.Error(w, "Bad form.", http.StatusBadRequest)
-		return
-	}
 	sessionID := r.PostForm.Get("session_id")
 	var channels []schemas.Channel
 	for _, ch := range r.PostForm["channel"] {
@@ -518,10 +514,6 @@ func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
 // which transactions, a sample) or starts it (action=confirm) and shows
 // its progress.
 func (c *console) recover(w http.ResponseWriter, r *http.Request, v viewer) {
-	if err := r.ParseForm(); err != nil {
-		http.Error(w, "Bad form.", http.StatusBadRequest)
-		return
-	}
 	f, err := filterOf(r.PostForm)
 	data := map[string]any{"Filter": f}
 	if err != nil {

@@ -62,6 +62,7 @@ func (b consoleBackend) Delivery(id string) (schemas.DeliveryEvent, bool, error)
 type consoleFixture struct {
 	t       testing.TB
 	srv     *httptest.Server
+	handler http.Handler // the server's, for requests made in process
 	kafka   *memoryKafka
 	store   *projection.Store
 	offsets map[string]int64
@@ -109,7 +110,7 @@ func newConsoleFixture(t testing.TB, events ...[]byte) *consoleFixture {
 		h, _ := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
 		return string(h)
 	}
-	cfg := Config{Listen: DefaultListen, Wait: time.Second,
+	cfg := Config{Listen: DefaultListen, Wait: time.Second, Keys: []Key{{Name: "shop", SHA256: HashKey(fixtureKey)}},
 		Users:   []User{{Username: "ops", Bcrypt: hash("ops pass"), Role: RoleOperator}, {Username: "look", Bcrypt: hash("look pass"), Role: RoleViewer}},
 		Console: ConsoleConfig{SessionKey: strings.Repeat("k", 32)}}
 	cfg.SetDefaults()
@@ -117,11 +118,15 @@ func newConsoleFixture(t testing.TB, events ...[]byte) *consoleFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv = httptest.NewServer(s.Handler())
+	f.handler = s.Handler()
+	f.srv = httptest.NewServer(f.handler)
 	t.Cleanup(f.srv.Close)
 	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
 	return f
 }
+
+// fixtureKey is the API key of the fixture's key "shop".
+const fixtureKey = "nfy_fixture-key-0123456789abcdefghijklmnopqrstuvwxyz"
 
 func (f *consoleFixture) events(values ...[]byte) {
 	f.t.Helper()

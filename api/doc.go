@@ -13,9 +13,11 @@
 //     cmd/notifyd wires to consumer.Service. This package never imports
 //     consumer.
 //   - A request is checked in one order, written once in Server.admit and
-//     Server.notify: authentication (401), the client's rate limit (429),
-//     the method (405), the instance serving (503), the Idempotency-Key,
-//     the body's size (413), type (415) and fields (400); then a place
+//     Server.notify: authentication (401), permission (403: a viewer may
+//     only read; Role.MaySend is the one rule of roles, for the console
+//     too), the client's rate limit (429), the method (405), the instance
+//     serving (503), the Idempotency-Key, the body's size (413), type (415)
+//     and fields (400); then a place
 //     among the waiting requests (api.max_in_flight, else 503), the
 //     registration for the result, the idempotency look-up, the publish,
 //     and the wait (api.wait, else 202 with a Location to GET).
@@ -46,6 +48,10 @@
 //     that receipt_secret), and answered 200 only once recorded, 503
 //     otherwise so that the provider tries again; one about a message
 //     another account sent is 200 and changes nothing (foreign_message).
+//   - Every body is read through readBody or formsOnly (bodies.go), within
+//     its route's limit (the API 64 KiB, console forms 16 KiB, receipts
+//     1 MiB): one declared larger is refused before a byte is read; only
+//     the merchant API parses multipart.
 //   - Bad input never reaches Kafka: it is answered 400/413/415 with the
 //     gateway's field errors or a detail; a panic in a handler is answered
 //     500 and logged (the fuzzer in scripts/api-fuzz checks there are none).

@@ -15,9 +15,6 @@ import (
 	"github.com/notifyd/notifyd/schemas"
 )
 
-// MaxBodyBytes bounds a request body; a larger one is answered 413.
-const MaxBodyBytes = 64 << 10
-
 // notification is a decoded request body: the transaction and the channels.
 type notification struct {
 	SessionID string

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -285,8 +284,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit runs the checks every API request passes, in the gateway's order:
-// authentication (401), the client's rate limit (429), the method (405),
-// readiness (503). It reports whether the request may go on.
+// authentication (401), permission (403: a viewer may only read), the
+// client's rate limit (429), the method (405), readiness (503). It
+// reports whether the request may go on.
 func (s *Server) admit(e *exchange, method string) bool {
 	p, fail := s.auth.authenticate(e.r)
 	if fail != "" {
@@ -295,6 +295,10 @@ func (s *Server) admit(e *exchange, method string) bool {
 		return false
 	}
 	e.principal = p
+	if !p.MaySend() && e.r.Method != http.MethodGet && e.r.Method != http.MethodHead {
+		e.detail(http.StatusForbidden, msgForbidden)
+		return false
+	}
 	if wait, ok := s.allow(p.Name); !ok {
 		secs := int(math.Ceil(wait.Seconds()))
 		e.w.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -366,17 +370,12 @@ func (s *Server) notify(e *exchange) {
 		e.detail(http.StatusBadRequest, "Idempotency-Key must be given once, 1 to 128 characters, without control characters.")
 		return
 	}
-	if r.ContentLength > MaxBodyBytes {
+	body, err := readBody(e.w, r, MaxBodyBytes)
+	switch {
+	case errors.Is(err, errBodyTooLarge):
 		e.detail(http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body exceeds %d bytes.", MaxBodyBytes))
 		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(e.w, r.Body, MaxBodyBytes))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			e.detail(http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body exceeds %d bytes.", MaxBodyBytes))
-			return
-		}
+	case err != nil:
 		e.detail(http.StatusBadRequest, "Could not read the request body.")
 		return
 	}
@@ -484,6 +483,10 @@ func (s *Server) notify(e *exchange) {
 		s.log.Info("api client left before its result", "command_id", cmd.CommandID)
 	}
 }
+
+// msgForbidden answers (403) a principal whose role may not do what it
+// asked (a viewer's POST), in the gateway's framework's words.
+const msgForbidden = "You do not have permission to perform this action."
 
 // msgKeyReused answers (422) a request whose Idempotency-Key was used for
 // another one.

@@ -81,6 +81,17 @@ func (m *memoryKafka) publishedCount() int {
 	return len(m.published)
 }
 
+// drain empties onPublish, for tests that do not read it.
+func (m *memoryKafka) drain() {
+	for {
+		select {
+		case <-m.onPublish:
+		default:
+			return
+		}
+	}
+}
+
 type answered struct {
 	status   int
 	body     string
