@@ -145,10 +145,18 @@ func TestAuthenticate(t *testing.T) {
 			r.Header.Set("Authorization", tc.header)
 		}
 		p, fail := a.authenticate(r)
-		if p != tc.want || fail != tc.fail {
-			t.Errorf("%s: authenticate = %+v %q, want %+v %q", tc.name, p, fail, tc.want, tc.fail)
+		if p != tc.want || fail.String() != tc.fail {
+			t.Errorf("%s: authenticate = %+v %q, want %+v %q", tc.name, p, fail.String(), tc.want, tc.fail)
 		}
 	}
+}
+
+// String is the failure's detail, "" for none (tests).
+func (f *authFailure) String() string {
+	if f == nil {
+		return ""
+	}
+	return f.detail
 }
 
 func basic(user, pass string) string {

@@ -9,13 +9,17 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -34,7 +38,7 @@ type Principal struct {
 func (p Principal) MaySend() bool { return p.Key || p.Role.MaySend() }
 
 // authenticator checks Authorization headers against the configured keys
-// and users.
+// and users, and passwords in the order signin.go writes down.
 type authenticator struct {
 	keys  []keyEntry
 	users map[string]User
@@ -44,8 +48,15 @@ type authenticator struct {
 	// bcryptSlots bounds the bcrypt comparisons running at once (each takes
 	// tens of milliseconds of a core): requests with Basic credentials,
 	// wrong ones included, cannot take every core from the API keys'
-	// requests, which need none.
+	// requests, which need none. checking counts the checks running or
+	// waiting for a slot, at most maxChecking.
 	bcryptSlots chan struct{}
+	checking    atomic.Int64
+	maxChecking int64
+	// throttle backs failed checks off by username and client address;
+	// trusted are the proxies whose X-Forwarded-For names the client.
+	throttle *signInThrottle
+	trusted  []netip.Prefix
 	// verified holds the SHA-256 of (username, password) pairs bcrypt
 	// accepted less than verifiedFor ago, so a signed-in user costs one
 	// comparison per verifiedFor instead of one per request.
@@ -53,6 +64,8 @@ type authenticator struct {
 	verified map[[sha256.Size]byte]time.Time
 	now      func() time.Time
 	compare  func(hash, password []byte) error
+	// checked counts the checks by result (nil: not counted).
+	checked *prometheus.CounterVec
 }
 
 // verifiedFor is how long a Basic pair bcrypt accepted is taken without a
@@ -68,13 +81,21 @@ type keyEntry struct {
 }
 
 func newAuthenticator(cfg Config) (*authenticator, error) {
+	slots := max(1, runtime.GOMAXPROCS(0)/2)
 	a := &authenticator{
 		users:       map[string]User{},
-		bcryptSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
+		bcryptSlots: make(chan struct{}, slots),
+		maxChecking: int64(slots * (1 + bcryptQueuePerSlot)),
 		verified:    map[[sha256.Size]byte]time.Time{},
 		now:         time.Now,
 		compare:     bcrypt.CompareHashAndPassword,
 	}
+	a.throttle = newSignInThrottle(func() time.Time { return a.now() })
+	trusted, err := cfg.trustedProxies()
+	if err != nil {
+		return nil, err
+	}
+	a.trusted = trusted
 	for _, k := range cfg.Keys {
 		var e keyEntry
 		b, err := hex.DecodeString(k.SHA256)
@@ -88,13 +109,17 @@ func newAuthenticator(cfg Config) (*authenticator, error) {
 	for _, u := range cfg.Users {
 		a.users[u.Username] = u
 	}
-	// The dummy hash has the highest cost of the users': an unknown user
-	// takes as long as the slowest known one.
-	cost := bcrypt.DefaultCost
+	// The dummy hash has the highest cost of the users' (bcrypt's default
+	// with none): an unknown user takes as long as the slowest known one,
+	// never longer, so the answer's time does not tell which names exist.
+	cost := 0
 	for _, u := range cfg.Users {
 		if c, err := bcrypt.Cost([]byte(u.Bcrypt)); err == nil && c > cost {
 			cost = c
 		}
+	}
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
 	}
 	dummy, err := bcrypt.GenerateFromPassword([]byte("notifyd: no such user"), cost)
 	if err != nil {
@@ -111,17 +136,26 @@ const (
 	msgInvalidBasic  = "Invalid username/password."
 )
 
-// authenticate returns the request's principal, or the 401 detail. Keys are
+// authFailure is why a request is not authenticated: 401 (detail), 429
+// (too many failed sign-ins: retryAfter) or 503 (too many password checks
+// at once).
+type authFailure struct {
+	status     int
+	detail     string
+	retryAfter time.Duration
+}
+
+// authenticate returns the request's principal, or why not. Keys are
 // compared by their SHA-256 in constant time against every configured key
-// (the loop does not stop at a match); passwords with bcrypt.
-func (a *authenticator) authenticate(r *http.Request) (Principal, string) {
+// (the loop does not stop at a match); passwords by checkPassword.
+func (a *authenticator) authenticate(r *http.Request) (Principal, *authFailure) {
 	h := r.Header.Get("Authorization")
 	scheme, cred, _ := strings.Cut(h, " ")
 	switch {
 	case strings.EqualFold(scheme, "Api-Key"):
 		cred = strings.TrimSpace(cred)
 		if cred == "" {
-			return Principal{}, msgInvalidKey
+			return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgInvalidKey}
 		}
 		sum := sha256.Sum256([]byte(cred))
 		match := -1
@@ -131,29 +165,80 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, string) {
 			}
 		}
 		if match < 0 {
-			return Principal{}, msgInvalidKey
+			return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgInvalidKey}
 		}
-		return Principal{Name: a.keys[match].name, Key: true}, ""
+		return Principal{Name: a.keys[match].name, Key: true}, nil
 	case strings.EqualFold(scheme, "Basic"):
 		user, pass, ok := r.BasicAuth()
 		if !ok {
-			return Principal{}, msgInvalidBasic
+			return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgInvalidBasic}
 		}
-		u, known := a.users[user]
-		if !a.checkPassword(r, u, known, user, pass) {
-			return Principal{}, msgInvalidBasic
+		switch c := a.checkPassword(r, user, pass); {
+		case c.retryAfter > 0:
+			return Principal{}, &authFailure{status: http.StatusTooManyRequests, detail: throttled(c.retryAfter), retryAfter: c.retryAfter}
+		case c.busy:
+			return Principal{}, &authFailure{status: http.StatusServiceUnavailable, detail: msgBusy, retryAfter: time.Second}
+		case !c.ok:
+			return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgInvalidBasic}
+		default:
+			return Principal{Name: c.user.Username, Role: c.user.Role}, nil
 		}
-		return Principal{Name: u.Username, Role: u.Role}, ""
 	}
-	return Principal{}, msgNoCredentials
+	return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgNoCredentials}
 }
 
-// checkPassword compares pass with the user's bcrypt hash (with a dummy
-// hash for an unknown user, so both take as long), at most len(bcryptSlots)
-// comparisons at a time; a pair accepted less than verifiedFor ago is
-// taken from the cache. A request whose client leaves while it waits for a
-// slot is refused.
-func (a *authenticator) checkPassword(r *http.Request, u User, known bool, user, pass string) bool {
+// msgBusy answers (503) a password check beyond the bcrypt queue.
+const msgBusy = "Service unavailable: too many sign-ins at once."
+
+// throttled is the gateway framework's words for a 429.
+func throttled(wait time.Duration) string {
+	secs := retryAfterSeconds(wait)
+	return fmt.Sprintf("Request was throttled. Expected available in %d second%s.", secs, plural(secs))
+}
+
+// retryAfterSeconds is a wait as Retry-After gives it: whole seconds,
+// rounded up.
+func retryAfterSeconds(wait time.Duration) int { return int(math.Ceil(wait.Seconds())) }
+
+// passwordCheck is the outcome of checkPassword.
+type passwordCheck struct {
+	ok   bool
+	user User // the user, when ok
+	// retryAfter > 0: refused unchecked, failed sign-ins are backing off.
+	retryAfter time.Duration
+	// busy: refused unchecked, too many checks at once.
+	busy bool
+}
+
+// checkPassword checks a username and password in the order signin.go
+// writes down: the backoff of the username's and the client's failures,
+// the cache of accepted pairs, then bcrypt (with a dummy hash for an
+// unknown user, so that both take as long), bounded. A request whose
+// client leaves while it waits for a slot is refused (not counted as a
+// failure).
+func (a *authenticator) checkPassword(r *http.Request, user, pass string) passwordCheck {
+	c := a.check(r, user, pass)
+	if a.checked != nil {
+		result := passwordRefused
+		switch {
+		case c.ok:
+			result = passwordAccepted
+		case c.retryAfter > 0:
+			result = passwordThrottled
+		case c.busy:
+			result = passwordBusy
+		}
+		a.checked.WithLabelValues(result).Inc()
+	}
+	return c
+}
+
+func (a *authenticator) check(r *http.Request, user, pass string) passwordCheck {
+	userKey, addrKey := "user:"+user, "addr:"+clientAddress(r, a.trusted)
+	if wait := a.throttle.wait(userKey, addrKey); wait > 0 {
+		return passwordCheck{retryAfter: wait}
+	}
+	u, known := a.users[user]
 	h := sha256.New()
 	h.Write([]byte(user))
 	h.Write([]byte{0})
@@ -165,12 +250,17 @@ func (a *authenticator) checkPassword(r *http.Request, u User, known bool, user,
 	at, ok := a.verified[pair]
 	a.mu.Unlock()
 	if known && ok && now.Sub(at) < verifiedFor {
-		return true
+		return passwordCheck{ok: true, user: u}
 	}
+	if a.checking.Add(1) > a.maxChecking {
+		a.checking.Add(-1)
+		return passwordCheck{busy: true}
+	}
+	defer a.checking.Add(-1)
 	select {
 	case a.bcryptSlots <- struct{}{}:
 	case <-r.Context().Done():
-		return false
+		return passwordCheck{}
 	}
 	hash := a.dummy
 	if known {
@@ -178,15 +268,18 @@ func (a *authenticator) checkPassword(r *http.Request, u User, known bool, user,
 	}
 	good := a.compare(hash, []byte(pass)) == nil && known
 	<-a.bcryptSlots
-	if good {
-		a.mu.Lock()
-		if len(a.verified) >= maxVerified {
-			clear(a.verified)
-		}
-		a.verified[pair] = now
-		a.mu.Unlock()
+	if !good {
+		a.throttle.fail(userKey, addrKey)
+		return passwordCheck{}
 	}
-	return good
+	a.throttle.succeed(userKey)
+	a.mu.Lock()
+	if len(a.verified) >= maxVerified {
+		clear(a.verified)
+	}
+	a.verified[pair] = now
+	a.mu.Unlock()
+	return passwordCheck{ok: true, user: u}
 }
 
 // challenge is the WWW-Authenticate header of 401 answers.

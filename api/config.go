@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -41,6 +42,12 @@ type Config struct {
 	// RateLimit is a token bucket per key or user (api.rate_limit; unset:
 	// no limit).
 	RateLimit dispatch.RateLimit `yaml:"rate_limit"`
+	// TrustedProxies are the addresses (CIDRs, or single IPs) of proxies in
+	// front of the API whose X-Forwarded-For names the client
+	// (api.trusted_proxies; default none: the peer is the client). Failed
+	// sign-ins back off per client address: behind a proxy not listed
+	// here every client shares the proxy's.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Console is the operator console under /console/ (api.console).
 	Console ConsoleConfig `yaml:"console"`
 	// PublicURL is the address providers call back, e.g.
@@ -170,6 +177,9 @@ func (c *Config) Validate() error {
 			return errors.New("api.public_url: must be an http(s) URL with a host and no query, e.g. https://notify.example.com")
 		}
 	}
+	if _, err := c.trustedProxies(); err != nil {
+		return err
+	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("api.tls: cert_file and key_file go together")
 	}
@@ -212,6 +222,23 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// trustedProxies parses api.trusted_proxies.
+func (c *Config) trustedProxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, v := range c.TrustedProxies {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, fmt.Errorf("api.trusted_proxies[%d]: %q is not an IP address or a CIDR such as 10.0.0.0/8", i, v)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // loopback reports whether host only ever accepts local connections.

@@ -214,11 +214,25 @@ func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // login checks a username and password as the API checks Basic
-// credentials (bcrypt, bounded, the same answer time for unknown users).
+// credentials (checkPassword: backoff after failures, bcrypt bounded, the
+// same answer time for unknown users).
 func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	user, pass, next := r.PostForm.Get("username"), r.PostForm.Get("password"), safeNext(r.PostForm.Get("next"))
-	u, known := c.s.auth.users[user]
-	if !c.s.auth.checkPassword(r, u, known, user, pass) {
+	_, known := c.s.auth.users[user]
+	check := c.s.auth.checkPassword(r, user, pass)
+	switch {
+	case check.retryAfter > 0:
+		secs := retryAfterSeconds(check.retryAfter)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		c.log.Warn("console: sign-in refused unchecked: failed sign-ins are backing off", "retry_after_s", secs)
+		c.render(w, http.StatusTooManyRequests, "login", viewer{}, map[string]any{
+			"Error": fmt.Sprintf("Too many failed sign-ins: try again in %d second%s.", secs, plural(secs)), "Next": next})
+		return
+	case check.busy:
+		w.Header().Set("Retry-After", "1")
+		c.render(w, http.StatusServiceUnavailable, "login", viewer{}, map[string]any{"Error": "Too many sign-ins at once: try again in a moment.", "Next": next})
+		return
+	case !check.ok:
 		if known { // an unknown name may be a password typed in the wrong field: not logged
 			c.log.Info("console: sign-in refused", "user", user)
 		} else {
@@ -227,6 +241,7 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 		c.render(w, http.StatusUnauthorized, "login", viewer{}, map[string]any{"Error": "Invalid username or password.", "Next": next})
 		return
 	}
+	u := check.user
 	http.SetCookie(w, c.sessions.issue(u.Username, fingerprint(u)))
 	c.log.Info("console: signed in", "user", u.Username, "role", string(u.Role))
 	http.Redirect(w, r, next, http.StatusSeeOther)

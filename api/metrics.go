@@ -9,14 +9,26 @@ import (
 
 // metrics are the API's collectors: notifyd_api_requests_total{code},
 // notifyd_api_request_duration_seconds, notifyd_api_waiting (requests
-// waiting for a result now) and notifyd_callbacks_total{provider,result}
-// (receipts). Labels are bounded: status codes, providers, results.
+// waiting for a result now), notifyd_callbacks_total{provider,result}
+// (receipts) and notifyd_api_password_checks_total{result}. Labels are bounded: status codes, providers, results.
 type metrics struct {
 	requests  *prometheus.CounterVec
 	duration  prometheus.Histogram
 	waiting   prometheus.Gauge
 	callbacks *prometheus.CounterVec
+	// passwords counts password checks (Basic, console sign-ins) by
+	// result: accepted, refused, throttled (429: failures backing off),
+	// busy (503: too many at once).
+	passwords *prometheus.CounterVec
 }
+
+// The results of password checks.
+const (
+	passwordAccepted  = "accepted"
+	passwordRefused   = "refused"
+	passwordThrottled = "throttled"
+	passwordBusy      = "busy"
+)
 
 // callback records one answered receipt callback.
 func (m *metrics) callback(provider, result string) {
@@ -42,6 +54,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "notifyd_callbacks_total",
 			Help: "Receipt callbacks answered, by provider (twilio, meta, webhook) and result: accepted, ignored (a status not tracked), foreign_message (about a message another provider account sent: nothing changed), bad_signature (401, nothing published), invalid (400), failed (503, the provider retries).",
 		}, []string{"provider", "result"}),
+		passwords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifyd_api_password_checks_total",
+			Help: "Password checks of Basic requests and console sign-ins, by result: accepted, refused (wrong password or unknown user), throttled (429 unchecked: failed sign-ins of the username or the client are backing off), busy (503 unchecked: too many checks at once).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{passwordAccepted, passwordRefused, passwordThrottled, passwordBusy} {
+		m.passwords.WithLabelValues(r)
 	}
 	for _, p := range []string{"twilio", "meta", "webhook"} {
 		for _, r := range callbackResults {
@@ -49,7 +68,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.waiting, m.callbacks)
+		reg.MustRegister(m.requests, m.duration, m.waiting, m.callbacks, m.passwords)
 	}
 	return m
 }

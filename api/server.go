@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -121,6 +120,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Server, error) {
 		slots: make(chan struct{}, cfg.MaxInFlight), stopping: make(chan struct{}), limiters: map[string]*rate.Limiter{},
 		keysInFlight: map[string]notificationFrom{},
 	}
+	auth.checked = s.m.passwords
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	if cfg.Console.On() && deps.Console != nil {
 		if s.console, err = newConsole(s, deps.Console); err != nil {
@@ -284,14 +284,20 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit runs the checks every API request passes, in the gateway's order:
-// authentication (401), permission (403: a viewer may only read), the
-// client's rate limit (429), the method (405), readiness (503). It
-// reports whether the request may go on.
+// authentication (401; for a password, 429 while its failures back off and
+// 503 when too many are checked at once: signin.go), permission (403: a
+// viewer may only read), the client's rate limit (429), the method (405),
+// readiness (503). It reports whether the request may go on.
 func (s *Server) admit(e *exchange, method string) bool {
 	p, fail := s.auth.authenticate(e.r)
-	if fail != "" {
-		e.w.Header().Set("WWW-Authenticate", challenge)
-		e.detail(http.StatusUnauthorized, fail)
+	if fail != nil {
+		if fail.status == http.StatusUnauthorized {
+			e.w.Header().Set("WWW-Authenticate", challenge)
+		}
+		if fail.retryAfter > 0 {
+			e.w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(fail.retryAfter)))
+		}
+		e.detail(fail.status, fail.detail)
 		return false
 	}
 	e.principal = p
@@ -300,9 +306,8 @@ func (s *Server) admit(e *exchange, method string) bool {
 		return false
 	}
 	if wait, ok := s.allow(p.Name); !ok {
-		secs := int(math.Ceil(wait.Seconds()))
-		e.w.Header().Set("Retry-After", strconv.Itoa(secs))
-		e.detail(http.StatusTooManyRequests, fmt.Sprintf("Request was throttled. Expected available in %d second%s.", secs, plural(secs)))
+		e.w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
+		e.detail(http.StatusTooManyRequests, throttled(wait))
 		return false
 	}
 	if e.r.Method != method {

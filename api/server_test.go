@@ -204,7 +204,7 @@ func TestBasicVerifiedOnce(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.SetBasicAuth("support", pass)
 		_, fail := a.authenticate(r)
-		return fail
+		return fail.String()
 	}
 	for i, tc := range []struct {
 		pass     string
