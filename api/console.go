@@ -162,21 +162,34 @@ type viewer struct {
 
 type consoleHandler func(w http.ResponseWriter, r *http.Request, v viewer)
 
-// signedIn runs h for a signed-in user (role read from api.users now);
-// others are sent to the sign-in page (GET) or refused (POST).
+// signedIn runs h for a signed-in user: a session cookie signed with the
+// key, not expired, of a user of api.users with the same password and
+// role, opened after the user's sessions last ended (SignOuts; an
+// instance that cannot tell answers 503). Others are sent to the sign-in
+// page (GET) or refused (POST), their stale cookie cleared.
 func (c *console) signedIn(h consoleHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		name, fp, err := c.sessions.user(r)
-		u, known := c.s.auth.users[name]
-		if err != nil || !known || fp != fingerprint(u) {
-			if r.Method == http.MethodGet {
-				http.Redirect(w, r, consolePrefix+"login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+		sess, err := c.sessions.session(r)
+		u, known := c.s.auth.users[sess.user]
+		if err == nil && known && sess.fingerprint == fingerprint(u) {
+			ended, err := c.s.deps.SignOuts.SessionsEnded(u.Username)
+			if err != nil {
+				c.unavailable(w, viewer{}, err)
 				return
 			}
-			http.Error(w, "Sign in first.", http.StatusUnauthorized)
+			if sess.issued.After(ended) {
+				h(w, r, viewer{Name: u.Username, Operator: u.Role.MaySend()})
+				return
+			}
+		}
+		if err == nil { // a session, but over: the browser forgets it
+			http.SetCookie(w, c.sessions.clear())
+		}
+		if r.Method == http.MethodGet {
+			http.Redirect(w, r, consolePrefix+"login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return
 		}
-		h(w, r, viewer{Name: u.Username, Operator: u.Role.MaySend()})
+		http.Error(w, "Sign in first.", http.StatusUnauthorized)
 	}
 }
 
@@ -242,12 +255,40 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := check.user
-	http.SetCookie(w, c.sessions.issue(u.Username, fingerprint(u)))
+	// The session opens after the user's sessions last ended, as this
+	// instance knows it, whatever its clock says.
+	ended, err := c.s.deps.SignOuts.SessionsEnded(u.Username)
+	if err != nil {
+		c.unavailable(w, viewer{}, err)
+		return
+	}
+	issued := c.sessions.now().Truncate(time.Millisecond)
+	if !issued.After(ended) {
+		issued = ended.Truncate(time.Millisecond).Add(time.Millisecond)
+	}
+	http.SetCookie(w, c.sessions.issue(u.Username, fingerprint(u), issued))
 	c.log.Info("console: signed in", "user", u.Username, "role", string(u.Role))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
+// logout ends every session of the user opened until now (this one, and
+// any copy of its cookie), on every instance, then clears the cookie. When
+// the end cannot be published the session stays open and the user is told
+// to try again.
 func (c *console) logout(w http.ResponseWriter, r *http.Request) {
+	if sess, err := c.sessions.session(r); err == nil {
+		at := c.sessions.now()
+		if sess.issued.After(at) { // opened by an instance whose clock is ahead
+			at = sess.issued
+		}
+		if err := c.s.deps.SignOuts.EndSessions(r.Context(), sess.user, at); err != nil {
+			c.log.Error("console: sign-out not published: the session stays open", "user", sess.user, "error", err)
+			c.render(w, http.StatusServiceUnavailable, "login", viewer{}, map[string]any{
+				"Error": "notifyd could not sign you out (Kafka did not answer): your session is still open; sign out again in a moment."})
+			return
+		}
+		c.log.Info("console: signed out", "user", sess.user)
+	}
 	http.SetCookie(w, c.sessions.clear())
 	http.Redirect(w, r, consolePrefix+"login", http.StatusSeeOther)
 }
@@ -726,10 +767,10 @@ func stampOf(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04")
 }
 
-// fingerprint identifies the password a session was opened with: a
-// session ends when the user's password (its bcrypt hash) changes.
+// fingerprint identifies the password (its bcrypt hash) and the role a
+// session was opened with: a session ends when either changes.
 func fingerprint(u User) string {
-	sum := sha256.Sum256([]byte(u.Bcrypt))
+	sum := sha256.Sum256([]byte(u.Bcrypt + "\x00" + string(u.Role)))
 	return hex.EncodeToString(sum[:8])
 }
 

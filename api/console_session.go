@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -11,29 +12,52 @@ import (
 	"time"
 )
 
-// A console session is a cookie holding the user's name and when the
-// session ends, signed with HMAC-SHA256 under api.console.session_key:
+// A console session is a cookie holding the user's name, when the
+// session was opened and when it ends, signed with HMAC-SHA256 under
+// api.console.session_key:
 //
 //	notifyd_console=<base64url(payload)>.<base64url(HMAC(payload))>
 //
 // The role is not in the cookie: it is read from api.users at every
-// request, so removing a user or changing their role takes effect at once;
-// the cookie holds a fingerprint of the password's hash, so changing the
-// password ends the sessions opened with the old one. Signing out clears
-// the browser's cookie only: a copied cookie stays valid until it expires
-// (api.console.session_ttl), as there is no server-side session store.
-// The cookie is HttpOnly, SameSite=Lax, Secure when the API serves TLS, and
-// scoped to /console/.
+// request; the cookie holds a fingerprint of the user's password hash and
+// role, so changing either ends the sessions opened before. Signing out
+// ends every session of the user opened until then, on every instance:
+// the end travels on the console-sessions topic (SignOuts, wired to
+// consumer.Service), which every instance follows into its store, and a
+// session opened at or before the user's last end is refused, a copied
+// cookie included. An instance that has not read that topic up to date
+// yet (starting) refuses every session. The cookie is HttpOnly,
+// SameSite=Lax, Secure when the API serves TLS, and scoped to /console/.
+
+// SignOuts ends console sessions on every instance: the ends travel on a
+// topic every instance follows (consumer.Service, wired by cmd/notifyd).
+type SignOuts interface {
+	// EndSessions ends every session of user opened at or before at, on
+	// every instance; it returns once that is published (acknowledged by
+	// the brokers) and known to this instance.
+	EndSessions(ctx context.Context, user string, at time.Time) error
+	// SessionsEnded returns when user's sessions last ended (the zero
+	// time: never), as this instance knows it; an error when it cannot
+	// tell (starting, catching up), and then no session is taken.
+	SessionsEnded(user string) (time.Time, error)
+}
 
 // sessionCookie is the cookie's name.
 const sessionCookie = "notifyd_console"
 
 type sessionPayload struct {
 	User string `json:"u"`
-	// Password is a fingerprint of the user's bcrypt hash: changing the
-	// password ends the sessions opened with the old one.
+	// Password is a fingerprint of the user's bcrypt hash and role:
+	// changing either ends the sessions opened before.
 	Password string `json:"p"`
+	Issued   int64  `json:"i"` // unix milliseconds: when the session was opened
 	Expires  int64  `json:"e"` // unix seconds
+}
+
+// session is a verified session cookie.
+type session struct {
+	user, fingerprint string
+	issued            time.Time
 }
 
 // sessions signs and verifies console session cookies.
@@ -44,11 +68,11 @@ type sessions struct {
 	now    func() time.Time
 }
 
-// issue returns the cookie of a new session of user, opened with the
-// password whose fingerprint is given.
-func (s *sessions) issue(user, password string) *http.Cookie {
+// issue returns the cookie of a new session of user, opened at issued
+// with the password and role whose fingerprint is given.
+func (s *sessions) issue(user, fingerprint string, issued time.Time) *http.Cookie {
 	exp := s.now().Add(s.ttl)
-	payload, _ := json.Marshal(sessionPayload{User: user, Password: password, Expires: exp.Unix()})
+	payload, _ := json.Marshal(sessionPayload{User: user, Password: fingerprint, Issued: issued.UnixMilli(), Expires: exp.Unix()})
 	p := base64.RawURLEncoding.EncodeToString(payload)
 	return &http.Cookie{
 		Name: sessionCookie, Value: p + "." + s.sign(p), Path: consolePrefix,
@@ -70,25 +94,24 @@ func (s *sessions) sign(payload string) string {
 
 var errNoSession = errors.New("no valid console session")
 
-// user returns the user of the request's session and the fingerprint of
-// the password it was opened with, if its cookie is signed with the key and
-// not expired. The signature is compared in constant time.
-func (s *sessions) user(r *http.Request) (user, password string, err error) {
+// session returns the request's session, if its cookie is signed with the
+// key and not expired. The signature is compared in constant time.
+func (s *sessions) session(r *http.Request) (session, error) {
 	c, err := r.Cookie(sessionCookie)
 	if err != nil {
-		return "", "", errNoSession
+		return session{}, errNoSession
 	}
 	p, sig, ok := strings.Cut(c.Value, ".")
 	if !ok || !hmac.Equal([]byte(sig), []byte(s.sign(p))) {
-		return "", "", errNoSession
+		return session{}, errNoSession
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(p)
 	if err != nil {
-		return "", "", errNoSession
+		return session{}, errNoSession
 	}
 	var payload sessionPayload
 	if json.Unmarshal(raw, &payload) != nil || payload.User == "" || s.now().Unix() >= payload.Expires {
-		return "", "", errNoSession
+		return session{}, errNoSession
 	}
-	return payload.User, payload.Password, nil
+	return session{user: payload.User, fingerprint: payload.Password, issued: time.UnixMilli(payload.Issued)}, nil
 }

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html"
 	"io"
@@ -11,7 +13,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,6 +67,11 @@ type consoleFixture struct {
 	t       testing.TB
 	srv     *httptest.Server
 	handler http.Handler // the server's, for requests made in process
+	// signOuts stands for the console-sessions topic.
+	signOuts *memorySignOuts
+	// cfg and deps made the server.
+	cfg     Config
+	deps    Deps
 	kafka   *memoryKafka
 	store   *projection.Store
 	offsets map[string]int64
@@ -114,7 +123,9 @@ func newConsoleFixture(t testing.TB, events ...[]byte) *consoleFixture {
 		Users:   []User{{Username: "ops", Bcrypt: hash("ops pass"), Role: RoleOperator}, {Username: "look", Bcrypt: hash("look pass"), Role: RoleViewer}},
 		Console: ConsoleConfig{SessionKey: strings.Repeat("k", 32)}}
 	cfg.SetDefaults()
-	s, err := New(cfg, Deps{Commands: f.kafka, Results: f.kafka, Console: consoleBackend{store, d}}, slog.New(slog.DiscardHandler))
+	f.signOuts = &memorySignOuts{ended: map[string]time.Time{}}
+	f.cfg, f.deps = cfg, Deps{Commands: f.kafka, Results: f.kafka, Console: consoleBackend{store, d}, SignOuts: f.signOuts}
+	s, err := New(cfg, f.deps, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +134,33 @@ func newConsoleFixture(t testing.TB, events ...[]byte) *consoleFixture {
 	t.Cleanup(f.srv.Close)
 	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
 	return f
+}
+
+// memorySignOuts stands where cmd wires the consumer's console-sessions
+// topic: one shared by several servers is what every instance reads.
+type memorySignOuts struct {
+	mu    sync.Mutex
+	ended map[string]time.Time
+	// fail, when set, is the answer of both methods.
+	fail error
+}
+
+func (m *memorySignOuts) EndSessions(_ context.Context, user string, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	if at.After(m.ended[user]) {
+		m.ended[user] = at
+	}
+	return nil
+}
+
+func (m *memorySignOuts) SessionsEnded(user string) (time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ended[user], m.fail
 }
 
 // fixtureKey is the API key of the fixture's key "shop".
@@ -256,7 +294,7 @@ func TestConsoleSignIn(t *testing.T) {
 		t.Errorf("home: %d %s", home.status, home.text())
 	}
 	// A forged cookie (another key) is not a session.
-	forged := (&sessions{key: []byte(strings.Repeat("x", 32)), ttl: time.Hour, now: time.Now}).issue("ops", "any")
+	forged := (&sessions{key: []byte(strings.Repeat("x", 32)), ttl: time.Hour, now: time.Now}).issue("ops", "any", time.Now())
 	if p := b.do(http.MethodGet, "/console/", nil, map[string]string{"Cookie": forged.Name + "=" + forged.Value}); p.status != http.StatusSeeOther {
 		t.Errorf("forged cookie: %d", p.status)
 	}
@@ -589,4 +627,129 @@ func TestConsoleDeliveryStatus(t *testing.T) {
 	if a := b.get("/console/attention?reason=provider_unavailable"); strings.Count(a.body, "<tr><td>") != 0 {
 		t.Errorf("an undelivered message listed as provider_unavailable: %s", a.text())
 	}
+}
+
+// TestConsoleSignOutEverywhere: signing out ends the session on the
+// server and on every other instance that reads the same sign-outs (here,
+// one sharing the fixture's): a copy of the cookie is refused by both and
+// forgotten by the browser; signing in again opens a new session; a
+// session opened on an instance whose clock is ahead still ends; a change
+// of role ends the sessions opened with the old one; an instance that
+// cannot tell which sessions ended refuses them (503); and a sign-out
+// that cannot be published keeps the session open and says so.
+func TestConsoleSignOutEverywhere(t *testing.T) {
+	f := newConsoleFixture(t)
+	other := f.instance(nil).Handler()
+	cookie := f.signedIn("ops", "ops pass")
+	get := func(h http.Handler, path, cookie string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		r.Header.Set("Cookie", cookie)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for name, h := range map[string]http.Handler{"this instance": f.handler, "another": other} {
+		if w := get(h, "/console/", cookie); w.Code != http.StatusOK {
+			t.Fatalf("signed in, %s: %d", name, w.Code)
+		}
+	}
+	out := httptest.NewRequest(http.MethodPost, "/console/logout", nil)
+	out.Header.Set("Cookie", cookie)
+	w := httptest.NewRecorder()
+	f.handler.ServeHTTP(w, out)
+	if w.Code != http.StatusSeeOther || !strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") {
+		t.Fatalf("sign out: %d %q", w.Code, w.Header().Get("Set-Cookie"))
+	}
+	for name, h := range map[string]http.Handler{"this instance": f.handler, "another": other} {
+		w := get(h, "/console/attention", cookie)
+		if w.Code != http.StatusSeeOther || !strings.HasPrefix(w.Header().Get("Location"), "/console/login") ||
+			!strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") {
+			t.Errorf("a copy of the signed-out cookie, %s: %d %q %q", name, w.Code, w.Header().Get("Location"), w.Header().Get("Set-Cookie"))
+		}
+	}
+	again := f.signedIn("ops", "ops pass")
+	if w := get(other, "/console/", again); w.Code != http.StatusOK {
+		t.Errorf("signed in again: %d", w.Code)
+	}
+
+	// A session opened by an instance whose clock is a minute ahead ends
+	// with the sign-out of one that is on time.
+	ahead := f.instance(nil)
+	ahead.console.sessions.now = func() time.Time { return time.Now().Add(time.Minute) }
+	early := signIn(t, ahead.Handler(), "ops", "ops pass")
+	out = httptest.NewRequest(http.MethodPost, "/console/logout", nil)
+	out.Header.Set("Cookie", early)
+	f.handler.ServeHTTP(httptest.NewRecorder(), out)
+	if w := get(other, "/console/", early); w.Code != http.StatusSeeOther {
+		t.Errorf("a session opened by a clock ahead, after its sign-out: %d", w.Code)
+	}
+
+	// The viewer "look" becomes an operator: its sessions end.
+	look := f.signedIn("look", "look pass")
+	promoted := f.instance(func(c *Config) {
+		for i := range c.Users {
+			if c.Users[i].Username == "look" {
+				c.Users[i].Role = RoleOperator
+			}
+		}
+	})
+	if w := get(promoted.Handler(), "/console/", look); w.Code != http.StatusSeeOther {
+		t.Errorf("a session opened before the role changed: %d", w.Code)
+	}
+
+	// Starting, or Kafka unreachable: no session is taken, and none can
+	// end.
+	live := f.signedIn("ops", "ops pass")
+	f.signOuts.mu.Lock()
+	f.signOuts.fail = errors.New("console sessions not read up to date yet")
+	f.signOuts.mu.Unlock()
+	if w := get(f.handler, "/console/", live); w.Code != http.StatusServiceUnavailable {
+		t.Errorf("sessions not known: %d, want 503", w.Code)
+	}
+	out = httptest.NewRequest(http.MethodPost, "/console/logout", nil)
+	out.Header.Set("Cookie", live)
+	w = httptest.NewRecorder()
+	f.handler.ServeHTTP(w, out)
+	if w.Code != http.StatusServiceUnavailable || strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") ||
+		!strings.Contains(w.Body.String(), "your session is still open") {
+		t.Errorf("a sign-out not published: %d %q", w.Code, w.Header().Get("Set-Cookie"))
+	}
+	f.signOuts.mu.Lock()
+	f.signOuts.fail = nil
+	f.signOuts.mu.Unlock()
+	if w := get(f.handler, "/console/", live); w.Code != http.StatusOK {
+		t.Errorf("the session whose sign-out failed: %d, want still open", w.Code)
+	}
+}
+
+// instance is another server over the fixture's store, Kafka and
+// sign-outs, with the same session key, its configuration changed by
+// change: an instance behind the same address.
+func (f *consoleFixture) instance(change func(*Config)) *Server {
+	f.t.Helper()
+	cfg := f.cfg
+	cfg.Users = slices.Clone(f.cfg.Users)
+	if change != nil {
+		change(&cfg)
+	}
+	s, err := New(cfg, f.deps, slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	return s
+}
+
+// signIn signs in through h and returns the session's Cookie header.
+func signIn(t *testing.T, h http.Handler, user, pass string) string {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "/console/login", strings.NewReader(url.Values{"username": {user}, "password": {pass}}.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusSeeOther || len(w.Result().Cookies()) == 0 {
+		t.Fatalf("sign in as %s: %d %s", user, w.Code, w.Body)
+	}
+	c := w.Result().Cookies()[0]
+	return c.Name + "=" + c.Value
 }

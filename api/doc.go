@@ -33,8 +33,12 @@
 //     dispatcher's checks through ConsoleBackend (consumer.Service, wired by
 //     cmd/notifyd) and publishes through Commands: the grid is computed by
 //     the code that decides commands, never a copy. Its sessions are
-//     HMAC-signed cookies naming the user; the role is read from api.users
-//     at every request. Every state-changing request is a POST that
+//     HMAC-signed cookies naming the user and when they were opened; the
+//     role is read from api.users at every request; a session opened at or
+//     before the user's last sign-out, which every instance learns from
+//     SignOuts (the console-sessions topic), is refused everywhere, and an
+//     instance that cannot tell refuses them all. Password checks back off
+//     after failures (signin.go). Every state-changing request is a POST that
 //     http.CrossOriginProtection checks; viewers may not POST but to sign
 //     out. Bulk recoveries are planned by projection.PlanRecovery, the one
 //     home of their command_ids, shared with `notifyd recover`.

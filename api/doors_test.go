@@ -42,18 +42,10 @@ func (f *flood) Read(p []byte) (int, error) {
 }
 
 // signedIn returns the Cookie header of a console session of user, signed
-// in through the handler.
+// in through the fixture's server.
 func (f *consoleFixture) signedIn(user, pass string) string {
 	f.t.Helper()
-	r := httptest.NewRequest(http.MethodPost, "/console/login", strings.NewReader(url.Values{"username": {user}, "password": {pass}}.Encode()))
-	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	w := httptest.NewRecorder()
-	f.handler.ServeHTTP(w, r)
-	if w.Code != http.StatusSeeOther || len(w.Result().Cookies()) == 0 {
-		f.t.Fatalf("sign in as %s: %d %s", user, w.Code, w.Body)
-	}
-	c := w.Result().Cookies()[0]
-	return c.Name + "=" + c.Value
+	return signIn(f.t.(*testing.T), f.handler, user, pass)
 }
 
 // TestBodiesBounded: a 40 MB multipart body posted to every route that

@@ -58,6 +58,9 @@ type Deps struct {
 	// Console backs the operator console under /console/; nil (or
 	// api.console.enabled: false) serves none.
 	Console ConsoleBackend
+	// SignOuts ends console sessions on every instance; required with a
+	// console.
+	SignOuts SignOuts
 	// Receipts takes the providers' receipts posted to /callbacks/*; nil
 	// serves no callbacks.
 	Receipts Receipts
@@ -123,6 +126,9 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Server, error) {
 	auth.checked = s.m.passwords
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	if cfg.Console.On() && deps.Console != nil {
+		if deps.SignOuts == nil {
+			return nil, errors.New("api: the console needs SignOuts (sign-outs that hold on every instance)")
+		}
 		if s.console, err = newConsole(s, deps.Console); err != nil {
 			return nil, err
 		}
@@ -606,8 +612,8 @@ func (s *Server) serveConsole(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	s.console.handler.ServeHTTP(sw, r)
 	s.m.observe(sw.status, time.Since(start))
-	user, _, _ := s.console.sessions.user(r)
-	s.log.Info("console request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "user", user,
+	sess, _ := s.console.sessions.session(r)
+	s.log.Info("console request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "user", sess.user,
 		"duration_ms", time.Since(start).Milliseconds())
 }
 

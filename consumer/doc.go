@@ -27,6 +27,11 @@
 //     the message's furthest status (schemas.DeliveryEvent.Moves),
 //     acknowledged before returning; every instance follows the
 //     deliveries topic into its store.
+//   - Console sign-outs end sessions on every instance (sessions.go): an
+//     end is published on the console-sessions topic and recorded here
+//     before EndSessions returns; every instance follows the topic into
+//     its store, and answers SessionsEnded (and reports ready) only once it
+//     read the topic as far as it reached at start-up.
 //
 // # Bad input
 //

@@ -94,7 +94,7 @@ func newHarness(t testing.TB) *harness {
 		topics: Topics{
 			PaymentEvents: prefix + "payment-events", Commands: prefix + "notification-commands",
 			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq",
-			Deliveries: prefix + "notification-deliveries",
+			Deliveries: prefix + "notification-deliveries", ConsoleSessions: prefix + "console-sessions",
 		},
 		client:  conn.Client(nil),
 		results: map[string][]received{},
@@ -103,7 +103,7 @@ func newHarness(t testing.TB) *harness {
 	h.writer = conn.Writer()
 	t.Cleanup(func() { h.writer.Close() })
 	var specs []TopicSpec
-	for _, name := range []string{h.topics.PaymentEvents, h.topics.Commands, h.topics.Results, h.topics.DeadLetter, h.topics.Deliveries} {
+	for _, name := range []string{h.topics.PaymentEvents, h.topics.Commands, h.topics.Results, h.topics.DeadLetter, h.topics.Deliveries, h.topics.ConsoleSessions} {
 		specs = append(specs, TopicSpec{Name: name, Partitions: testPartitions, ReplicationFactor: 1})
 	}
 	// A loaded broker may be briefly unavailable (a KRaft broker fenced by a

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -33,6 +34,9 @@ type Topics struct {
 	DeadLetter    string `yaml:"dead_letter"`
 	// Deliveries carries the delivery events made of providers' receipts.
 	Deliveries string `yaml:"deliveries"`
+	// ConsoleSessions carries the ends of console sessions (sign-outs),
+	// compacted by username, so that every instance refuses them.
+	ConsoleSessions string `yaml:"console_sessions"`
 }
 
 // DefaultTopics are the contract's default topic names.
@@ -43,22 +47,26 @@ func DefaultTopics() Topics {
 		Results:       "notification-results",
 		DeadLetter:    "notification-commands-dlq",
 		Deliveries:    "notification-deliveries",
+		// notifyd's own: not a topic of the contract.
+		ConsoleSessions: "notifyd-console-sessions",
 	}
 }
 
 // DefaultTopicConfigs are the configs of created topics: payment-events is
 // compacted (the projection needs the last snapshot of every transaction,
-// forever), the others expire by time. Results are kept 30 days: a store
+// forever), and so is console-sessions (the last end of every user's
+// sessions); the others expire by time. Results are kept 30 days: a store
 // rebuilt from the topics remembers the command_ids answered within them;
 // delivery events as long, the time a console looks back.
 func DefaultTopicConfigs() map[string]map[string]string {
 	const day = 24 * 60 * 60 * 1000
 	return map[string]map[string]string{
-		"payment_events": {"cleanup.policy": "compact"},
-		"commands":       {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(7 * day)},
-		"results":        {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
-		"dead_letter":    {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
-		"deliveries":     {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
+		"payment_events":   {"cleanup.policy": "compact"},
+		"commands":         {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(7 * day)},
+		"results":          {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
+		"dead_letter":      {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
+		"deliveries":       {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
+		"console_sessions": {"cleanup.policy": "compact"},
 	}
 }
 
@@ -71,6 +79,7 @@ func (t Topics) WithDefaults() Topics {
 	}{
 		{&t.PaymentEvents, d.PaymentEvents}, {&t.Commands, d.Commands},
 		{&t.Results, d.Results}, {&t.DeadLetter, d.DeadLetter}, {&t.Deliveries, d.Deliveries},
+		{&t.ConsoleSessions, d.ConsoleSessions},
 	} {
 		if *f.v == "" {
 			*f.v = f.def
@@ -100,7 +109,8 @@ type Config struct {
 	TopicPartitions   int
 	ReplicationFactor int
 	// TopicConfigs are topic configs set on created topics, by role
-	// (payment_events, commands, results, dead_letter, deliveries), laid over
+	// (payment_events, commands, results, dead_letter, deliveries,
+	// console_sessions), laid over
 	// DefaultTopicConfigs (kafka.topic_configs).
 	TopicConfigs map[string]map[string]string
 	// StoreDir holds the local store (store.dir, default ./data); the
@@ -209,7 +219,7 @@ func (c Config) Validate() error {
 	for key, name := range map[string]string{
 		"kafka.topics.payment_events": c.Topics.PaymentEvents, "kafka.topics.commands": c.Topics.Commands,
 		"kafka.topics.results": c.Topics.Results, "kafka.topics.dead_letter": c.Topics.DeadLetter,
-		"kafka.topics.deliveries": c.Topics.Deliveries,
+		"kafka.topics.deliveries": c.Topics.Deliveries, "kafka.topics.console_sessions": c.Topics.ConsoleSessions,
 	} {
 		if name == "" {
 			continue
@@ -249,7 +259,7 @@ func (c Config) Validate() error {
 	}
 	for role := range c.TopicConfigs {
 		if _, ok := DefaultTopicConfigs()[role]; !ok {
-			return fmt.Errorf("kafka.topic_configs.%s: unknown topic (want payment_events, commands, results, dead_letter or deliveries)", role)
+			return fmt.Errorf("kafka.topic_configs.%s: unknown topic (want payment_events, commands, results, dead_letter, deliveries or console_sessions)", role)
 		}
 	}
 	return nil
@@ -265,6 +275,9 @@ type Service struct {
 	metrics *metrics
 
 	deadLetters deadLetterHealth
+	// sessionsRead is set once the console-sessions topic was read as far
+	// as it reached at start-up (sessions.go).
+	sessionsRead atomic.Bool
 	// waiters are the in-process requesters waiting for results
 	// (requesters.go).
 	waiters resultWaiters
@@ -280,7 +293,10 @@ type Service struct {
 	dispatcher *dispatch.Dispatcher
 	events     *follower
 	results    *follower
-	sub        *wmkafka.Subscriber
+	// sessions follows console-sessions; sessionsWriter publishes to it.
+	sessions       *follower
+	sessionsWriter *kafka.Writer
+	sub            *wmkafka.Subscriber
 	// kafkaErr is the error of the last high-water-mark round, nil once
 	// one succeeds; kafkaOK is when one last succeeded.
 	kafkaErr error
@@ -314,11 +330,12 @@ type Readiness struct {
 
 // Readiness reports whether the instance is ready: its store is open, the
 // brokers answer, dead letters can be written, the store is within
-// ReadyMaxLag records of both followed topics, and commands are being
+// ReadyMaxLag records of both followed topics, the console-sessions topic
+// was read as far as it reached at start-up, and commands are being
 // consumed.
 func (s *Service) Readiness() Readiness {
 	s.mu.Lock()
-	store, events, results, kerr, kok := s.store, s.events, s.results, s.kafkaErr, s.kafkaOK
+	store, events, results, sessions, kerr, kok := s.store, s.events, s.results, s.sessions, s.kafkaErr, s.kafkaOK
 	s.mu.Unlock()
 	if store == nil || events == nil {
 		return Readiness{Reason: "starting: store not open yet"}
@@ -342,6 +359,8 @@ func (s *Service) Readiness() Readiness {
 		r.Reason = fmt.Sprintf("projection catching up: %d payment events behind", r.ProjectionLag)
 	case r.ResultsLag > s.cfg.ReadyMaxLag:
 		r.Reason = fmt.Sprintf("idempotency table catching up: %d results behind", r.ResultsLag)
+	case sessions == nil || !s.sessionsCaughtUp(sessions):
+		r.Reason = "console sessions catching up: which sessions ended is not known yet"
 	default:
 		r.Ready = true
 	}
@@ -480,11 +499,14 @@ type runtime struct {
 	events        *follower
 	results       *follower
 	deliveries    *follower
+	sessions      *follower
 	refreshed     chan struct{}
 	pub           *wmkafka.Publisher
 	commands      *kafka.Writer
-	// deliveryWriter publishes delivery events (receipts).
+	// deliveryWriter publishes delivery events (receipts), sessionsWriter
+	// the ends of console sessions.
 	deliveryWriter *kafka.Writer
+	sessionsWriter *kafka.Writer
 	sub            *wmkafka.Subscriber
 	router         *message.Router
 	routerDone     chan error
@@ -499,7 +521,8 @@ func (rt *runtime) start(ctx context.Context) error {
 	// Metadata of notifyd's four topics only: kafka-go's transport otherwise
 	// fetches every topic of the cluster every few seconds.
 	conn := cfg.Conn()
-	rt.transport = conn.Transport(cfg.Topics.PaymentEvents, cfg.Topics.Commands, cfg.Topics.Results, cfg.Topics.DeadLetter, cfg.Topics.Deliveries)
+	rt.transport = conn.Transport(cfg.Topics.PaymentEvents, cfg.Topics.Commands, cfg.Topics.Results, cfg.Topics.DeadLetter, cfg.Topics.Deliveries,
+		cfg.Topics.ConsoleSessions)
 	rt.client = conn.Client(rt.transport)
 	rt.runCtx, rt.fatal = context.WithCancelCause(ctx)
 
@@ -548,19 +571,29 @@ func (rt *runtime) start(ctx context.Context) error {
 	rt.deliveries = newFollower(cfg.Topics.Deliveries, store.DeliveryOffsets, func(p int, r []projection.Record) error {
 		return store.ApplyDeliveries(p, r)
 	})
+	rt.sessions = newFollower(cfg.Topics.ConsoleSessions, store.SessionOffsets, func(p int, r []projection.Record) error {
+		return store.ApplySessionEnds(p, r)
+	})
 	s.mu.Lock()
 	s.events, s.results = rt.events, rt.results
 	s.mu.Unlock()
-	wm := newWatermarks(rt.client, cfg.Topics.PaymentEvents, cfg.Topics.Results, cfg.Topics.Deliveries)
+	wm := newWatermarks(rt.client, cfg.Topics.PaymentEvents, cfg.Topics.Results, cfg.Topics.Deliveries, cfg.Topics.ConsoleSessions)
 	offs, err := wm.Get(ctx)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	s.noteRound(offs, nil, rt.events, rt.results, rt.deliveries)
+	followers := []*follower{rt.events, rt.results, rt.deliveries, rt.sessions}
+	s.noteRound(offs, nil, followers...)
+	// Console sessions are answered for once the topic is read as far as
+	// this round saw it (SessionsEnded).
+	s.sessionsRead.Store(false)
+	s.mu.Lock()
+	s.sessions = rt.sessions
+	s.mu.Unlock()
 	rt.refreshed = make(chan struct{})
 	go func() {
 		defer close(rt.refreshed)
-		s.refresh(rt.followCtx, rt.client, wm, rt.events, rt.results, rt.deliveries)
+		s.refresh(rt.followCtx, rt.client, wm, followers...)
 	}()
 
 	// Commands: results publisher, subscriber, Router.
@@ -583,12 +616,16 @@ func (rt *runtime) start(ctx context.Context) error {
 	// writer here (Conn.Writer), on the service's transport.
 	rt.commands = conn.Writer()
 	rt.commands.Transport = rt.transport
-	// Delivery events from receipts: the same.
+	// Delivery events from receipts, and the ends of console sessions:
+	// the same.
 	rt.deliveryWriter = conn.Writer()
 	rt.deliveryWriter.Transport = rt.transport
+	rt.sessionsWriter = conn.Writer()
+	rt.sessionsWriter.Transport = rt.transport
 	s.mu.Lock()
 	s.sub = rt.sub
 	s.commands = rt.commands
+	s.sessionsWriter = rt.sessionsWriter
 	s.receipts = &receipts{store: store, writer: rt.deliveryWriter, topic: cfg.Topics.Deliveries, source: "notifyd/" + cfg.ClientID,
 		wait: cfg.CatchUpWait, redact: s.dcfg.Redactor, metrics: s.metrics, log: s.log.With("component", "receipts")}
 	s.mu.Unlock()
@@ -693,9 +730,9 @@ func (rt *runtime) stop() {
 			}
 			if rt.commands != nil {
 				rt.s.mu.Lock()
-				rt.s.commands, rt.s.receipts = nil, nil
+				rt.s.commands, rt.s.receipts, rt.s.sessionsWriter = nil, nil, nil
 				rt.s.mu.Unlock()
-				err = errors.Join(err, rt.commands.Close(), rt.deliveryWriter.Close())
+				err = errors.Join(err, rt.commands.Close(), rt.deliveryWriter.Close(), rt.sessionsWriter.Close())
 			}
 			return err
 		}},
@@ -708,6 +745,7 @@ func (rt *runtime) stop() {
 				rt.events.Wait()
 				rt.results.Wait()
 				rt.deliveries.Wait()
+				rt.sessions.Wait()
 			}
 			if rt.refreshed != nil {
 				<-rt.refreshed
@@ -719,7 +757,7 @@ func (rt *runtime) stop() {
 				return nil
 			}
 			rt.s.mu.Lock()
-			rt.s.store, rt.s.dispatcher = nil, nil
+			rt.s.store, rt.s.dispatcher, rt.s.sessions = nil, nil, nil
 			rt.s.mu.Unlock()
 			return rt.store.Close()
 		}},
@@ -766,7 +804,7 @@ func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error 
 	specs := []TopicSpec{
 		spec(cfg.Topics.PaymentEvents, "payment_events"), spec(cfg.Topics.Commands, "commands"),
 		spec(cfg.Topics.Results, "results"), spec(cfg.Topics.DeadLetter, "dead_letter"),
-		spec(cfg.Topics.Deliveries, "deliveries"),
+		spec(cfg.Topics.Deliveries, "deliveries"), spec(cfg.Topics.ConsoleSessions, "console_sessions"),
 	}
 	err := RetryUnreachable(ctx, s.log.With("brokers", cfg.Brokers), "start", func(ctx context.Context) error {
 		return EnsureTopics(ctx, client, specs, *cfg.CreateTopics)
@@ -784,12 +822,12 @@ func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error 
 func (s *Service) openStore(ctx context.Context, client *kafka.Client) (*projection.Store, error) {
 	dir := filepath.Join(s.cfg.StoreDir, "projection")
 	opts := projection.Options{EventsTopic: s.cfg.Topics.PaymentEvents, ResultsTopic: s.cfg.Topics.Results,
-		DeliveriesTopic: s.cfg.Topics.Deliveries, Logger: s.log.With("component", "store")}
+		DeliveriesTopic: s.cfg.Topics.Deliveries, SessionsTopic: s.cfg.Topics.ConsoleSessions, Logger: s.log.With("component", "store")}
 	store, err := projection.Open(dir, opts)
 	if err != nil {
 		return nil, err
 	}
-	offs, err := ListOffsets(ctx, client, s.cfg.Topics.PaymentEvents, s.cfg.Topics.Results, s.cfg.Topics.Deliveries)
+	offs, err := ListOffsets(ctx, client, s.cfg.Topics.PaymentEvents, s.cfg.Topics.Results, s.cfg.Topics.Deliveries, s.cfg.Topics.ConsoleSessions)
 	if err != nil {
 		_ = store.Close()
 		return nil, fmt.Errorf("start: %w", err)
@@ -808,6 +846,9 @@ func (s *Service) openStore(ctx context.Context, client *kafka.Client) (*project
 	}
 	if bad == "" {
 		bad = check(s.cfg.Topics.Deliveries, store.DeliveryOffsets())
+	}
+	if bad == "" {
+		bad = check(s.cfg.Topics.ConsoleSessions, store.SessionOffsets())
 	}
 	if bad == "" {
 		return store, nil

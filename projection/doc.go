@@ -34,8 +34,9 @@
 // From the results topic the store also keeps a history index, the last
 // send of each channel and state (processing.cooldown) and the correlation
 // of provider message ids (history.go); from the deliveries topic, the
-// furthest delivery status of each message (deliveries.go). Both rebuild
-// from their topics like the rest.
+// furthest delivery status of each message (deliveries.go); from the
+// console-sessions topic, when each console user's sessions last ended
+// (sessions.go). All rebuild from their topics like the rest.
 //
 // The package knows nothing of Kafka: callers (package consumer) fetch
 // records and hand them over with their partition and offsets, and wait on

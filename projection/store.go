@@ -54,6 +54,9 @@ type Options struct {
 	// DeliveriesTopic names the topic of delivery events, whose offsets
 	// are stored; empty: ApplyDeliveries is an error.
 	DeliveriesTopic string
+	// SessionsTopic names the console-sessions topic, whose offsets are
+	// stored; empty: ApplySessionEnds is an error.
+	SessionsTopic string
 	// Logger receives the store's own log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -72,8 +75,10 @@ type Store struct {
 	mu            sync.Mutex
 	eventOffsets  map[int]int64
 	resultOffsets map[int]int64
-	// deliveryOffsets are the deliveries topic's (see deliveries.go).
+	// deliveryOffsets are the deliveries topic's (see deliveries.go),
+	// sessionOffsets the console-sessions topic's (sessions.go).
 	deliveryOffsets map[int]int64
+	sessionOffsets  map[int]int64
 	txnCount        int64
 	changed         chan struct{}
 	closed          bool
@@ -108,6 +113,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if err == nil {
 		s.deliveryOffsets, err = s.loadOffsets(prefixDeliveryOffset, opts.DeliveriesTopic)
+	}
+	if err == nil {
+		s.sessionOffsets, err = s.loadOffsets(prefixSessionOffset, opts.SessionsTopic)
 	}
 	if err == nil {
 		s.txnCount, err = s.getInt(keyTxnCount)
@@ -467,7 +475,7 @@ func getCopy(r interface {
 // Digest returns a SHA-256 over the projection, the history index and the
 // idempotency table (every snapshot, order_no mapping, history entry,
 // channel state, needs-attention entry, last send, correlation, delivery
-// status and result, in key order), leaving out
+// status, console sessions' end and result, in key order), leaving out
 // offsets and counters. A result recorded here and not yet read back from
 // the topic counts as if it had been (it is the one the topic will hold,
 // unless another instance's came first). Two stores that applied the same
@@ -482,7 +490,7 @@ func (s *Store) Digest() (string, error) {
 		}
 	}
 	for _, prefix := range []string{prefixHead, prefixTxn, prefixOrder, prefixHistory, prefixChannel, prefixAttention, prefixSent,
-		prefixCorrelation, prefixDelivery} {
+		prefixCorrelation, prefixDelivery, prefixSessionEnd} {
 		if err := s.scan(prefix, func(k, v []byte) { write(k, v) }); err != nil {
 			return "", fmt.Errorf("digest: %w", err)
 		}

@@ -15,6 +15,7 @@ const (
 	SchemaResendCommand  = "resend-command"
 	SchemaDeliveryResult = "delivery-result"
 	SchemaDeliveryEvent  = "delivery-event"
+	SchemaSessionEnd     = "session-end"
 )
 
 // SchemaIDPrefix is the start of every embedded schema's $id, which ends

@@ -140,7 +140,7 @@ func at(t testing.TB, doc any, keys ...any) any {
 }
 
 func TestSchemaNames(t *testing.T) {
-	want := []string{SchemaDeliveryEvent, SchemaDeliveryResult, SchemaPaymentEvent, SchemaResendCommand}
+	want := []string{SchemaDeliveryEvent, SchemaDeliveryResult, SchemaPaymentEvent, SchemaResendCommand, SchemaSessionEnd}
 	if got := SchemaNames(); !slices.Equal(got, want) {
 		t.Fatalf("SchemaNames() = %v, want %v", got, want)
 	}
@@ -320,12 +320,15 @@ func TestValidExamples(t *testing.T) {
 				if err := decode(ex.schema, ex.data); err != nil {
 					t.Fatalf("decoder rejects it: %v", err)
 				}
-			case SchemaDeliveryResult, SchemaDeliveryEvent:
+			case SchemaDeliveryResult, SchemaDeliveryEvent, SchemaSessionEnd:
 				dec := json.NewDecoder(bytes.NewReader(ex.data))
 				dec.DisallowUnknownFields()
 				var r any = &DeliveryResult{}
-				if ex.schema == SchemaDeliveryEvent {
+				switch ex.schema {
+				case SchemaDeliveryEvent:
 					r = &DeliveryEvent{}
+				case SchemaSessionEnd:
+					r = &SessionEnd{}
 				}
 				if err := dec.Decode(r); err != nil {
 					t.Fatalf("unmarshal: %v", err)
@@ -361,7 +364,7 @@ func TestInvalidExamples(t *testing.T) {
 			if err := validate(t, ex.schema, ex.data); err == nil {
 				t.Error("schema accepts it")
 			}
-			if ex.schema == SchemaDeliveryResult || ex.schema == SchemaDeliveryEvent {
+			if ex.schema == SchemaDeliveryResult || ex.schema == SchemaDeliveryEvent || ex.schema == SchemaSessionEnd {
 				return // notifyd writes these; it has no decoder for them
 			}
 			err := decode(ex.schema, ex.data)

@@ -124,7 +124,8 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 	c := &cluster{
 		t: t, brokers: brokers,
 		topics: consumer.Topics{PaymentEvents: prefix + "payment-events", Commands: prefix + "notification-commands",
-			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq", Deliveries: prefix + "notification-deliveries"},
+			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq", Deliveries: prefix + "notification-deliveries",
+			ConsoleSessions: prefix + "console-sessions"},
 		calls:   &callLog{delay: providerDelay, counts: map[string][]time.Time{}},
 		results: map[string][]kafka.Message{},
 	}
@@ -138,11 +139,11 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 	// A transport of its own: kafka.DefaultTransport would keep connections
 	// to a broker an earlier test restarted (TestBrokerRestart), whose next
 	// request fails with unexpected EOF.
-	transport := &kafka.Transport{MetadataTopics: []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter, c.topics.Deliveries}}
+	transport := &kafka.Transport{MetadataTopics: []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter, c.topics.Deliveries, c.topics.ConsoleSessions}}
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: transport}
 	var specs []consumer.TopicSpec
-	for _, n := range []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter, c.topics.Deliveries} {
+	for _, n := range []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter, c.topics.Deliveries, c.topics.ConsoleSessions} {
 		specs = append(specs, consumer.TopicSpec{Name: n, Partitions: 4, ReplicationFactor: 1})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -421,7 +422,7 @@ kafka:
   brokers: [%s]
   group_id: %s
   client_id: it-%s
-%s  topics: {payment_events: %q, commands: %q, results: %q, dead_letter: %q, deliveries: %q}
+%s  topics: {payment_events: %q, commands: %q, results: %q, dead_letter: %q, deliveries: %q, console_sessions: %q}
 store: {dir: %q}
 http: {listen: %q}
 log: {format: json, level: info}
@@ -438,7 +439,7 @@ templates:
   whatsapp:
     paid: {en: {name: payment_paid, language: en_US, params: ["{{.Amount}}"]}}
 %s`, strings.Join(brokers, ", "), "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
-		c.topics.Deliveries, o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, providers, apiBlock)
+		c.topics.Deliveries, c.topics.ConsoleSessions, o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, providers, apiBlock)
 }
 
 // start starts a notifyd process and waits until its /healthz answers

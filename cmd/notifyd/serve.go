@@ -168,7 +168,7 @@ func startAPI(cfg Config, svc *consumer.Service, reg *prometheus.Registry, stdou
 		log.Info("console listening", "url", consoleURL(acfg))
 	}
 	srv, err := api.New(acfg, api.Deps{
-		Commands: svc, Results: svc, Registerer: reg, Console: console,
+		Commands: svc, Results: svc, Registerer: reg, Console: console, SignOuts: svc,
 		Receipts: svc, Callbacks: cfg.callbackSecrets(),
 		// 503 while starting or while Kafka is unreachable; not while the
 		// projection catches up (answers wait for it instead). The reason

@@ -1,0 +1,87 @@
+//go:build integration
+
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// TestConsoleSignOutAcrossInstances runs two notifyd processes behind "one
+// address" (the same session key and users): a session opened on A works
+// on B; once signed out on A, a copy of its cookie is refused by B, and by
+// a third instance started afterwards with an empty store, which reads the
+// sign-out from the console-sessions topic before it takes any session.
+func TestConsoleSignOutAcrossInstances(t *testing.T) {
+	c := newCluster(t, 0)
+	hash, err := bcrypt.GenerateFromPassword([]byte("ops pass"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(addr string) string {
+		return fmt.Sprintf(`{listen: %q, users: [{username: ops, bcrypt: %q, role: operator}], console: {session_key: %q}}`,
+			addr, hash, strings.Repeat("s", 32))
+	}
+	apiA, apiB, apiC := freePort(t), freePort(t), freePort(t)
+	c.start(procOpts{api: block(apiA), waitForReady: true})
+	c.start(procOpts{api: block(apiB), waitForReady: true})
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(method, addr, path, cookie string, form url.Values) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(form.Encode()))
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	resp := do(http.MethodPost, apiA, "/console/login", "", url.Values{"username": {"ops"}, "password": {"ops pass"}})
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) == 0 {
+		t.Fatalf("sign in on A: %d", resp.StatusCode)
+	}
+	cookie := resp.Cookies()[0].Name + "=" + resp.Cookies()[0].Value
+	if resp := do(http.MethodGet, apiB, "/console/", cookie, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the session on B: %d", resp.StatusCode)
+	}
+	if resp := do(http.MethodPost, apiA, "/console/logout", cookie, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign out on A: %d", resp.StatusCode)
+	}
+	if resp := do(http.MethodGet, apiA, "/console/", cookie, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the signed-out cookie on A: %d, want 303 to the sign-in", resp.StatusCode)
+	}
+	signedOut := time.Now()
+	deadline := signedOut.Add(30 * time.Second)
+	for {
+		resp := do(http.MethodGet, apiB, "/console/", cookie, nil)
+		if resp.StatusCode == http.StatusSeeOther {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B still takes the signed-out cookie after 30s: %d", resp.StatusCode)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("B refused the cookie %s after the sign-out on A", time.Since(signedOut).Round(time.Millisecond))
+	c.start(procOpts{api: block(apiC), waitForReady: true})
+	for _, path := range []string{"/console/", "/console/attention"} {
+		if resp := do(http.MethodGet, apiC, path, cookie, nil); resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("a new instance, %s: %d, want 303 to the sign-in", path, resp.StatusCode)
+		}
+	}
+	if resp := do(http.MethodPost, apiC, "/console/resend", cookie, url.Values{"session_id": {"s"}, "channel": {"sms"}}); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a new instance, a resend with the signed-out cookie: %d, want 401", resp.StatusCode)
+	}
+}
