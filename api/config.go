@@ -39,9 +39,10 @@ type Config struct {
 	// other than loopback, for a TLS-terminating proxy in front
 	// (api.allow_insecure, default false).
 	AllowInsecure bool `yaml:"allow_insecure"`
-	// RateLimit is a token bucket per key or user (api.rate_limit; unset:
-	// no limit).
-	RateLimit dispatch.RateLimit `yaml:"rate_limit"`
+	// RateLimit is a token bucket per key or user (api.rate_limit). Unset,
+	// DefaultRateLimit(wait, max_in_flight): no single key can hold all
+	// of api.max_in_flight; per_second: 0 turns it off.
+	RateLimit *dispatch.RateLimit `yaml:"rate_limit"`
 	// TrustedProxies are the addresses (CIDRs, or single IPs) of proxies in
 	// front of the API whose X-Forwarded-For names the client
 	// (api.trusted_proxies; default none: the peer is the client). Failed
@@ -141,6 +142,22 @@ func (c *Config) SetDefaults() {
 	if c.Console.SessionTTL == 0 {
 		c.Console.SessionTTL = DefaultSessionTTL
 	}
+	if c.RateLimit == nil && c.Wait > 0 && c.MaxInFlight > 0 {
+		l := DefaultRateLimit(c.Wait, c.MaxInFlight)
+		c.RateLimit = &l
+	}
+}
+
+// DefaultRateLimit is api.rate_limit when unset: per_second =
+// max_in_flight / (4 × wait in seconds), burst = twice that, so that one
+// key (or user) sending as fast as it may, every request waiting the whole
+// wait for its result, holds at most per_second × wait + burst = about a
+// third of max_in_flight, and never all of it: with the defaults (30s,
+// 1024) 8.5 requests/s, burst 17, at most 273 waiting. A resend is a rare,
+// deliberate act; a merchant that needs more says so.
+func DefaultRateLimit(wait time.Duration, maxInFlight int) dispatch.RateLimit {
+	perSecond := float64(maxInFlight) / (4 * max(wait.Seconds(), 1))
+	return dispatch.RateLimit{PerSecond: perSecond, Burst: max(1, int(2*perSecond))}
 }
 
 // Enabled reports whether the API is served.
@@ -162,8 +179,10 @@ func (c *Config) Validate() error {
 	case c.MaxInFlight < 0:
 		return errors.New("api.max_in_flight: must be >= 1")
 	}
-	if err := c.RateLimit.Validate(); err != nil {
-		return fmt.Errorf("api.rate_limit.%w", err)
+	if c.RateLimit != nil {
+		if err := c.RateLimit.Validate(); err != nil {
+			return fmt.Errorf("api.rate_limit.%w", err)
+		}
 	}
 	if c.Console.SessionTTL < 0 {
 		return errors.New("api.console.session_ttl: must not be negative")

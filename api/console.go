@@ -127,9 +127,9 @@ func newConsole(s *Server, backend ConsoleBackend) (*console, error) {
 	mux.HandleFunc("POST /console/login", c.login)
 	mux.HandleFunc("POST /console/logout", c.logout)
 	mux.HandleFunc("GET /console/txn", c.signedIn(c.txn))
-	mux.HandleFunc("POST /console/resend", c.signedIn(c.operator(c.resend)))
+	mux.HandleFunc("POST /console/resend", c.signedIn(c.operator(c.limited(c.resend))))
 	mux.HandleFunc("GET /console/attention", c.signedIn(c.attention))
-	mux.HandleFunc("POST /console/recover", c.signedIn(c.operator(c.recover)))
+	mux.HandleFunc("POST /console/recover", c.signedIn(c.operator(c.limited(c.recover))))
 	mux.HandleFunc("GET /console/recover/{batch}", c.signedIn(c.batchPage))
 	mux.Handle("GET /console/static/", c.static)
 	// Every state-changing request is checked: cross-origin ones (by
@@ -198,6 +198,22 @@ func (c *console) operator(h consoleHandler) consoleHandler {
 	return func(w http.ResponseWriter, r *http.Request, v viewer) {
 		if !v.Operator {
 			c.render(w, http.StatusForbidden, "home", v, map[string]any{"Error": "Your role (viewer) may look, not resend."})
+			return
+		}
+		h(w, r, v)
+	}
+}
+
+// limited answers 429 (with Retry-After) a user over api.rate_limit: the
+// same bucket as the user's API requests, so the console is no way around
+// it.
+func (c *console) limited(h consoleHandler) consoleHandler {
+	return func(w http.ResponseWriter, r *http.Request, v viewer) {
+		if wait, ok := c.s.allow(v.Name); !ok {
+			secs := retryAfterSeconds(wait)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			c.render(w, http.StatusTooManyRequests, "home", v, map[string]any{
+				"Error": fmt.Sprintf("Too many requests: try again in %d second%s.", secs, plural(secs))})
 			return
 		}
 		h(w, r, v)

@@ -6,8 +6,8 @@ import (
 	"github.com/notifyd/notifyd/dispatch"
 )
 
-func rateLimit(perSecond float64, burst int) dispatch.RateLimit {
-	return dispatch.RateLimit{PerSecond: perSecond, Burst: burst}
+func rateLimit(perSecond float64, burst int) *dispatch.RateLimit {
+	return &dispatch.RateLimit{PerSecond: perSecond, Burst: burst}
 }
 
 func statMode(path string) (os.FileMode, error) {

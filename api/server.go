@@ -150,15 +150,7 @@ func (s *Server) Start() error {
 		return fmt.Errorf("api.listen: %w", err)
 	}
 	s.ln = ln
-	s.srv = &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      s.cfg.Wait + 30*time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	s.srv = DefaultTimeouts(s.cfg.Wait+30*time.Second).Server(s.Handler(), s.log)
 	serve := func() error { return s.srv.Serve(ln) }
 	if s.cert != nil {
 		// ServeTLS turns HTTP/2 on (ALPN h2) along with HTTP/1.1.
@@ -344,7 +336,9 @@ func (s *Server) allow(name string) (time.Duration, bool) {
 	s.mu.Lock()
 	l, ok := s.limiters[name]
 	if !ok {
-		l = s.cfg.RateLimit.Limiter()
+		if s.cfg.RateLimit != nil {
+			l = s.cfg.RateLimit.Limiter()
+		}
 		s.limiters[name] = l
 	}
 	s.mu.Unlock()

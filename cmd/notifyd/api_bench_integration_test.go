@@ -33,7 +33,7 @@ func BenchmarkAPILatency(b *testing.B) {
 	c := newCluster(b, 0)
 	key, sum, _ := api.NewKey()
 	addr := freePort(b)
-	c.start(procOpts{api: fmt.Sprintf(`{listen: %q, keys: [{name: bench, sha256: %q}]}`, addr, sum), waitForReady: true})
+	c.start(procOpts{api: fmt.Sprintf(`{listen: %q, keys: [{name: bench, sha256: %q}], rate_limit: {per_second: 0}}`, addr, sum), waitForReady: true})
 	n := int((duration + warmUp).Seconds() * rate)
 	sessions := make([]string, 2*n)
 	for i := range sessions {

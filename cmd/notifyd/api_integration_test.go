@@ -211,8 +211,10 @@ func newAPIFixture(t *testing.T) *apiFixture {
 		return fmt.Sprintf(`{listen: %q, keys: [{name: shop, sha256: %q}, {name: other, sha256: %q}], users: [{username: support, bcrypt: %q, role: operator}]%s}`,
 			addr, shopSum, otherSum, hash, extra)
 	}
-	f.a = c.start(procOpts{catchUpWait: apiCatchUpWait, api: block(apiA, ", wait: 20s"), waitForReady: true})
-	f.b = c.start(procOpts{catchUpWait: apiCatchUpWait, api: block(apiB, ", wait: 20s"), waitForReady: true})
+	// a and b take the load subtest's 500 requests of one key at once: a
+	// rate limit for that, as a merchant with that much traffic would set.
+	f.a = c.start(procOpts{catchUpWait: apiCatchUpWait, api: block(apiA, ", wait: 20s, rate_limit: {per_second: 1000, burst: 1000}"), waitForReady: true})
+	f.b = c.start(procOpts{catchUpWait: apiCatchUpWait, api: block(apiB, ", wait: 20s, rate_limit: {per_second: 1000, burst: 1000}"), waitForReady: true})
 	// r answers 202 after 2 s, lets 2 requests wait at once, and limits
 	// each client to 1 request/s.
 	f.r = c.start(procOpts{catchUpWait: apiCatchUpWait, api: block(apiR, ", wait: 2s, max_in_flight: 2, rate_limit: {per_second: 1, burst: 2}"), waitForReady: true})

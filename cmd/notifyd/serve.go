@@ -253,7 +253,7 @@ func serveHTTP(addr string, svc *consumer.Service, reg *prometheus.Registry, log
 		}
 		reply(w, code, r)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := api.DefaultTimeouts(30*time.Second).Server(mux, log)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "error", err)
