@@ -212,8 +212,9 @@ type passwordCheck struct {
 
 // checkPassword checks a username and password in the order signin.go
 // writes down: the backoff of the username's and the client's failures,
-// the cache of accepted pairs, then bcrypt (with a dummy hash for an
-// unknown user, so that both take as long), bounded. A request whose
+// the cache of accepted pairs, the client's checks under way, then bcrypt
+// (with a dummy hash for an unknown user, so that both take as long),
+// bounded. A request whose
 // client leaves while it waits for a slot is refused (not counted as a
 // failure).
 func (a *authenticator) checkPassword(r *http.Request, user, pass string) passwordCheck {
@@ -252,6 +253,10 @@ func (a *authenticator) check(r *http.Request, user, pass string) passwordCheck 
 	if known && ok && now.Sub(at) < verifiedFor {
 		return passwordCheck{ok: true, user: u}
 	}
+	if !a.throttle.enter(addrKey) {
+		return passwordCheck{retryAfter: time.Second}
+	}
+	defer a.throttle.leave(addrKey)
 	if a.checking.Add(1) > a.maxChecking {
 		a.checking.Add(-1)
 		return passwordCheck{busy: true}

@@ -22,7 +22,11 @@ import (
 //     forgotten signInForget after the last one once no wait runs;
 //  2. a pair bcrypt accepted less than verifiedFor ago is taken without a
 //     new comparison;
-//  3. bcrypt runs on at most half the cores, with at most
+//  3. one client address has at most checksPerClient checks running or
+//     waiting at once; a further one is answered 429 at once (a flood
+//     from one client, even within its free failures, cannot fill the
+//     queue in front of everyone else's sign-in);
+//  4. bcrypt runs on at most half the cores, with at most
 //     bcryptQueuePerSlot checks waiting per running one; beyond that the
 //     check is answered 503 at once. API keys need no bcrypt: Basic
 //     traffic, however heavy, never makes a key's request wait.
@@ -35,16 +39,19 @@ const (
 	// are remembered (about 100 bytes each); when full, new ones are not
 	// added until old ones are forgotten: those already throttled stay so.
 	maxSignInEntries   = 100_000
+	checksPerClient    = 2
 	bcryptQueuePerSlot = 8
 )
 
 // signInThrottle remembers failed password checks by key ("user:<name>",
-// "addr:<client address>").
+// "addr:<client address>"), and counts the checks of each client address
+// under way.
 type signInThrottle struct {
 	now func() time.Time
 
-	mu     sync.Mutex
-	failed map[string]*signInFailures
+	mu      sync.Mutex
+	failed  map[string]*signInFailures
+	running map[string]int
 }
 
 type signInFailures struct {
@@ -54,7 +61,28 @@ type signInFailures struct {
 }
 
 func newSignInThrottle(now func() time.Time) *signInThrottle {
-	return &signInThrottle{now: now, failed: map[string]*signInFailures{}}
+	return &signInThrottle{now: now, failed: map[string]*signInFailures{}, running: map[string]int{}}
+}
+
+// enter counts a check of key under way, unless checksPerClient are
+// already: then it reports false.
+func (t *signInThrottle) enter(key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.running[key] >= checksPerClient {
+		return false
+	}
+	t.running[key]++
+	return true
+}
+
+// leave ends a check entered.
+func (t *signInThrottle) leave(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.running[key]--; t.running[key] <= 0 {
+		delete(t.running, key)
+	}
 }
 
 // wait returns how long the longest wait of keys still runs, 0 when none.

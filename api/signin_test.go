@@ -261,3 +261,44 @@ func TestConsoleSignInThrottled(t *testing.T) {
 		t.Error("a session was opened during the wait")
 	}
 }
+
+// TestPasswordChecksPerClient: one client has at most checksPerClient
+// password checks under way; a further one is 429 at once, without
+// queueing, so that a flood from one client leaves the queue to others:
+// another client's sign-in goes through meanwhile.
+func TestPasswordChecksPerClient(t *testing.T) {
+	f := newThrottleFixture(t, Config{})
+	release := make(chan struct{})
+	f.a.compare = func(h, p []byte) error {
+		<-release
+		return bcrypt.CompareHashAndPassword(h, p)
+	}
+	running := func(addr string) int {
+		f.a.throttle.mu.Lock()
+		defer f.a.throttle.mu.Unlock()
+		return f.a.throttle.running["addr:"+addr]
+	}
+	var wg sync.WaitGroup
+	for i := range checksPerClient {
+		wg.Go(func() { f.try(fmt.Sprintf("bot%d", i), "guess", "198.51.100.66") })
+	}
+	for running("198.51.100.66") < checksPerClient {
+		time.Sleep(time.Millisecond)
+	}
+	if code, wait := f.try("bot9", "guess", "198.51.100.66"); code != http.StatusTooManyRequests || wait != time.Second {
+		t.Errorf("a third check from the same client: %d after %s, want 429 at once", code, wait)
+	}
+	other := make(chan int, 1)
+	go func() { code, _ := f.try("ops", "right pass", "203.0.113.5"); other <- code }()
+	for running("203.0.113.5") < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if code := <-other; code != http.StatusOK {
+		t.Errorf("another client's sign-in during the flood: %d", code)
+	}
+	if n := running("198.51.100.66") + running("203.0.113.5"); n != 0 {
+		t.Errorf("%d checks still counted as under way", n)
+	}
+}
