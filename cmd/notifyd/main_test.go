@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -499,5 +501,17 @@ templates:
 				}
 			}
 		})
+	}
+}
+
+// TestOpsListenerTimesOut: http.listen bounds every connection like the
+// API's listener (api.Timeouts, whose behaviour TestListenersTimeOut
+// shows): headers, the whole request, the answer, and an idle keep-alive
+// connection.
+func TestOpsListenerTimesOut(t *testing.T) {
+	srv := opsServer(nil, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.WriteTimeout <= 0 || srv.IdleTimeout <= 0 || srv.MaxHeaderBytes <= 0 {
+		t.Errorf("http.listen leaves a connection unbounded: header %s, read %s, write %s, idle %s, headers %d bytes",
+			srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout, srv.MaxHeaderBytes)
 	}
 }

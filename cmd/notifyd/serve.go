@@ -235,6 +235,23 @@ func serveHTTP(addr string, svc *consumer.Service, reg *prometheus.Registry, log
 	if err != nil {
 		return nil, fmt.Errorf("http.listen: %w", err)
 	}
+	srv := opsServer(svc, reg, log)
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "error", err)
+		}
+	}()
+	log.Info("http listening", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+// opsServer is http.listen's server: its routes, and the time-outs of
+// every listener (api.Timeouts), answers within 30 s.
+func opsServer(svc *consumer.Service, reg *prometheus.Registry, log *slog.Logger) *http.Server {
 	mux := http.NewServeMux()
 	reply := func(w http.ResponseWriter, code int, body any) {
 		w.Header().Set("Content-Type", "application/json")
@@ -253,16 +270,5 @@ func serveHTTP(addr string, svc *consumer.Service, reg *prometheus.Registry, log
 		}
 		reply(w, code, r)
 	})
-	srv := api.DefaultTimeouts(30*time.Second).Server(mux, log)
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "error", err)
-		}
-	}()
-	log.Info("http listening", "addr", ln.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
+	return api.DefaultTimeouts(30*time.Second).Server(mux, log)
 }
