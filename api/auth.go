@@ -274,7 +274,11 @@ func (a *authenticator) check(r *http.Request, user, pass string) passwordCheck 
 	good := a.compare(hash, []byte(pass)) == nil && known
 	<-a.bcryptSlots
 	if !good {
-		a.throttle.fail(userKey, addrKey)
+		if known {
+			a.throttle.fail(userKey, addrKey)
+		} else {
+			a.throttle.fail("", userKey, addrKey)
+		}
 		return passwordCheck{}
 	}
 	a.throttle.succeed(userKey)

@@ -35,9 +35,12 @@ const (
 	signInFirstBackoff = time.Second
 	signInMaxBackoff   = 5 * time.Minute
 	signInForget       = 15 * time.Minute
-	// maxSignInEntries bounds the usernames and addresses whose failures
-	// are remembered (about 100 bytes each); when full, new ones are not
-	// added until old ones are forgotten: those already throttled stay so.
+	// maxSignInEntries bounds the unknown usernames and the addresses
+	// whose failures are remembered (about 100 bytes each); when full, new
+	// ones are not added until old ones are forgotten: those already
+	// throttled stay so. The configured users' failures are always
+	// remembered (there are few), so filling the table cannot lift the
+	// backoff of a real username.
 	maxSignInEntries   = 100_000
 	checksPerClient    = 2
 	bcryptQueuePerSlot = 8
@@ -99,18 +102,23 @@ func (t *signInThrottle) wait(keys ...string) time.Duration {
 	return longest
 }
 
-// fail records a failed check of keys.
-func (t *signInThrottle) fail(keys ...string) {
+// fail records a failed check of a configured user's key (always kept)
+// and of bounded keys (kept while there is room).
+func (t *signInThrottle) fail(user string, bounded ...string) {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, k := range keys {
+	keys := bounded
+	if user != "" {
+		keys = append([]string{user}, bounded...)
+	}
+	for i, k := range keys {
 		f := t.failed[k]
 		if f == nil {
 			if len(t.failed) >= maxSignInEntries {
 				t.forgetLocked(now)
 			}
-			if len(t.failed) >= maxSignInEntries {
+			if len(t.failed) >= maxSignInEntries && (user == "" || i > 0) {
 				continue
 			}
 			f = &signInFailures{}

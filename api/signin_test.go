@@ -302,3 +302,23 @@ func TestPasswordChecksPerClient(t *testing.T) {
 		t.Errorf("%d checks still counted as under way", n)
 	}
 }
+
+// TestSignInTableFull: with the table of remembered failures full of
+// other names and addresses, a configured user's failures still count.
+func TestSignInTableFull(t *testing.T) {
+	f := newThrottleFixture(t, Config{})
+	f.a.throttle.mu.Lock()
+	for i := range maxSignInEntries {
+		f.a.throttle.failed[fmt.Sprintf("addr:junk-%d", i)] = &signInFailures{n: 1, last: f.now, until: f.now}
+	}
+	f.a.throttle.mu.Unlock()
+	for i := 0; i < freeSignInFailures; i++ {
+		f.try("ops", "guess", fmt.Sprintf("192.0.2.%d", i+1))
+	}
+	if code, _ := f.try("ops", "right pass", "192.0.2.200"); code != http.StatusTooManyRequests {
+		t.Errorf("a configured user's sixth check with the table full: %d, want 429", code)
+	}
+	if code, _ := f.try("nobody-new", "guess", "192.0.2.201"); code != http.StatusUnauthorized {
+		t.Errorf("an unknown user with the table full: %d, want 401 (not remembered)", code)
+	}
+}

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/notifyd/notifyd/api"
 )
 
 // TestConsoleSignOutAcrossInstances runs two notifyd processes behind "one
@@ -98,8 +99,8 @@ func TestDoorsFromOutside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, sum := "nfy_outside-key-0123456789abcdefghijklmnopqrstuv", ""
-	sum = fmt.Sprintf("%x", sha256.Sum256([]byte(key)))
+	key := "nfy_outside-key-0123456789abcdefghijklmnopqrstuv"
+	sum := api.HashKey(key)
 	addr := freePort(t)
 	c.start(procOpts{api: fmt.Sprintf(`{listen: %q, keys: [{name: shop, sha256: %q}], users: [{username: ops, bcrypt: %q, role: operator}]}`,
 		addr, sum, hash), waitForReady: true})
