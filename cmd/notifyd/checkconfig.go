@@ -73,6 +73,11 @@ func checkConfig(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 	apiListen := "off"
 	if cfg.API.Enabled() {
 		apiListen = cfg.API.Listen
+		if l := cfg.API.RateLimit; l != nil && l.PerSecond > 0 {
+			apiListen += fmt.Sprintf(", at most %.4g requests/s per key or user, burst %d (api.rate_limit)", l.PerSecond, l.Burst)
+		} else {
+			apiListen += ", no rate limit per key or user (api.rate_limit)"
+		}
 	}
 	fmt.Fprintf(stdout, "notifyd check-config: %s is valid\n  kafka: %s\n  store.dir: %s\n  providers: %s\n  templates: %d rendered\n  api: %s\n",
 		source, kafka, cfg.Store.Dir, strings.Join(providers, ", "), templates, apiListen)
