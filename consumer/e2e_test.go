@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,10 +31,38 @@ func header(m kafka.Message, key string) (string, bool) {
 	return "", false
 }
 
+// sendable is the channel matrix as the product's source document
+// (../shared/reference/message-notifications-api.txt, "Valid Payment States
+// for Sending Message Notifications") writes it, by hand, never computed
+// from the code under test: email and sms for created, paid, canceled,
+// failed, expired, authorized, voided, refunded and captured; whatsapp for
+// created, paid, canceled, failed, expired and authorized; nothing for
+// pending, attempted, invalided, cod, refund_queued and refund_rejected.
+var sendable = map[schemas.State][]schemas.Channel{
+	"created":         {"email", "sms", "whatsapp"},
+	"paid":            {"email", "sms", "whatsapp"},
+	"canceled":        {"email", "sms", "whatsapp"},
+	"failed":          {"email", "sms", "whatsapp"},
+	"expired":         {"email", "sms", "whatsapp"},
+	"authorized":      {"email", "sms", "whatsapp"},
+	"voided":          {"email", "sms"},
+	"refunded":        {"email", "sms"},
+	"captured":        {"email", "sms"},
+	"pending":         {},
+	"attempted":       {},
+	"invalided":       {},
+	"cod":             {},
+	"refund_queued":   {},
+	"refund_rejected": {},
+}
+
 // TestMatrixEndToEnd sends one command per state x channel cell through
-// Kafka: the cells of the channel matrix are sent, every other cell is
-// rejected as state_not_supported.
+// Kafka: the cells of the channel matrix (sendable) are sent, every other
+// cell is rejected as state_not_supported.
 func TestMatrixEndToEnd(t *testing.T) {
+	if len(sendable) != len(schemas.States) {
+		t.Fatalf("the table has %d states, schemas %d", len(sendable), len(schemas.States))
+	}
 	h := newHarness(t)
 	in := h.start(instanceOpts{})
 	for _, st := range schemas.States {
@@ -52,7 +81,7 @@ func TestMatrixEndToEnd(t *testing.T) {
 				t.Fatalf("%s: result %+v", id, r)
 			}
 			c := r.Channels[0]
-			if dispatch.Supports(ch, st) {
+			if slices.Contains(sendable[st], ch) {
 				if r.Outcome != schemas.OutcomeNotified || r.Message != schemas.MessageNotified || c.Status != schemas.StatusSent || c.Attempts != 1 || c.ProviderMessageID == "" {
 					t.Errorf("%s: want sent, got %+v %+v", id, r, c)
 				}
