@@ -196,6 +196,32 @@ func (h *harness) result(commandID string) received {
 	return h.results[commandID][0]
 }
 
+// answered returns a channel closed once commandID has a result (never,
+// if it gets none before the test ends).
+func (h *harness) answered(commandID string) <-chan struct{} {
+	done := make(chan struct{})
+	stop := make(chan struct{})
+	h.t.Cleanup(func() { close(stop) })
+	go func() {
+		for {
+			h.mu.Lock()
+			ok := len(h.results[commandID]) > 0
+			ch := h.changed
+			h.mu.Unlock()
+			if ok {
+				close(done)
+				return
+			}
+			select {
+			case <-ch:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return done
+}
+
 func (h *harness) resultCount(commandID string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -272,6 +298,7 @@ type instanceOpts struct {
 	shutdown    time.Duration // processing.shutdown_timeout (default 10s)
 	concurrency int           // processing.concurrency (default 64)
 	registry    *prometheus.Registry
+	hooks       hooks // seams (hooks.go)
 }
 
 func (h *harness) start(o instanceOpts) *instance {
@@ -313,6 +340,7 @@ func (h *harness) start(o instanceOpts) *instance {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	svc.hooks = o.hooks
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{svc: svc, dir: o.dir, provider: o.provider, cancel: cancel, done: make(chan error, 1)}
 	go func() { in.done <- svc.Run(ctx) }()
@@ -366,6 +394,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 // or digits start with "reject"/"+1555000" fail permanently, with
 // "down"/"+1555999" transiently. With a barrier, each call waits until
 // barrierAt calls are in flight at once (failing the test after 20 s).
+// With a gate, each call announces itself on entered (its command_id) and
+// waits until the gate is closed.
 type recordingProvider struct {
 	mu        sync.Mutex
 	sent      []dispatch.Message
@@ -376,6 +406,19 @@ type recordingProvider struct {
 	delay     time.Duration
 	barrier   chan struct{}
 	barrierAt int
+	gate      chan struct{}
+	entered   chan string
+}
+
+// hold makes every call wait, announcing itself on the channel returned,
+// until open is called.
+func (p *recordingProvider) hold() (entered <-chan string, open func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gate, p.entered = make(chan struct{}), make(chan string, 64)
+	gate := p.gate
+	var once sync.Once
+	return p.entered, func() { once.Do(func() { close(gate) }) }
 }
 
 func newRecordingProvider() *recordingProvider { return &recordingProvider{} }
@@ -393,12 +436,21 @@ func (p *recordingProvider) Send(ctx context.Context, m dispatch.Message) (dispa
 		close(barrier)
 		p.barrier = nil
 	}
+	gate, entered := p.gate, p.entered
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
 		p.inFlight--
 		p.mu.Unlock()
 	}()
+	if gate != nil {
+		entered <- m.CommandID
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return dispatch.Receipt{}, ctx.Err()
+		}
+	}
 	if barrier != nil {
 		select {
 		case <-barrier:

@@ -27,13 +27,16 @@ import (
 //     decisions finished or were given up undecided (wmkafka.Claim).
 type idempotency struct {
 	store *projection.Store
+	// waiting, when set, is told of every handler that waits for another
+	// of its command_id (hooks.lockWait).
+	waiting func(commandID string)
 
 	mu       sync.Mutex
 	inflight map[string]chan struct{}
 }
 
-func newIdempotency(store *projection.Store) *idempotency {
-	return &idempotency{store: store, inflight: map[string]chan struct{}{}}
+func newIdempotency(store *projection.Store, waiting func(commandID string)) *idempotency {
+	return &idempotency{store: store, waiting: waiting, inflight: map[string]chan struct{}{}}
 }
 
 // lock waits until no other handler of this instance holds commandID, then
@@ -54,6 +57,9 @@ func (d *idempotency) lock(ctx context.Context, commandID string) (release func(
 			}, nil
 		}
 		d.mu.Unlock()
+		if d.waiting != nil {
+			d.waiting(commandID)
+		}
 		select {
 		case <-busy:
 		case <-ctx.Done():

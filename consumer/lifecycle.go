@@ -92,6 +92,7 @@ type commandLifecycle struct {
 	now         func() time.Time
 	log         *slog.Logger
 	metrics     *metrics
+	hooks       hooks
 	// sending holds a token per command in steps 5 and 6: its capacity is
 	// processing.concurrency, the provider calls in flight. Steps 2 to 4
 	// and 7 (waiting for the projection, publishing) run outside it, so
@@ -164,7 +165,7 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 	if err != nil {
 		return undecided("read high-water marks", err)
 	}
-	if err := h.catchUp(ctx, offs); err != nil {
+	if err := h.catchUp(ctx, cmd.CommandID, offs); err != nil {
 		return undecided("catch up", err)
 	}
 
@@ -247,7 +248,7 @@ func (h *commandLifecycle) replay(msg *message.Message, answer []byte, start tim
 // catchUp waits until the store has applied both followed topics up to the
 // given end offsets, starting readers for partitions it sees for the first
 // time.
-func (h *commandLifecycle) catchUp(ctx context.Context, offs map[string]map[int]Offsets) error {
+func (h *commandLifecycle) catchUp(ctx context.Context, commandID string, offs map[string]map[int]Offsets) error {
 	for _, f := range []*follower{h.events, h.results} {
 		ends := make(map[int]int64, len(offs[f.topic]))
 		parts := make([]int, 0, len(offs[f.topic]))
@@ -265,11 +266,25 @@ func (h *commandLifecycle) catchUp(ctx context.Context, offs map[string]map[int]
 		if f == h.events {
 			wait = h.store.WaitEvents
 		}
+		if h.hooks.catchUpWait != nil && behind(f.stored(), ends) {
+			h.hooks.catchUpWait(commandID, f.topic)
+		}
 		if err := wait(ctx, ends); err != nil {
 			return fmt.Errorf("catch up with %s: %w", f.topic, err)
 		}
 	}
 	return nil
+}
+
+// behind reports whether stored (next offsets per partition) is short of
+// any of ends.
+func behind(stored, ends map[int]int64) bool {
+	for p, end := range ends {
+		if stored[p] < end {
+			return true
+		}
+	}
+	return false
 }
 
 // decide computes the result of a valid command that has no result yet. It

@@ -278,6 +278,8 @@ type Service struct {
 	// sessionsRead is set once the console-sessions topic was read as far
 	// as it reached at start-up (sessions.go).
 	sessionsRead atomic.Bool
+	// hooks are the tests' seams (hooks.go); zero in production.
+	hooks hooks
 	// waiters are the in-process requesters waiting for results
 	// (requesters.go).
 	waiters resultWaiters
@@ -551,6 +553,10 @@ func (rt *runtime) start(ctx context.Context) error {
 	rt.followCtx, rt.stopFollowing = context.WithCancel(context.Background())
 	dialer := conn.Dialer()
 	newFollower := func(topic string, stored func() map[int]int64, apply func(int, []projection.Record) error) *follower {
+		if hook := s.hooks.apply; hook != nil {
+			inner := apply
+			apply = func(p int, r []projection.Record) error { hook(topic); return inner(p, r) }
+		}
 		return &follower{topic: topic, brokers: cfg.Brokers, dialer: dialer, client: rt.client, stored: stored, apply: apply,
 			fail: rt.fatal, log: s.log.With("component", "follower"), ctx: rt.followCtx}
 	}
@@ -630,7 +636,7 @@ func (rt *runtime) start(ctx context.Context) error {
 		wait: cfg.CatchUpWait, redact: s.dcfg.Redactor, metrics: s.metrics, log: s.log.With("component", "receipts")}
 	s.mu.Unlock()
 	lifecycle := &commandLifecycle{
-		store: store, decisions: newIdempotency(store), dispatcher: dispatcher, watermarks: wm,
+		store: store, decisions: newIdempotency(store, s.hooks.lockWait), dispatcher: dispatcher, watermarks: wm, hooks: s.hooks,
 		events: rt.events, results: rt.results, publisher: rt.pub, resultTopic: cfg.Topics.Results,
 		source: "notifyd/" + cfg.ClientID, catchUpWait: cfg.CatchUpWait, maxAge: cfg.MaxCommandAge,
 		now: time.Now, log: s.log.With("component", "commands"), metrics: s.metrics,
