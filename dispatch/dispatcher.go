@@ -443,6 +443,35 @@ func (d *Dispatcher) coolingDown(cmd schemas.ResendCommand, txn *schemas.Payment
 	return ago, ago < d.cooldown
 }
 
+// errNoToken: the rate limit has no token for a call before ctx's
+// deadline.
+var errNoToken = errors.New("the rate limit allows no call before the deadline")
+
+// waitToken takes a token of l, waiting for it on the dispatcher's clock
+// (d.clock, d.sleep: tests run it on a fake one). errNoToken when the token
+// would come after ctx's deadline (then nothing is taken), ctx's error when
+// it ends meanwhile.
+func (d *Dispatcher) waitToken(ctx context.Context, l *rate.Limiter) error {
+	now := d.clock()
+	r := l.ReserveN(now, 1)
+	if !r.OK() {
+		return errNoToken
+	}
+	delay := r.DelayFrom(now)
+	if delay <= 0 {
+		return nil
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
+		r.CancelAt(now)
+		return errNoToken
+	}
+	if err := d.sleep(ctx, delay); err != nil {
+		r.CancelAt(d.clock())
+		return err
+	}
+	return nil
+}
+
 // routeEnd is how a route's attempts at a channel ended.
 type routeEnd int
 
@@ -521,7 +550,7 @@ func (d *Dispatcher) sendRoute(ctx context.Context, j job, rt *route, res *schem
 		if l := rt.limiter; l != nil {
 			// Waiting for the rate limit is not part of the retry budget.
 			waited := d.clock()
-			if err := l.Wait(ctx); err != nil {
+			if err := d.waitToken(ctx, l); err != nil {
 				if ctx.Err() == nil { // the next token comes after ctx's deadline
 					return unavailable("the rate limit allows no call before the deadline", lastDetail)
 				}

@@ -214,11 +214,7 @@ func TestMetaSlowAnswerIsTransient(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	start := time.Now()
 	_, err = p.Send(ctx, waMessage())
-	if time.Since(start) > 2*time.Second {
-		t.Errorf("Send took %s, the ctx deadline was not honoured", time.Since(start))
-	}
 	checkOutcome(t, Receipt{}, err, outcome{detail: []string{"meta did not answer in time"}}, metaToken)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("error %v does not wrap context.DeadlineExceeded", err)

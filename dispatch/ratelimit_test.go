@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,9 +32,10 @@ func TestRateLimitValidate(t *testing.T) {
 }
 
 // TestRateLimitSpacesCallsWithoutFailing: with 20 calls/s and a burst of 1,
-// six commands cannot all be sent in less than 250 ms (a lower bound the
-// limiter guarantees); each is sent, even though waiting for the limiter
-// takes longer than the 50 ms retry budget: the wait is not a failure.
+// six commands wait 50 ms each for their token after the first (on the
+// dispatcher's clock, a fake one here); each is sent, even though waiting
+// for the limiter takes longer than the 50 ms retry budget: the wait is not
+// a failure.
 func TestRateLimitSpacesCallsWithoutFailing(t *testing.T) {
 	p := &okProvider{name: "ok"}
 	d, err := New(Config{
@@ -44,18 +46,17 @@ func TestRateLimitSpacesCallsWithoutFailing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	done := make(chan schemas.DeliveryResult, 6)
+	clock := useFakeClock(d)
 	for i := 0; i < 6; i++ {
-		go func() { done <- d.Deliver(context.Background(), command(schemas.ChannelSMS), paidTxn()) }()
-	}
-	for i := 0; i < 6; i++ {
-		if r := <-done; r.Outcome != schemas.OutcomeNotified {
+		if r := d.Deliver(context.Background(), command(schemas.ChannelSMS), paidTxn()); r.Outcome != schemas.OutcomeNotified {
 			t.Errorf("rate-limited command: %+v", r)
 		}
 	}
-	if elapsed := time.Since(start); elapsed < 250*time.Millisecond {
-		t.Errorf("6 calls at 20/s with burst 1 took %s: the limiter did not hold them", elapsed)
+	// The first call takes the burst's token; each next one waits 1/20 s
+	// for its own, on the dispatcher's clock.
+	want := []time.Duration{50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond}
+	if got := clock.Waits(); !slices.Equal(got, want) {
+		t.Errorf("6 calls at 20/s with burst 1 waited %v, want %v", got, want)
 	}
 	if n := len(p.sent()); n != 6 {
 		t.Errorf("sent %d, want 6", n)

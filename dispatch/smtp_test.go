@@ -708,8 +708,11 @@ func TestSMTPSilentServerTimesOut(t *testing.T) {
 				return
 			}
 			mu.Lock()
-			conns = append(conns, c) // held open, never answered
+			conns = append(conns, c) // held open, never answered...
 			mu.Unlock()
+			// ... unless the client outlives slowFallback: then closed,
+			// which a client not honouring its deadline reports otherwise.
+			time.AfterFunc(slowFallback, func() { c.Close() })
 		}
 	}()
 	t.Cleanup(func() {
@@ -725,17 +728,12 @@ func TestSMTPSilentServerTimesOut(t *testing.T) {
 			s := newTestSMTP(t, SMTPConfig{Port: l.Addr().(*net.TCPAddr).Port, TLS: mode})
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
-			start := time.Now()
 			_, err := s.Send(ctx, emailMessage("Payment received", "Hello", ""))
-			elapsed := time.Since(start)
 			if err == nil || IsPermanent(err) || !strings.HasPrefix(errorDetail(err), "smtp timed out during ") {
 				t.Fatalf("got %v (detail %q), want transient smtp timed out", err, errorDetail(err))
 			}
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("error %v does not wrap context.DeadlineExceeded", err)
-			}
-			if elapsed > 2*time.Second {
-				t.Errorf("Send took %v after a 300ms ctx", elapsed)
 			}
 		})
 	}
