@@ -70,6 +70,9 @@ type deadLetterPublisher struct {
 	metrics *metrics
 	log     *slog.Logger
 	health  *deadLetterHealth
+	// retrying, when set, is told of every backoff before a retry
+	// (hooks.deadLetterRetry).
+	retrying func(backoff time.Duration)
 }
 
 // deadLetterHealth is the state readiness reports: the error of the last
@@ -147,6 +150,9 @@ func (p deadLetterPublisher) publishOne(topic string, m *message.Message) error 
 		p.metrics.deadLetterErrors.Inc()
 		p.health.set(err)
 		log.Error("writing a dead letter failed, retrying; its key waits", "error", err, "retry_in", backoff.String())
+		if p.retrying != nil {
+			p.retrying(backoff)
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-m.Context().Done():

@@ -42,13 +42,17 @@ func TestOversizedDeadLetter(t *testing.T) {
 			if r := h.result("after").result; r.Outcome != schemas.OutcomeNotified {
 				t.Fatalf("the command after the oversized one: %+v", r)
 			}
-			h.waitFor("the dead letter", 30*time.Second, func() bool { return len(h.dlq) > 0 })
-			time.Sleep(200 * time.Millisecond) // a repeated dead letter would be here by now
+			// A second poison record on the same key: its dead letter comes
+			// after any repeat of the first's (one partition, in order).
+			h.produce(h.topics.Commands, kafka.Message{Key: []byte("s1"), Value: []byte("second poison")})
+			h.waitFor("the second dead letter", 30*time.Second, func() bool {
+				return len(h.dlq) > 0 && string(h.dlq[len(h.dlq)-1].msg.Value) == "second poison"
+			})
 			h.mu.Lock()
 			dlq := append([]received(nil), h.dlq...)
 			h.mu.Unlock()
-			if len(dlq) != 1 {
-				t.Fatalf("%d dead letters, want 1", len(dlq))
+			if len(dlq) != 2 {
+				t.Fatalf("%d dead letters, want 2 (the oversized one once, then the second)", len(dlq))
 			}
 			d := dlq[0].msg
 			sum := sha256.Sum256([]byte(tc.value))
@@ -79,7 +83,13 @@ func TestOversizedDeadLetter(t *testing.T) {
 func TestDeadLetterFailureIsVisible(t *testing.T) {
 	h := newHarness(t)
 	reg := prometheus.NewRegistry()
-	in := h.start(instanceOpts{registry: reg})
+	backoffs := make(chan time.Duration, 64)
+	in := h.start(instanceOpts{registry: reg, hooks: hooks{deadLetterRetry: func(d time.Duration) {
+		select {
+		case backoffs <- d:
+		default: // the test reads the first few only
+		}
+	}}})
 	h.event("s1", nil)
 	h.event("s2", nil)
 	deleteTopic(t, h, h.topics.DeadLetter)
@@ -97,11 +107,17 @@ func TestDeadLetterFailureIsVisible(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	failingSince := time.Now()
-	time.Sleep(3 * time.Second)
-	errs := testutil.ToFloat64(in.svc.metrics.deadLetterErrors)
-	if errs < 1 || errs > 8 {
-		t.Errorf("%v failed dead-letter writes in about 3 s: want a few (backoff), not none and not a loop", errs)
+	// Each failed write waits before the next, twice as long each time:
+	// a backoff, not a loop.
+	want := deadLetterFirstBackoff
+	for i := 0; i < 3; i++ {
+		if got := <-backoffs; got != want {
+			t.Errorf("retry %d after %s, want %s", i+1, got, want)
+		}
+		want *= 2
+	}
+	if errs := testutil.ToFloat64(in.svc.metrics.deadLetterErrors); errs < 3 {
+		t.Errorf("notifyd_dead_letter_errors_total = %v after 3 failed writes", errs)
 	}
 	if h.resultCount("same-key") != 0 {
 		t.Error("a command was answered before the dead letter ahead of it on its key was written")
@@ -122,8 +138,7 @@ func TestDeadLetterFailureIsVisible(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("dead letters failing for %s: %v failed writes, then written once the topic was back",
-		time.Since(failingSince).Round(time.Second), testutil.ToFloat64(in.svc.metrics.deadLetterErrors))
+	t.Logf("%v failed dead-letter writes, then written once the topic was back", testutil.ToFloat64(in.svc.metrics.deadLetterErrors))
 }
 
 func deleteTopic(t *testing.T, h *harness, topic string) {

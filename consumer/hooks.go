@@ -1,5 +1,7 @@
 package consumer
 
+import "time"
+
 // hooks are seams for tests, all nil in production: each is called at one
 // point of a command's life or of following a topic, so that a test can
 // learn that the point was reached, or hold the work there, instead of
@@ -17,4 +19,10 @@ type hooks struct {
 	// apply is called before a follower applies a batch of topic's
 	// records; it may block, holding the follower there.
 	apply func(topic string)
+	// unknownWait is called when a handler starts waiting for the
+	// transaction its command names to appear (processing.catch_up_wait).
+	unknownWait func(commandID string)
+	// deadLetterRetry is called when a dead letter could not be written
+	// and will be tried again after backoff.
+	deadLetterRetry func(backoff time.Duration)
 }

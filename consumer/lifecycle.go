@@ -315,6 +315,9 @@ func (h *commandLifecycle) decide(ctx context.Context, msg *message.Message, cmd
 		if wait <= 0 {
 			return h.dispatcher.Failure(cmd, nil, res.Reason, res.Detail), nil
 		}
+		if h.hooks.unknownWait != nil {
+			h.hooks.unknownWait(cmd.CommandID)
+		}
 		timer := time.NewTimer(wait)
 		select {
 		case <-changed:

@@ -647,7 +647,8 @@ func (rt *runtime) start(ctx context.Context) error {
 	if rt.router, err = message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout + 15*time.Second}, wlog); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	dlq := deadLetterPublisher{Publisher: rt.pub, metrics: s.metrics, log: s.log.With("component", "dead-letters"), health: &s.deadLetters}
+	dlq := deadLetterPublisher{Publisher: rt.pub, metrics: s.metrics, log: s.log.With("component", "dead-letters"), health: &s.deadLetters,
+		retrying: s.hooks.deadLetterRetry}
 	poison, err := middleware.PoisonQueueWithFilter(dlq, cfg.Topics.DeadLetter, isPoison)
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
