@@ -393,6 +393,7 @@ func (g *generation) commit() error {
 	}
 	sub := g.sub
 	sub.mu.Lock()
+	sub.counts.CommitRounds++
 	var cps []commitPoint
 	for _, pa := range g.partitions {
 		if cp, ok := sub.tr.commitPoint(pa.ID); ok {

@@ -15,6 +15,8 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // The hand-over tests check the guarantee Claim exists for: a message claimed by one member is never
@@ -48,8 +50,9 @@ func TestHandOverWaitsForClaimed(t *testing.T) {
 	chB, err := b.Subscribe(context.Background(), topic)
 	require.NoError(t, err)
 
-	// The rebalance has begun (A notices within its heartbeat interval) but waits for A's claimed message.
-	time.Sleep(1500 * time.Millisecond)
+	// The rebalance has begun: A has revoked its partitions and is draining, waiting for its claimed
+	// message.
+	testkit.Eventually(t, "A's hand-over to begin", 30*time.Second, func() bool { return a.Stats()[0].HandOversStarted > 0 })
 	select {
 	case <-held.Context().Done():
 		t.Fatal("a claimed message's context was cancelled by the hand-over")

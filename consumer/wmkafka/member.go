@@ -204,6 +204,7 @@ type handOverStats struct{ finished, unclaimed, abandoned int }
 func (sub *subscription) handOver(g *generation, start time.Time) handOverStats {
 	var st handOverStats
 	sub.mu.Lock()
+	sub.counts.HandOversStarted++
 	for _, pa := range g.partitions {
 		sub.tr.revoke(pa.ID)
 	}

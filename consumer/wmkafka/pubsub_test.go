@@ -21,6 +21,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // errorLogger prints only errors (to stderr, not t.Log: the conformance suite closes subscribers after
@@ -345,7 +347,11 @@ func TestCommitUpToLowestUnfinished(t *testing.T) {
 		m.Ack()
 	}
 	require.NotNil(t, first)
-	time.Sleep(300 * time.Millisecond) // acks processed, commit loop ran (100ms): nothing may be committed
+	// The acks processed, then a commit round run after them: nothing may be committed.
+	stats := func() SubscriptionStats { st := sub1.Stats(); require.Len(t, st, 1); return st[0] }
+	testkit.Eventually(t, "the acks processed", 30*time.Second, func() bool { return stats().InFlight == 1 })
+	rounds := stats().CommitRounds
+	testkit.Eventually(t, "a commit round after the acks", 30*time.Second, func() bool { return stats().CommitRounds > rounds })
 	st := sub1.Stats()
 	require.Len(t, st, 1)
 	assert.Equal(t, 1, st[0].InFlight)

@@ -342,15 +342,20 @@ type SubscriptionStats struct {
 	MemberID    string
 	Generation  int32
 	Generations int
-	// HandOvers counts completed hand-overs. GivenUpUnclaimed counts messages whose partition was handed
+	// HandOversStarted counts hand-overs begun (the partitions revoked, the drain started), HandOvers
+	// those completed. GivenUpUnclaimed counts messages whose partition was handed
 	// over before they were claimed (their contexts were cancelled); GivenUpAtDeadline those the drain
 	// gave up on at its deadline. ClaimsRefused counts Claim calls that failed.
+	HandOversStarted  int
 	HandOvers         int
 	GivenUpUnclaimed  int
 	GivenUpAtDeadline int
 	ClaimsRefused     int
 	// LastHandOver is how long the last hand-over took, from the end of the generation to the commit.
 	LastHandOver time.Duration
+	// CommitRounds counts the commit rounds run (every CommitInterval, and at each hand-over), whether
+	// or not they had an offset to commit.
+	CommitRounds int
 	// Partitions is sorted by partition.
 	Partitions []PartitionStats
 }
