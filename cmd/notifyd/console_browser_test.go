@@ -18,7 +18,11 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/segmentio/kafka-go"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/notifyd/notifyd/consumer"
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // The console in a real browser: Debian's Chromium (scripts/chromium-local
@@ -251,8 +255,10 @@ templates:
 		fmt.Fprintf(w, `<form id="f" method="post" action="%sresend"><input name="session_id" value="sess-main"><input name="channel" value="email"></form><script>document.getElementById("f").submit()</script>`, base)
 	}))
 	defer evil.Close()
+	// The refusal is answered before anything is published: once the
+	// browser shows it, nothing more can come of the post.
 	must("cross-origin post", chromedp.Navigate(strings.Replace(evil.URL, "127.0.0.1", "localhost", 1)),
-		chromedp.WaitReady(chromedp.CSS("body")), chromedp.Sleep(time.Second))
+		chromedp.Poll[chromedp.Void](`document.body && document.body.innerText.toLowerCase().includes("cross-origin")`))
 	body := text("body")
 	if !strings.Contains(strings.ToLower(body), "cross-origin") {
 		t.Errorf("the cross-origin post answered %q", body)
@@ -298,7 +304,28 @@ templates:
 		time.Sleep(500 * time.Millisecond)
 	}
 	shot("9-recovery-done")
-	time.Sleep(2 * time.Second) // a second send, if any, would be on its way
+	// Every recovery command published (once per batch, or twice if the
+	// second confirmation published again) has a result, replays included:
+	// no send of theirs is still to come.
+	recoveries := func(topic string) int {
+		n := 0
+		err := consumer.ReadAll(t.Context(), consumer.Conn{Brokers: []string{broker}}, topic, func(_ int, batch []kafka.Message) error {
+			for _, m := range batch {
+				if strings.Contains(string(m.Value), `"command_id":"recover-`) {
+					n++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("read %s: %v", topic, err)
+		}
+		return n
+	}
+	testkit.Eventually(t, "a result for every recovery command", 30*time.Second, func() bool {
+		cmds := recoveries("notification-commands")
+		return cmds >= 5 && recoveries("notification-results") >= cmds
+	})
 	keys, calls := peer.count("sms/recover-")
 	if keys != 5 || calls != 5 {
 		t.Errorf("recovery sms: %d commands, %d messages; want 5 and 5 (one per customer, confirmed twice)", keys, calls)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // The rebalance suite: notifyd processes join, leave, restart and pause
@@ -355,24 +357,18 @@ func TestOversizedPoison(t *testing.T) {
 	c.produce(c.topics.Commands, kafka.Message{Key: []byte(sessions[0]), Value: []byte(big)})
 	c.produce(c.topics.Commands, cmds...)
 	c.waitAnswered(ids, time.Minute)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	// A second poison record on the same key: its dead letter comes after
+	// any repeat of the first's (one partition, in order).
+	c.produce(c.topics.Commands, kafka.Message{Key: []byte(sessions[0]), Value: []byte("second poison")})
+	testkit.Eventually(t, "the second dead letter", 30*time.Second, func() bool {
 		c.mu.Lock()
-		dl := len(c.dlq)
-		c.mu.Unlock()
-		if dl > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the oversized command was not dead-lettered")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // a repeated dead letter would be here by now
+		defer c.mu.Unlock()
+		return len(c.dlq) > 0 && string(c.dlq[len(c.dlq)-1].Value) == "second poison"
+	})
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.dlq) != 1 {
-		t.Fatalf("%d dead letters, want 1", len(c.dlq))
+	if len(c.dlq) != 2 {
+		t.Fatalf("%d dead letters, want 2 (the oversized one once, then the second)", len(c.dlq))
 	}
 	d := c.dlq[0]
 	var truncated, size string
