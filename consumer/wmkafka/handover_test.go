@@ -35,7 +35,7 @@ func publishN(t *testing.T, pub *Publisher, topic string, from, n int) {
 // partition moves only after the first acked it, and the second never sees it.
 func TestHandOverWaitsForClaimed(t *testing.T) {
 	brokers := newCluster(t, 1)
-	const topic, group = "handover-claimed", "handover-claimed"
+	topic, group := uniqueName(t, "handover-claimed"), uniqueName(t, "handover-claimed")
 	createTopic(t, brokers, topic, 1)
 	pub := newTestPublisher(t, brokers)
 	publishN(t, pub, topic, 0, 1)
@@ -85,7 +85,7 @@ func TestHandOverWaitsForClaimed(t *testing.T) {
 // cancelled and can no longer be claimed; the partition's next owner gets it.
 func TestHandOverCancelsUnclaimed(t *testing.T) {
 	brokers := newCluster(t, 1)
-	const topic, group = "handover-unclaimed", "handover-unclaimed"
+	topic, group := uniqueName(t, "handover-unclaimed"), uniqueName(t, "handover-unclaimed")
 	createTopic(t, brokers, topic, 1)
 	pub := newTestPublisher(t, brokers)
 	publishN(t, pub, topic, 0, 1)
@@ -121,7 +121,7 @@ func TestHandOverCancelsUnclaimed(t *testing.T) {
 // its context is cancelled, Claim fails, its ack is ignored, and the next owner gets it.
 func TestHandOverDeadlineGivesUp(t *testing.T) {
 	brokers := newCluster(t, 1)
-	const topic, group = "handover-deadline", "handover-deadline"
+	topic, group := uniqueName(t, "handover-deadline"), uniqueName(t, "handover-deadline")
 	createTopic(t, brokers, topic, 1)
 	pub := newTestPublisher(t, brokers)
 	publishN(t, pub, topic, 0, 1)
@@ -164,7 +164,8 @@ func TestHandOverDeadlineGivesUp(t *testing.T) {
 // sent exactly once: never by two members, never twice by one, and none lost.
 func TestChurnDecidesOnce(t *testing.T) {
 	brokers := newCluster(t, 4)
-	const topic, group, n = "churn", "churn", 600
+	const n = 600
+	topic, group := uniqueName(t, "churn"), uniqueName(t, "churn")
 	createTopic(t, brokers, topic, 4)
 	pub := newTestPublisher(t, brokers)
 	cfg := testSubscriberConfig(brokers, group)
@@ -328,7 +329,7 @@ func TestGenerationOver(t *testing.T) {
 // accepted, a stale generation or an unknown member is not.
 func TestHeartbeatErrors(t *testing.T) {
 	brokers := newCluster(t, 1)
-	const topic, group = "heartbeat", "heartbeat"
+	topic, group := uniqueName(t, "heartbeat"), uniqueName(t, "heartbeat")
 	createTopic(t, brokers, topic, 1)
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{ID: group, Brokers: brokers, Topics: []string{topic}})
 	require.NoError(t, err)

@@ -97,3 +97,19 @@ func sample(families map[string]*dto.MetricFamily, name string, labels map[strin
 	}
 	return 0, false
 }
+
+// Returns runs f and waits for it to return, failing tb naming what when
+// timeout passes first. Like Eventually's, the timeout only stops a hang: a
+// test that means "f does not wait for X" makes X take much longer than it.
+func Returns(tb testing.TB, what string, timeout time.Duration, f func()) {
+	tb.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		tb.Fatalf("%s did not return after %s", what, timeout)
+	}
+}
