@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/internal/testkit"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -209,26 +210,11 @@ func TestTwilioCallback(t *testing.T) {
 // callbackCount is notifyd_callbacks_total{provider,result} in reg.
 func callbackCount(t *testing.T, reg *prometheus.Registry, provider, result string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v, ok := testkit.Metric(t, reg, "notifyd_callbacks_total", map[string]string{"provider": provider, "result": result})
+	if !ok {
+		t.Fatalf("no notifyd_callbacks_total{%s,%s}", provider, result)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != "notifyd_callbacks_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			l := map[string]string{}
-			for _, p := range m.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-			}
-			if l["provider"] == provider && l["result"] == result {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no notifyd_callbacks_total{%s,%s}", provider, result)
-	return 0
+	return v
 }
 
 const metaBody = `{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // TestListenersTimeOut: a connection that sends nothing, one whose body
@@ -134,15 +136,11 @@ func TestDefaultRateLimit(t *testing.T) {
 			mu.Unlock()
 		})
 	}
-	for k.publishedCount()+codes429(&mu, codes) < 200 {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, "each of the 200 requests published or throttled", 30*time.Second, func() bool { return k.publishedCount()+codes429(&mu, codes) == 200 })
 	published := k.publishedCount()
 	done := make(chan *httptest.ResponseRecorder)
 	go func() { done <- post(other) }()
-	for k.publishedCount() == published {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, "the other key's command published", 30*time.Second, func() bool { return k.publishedCount() > published })
 	_ = s.Shutdown(context.Background()) // the waiting requests are answered 202
 	wg.Wait()
 	if w := <-done; w.Code != http.StatusAccepted {

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/notifyd/notifyd/schemas"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // memoryKafka stands where cmd wires the consumer: it keeps the commands
@@ -147,19 +149,11 @@ func TestKeyReusedWhileInFlight(t *testing.T) {
 	second := make(chan answered, 1)
 	go func() { second <- post(h, key, "k-1", `{"session_id":"s1","channels":["sms"]}`) }()
 	// The same request waits; give it time to register, then decide.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, "two waiters for k-1", 10*time.Second, func() bool {
 		k.mu.Lock()
-		n := len(k.watchers["k-1"])
-		k.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d waiters for k-1, want 2", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer k.mu.Unlock()
+		return len(k.watchers["k-1"]) == 2
+	})
 	k.decide(t, schemas.DeliveryResult{
 		ResultID: "r1", CommandID: "k-1", SessionID: "s1", Outcome: schemas.OutcomeNotified, Message: schemas.MessageNotified,
 		Channels:    []schemas.ChannelResult{{Channel: schemas.ChannelSMS, Status: schemas.StatusSent}},

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // throttleFixture is an authenticator with a fake clock that counts its
@@ -213,9 +215,7 @@ func TestPasswordChecksBounded(t *testing.T) {
 	for range cap(s.auth.bcryptSlots) {
 		<-entered
 	}
-	for s.auth.checking.Load() < int64(n) { // the rest queue behind the slots
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, "the rest queued behind the slots", 10*time.Second, func() bool { return s.auth.checking.Load() == int64(n) })
 	if w := get(basicHeader("ops", "right pass"), "198.51.100.1"); w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" ||
 		!strings.Contains(w.Body.String(), msgBusy) {
 		t.Errorf("a password check beyond the queue: %d %s", w.Code, w.Body)
@@ -282,17 +282,13 @@ func TestPasswordChecksPerClient(t *testing.T) {
 	for i := range checksPerClient {
 		wg.Go(func() { f.try(fmt.Sprintf("bot%d", i), "guess", "198.51.100.66") })
 	}
-	for running("198.51.100.66") < checksPerClient {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, "both checks of one client running", 10*time.Second, func() bool { return running("198.51.100.66") == checksPerClient })
 	if code, wait := f.try("bot9", "guess", "198.51.100.66"); code != http.StatusTooManyRequests || wait != time.Second {
 		t.Errorf("a third check from the same client: %d after %s, want 429 at once", code, wait)
 	}
 	other := make(chan int, 1)
 	go func() { code, _ := f.try("ops", "right pass", "203.0.113.5"); other <- code }()
-	for running("203.0.113.5") < 1 {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, "another client's check running", 10*time.Second, func() bool { return running("203.0.113.5") == 1 })
 	close(release)
 	wg.Wait()
 	if code := <-other; code != http.StatusOK {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/schemas"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // nearLimitValue is just under what the commands topic takes by default
@@ -100,13 +103,12 @@ func TestDeadLetterFailureIsVisible(t *testing.T) {
 	if r := h.result("other-key").result; r.Outcome != schemas.OutcomeNotified {
 		t.Fatalf("a command of another key: %+v", r)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(in.svc.Readiness().Reason, "dead-letter topic failing") {
-		if time.Now().After(deadline) {
-			t.Fatalf("readiness never reported the failing dead letters: %+v", in.svc.Readiness())
+	testkit.Until(t, 30*time.Second, func() error {
+		if r := in.svc.Readiness(); !strings.Contains(r.Reason, "dead-letter topic failing") {
+			return fmt.Errorf("readiness does not report the failing dead letters: %+v", r)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	// Each failed write waits before the next, twice as long each time:
 	// a backoff, not a loop.
 	want := deadLetterFirstBackoff
@@ -131,13 +133,12 @@ func TestDeadLetterFailureIsVisible(t *testing.T) {
 		t.Errorf("the key's next command: %+v", r)
 	}
 	h.waitFor("the dead letter", 30*time.Second, func() bool { return len(h.dlq) == 1 })
-	deadline = time.Now().Add(30 * time.Second)
-	for !in.svc.Readiness().Ready {
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready again after the dead-letter topic came back: %+v", in.svc.Readiness())
+	testkit.Until(t, 30*time.Second, func() error {
+		if r := in.svc.Readiness(); !r.Ready {
+			return fmt.Errorf("not ready again after the dead-letter topic came back: %+v", r)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	t.Logf("%v failed dead-letter writes, then written once the topic was back", testutil.ToFloat64(in.svc.metrics.deadLetterErrors))
 }
 
@@ -148,17 +149,13 @@ func deleteTopic(t *testing.T, h *harness, topic string) {
 		t.Fatalf("delete topic %s: %v %v", topic, err, res)
 	}
 	// Wait until the broker no longer knows it (Kafka deletes asynchronously).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Until(t, 30*time.Second, func() error {
 		md, err := h.client.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{topic}})
 		if err == nil && (len(md.Topics) == 0 || md.Topics[0].Error != nil) {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("topic %s still there after delete: %v", topic, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("topic %s still there after delete: %v", topic, err)
+	})
 }
 
 func createTopic(t *testing.T, h *harness, topic string) {

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/internal/testkit"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -491,19 +492,8 @@ func TestTwoInstancesShareCommands(t *testing.T) {
 	h.mu.Unlock()
 	// The first instance handed partitions over to the second one when it
 	// joined: its metrics say so.
-	handOvers, generation := -1.0, -1.0
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		switch mf.GetName() {
-		case "notifyd_group_handovers_total":
-			handOvers = mf.GetMetric()[0].GetCounter().GetValue()
-		case "notifyd_group_generation":
-			generation = mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
+	handOvers, _ := testkit.Metric(t, reg, "notifyd_group_handovers_total", nil)
+	generation, _ := testkit.Metric(t, reg, "notifyd_group_generation", nil)
 	if handOvers < 1 || generation < 2 {
 		t.Errorf("after the second instance joined: notifyd_group_handovers_total %v, notifyd_group_generation %v", handOvers, generation)
 	}
@@ -599,13 +589,7 @@ func TestGracefulShutdown(t *testing.T) {
 	for i := 0; i < n; i++ {
 		h.command(map[string]any{"command_id": fmt.Sprintf("c%d", i), "session_id": fmt.Sprintf("s%d", i), "channels": []string{"email"}})
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for p.callCount() < n && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if p.callCount() < n {
-		t.Fatalf("only %d of %d commands reached the provider", p.callCount(), n)
-	}
+	h.poll(fmt.Sprintf("%d commands at the provider", n), 30*time.Second, func() bool { return p.callCount() >= n })
 	in.stop(t) // every call is in flight now
 	for i := 0; i < n; i++ {
 		if r := h.result(fmt.Sprintf("c%d", i)).result; r.Outcome != schemas.OutcomeNotified {
@@ -637,13 +621,7 @@ func TestShutdownDeadlineLeavesCommandUndecided(t *testing.T) {
 	in := h.start(instanceOpts{provider: slow, shutdown: 500 * time.Millisecond})
 	h.event("s1", nil)
 	h.command(map[string]any{"command_id": "c1", "session_id": "s1", "channels": []string{"email"}})
-	deadline := time.Now().Add(30 * time.Second)
-	for slow.callCount() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if slow.callCount() == 0 {
-		t.Fatal("the command never reached the provider")
-	}
+	h.poll("the command at the provider", 30*time.Second, func() bool { return slow.callCount() > 0 })
 	in.stop(t)
 	// Had the stopped instance answered c1 (provider_unavailable), its
 	// result would be the first on the topic, and the one the next

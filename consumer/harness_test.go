@@ -18,6 +18,8 @@ import (
 	"github.com/notifyd/notifyd/consumer/embedded"
 	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // The end-to-end tests run notifyd's Service against a Kafka-protocol
@@ -171,20 +173,11 @@ func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) 
 }
 
 // poll waits until cond holds, for conditions on an instance's state (its
-// store) that no message seen by the harness announces: it checks again
-// every 10 ms.
+// store) that no message seen by the harness announces
+// (testkit.Eventually).
 func (h *harness) poll(what string, timeout time.Duration, cond func() bool) {
 	h.t.Helper()
-	deadline := time.After(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			h.t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-	}
+	testkit.Eventually(h.t, what, timeout, cond)
 }
 
 // result waits for the first result of commandID.

@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/internal/testkit"
 	"github.com/notifyd/notifyd/projection"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -160,14 +161,14 @@ func TestReceiptsEndToEnd(t *testing.T) {
 		t.Errorf("unknown message's event: %+v", ev)
 	}
 	for _, c := range []struct {
-		labels []string
+		labels [3]string
 		want   float64
 	}{
-		{[]string{"sms", "recording", "delivered"}, 2}, {[]string{"sms", "recording", "read"}, 1},
-		{[]string{"sms", "recording", "undelivered"}, 1}, {[]string{"sms", "recording", "sent"}, 0},
-		{[]string{"sms", "twilio", "failed"}, 1}, // the channel the provider implies
+		{[3]string{"sms", "recording", "delivered"}, 2}, {[3]string{"sms", "recording", "read"}, 1},
+		{[3]string{"sms", "recording", "undelivered"}, 1}, {[3]string{"sms", "recording", "sent"}, 0},
+		{[3]string{"sms", "twilio", "failed"}, 1}, // the channel the provider implies
 	} {
-		if got := deliveriesTotal(t, reg, c.labels...); got != c.want {
+		if got := deliveriesTotal(t, reg, c.labels[0], c.labels[1], c.labels[2]); got != c.want {
 			t.Errorf("notifyd_deliveries_total%v = %v, want %v", c.labels, got, c.want)
 		}
 	}
@@ -193,27 +194,10 @@ func TestReceiptsEndToEnd(t *testing.T) {
 
 // deliveriesTotal is notifyd_deliveries_total{channel, provider, status}
 // in reg (0 when absent).
-func deliveriesTotal(t *testing.T, reg *prometheus.Registry, labels ...string) float64 {
+func deliveriesTotal(t *testing.T, reg *prometheus.Registry, channel, provider, status string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "notifyd_deliveries_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				got[lp.GetName()] = lp.GetValue()
-			}
-			if got["channel"] == labels[0] && got["provider"] == labels[1] && got["status"] == labels[2] {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	v, _ := testkit.Metric(t, reg, "notifyd_deliveries_total", map[string]string{"channel": channel, "provider": provider, "status": status})
+	return v
 }
 
 // TestReceiptsOfAnotherProvider: a verified receipt about a message that

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -87,6 +89,8 @@ func TestChannelRejectionReasons(t *testing.T) {
 			false, smsHi, "", "+965****1234"},
 		{"email subject of 998 characters", schemas.ChannelEmail, named(998), false, emailSubject, "", "l***@example.com"},
 		{"message_too_long email subject of 999", schemas.ChannelEmail, named(999), false, emailSubject, schemas.ReasonMessageTooLong, "l***@example.com"},
+		{"email body of 1 MiB", schemas.ChannelEmail, named(MaxEmailBodyBytes - 1), false,
+			TemplateConfig{"email": {"paid": {"en": {Subject: "s", Text: "{{.CustomerFirstName}}!"}}}}, "", "l***@example.com"},
 		{"message_too_long email body over 1 MiB", schemas.ChannelEmail, named(MaxEmailBodyBytes), false,
 			TemplateConfig{"email": {"paid": {"en": {Subject: "s", Text: "{{.CustomerFirstName}}!"}}}}, schemas.ReasonMessageTooLong, "l***@example.com"},
 		{"whatsapp parameters of 1024 characters", schemas.ChannelWhatsApp, named(1024), false, waParams, "", "+965****1234"},
@@ -323,6 +327,19 @@ func TestResolve(t *testing.T) {
 		{"order mapped to a gone session", "", "ORD-STALE", "", schemas.ReasonUnknownTransaction},
 		{"neither given", "", "", "", schemas.ReasonUnknownTransaction},
 	}
+	// The details of the refusals (none when resolved): they say which
+	// identifier is wrong.
+	details := map[string]string{
+		"both known, mismatched":             `session_id "sess-1" and order_no "ORD-2" name different transactions`,
+		"session known, order unknown":       `order_no "ORD-404" is not the order of session_id "sess-1"`,
+		"session without order, order given": `order_no "ORD-404" is not the order of session_id "sess-3"`,
+		"session unknown, order known":       `session_id "sess-404" is unknown but order_no "ORD-1" names another session`,
+		"both unknown":                       `no transaction with session_id "sess-404" or order_no "ORD-404"`,
+		"session unknown":                    `no transaction with session_id "sess-404"`,
+		"order unknown":                      `no transaction with order_no "ORD-404"`,
+		"order mapped to a gone session":     `no transaction with order_no "ORD-STALE"`,
+		"neither given":                      "the command names neither session_id nor order_no",
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res, err := d.Resolve(schemas.ResendCommand{CommandID: "c", SessionID: tt.session, OrderNo: tt.order})
@@ -332,8 +349,8 @@ func TestResolve(t *testing.T) {
 			if res.Reason != tt.wantReason || res.Txn.SessionID != tt.wantSession {
 				t.Errorf("Resolve = %q %q (%s), want %q %q", res.Reason, res.Txn.SessionID, res.Detail, tt.wantReason, tt.wantSession)
 			}
-			if (res.Reason == "") == (res.Detail != "") {
-				t.Errorf("detail %q with reason %q", res.Detail, res.Reason)
+			if res.Detail != details[tt.name] {
+				t.Errorf("detail %q, want %q", res.Detail, details[tt.name])
 			}
 		})
 	}
@@ -428,7 +445,7 @@ func TestLogsNeverHoldContacts(t *testing.T) {
 }
 
 func TestConsoleProvider(t *testing.T) {
-	var buf syncBuffer
+	var buf testkit.SyncBuffer
 	con := NewConsole(&buf)
 	if con.Name() != "console" {
 		t.Fatal(con.Name())
@@ -480,23 +497,6 @@ func TestConsoleProvider(t *testing.T) {
 	if _, err := NewConsole(failWriter{}).Send(context.Background(), Message{Channel: "sms", To: testPhone}); err == nil || IsPermanent(err) {
 		t.Errorf("failed write = %v, want transient error", err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type failWriter struct{}

@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/notifyd/notifyd/internal/testkit"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -43,7 +43,7 @@ func TestMetrics(t *testing.T) {
 		`notifyd_provider_requests_total{channel="sms",provider="script",result="transient_error"} 3`,
 		`notifyd_provider_retries_total{channel="sms",provider="script"} 2`,
 	}
-	if got := nonZero(t, reg, "notifyd_channel_results_total", "notifyd_provider_requests_total", "notifyd_provider_retries_total"); !slices.Equal(got, want) {
+	if got := testkit.NonZero(t, reg, "notifyd_channel_results_total", "notifyd_provider_requests_total", "notifyd_provider_retries_total"); !slices.Equal(got, want) {
 		t.Errorf("non-zero series:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// 3 channels x (1 sent + each rejection and failure reason); 2
@@ -57,32 +57,4 @@ func TestMetrics(t *testing.T) {
 	if n := testutil.CollectAndCount(m.providerDuration); n != 2 {
 		t.Errorf("duration series = %d, want 2", n)
 	}
-}
-
-// nonZero returns the samples of the named counters that are not zero, as
-// `name{label="value",...} value` lines in the exposition format's order.
-func nonZero(t *testing.T, reg *prometheus.Registry, names ...string) []string {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, f := range families {
-		if !slices.Contains(names, f.GetName()) {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			v := m.GetCounter().GetValue()
-			if v == 0 {
-				continue
-			}
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			out = append(out, fmt.Sprintf("%s{%s} %g", f.GetName(), strings.Join(labels, ","), v))
-		}
-	}
-	return out
 }

@@ -15,7 +15,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"maps"
 	"math/big"
 	"mime/multipart"
 	"net"
@@ -29,13 +28,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/schemas"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // The HTTP API suite: a real HTTP client against notifyd processes (two
@@ -442,20 +441,20 @@ func TestAPI(t *testing.T) {
 			t.Errorf("GET before the result: %d %s", g.status, g.body)
 		}
 		c.events([]string{"s-late"}, "paid", 1)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		testkit.Until(t, 30*time.Second, func() error {
 			g := f.shop.call(http.MethodGet, loc, "", nil, shop)
-			if g.status == 200 {
+			switch g.status {
+			case 200:
 				if g.json() != `{"message":"Customer notified."}` {
 					t.Errorf("GET: %s", g.body)
 				}
-				break
+				return nil
+			case 404:
+				return fmt.Errorf("GET %s: still 404", loc)
 			}
-			if g.status != 404 || time.Now().After(deadline) {
-				t.Fatalf("GET %s: %d %s", loc, g.status, g.body)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			t.Fatalf("GET %s: %d %s", loc, g.status, g.body)
+			return nil
+		})
 		// Another key does not see it; a Basic user (support staff) does.
 		if g := f.shop.call(http.MethodGet, loc, "", nil, f.auth(f.otherKey)); g.status != 404 {
 			t.Errorf("GET by another key: %d %s", g.status, g.body)
@@ -478,13 +477,9 @@ func TestAPI(t *testing.T) {
 		if err == nil {
 			t.Fatal("the request was answered within 300 ms")
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for metricValue(t, f.a, "notifyd_api_waiting") != 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("notifyd_api_waiting = %v 10 s after the client left", metricValue(t, f.a, "notifyd_api_waiting"))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		testkit.Eventually(t, "notifyd_api_waiting back to 0 after the client left", 10*time.Second, func() bool {
+			return metricValue(t, f.a, "notifyd_api_waiting", nil) == 0
+		})
 		if lines := c.logLines(`"api client left before its result"`); len(lines) == 0 {
 			t.Error("no log line for the client that left")
 		}
@@ -510,39 +505,33 @@ func TestAPI(t *testing.T) {
 				}
 			}()
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for metricValue(t, f.r, "notifyd_api_waiting") < 2 {
-			if time.Now().After(deadline) {
-				t.Fatal("two requests not waiting after 10 s")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testkit.Eventually(t, "two requests waiting", 10*time.Second, func() bool { return metricValue(t, f.r, "notifyd_api_waiting", nil) >= 2 })
 		a := f.slow.postJSON(`{"session_id":"s-wait-3","channels":["email"]}`, f.auth(f.otherKey))
 		if a.status != 503 || a.header.Get("Retry-After") == "" || a.json() != `{"detail":"Service unavailable: too many requests waiting for a result."}` {
 			t.Errorf("third request: %d %s", a.status, a.body)
 		}
 		wg.Wait()
-		time.Sleep(1100 * time.Millisecond) // refill the buckets of the rate-limit subtest
 	})
 
 	t.Run("rate limit", func(t *testing.T) {
-		// r allows 1 request/s with bursts of 2 per client.
-		throttled := 0
-		for i := 0; i < 5; i++ {
+		// r allows 1 request/s with bursts of 2 per client: of requests made
+		// one after another, each answered at once, one is throttled within
+		// a few (the bucket's arithmetic is golang.org/x/time/rate's).
+		for i := 1; ; i++ {
 			a := f.slow.call(http.MethodGet, api.PathNotifications+"rl/", "", nil, f.auth(f.otherKey))
-			switch a.status {
-			case 404:
-			case 429:
-				throttled++
+			if a.status == 429 {
 				if a.header.Get("Retry-After") != "1" || !strings.HasPrefix(a.json(), `{"detail":"Request was throttled.`) {
 					t.Errorf("429: %v %s", a.header, a.body)
 				}
-			default:
+				t.Logf("request %d throttled", i)
+				break
+			}
+			if a.status != 404 {
 				t.Errorf("request %d: %d %s", i, a.status, a.body)
 			}
-		}
-		if throttled < 2 {
-			t.Errorf("%d of 5 requests within a second throttled, want at least 2", throttled)
+			if i == 50 {
+				t.Fatal("50 requests one after another, none throttled")
+			}
 		}
 	})
 
@@ -621,48 +610,19 @@ func basicAuth(user, pass string) string {
 	return r.Header.Get("Authorization")
 }
 
-// metricValue reads one unlabelled metric from the process's /metrics.
-func metricValue(t *testing.T, p *proc, name string) float64 {
+// metricValue reads the sample of name with exactly these labels (none:
+// nil) from the process's /metrics.
+func metricValue(t *testing.T, p *proc, name string, labels map[string]string) float64 {
 	t.Helper()
 	code, body := p.get("/metrics")
 	if code != 200 {
 		t.Fatalf("/metrics: %d", code)
 	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
+	v, ok := testkit.ScrapedMetric(t, body, name, labels)
+	if !ok {
+		t.Fatalf("%s%v not in /metrics", name, labels)
 	}
-	t.Fatalf("%s not in /metrics", name)
-	return 0
-}
-
-// labelledMetric reads the sample of name with exactly these labels from
-// the process's /metrics.
-func labelledMetric(t *testing.T, p *proc, name string, labels map[string]string) float64 {
-	t.Helper()
-	code, body := p.get("/metrics")
-	if code != 200 {
-		t.Fatalf("/metrics: %d", code)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("/metrics: %v", err)
-	}
-	for _, m := range families[name].GetMetric() {
-		got := map[string]string{}
-		for _, l := range m.GetLabel() {
-			got[l.GetName()] = l.GetValue()
-		}
-		if maps.Equal(got, labels) {
-			return m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
-		}
-	}
-	t.Fatalf("%s%v not in /metrics", name, labels)
-	return 0
+	return v
 }
 
 // TestAPITLS: with api.tls the API speaks HTTPS and HTTP/2, with a
@@ -816,7 +776,7 @@ func TestAPIKafkaDown(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("still no 503 kafka unreachable 60 s after stopping Kafka: %d %s", a.status, a.body)
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // each try is a request that waits for its result: no faster
 	}
 	if out, err := exec.Command(ctl, "start").CombinedOutput(); err != nil {
 		t.Fatalf("kafka-local start: %v\n%s", err, out)
@@ -824,16 +784,11 @@ func TestAPIKafkaDown(t *testing.T) {
 	restarted = true
 	started := time.Now()
 	t.Logf("Kafka started again in %s", time.Since(stopped).Round(100*time.Millisecond))
-	deadline = time.Now().Add(2 * time.Minute)
-	for {
-		a := cl.postJSON(`{"session_id":"s-down","channels":["sms"]}`, auth)
-		if a.status == 200 {
-			t.Logf("200 again %s after Kafka started", time.Since(started).Round(100*time.Millisecond))
-			break
+	testkit.Until(t, 2*time.Minute, func() error {
+		if a := cl.postJSON(`{"session_id":"s-down","channels":["sms"]}`, auth); a.status != 200 {
+			return fmt.Errorf("no 200 since Kafka came back: %d %s", a.status, a.body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no 200 two minutes after Kafka came back: %d %s", a.status, a.body)
-		}
-		time.Sleep(time.Second)
-	}
+		return nil
+	})
+	t.Logf("200 again %s after Kafka started", time.Since(started).Round(100*time.Millisecond))
 }

@@ -109,7 +109,7 @@ templates:
 			t.Logf("notifyd log (last 3 KiB):\n%s", lastTail(b, 3072))
 		}
 	}()
-	waitReady(t, httpAddr, make(chan int), &syncBuffer{})
+	waitReady(t, httpAddr, make(chan int), &testkit.SyncBuffer{})
 
 	// Customers: one to resend to by hand, five caught by an SMS outage.
 	var events strings.Builder
@@ -211,13 +211,8 @@ templates:
 	// Resend the email: the result appears on the page.
 	must("resend email", chromedp.Click(chromedp.CSS("#tick-email")), chromedp.Click(chromedp.CSS("#resend")),
 		chromedp.WaitVisible(chromedp.CSS("#result")))
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(text("#result"), ": notified") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no result on the page: %s", text("#result"))
-		}
-		time.Sleep(500 * time.Millisecond) // the page reloads itself every 2 s until the result is in
-	}
+	// The page reloads itself every 2 s until the result is in.
+	testkit.Eventually(t, "the result on the page", 30*time.Second, func() bool { return strings.Contains(text("#result"), ": notified") })
 	if r := text("#result"); !strings.Contains(r, "email sent via webhook") {
 		t.Errorf("result %q", r)
 	}
@@ -294,15 +289,12 @@ templates:
 			t.Fatalf("confirm: %v", err)
 		}
 	}
-	for i := 0; ; i++ {
+	testkit.Until(t, 30*time.Second, func() error {
 		if strings.Contains(text("#state"), "Done.") && text("#sent") == "5" {
-			break
+			return nil
 		}
-		if i > 60 {
-			t.Fatalf("recovery not done: %s", text("#progress"))
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return fmt.Errorf("recovery not done: %s", text("#progress"))
+	})
 	shot("9-recovery-done")
 	// Every recovery command published (once per batch, or twice if the
 	// second confirmation published again) has a result, replays included:

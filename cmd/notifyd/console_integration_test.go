@@ -13,6 +13,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/notifyd/notifyd/api"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // TestConsoleSignOutAcrossInstances runs two notifyd processes behind "one
@@ -65,17 +67,9 @@ func TestConsoleSignOutAcrossInstances(t *testing.T) {
 		t.Errorf("the signed-out cookie on A: %d, want 303 to the sign-in", resp.StatusCode)
 	}
 	signedOut := time.Now()
-	deadline := signedOut.Add(30 * time.Second)
-	for {
-		resp := do(http.MethodGet, apiB, "/console/", cookie, nil)
-		if resp.StatusCode == http.StatusSeeOther {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("B still takes the signed-out cookie after 30s: %d", resp.StatusCode)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, "B refusing the signed-out cookie", 30*time.Second, func() bool {
+		return do(http.MethodGet, apiB, "/console/", cookie, nil).StatusCode == http.StatusSeeOther
+	})
 	t.Logf("B refused the cookie %s after the sign-out on A", time.Since(signedOut).Round(time.Millisecond))
 	c.start(procOpts{api: block(apiC), waitForReady: true})
 	for _, path := range []string{"/console/", "/console/attention"} {
@@ -155,14 +149,10 @@ func TestDoorsFromOutside(t *testing.T) {
 	}
 	// The console's recoveries, once signed in, under the user's limit.
 	var resp *http.Response
-	for deadline := time.Now().Add(6 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if resp = login("ops pass"); resp.StatusCode == http.StatusSeeOther || time.Now().After(deadline) {
-			break
-		}
-	}
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("sign-in after the wait: %d", resp.StatusCode)
-	}
+	testkit.Eventually(t, "a sign-in once the backoff passed", time.Minute, func() bool {
+		resp = login("ops pass")
+		return resp.StatusCode == http.StatusSeeOther
+	})
 	cookie := resp.Cookies()[0].Name + "=" + resp.Cookies()[0].Value
 	throttled := false
 	for i := 0; i < 100 && !throttled; i++ {

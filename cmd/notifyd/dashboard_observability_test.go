@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,8 @@ import (
 
 	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/schemas"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // The observability suite: go test -tags observability -run 'Dashboard|ComposeNotifyd' -v ./cmd/notifyd/
@@ -163,8 +166,7 @@ templates:
 	}()
 	waitResults := func(want map[string]int) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
+		testkit.Until(t, 60*time.Second, func() error {
 			var missing []string
 			mu.Lock()
 			for id, n := range want {
@@ -173,15 +175,12 @@ templates:
 				}
 			}
 			mu.Unlock()
-			if len(missing) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
+			if len(missing) > 0 {
 				slices.Sort(missing)
-				t.Fatalf("no result within 60s for %s\nnotifyd stderr:\n%s", strings.Join(missing, ", "), serveErr.String())
+				return fmt.Errorf("no result for %s\nnotifyd stderr:\n%s", strings.Join(missing, ", "), serveErr.String())
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 
 	w := consumer.Conn{Brokers: []string{broker}, ClientID: "notifyd-dashboard-test"}.Writer()
@@ -323,14 +322,13 @@ templates:
 	}
 
 	phase(1)
-	time.Sleep(4 * time.Second) // a few scrapes of the series born in phase 1
+	prom.waitScrapes(t, 3) // rates over the series born in phase 1
 	phase(2)
-	time.Sleep(4 * time.Second)
+	prom.waitScrapes(t, 3)
 
 	// (a) Every query of the dashboard returns data.
-	deadline := time.Now().Add(30 * time.Second)
 	var empty []string
-	for {
+	testkit.Until(t, 30*time.Second, func() error {
 		empty = empty[:0]
 		for _, q := range queries {
 			n, err := prom.query(q.expr)
@@ -341,14 +339,11 @@ templates:
 				empty = append(empty, fmt.Sprintf("%s: no data\n    %s", q.where, q.expr))
 			}
 		}
-		if len(empty) == 0 || time.Now().After(deadline) {
-			break
+		if len(empty) > 0 {
+			return fmt.Errorf("dashboard queries return nothing:\n%s", strings.Join(empty, "\n"))
 		}
-		time.Sleep(time.Second)
-	}
-	for _, e := range empty {
-		t.Errorf("dashboard query returns nothing: %s", e)
-	}
+		return nil
+	})
 	// Annotations need not return data (no alert may be firing), but must
 	// be valid PromQL.
 	for _, q := range annotations {
@@ -362,9 +357,8 @@ templates:
 	// (b) Every alert rule evaluates; the two the workload provokes are
 	// pending or firing.
 	want := map[string]bool{"NotifydProviderFailing": false, "NotifydDeadLetters": false}
-	deadline = time.Now().Add(30 * time.Second)
 	var rules []promRule
-	for {
+	testkit.Until(t, 30*time.Second, func() error {
 		rules = prom.rules(t)
 		unknown := false
 		for _, r := range rules {
@@ -373,11 +367,11 @@ templates:
 				want[r.Name] = r.State == "pending" || r.State == "firing"
 			}
 		}
-		if !unknown && !slices.Contains(mapValues(want), false) || time.Now().After(deadline) {
-			break
+		if unknown || slices.Contains(mapValues(want), false) {
+			return fmt.Errorf("alert rules not all evaluated, or not all provoked: %v", want)
 		}
-		time.Sleep(time.Second)
-	}
+		return nil
+	})
 	names := make([]string, 0, len(rules))
 	for _, r := range rules {
 		names = append(names, r.Name)
@@ -612,7 +606,7 @@ func mapValues(m map[string]bool) []bool {
 // promServer is a Prometheus run by the test.
 type promServer struct {
 	addr string
-	log  *syncBuffer
+	log  *testkit.SyncBuffer
 }
 
 func startPrometheus(t *testing.T, bin, dir, target string) *promServer {
@@ -636,7 +630,7 @@ scrape_configs:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &promServer{addr: freePort(t), log: &syncBuffer{}}
+	p := &promServer{addr: freePort(t), log: &testkit.SyncBuffer{}}
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
 		"--web.listen-address="+p.addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = p.log, p.log
@@ -654,42 +648,54 @@ scrape_configs:
 			<-exited
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Until(t, 30*time.Second, func() error {
 		select {
 		case err := <-exited:
 			t.Fatalf("prometheus exited: %v\n%s", err, p.log.String())
 		default:
 		}
-		if resp, err := http.Get("http://" + p.addr + "/-/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
+		resp, err := http.Get("http://" + p.addr + "/-/ready")
+		if err != nil {
+			return fmt.Errorf("prometheus not ready: %v\n%s", err, p.log.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus not ready after 30s:\n%s", p.log.String())
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("prometheus not ready: %s\n%s", resp.Status, p.log.String())
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return p
 }
 
 // waitScraping waits until Prometheus has scraped notifyd successfully.
 func (p *promServer) waitScraping(t *testing.T, target string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	testkit.Until(t, 30*time.Second, func() error {
 		if v, err := p.queryValue(`up{job="notifyd"}`); err == nil && v == "1" {
-			return
+			return nil
 		}
-		time.Sleep(200 * time.Millisecond)
+		status := "unreachable"
+		if resp, err := http.Get("http://" + target + "/metrics"); err == nil {
+			status = resp.Status
+			resp.Body.Close()
+		}
+		return fmt.Errorf("Prometheus could not scrape notifyd at %s/metrics (GET /metrics: %s)", target, status)
+	})
+}
+
+// waitScrapes waits until Prometheus has scraped notifyd n more times.
+func (p *promServer) waitScrapes(t *testing.T, n int) {
+	t.Helper()
+	count := func() float64 {
+		v, err := p.queryValue(`count_over_time(up{job="notifyd"}[1h])`)
+		if err != nil {
+			return 0
+		}
+		f, _ := strconv.ParseFloat(v, 64)
+		return f
 	}
-	status := "unreachable"
-	if resp, err := http.Get("http://" + target + "/metrics"); err == nil {
-		status = resp.Status
-		resp.Body.Close()
-	}
-	t.Fatalf("Prometheus could not scrape notifyd at %s/metrics within 30s (GET /metrics: %s)", target, status)
+	from := count()
+	testkit.Eventually(t, fmt.Sprintf("%d more scrapes of notifyd", n), time.Minute, func() bool { return count() >= from+float64(n) })
 }
 
 type promResponse struct {

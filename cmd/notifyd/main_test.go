@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,25 +20,9 @@ import (
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/schemas"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freePort(t testing.TB) string {
 	t.Helper()
@@ -141,8 +124,7 @@ templates:
 		`go_goroutines `,
 		`process_resident_memory_bytes `,
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testkit.Until(t, 20*time.Second, func() error {
 		body := httpGet(t, httpAddr, "/metrics")
 		var missing []string
 		for _, w := range want {
@@ -150,14 +132,11 @@ templates:
 				missing = append(missing, w)
 			}
 		}
-		if len(missing) == 0 {
-			break
+		if len(missing) > 0 {
+			return fmt.Errorf("/metrics lacks %q", missing)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/metrics lacks %q", missing)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func httpGet(t *testing.T, addr, path string) string {
@@ -178,10 +157,10 @@ func httpGet(t *testing.T, addr, path string) string {
 // until the test ends, waits until its /readyz on httpAddr answers 200, and
 // returns its standard output and error. The test fails if serve does not
 // stop cleanly (exit 0 within 40 s) when the test ends.
-func serveForTest(t *testing.T, httpAddr string, args ...string) (stdout, stderr *syncBuffer) {
+func serveForTest(t *testing.T, httpAddr string, args ...string) (stdout, stderr *testkit.SyncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	stdout, stderr = &testkit.SyncBuffer{}, &testkit.SyncBuffer{}
 	served := make(chan int, 1)
 	go func() { served <- run(ctx, args, nil, stdout, stderr) }()
 	t.Cleanup(func() {
@@ -199,10 +178,9 @@ func serveForTest(t *testing.T, httpAddr string, args ...string) (stdout, stderr
 	return stdout, stderr
 }
 
-func waitReady(t *testing.T, httpAddr string, served chan int, serveErr *syncBuffer) {
+func waitReady(t *testing.T, httpAddr string, served chan int, serveErr *testkit.SyncBuffer) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	testkit.Until(t, 30*time.Second, func() error {
 		select {
 		case code := <-served:
 			t.Fatalf("serve exited %d: %s", code, serveErr.String())
@@ -215,12 +193,11 @@ func waitReady(t *testing.T, httpAddr string, served chan int, serveErr *syncBuf
 			n, _ := conn.Read(buf)
 			conn.Close()
 			if strings.Contains(string(buf[:n]), "200 OK") {
-				return
+				return nil
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("serve not ready after 30s: %s", serveErr.String())
+		return fmt.Errorf("serve not ready: %s", serveErr.String())
+	})
 }
 
 func TestSchemaCommand(t *testing.T) {
@@ -279,9 +256,9 @@ func TestAPIKeyMadeOnFirstStart(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, strings.TrimSpace(string(b))
 	}
-	start := func() (stdout *syncBuffer, stop func()) {
+	start := func() (stdout *testkit.SyncBuffer, stop func()) {
 		ctx, cancel := context.WithCancel(context.Background())
-		stdout, stderr := &syncBuffer{}, &syncBuffer{}
+		stdout, stderr := &testkit.SyncBuffer{}, &testkit.SyncBuffer{}
 		served := make(chan int, 1)
 		go func() { served <- run(ctx, []string{"serve", "-config", cfgPath}, nil, stdout, stderr) }()
 		waitReady(t, httpAddr, served, stderr)
@@ -426,24 +403,19 @@ func TestMetricsPresentFromStart(t *testing.T) {
 		`notifyd_projection_events_total{result="invalid"} 0`,
 		`notifyd_consumer_lag_messages{partition="0",topic="notification-commands"} 0`,
 	}
-	var missing []string
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testkit.Until(t, 15*time.Second, func() error {
 		metrics := httpGet(t, httpAddr, "/metrics")
-		missing = missing[:0]
+		var missing []string
 		for _, w := range want {
 			if !strings.Contains(metrics, w+"\n") {
 				missing = append(missing, w)
 			}
 		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
+		if len(missing) > 0 {
+			return fmt.Errorf("a fresh instance's /metrics lacks:\n%s", strings.Join(missing, "\n"))
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if len(missing) > 0 {
-		t.Errorf("a fresh instance's /metrics lacks:\n%s", strings.Join(missing, "\n"))
-	}
+		return nil
+	})
 }
 
 // TestCheckConfig: `notifyd check-config` exits 0 with a summary for a

@@ -25,6 +25,8 @@ import (
 	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/consumer/embedded"
 	"github.com/notifyd/notifyd/schemas"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // The reliability suite runs the notifyd binary as a separate process
@@ -197,19 +199,14 @@ func (c *cluster) produce(topic string, msgs ...kafka.Message) {
 	for i := range msgs {
 		msgs[i].Topic = topic
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	testkit.Until(c.t, 2*time.Minute, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		err := c.writer.WriteMessages(ctx, msgs...)
-		cancel()
-		if err == nil {
-			return
+		defer cancel()
+		if err := c.writer.WriteMessages(ctx, msgs...); err != nil {
+			return fmt.Errorf("produce to %s: %w", topic, err)
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("produce to %s: %v", topic, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func eventJSON(session, state string, version int) []byte {
@@ -250,30 +247,38 @@ func (c *cluster) answered(ids []string) int {
 // waitAnswered waits until every id has a result.
 func (c *cluster) waitAnswered(ids []string, timeout time.Duration) {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for c.answered(ids) < len(ids) {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("after %s only %d of %d commands have a result", timeout, c.answered(ids), len(ids))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	c.waitUntilAnswered(ids, len(ids), timeout)
 }
 
-// checkResults asserts that every result of a command is the same record
-// value (a replay, never a second decision) and returns how many commands
-// were answered more than once.
-func (c *cluster) checkResults(ids []string) (replayed int) {
-	c.t.Helper()
+// conflicts returns the command_ids with two different results (two
+// decisions, where a replay repeats the same record value).
+func (c *cluster) conflicts(ids []string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var out []string
 	for _, id := range ids {
 		rs := c.results[id]
 		for _, r := range rs[1:] {
 			if !bytes.Equal(r.Value, rs[0].Value) {
-				c.t.Errorf("command %s has two different results:\n%s\n%s", id, rs[0].Value, r.Value)
+				out = append(out, id)
+				break
 			}
 		}
-		if len(rs) > 1 {
+	}
+	return out
+}
+
+// checkResults fails the test for every command with two different
+// results and returns how many commands were answered more than once.
+func (c *cluster) checkResults(ids []string) (replayed int) {
+	c.t.Helper()
+	for _, id := range c.conflicts(ids) {
+		c.t.Errorf("command %s has two different results: %s", id, c.describeResults(id))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		if len(c.results[id]) > 1 {
 			replayed++
 		}
 	}
@@ -493,29 +498,24 @@ func (c *cluster) start(o procOpts) *proc {
 			}
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		code, _ := p.get("/healthz")
-		if code == http.StatusOK {
-			if !o.waitForReady {
-				return p
-			}
-			if code, _ := p.get("/readyz"); code == http.StatusOK {
-				return p
-			}
-		}
+	testkit.Until(c.t, 60*time.Second, func() error {
 		select {
 		case err := <-p.exited:
 			b, _ := os.ReadFile(p.logPath)
 			c.t.Fatalf("notifyd exited at start (%v):\n%s", err, lastBytes(b, 4096))
 		default:
 		}
-		if time.Now().After(deadline) {
+		if code, _ := p.get("/healthz"); code != http.StatusOK {
 			b, _ := os.ReadFile(p.logPath)
-			c.t.Fatalf("notifyd not up after 60s:\n%s", lastBytes(b, 4096))
+			return fmt.Errorf("notifyd not up:\n%s", lastBytes(b, 4096))
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		if code, _ := p.get("/readyz"); o.waitForReady && code != http.StatusOK {
+			b, _ := os.ReadFile(p.logPath)
+			return fmt.Errorf("notifyd not ready:\n%s", lastBytes(b, 4096))
+		}
+		return nil
+	})
+	return p
 }
 
 func lastBytes(b []byte, n int) []byte {

@@ -23,6 +23,8 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/schemas"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // providerPeers are a Twilio-shaped and a Meta-shaped send API: each send
@@ -218,17 +220,14 @@ func TestReceiptsEndToEnd(t *testing.T) {
 
 	waitEvents := func(what string, n int) []schemas.DeliveryEvent {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			evs := deliveries()
-			if len(evs) >= n {
-				return evs
+		var evs []schemas.DeliveryEvent
+		testkit.Until(t, 60*time.Second, func() error {
+			if evs = deliveries(); len(evs) < n {
+				return fmt.Errorf("%s: %d delivery events, want %d: %+v", what, len(evs), n, evs)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d delivery events after 60s, want %d: %+v", what, len(evs), n, evs)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
+		return evs
 	}
 	must := func(code int, err error) int {
 		t.Helper()
@@ -344,8 +343,7 @@ func TestReceiptsEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testkit.Until(t, 60*time.Second, func() error {
 		have := map[string]bool{}
 		for _, ev := range deliveries() {
 			have[ev.ProviderMessageID] = true
@@ -356,14 +354,11 @@ func TestReceiptsEndToEnd(t *testing.T) {
 				missing = append(missing, sid)
 			}
 		}
-		if len(missing) == 0 {
-			break
+		if len(missing) > 0 {
+			return fmt.Errorf("receipts with no delivery event: %v (answered 200 before the kill: %v)", missing, ok)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("receipts with no delivery event: %v (answered 200 before the kill: %v)", missing, ok)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestReceiptsBelongToTheirSender runs notifyd with two accounts of each
@@ -473,18 +468,11 @@ func TestReceiptsBelongToTheirSender(t *testing.T) {
 	if code, err := twilioStatus(public+api.PathCallbackTwilio, itAuthToken, "SM-marker", "failed"); err != nil || code != http.StatusOK {
 		t.Fatalf("marker: %d %v", code, err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
 	var evs []schemas.DeliveryEvent
-	for {
+	testkit.Eventually(t, "the marker's delivery event", 60*time.Second, func() bool {
 		evs = deliveries()
-		if slices.ContainsFunc(evs, func(ev schemas.DeliveryEvent) bool { return ev.ProviderMessageID == "SM-marker" }) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no marker after 60s: %+v", evs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return slices.ContainsFunc(evs, func(ev schemas.DeliveryEvent) bool { return ev.ProviderMessageID == "SM-marker" })
+	})
 	for ch, id := range ids {
 		var got []schemas.DeliveryEvent
 		for _, ev := range evs {
@@ -500,7 +488,7 @@ func TestReceiptsBelongToTheirSender(t *testing.T) {
 		t.Errorf("%d delivery events, want 4 (three messages, the marker): %+v", len(evs), evs)
 	}
 	for _, kind := range []string{"twilio", "meta", "webhook"} {
-		if n := labelledMetric(t, p, "notifyd_callbacks_total", map[string]string{"provider": kind, "result": "foreign_message"}); n != 5 {
+		if n := metricValue(t, p, "notifyd_callbacks_total", map[string]string{"provider": kind, "result": "foreign_message"}); n != 5 {
 			t.Errorf("notifyd_callbacks_total{provider=%q,result=\"foreign_message\"} = %v, want 5", kind, n)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/notifyd/notifyd/schemas"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // TestRecoverCommand: after an SMS outage, `notifyd recover` plans one
@@ -87,10 +89,7 @@ templates:
 			t.Fatalf("recover: %d %s", code, e)
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for keys, _ := peer.count("sms/"); keys < 3 && time.Now().Before(deadline); keys, _ = peer.count("sms/") {
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Eventually(t, "three SMS at the peer", 30*time.Second, func() bool { keys, _ := peer.count("sms/"); return keys >= 3 })
 	// Each planned command decided once: one SMS per customer.
 	for _, c := range planned {
 		if code, out, _ := run1("resend", "-config", cfgPath, "-session-id", c.SessionID, "-channels", "sms", "-command-id", c.CommandID); code != 0 || !strings.Contains(out, `"outcome":"notified"`) {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/notifyd/notifyd/projection"
 	"github.com/notifyd/notifyd/schemas"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 func sessionsAndCommands(n int, prefix string) (sessions, ids []string, cmds []kafka.Message) {
@@ -53,12 +55,12 @@ func TestCrash(t *testing.T) {
 	dir := t.TempDir()
 	p := c.start(procOpts{dir: dir, concurrency: concurrency, waitForReady: true})
 	published := c.publishInBackground(c.topics.Commands, cmds)
-	for c.calls.total() < n/3 {
+	testkit.Eventually(t, "a third of the commands sent", 3*time.Minute, func() bool {
 		if !p.running() {
 			t.Fatal("notifyd exited")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return c.calls.total() >= n/3
+	})
 	p.kill9()
 	// Taken once the process is gone: every call it made started before.
 	killedAt := time.Now()
@@ -90,9 +92,7 @@ func TestBrokerRestart(t *testing.T) {
 	c.events(sessions, "paid", 1)
 	p := c.start(procOpts{waitForReady: true})
 	published := c.publishInBackground(c.topics.Commands, cmds)
-	for c.answered(ids) < n/4 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, "a quarter of the commands answered", 3*time.Minute, func() bool { return c.answered(ids) >= n/4 })
 	start := time.Now()
 	out, err := exec.Command(ctl, "restart").CombinedOutput()
 	if err != nil {
@@ -135,9 +135,7 @@ func TestTwoInstancesStopOne(t *testing.T) {
 	a := c.start(procOpts{waitForReady: true})
 	c.start(procOpts{waitForReady: true})
 	published := c.publishInBackground(c.topics.Commands, cmds)
-	for c.answered(ids) < n/3 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, "a third of the commands answered", 3*time.Minute, func() bool { return c.answered(ids) >= n/3 })
 	atStop := c.answered(ids)
 	a.stop()
 	stopped := stopTook(a)
@@ -171,19 +169,11 @@ func TestLostDisk(t *testing.T) {
 	// A duplicate is answered from the rebuilt table, not sent again.
 	calls := c.calls.total()
 	c.produce(c.topics.Commands, cmds[0])
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testkit.Eventually(t, "the duplicate answered after the rebuild", time.Minute, func() bool {
 		c.mu.Lock()
-		n := len(c.results[ids[0]])
-		c.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("duplicate not answered after the rebuild")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		defer c.mu.Unlock()
+		return len(c.results[ids[0]]) == 2
+	})
 	if c.calls.total() != calls {
 		t.Errorf("a duplicate was sent again after the rebuild")
 	}
@@ -247,19 +237,14 @@ func TestPoison(t *testing.T) {
 		c.produce(c.topics.Commands, msgs[i:min(i+100, len(msgs))]...)
 	}
 	c.waitAnswered(ids, 2*time.Minute)
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testkit.Until(t, time.Minute, func() error {
 		c.mu.Lock()
-		dl, inv := len(c.dlq), c.invalid
-		c.mu.Unlock()
-		if dl >= 1000 && inv >= withID {
-			break
+		defer c.mu.Unlock()
+		if len(c.dlq) < 1000 || c.invalid < withID {
+			return fmt.Errorf("dead letters %d of 1000, invalid_command results %d of %d", len(c.dlq), c.invalid, withID)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dead letters %d of 1000, invalid_command results %d of %d", dl, inv, withID)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.dlq) != 1000 {

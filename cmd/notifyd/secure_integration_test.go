@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/notifyd/notifyd/internal/testkit"
 )
 
 // secureListener is the SASL_SSL listener of the broker that
@@ -161,7 +163,7 @@ func TestSecureKafkaMismatch(t *testing.T) {
 			if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			out := &syncBuffer{}
+			out := &testkit.SyncBuffer{}
 			cmd := exec.Command(notifydBin, "serve", "-config", cfgPath)
 			cmd.Stdout, cmd.Stderr = out, out
 			if err := cmd.Start(); err != nil {
@@ -169,13 +171,12 @@ func TestSecureKafkaMismatch(t *testing.T) {
 			}
 			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 			const hint = "check that kafka.tls and kafka.sasl match the listener of kafka.brokers"
-			deadline := time.Now().Add(30 * time.Second)
-			for !strings.Contains(out.String(), hint) {
-				if time.Now().After(deadline) {
-					t.Fatalf("no retry log line with %q in 30 s:\n%s", hint, lastBytes([]byte(out.String()), 2048))
+			testkit.Until(t, 30*time.Second, func() error {
+				if !strings.Contains(out.String(), hint) {
+					return fmt.Errorf("no retry log line with %q:\n%s", hint, lastBytes([]byte(out.String()), 2048))
 				}
-				time.Sleep(100 * time.Millisecond)
-			}
+				return nil
+			})
 		})
 	}
 }

@@ -248,19 +248,14 @@ func TestChurnDecidesOnce(t *testing.T) {
 		}
 	}
 	<-published
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testkit.Until(t, 60*time.Second, func() error {
 		mu.Lock()
-		done := len(acked)
-		mu.Unlock()
-		if done == n {
-			break
+		defer mu.Unlock()
+		if len(acked) < n {
+			return fmt.Errorf("%d of %d messages acked", len(acked), n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d messages acked", done, n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	for _, i := range live {
 		close(stops[i])
 	}

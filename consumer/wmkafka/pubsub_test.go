@@ -95,18 +95,14 @@ func ensureTopic(client *kafka.Client, topic string, partitions int) error {
 	if err := res.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	return testkit.Poll(30*time.Second, func() error {
 		md, err := client.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{topic}})
 		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) == partitions &&
 			!slices.ContainsFunc(md.Topics[0].Partitions, func(p kafka.Partition) bool { return p.Leader.Host == "" }) {
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("topic %s has no leaders after 30s: %v", topic, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("topic %s without a leader for each of %d partitions (%v)", topic, partitions, err)
+	})
 }
 
 // initializingSubscriber creates each topic before subscribing to it, as a
@@ -774,10 +770,8 @@ func TestNoGoroutineLeak(t *testing.T) {
 		require.NoError(t, pub.Close())
 	}()
 
-	var leaked []string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		leaked = leaked[:0]
+	testkit.Until(t, 10*time.Second, func() error {
+		var leaked []string
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		for _, g := range strings.Split(string(buf), "\n\n") {
@@ -788,12 +782,11 @@ func TestNoGoroutineLeak(t *testing.T) {
 				leaked = append(leaked, g)
 			}
 		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			break
+		if len(leaked) > 0 {
+			return fmt.Errorf("goroutines left after Close:\n%s", strings.Join(leaked, "\n\n"))
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	assert.Empty(t, leaked, "goroutines left after Close")
+		return nil
+	})
 }
 
 // TestMemberIDCapture guards the kafka-go log format the subscription relies on to learn its member ID

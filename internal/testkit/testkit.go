@@ -5,7 +5,11 @@ package testkit
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// PollEvery is how often Eventually checks its condition.
+// PollEvery is how often Eventually and Until check their condition.
 const PollEvery = 10 * time.Millisecond
 
 // Eventually waits until cond holds, checking every PollEvery, and fails tb
@@ -25,15 +29,41 @@ const PollEvery = 10 * time.Millisecond
 // timeout only stops a hang, it is never the thing tested.
 func Eventually(tb testing.TB, what string, timeout time.Duration, cond func() bool) {
 	tb.Helper()
+	Until(tb, timeout, func() error {
+		if cond() {
+			return nil
+		}
+		return errors.New("waiting for " + what)
+	})
+}
+
+// Until is Eventually for a check that says what is still missing: it
+// waits until check returns nil, and on timeout fails tb with the last
+// error check returned.
+func Until(tb testing.TB, timeout time.Duration, check func() error) {
+	tb.Helper()
+	if err := Poll(timeout, check); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Poll is Until for code without a testing.TB (a watermill constructor, a
+// goroutine of the test): it returns nil once check does, or, when timeout
+// passes first, an error wrapping check's last one.
+func Poll(timeout time.Duration, check func() error) error {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(PollEvery)
 	defer tick.Stop()
-	for !cond() {
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
+			return fmt.Errorf("timed out after %s: %w", timeout, err)
 		}
 	}
 }
@@ -85,13 +115,42 @@ func ScrapedMetric(tb testing.TB, page []byte, name string, labels map[string]st
 	return sample(families, name, labels)
 }
 
+// NonZero returns the samples of the named counters in g that are not
+// zero, as `name{label="value",...} value` lines in the exposition
+// format's order.
+func NonZero(tb testing.TB, g prometheus.Gatherer, names ...string) []string {
+	tb.Helper()
+	families, err := g.Gather()
+	if err != nil {
+		tb.Fatalf("gather metrics: %v", err)
+	}
+	var out []string
+	for _, f := range families {
+		if !slices.Contains(names, f.GetName()) {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			v := m.GetCounter().GetValue()
+			if v == 0 {
+				continue
+			}
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			out = append(out, fmt.Sprintf("%s{%s} %g", f.GetName(), strings.Join(labels, ","), v))
+		}
+	}
+	return out
+}
+
 func sample(families map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
 	for _, m := range families[name].GetMetric() {
 		got := map[string]string{}
 		for _, l := range m.GetLabel() {
 			got[l.GetName()] = l.GetValue()
 		}
-		if maps.Equal(got, labels) || len(got) == 0 && len(labels) == 0 {
+		if maps.Equal(got, labels) {
 			return m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue(), true
 		}
 	}
