@@ -64,6 +64,8 @@ func TestMetaSend(t *testing.T) {
 			outcome{permanent: true, detail: []string{"meta 100 (HTTP 400): (#100) Invalid parameter"}}},
 		{"error without code", answer{status: 502, body: `{"error":{"message":"Bad gateway"}}`},
 			outcome{detail: []string{"meta (HTTP 502): Bad gateway"}}},
+		{"a listed code without a message decides over 500", answer{status: 500, body: `{"error":{"code":131026}}`},
+			outcome{permanent: true, detail: []string{"meta 131026 (HTTP 500)"}}},
 
 		// Echoed secrets and numbers.
 		{"190 echoes the token", answer{status: 401, body: metaErr(190, "Malformed access token "+metaToken, "")},

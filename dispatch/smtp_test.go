@@ -19,6 +19,7 @@ import (
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 	mailsmtp "github.com/wneessen/go-mail/smtp"
 
+	"github.com/notifyd/notifyd/internal/testkit"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -41,6 +43,7 @@ const (
 // smtpSession is what the test server saw on one connection.
 type smtpSession struct {
 	TLS                          bool
+	Helo                         string
 	AuthMech, AuthUser, AuthPass string
 	MailFrom                     string
 	RcptTo                       []string
@@ -58,13 +61,17 @@ type smtpBackend struct {
 	// FailMail, FailRcpt and FailData are answered at those commands.
 	FailMail, FailRcpt, FailData *gosmtp.SMTPError
 
+	// transcript is the server's side of every connection: what it read
+	// and wrote (go-smtp's Server.Debug).
+	transcript testkit.SyncBuffer
+
 	mu       sync.Mutex
 	sessions []*smtpSession
 }
 
 func (b *smtpBackend) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	_, isTLS := c.TLSConnectionState()
-	rec := &smtpSession{TLS: isTLS}
+	rec := &smtpSession{TLS: isTLS, Helo: c.Hostname()}
 	b.mu.Lock()
 	b.sessions = append(b.sessions, rec)
 	b.mu.Unlock()
@@ -230,6 +237,7 @@ func startSMTPServer(t *testing.T, be *smtpBackend, mode string) (int, *tls.Conf
 	srv.ReadTimeout = 5 * time.Second
 	srv.WriteTimeout = 5 * time.Second
 	srv.ErrorLog = log.New(io.Discard, "", 0)
+	srv.Debug = &be.transcript
 	var (
 		l   net.Listener
 		err error
@@ -566,6 +574,19 @@ func TestSMTPSendFailures(t *testing.T) {
 			},
 		},
 		{
+			name:      "500, the first 5xx, is permanent",
+			be:        &smtpBackend{FailRcpt: &gosmtp.SMTPError{Code: 500, EnhancedCode: gosmtp.EnhancedCode{5, 5, 2}, Message: "Syntax error"}},
+			permanent: true,
+			detail:    "smtp 500: 5.5.2 Syntax error",
+			check:     func(*testing.T, smtpSession) {},
+		},
+		{
+			name:   "400, the first 4xx, is transient",
+			be:     &smtpBackend{FailMail: &gosmtp.SMTPError{Code: 400, EnhancedCode: gosmtp.EnhancedCode{4, 0, 0}, Message: "Try again"}},
+			detail: "smtp 400: 4.0.0 Try again",
+			check:  func(*testing.T, smtpSession) {},
+		},
+		{
 			name:   "4xx at MAIL is transient",
 			be:     &smtpBackend{FailMail: &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: "Too many connections,\nslow down"}},
 			detail: "smtp 421: Too many connections, 4.7.0 slow down", // go-smtp puts the enhanced code on the last line
@@ -626,6 +647,11 @@ func TestSMTPSendFailures(t *testing.T) {
 			}
 			if d := errorDetail(err); d != tc.detail {
 				t.Errorf("detail %q, want %q", d, tc.detail)
+			}
+			// The server is still talking after each of these: notifyd
+			// takes leave with QUIT.
+			if !strings.Contains(be.transcript.String(), "\r\nQUIT\r\n") {
+				t.Errorf("no QUIT:\n%s", be.transcript.String())
 			}
 			for _, secret := range []string{tc.password, smtpTestPass, testEmail, strings.ToLower("Lina.Haddad@Example.com")} {
 				if secret != "" && strings.Contains(strings.ToLower(err.Error()), strings.ToLower(secret)) {
@@ -849,6 +875,20 @@ func TestNewSMTPDefaults(t *testing.T) {
 		if s.tlsConfig.ServerName != "smtp.example" || s.tlsConfig.MinVersion < tls.VersionTLS12 || s.tlsConfig.InsecureSkipVerify {
 			t.Errorf("tls config %+v", s.tlsConfig)
 		}
+	}
+	// EHLO names this host, as RFC 5321 asks, when its name can stand in
+	// the command; else localhost.
+	want := "localhost"
+	if h, err := os.Hostname(); err == nil && h != "" && !strings.ContainsAny(h, "\r\n ") {
+		want = h
+	}
+	be := &smtpBackend{}
+	port, _ := startSMTPServer(t, be, SMTPTLSNone)
+	if _, err := newTestSMTP(t, SMTPConfig{Port: port, TLS: SMTPTLSNone}).Send(context.Background(), emailMessage("Payment received", "Hello", "")); err != nil {
+		t.Fatal(err)
+	}
+	if got := be.only(t).Helo; got != want {
+		t.Errorf("EHLO %q, want %q", got, want)
 	}
 	if _, err := NewSMTP(SMTPConfig{From: "receipts@shop.example"}); err == nil || err.Error() != "host: is required" {
 		t.Errorf("NewSMTP without host: %v", err)

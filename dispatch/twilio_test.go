@@ -197,6 +197,10 @@ func TestTwilioSend(t *testing.T) {
 			outcome{permanent: true, account: true, detail: []string{"twilio 30002 (HTTP 400)"}}},
 		{"403 without a code (account)", answer{status: 403, body: "forbidden"},
 			outcome{permanent: true, account: true, detail: []string{"twilio (HTTP 403)"}}},
+		{"a code without a message decides", answer{status: 400, body: `{"code":30002}`},
+			outcome{permanent: true, account: true, detail: []string{"twilio 30002 (HTTP 400)"}}},
+		{"a message without a code", answer{status: 400, body: `{"message":"Bad request"}`},
+			outcome{permanent: true, detail: []string{"twilio (HTTP 400): Bad request"}}},
 		{"number echoed without +", answer{status: 400, body: twilioErr(21211, 400, "Invalid To 96550001234")},
 			outcome{permanent: true, detail: []string{"Invalid To +965****1234"}}},
 
