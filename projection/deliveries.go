@@ -47,8 +47,8 @@ type Correlation struct {
 
 // indexSent records the correlation of a channel a result reported sent,
 // and puts the channel on the needs-attention list when a final failure
-// receipt for its message was applied before the result (the topics are
-// read independently).
+// receipt for its message, from the sender the result names, was applied
+// before the result (the topics are read independently).
 func indexSent(b *pebble.Batch, r *schemas.DeliveryResult, c schemas.ChannelResult) error {
 	if c.ProviderMessageID == "" {
 		return nil
@@ -62,8 +62,8 @@ func indexSent(b *pebble.Batch, r *schemas.DeliveryResult, c schemas.ChannelResu
 		return err
 	}
 	ev, found, err := getDelivery(b, c.ProviderMessageID)
-	if err != nil || !found || !ev.Status.Final() {
-		return err
+	if err != nil || !found || !ev.Status.Final() || !ev.From(c.Provider, c.ProviderAccount) {
+		return err // a claim of another sender, read before the result, is no failure of this message
 	}
 	ev.SessionID, ev.OrderNo, ev.Channel, ev.CommandID = r.SessionID, r.OrderNo, c.Channel, r.CommandID
 	return deliveryAttention(b, ev)

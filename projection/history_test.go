@@ -240,12 +240,19 @@ func TestHistoryRebuiltEqualsLive(t *testing.T) {
 	}
 	old.Close()
 	reopened := openTest(t, dir)
-	defer reopened.Close()
 	if offs := reopened.ResultOffsets(); len(offs) != 0 {
 		t.Errorf("result offsets %v kept: the index would never be built", offs)
 	}
 	if v, _ := reopened.getInt(keyHistoryVersion); v != historyVersion {
 		t.Errorf("history version %d", v)
+	}
+	// Forgotten on disk too: stopped before reading the topic again, the
+	// store still starts from its beginning.
+	reopened.Close()
+	again := openTest(t, dir)
+	defer again.Close()
+	if offs := again.ResultOffsets(); len(offs) != 0 {
+		t.Errorf("result offsets %v back after another restart: the index would never be built", offs)
 	}
 }
 

@@ -72,11 +72,17 @@ func (ev DeliveryEvent) Moves(prev DeliveryEvent, found bool) bool {
 	return prev.Status.Advances(ev.Status)
 }
 
-// sameSender reports whether e and o speak for the same sender: the same
-// provider kind and, when both name one, the same account.
+// sameSender reports whether e and o speak for the same sender.
 func (e DeliveryEvent) sameSender(o DeliveryEvent) bool {
-	return ProviderKind(e.Provider) == ProviderKind(o.Provider) &&
-		(e.ProviderAccount == "" || o.ProviderAccount == "" || e.ProviderAccount == o.ProviderAccount)
+	return e.From(o.Provider, o.ProviderAccount)
+}
+
+// From reports whether e speaks for the sender provider (as results name
+// it) with account: the same provider kind and, when both name one, the
+// same account.
+func (e DeliveryEvent) From(provider, account string) bool {
+	return ProviderKind(e.Provider) == ProviderKind(provider) &&
+		(e.ProviderAccount == "" || account == "" || e.ProviderAccount == account)
 }
 
 // ProviderKind is the kind of a provider as results name it (twilio, meta,
