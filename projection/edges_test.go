@@ -185,7 +185,9 @@ func TestDigestPending(t *testing.T) {
 	a, b := openTest(t, t.TempDir()), openTest(t, t.TempDir())
 	defer a.Close()
 	defer b.Close()
-	res := func(id, v string) []byte { return []byte(`{"command_id":"` + id + `","result_id":"` + v + `-` + id + `"}`) }
+	res := func(id, v string) []byte {
+		return []byte(`{"command_id":"` + id + `","result_id":"` + v + `-` + id + `"}`)
+	}
 	// a: c1 from the topic; c1 also pending with another value (recorded
 	// as the topic's arrived); c0 and c9 pending, before and after it.
 	if _, err := a.ApplyResults(0, []Record{{Offset: 0, Value: res("c1", "topic")}}); err != nil {
