@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -189,27 +190,31 @@ func TestElapsedBudgetExhausted(t *testing.T) {
 	}
 }
 
+// TestAttemptTimeoutBoundsEachCall: each call runs under a deadline of its
+// own (attempt_timeout): a call its provider never answers ends with that
+// deadline and is retried, and the next call starts with a deadline still
+// to come.
 func TestAttemptTimeoutBoundsEachCall(t *testing.T) {
-	var deadlines []time.Duration
-	p := &scriptProvider{errs: []error{errBoom}}
-	p.onCall = func(ctx context.Context, _ int) {
-		dl, ok := ctx.Deadline()
-		if !ok {
+	var ends []error
+	p := &scriptProvider{errs: []error{Transient("no answer", 0, nil)}}
+	p.onCall = func(ctx context.Context, call int) {
+		if _, ok := ctx.Deadline(); !ok {
 			t.Error("attempt context has no deadline")
 			return
 		}
-		deadlines = append(deadlines, time.Until(dl))
-	}
-	policy := RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxElapsed: time.Hour, AttemptTimeout: 3 * time.Second}
-	d, _, cmd := smsOnly(t, p, policy)
-	d.Deliver(context.Background(), cmd, paidTxn())
-	if len(deadlines) != 2 {
-		t.Fatalf("calls %d", len(deadlines))
-	}
-	for _, dl := range deadlines {
-		if dl > 3*time.Second {
-			t.Errorf("attempt deadline %v beyond attempt_timeout", dl)
+		if call == 1 {
+			<-ctx.Done() // no answer: only the attempt's own deadline ends it
 		}
+		ends = append(ends, ctx.Err())
+	}
+	policy := RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxElapsed: time.Hour, AttemptTimeout: 20 * time.Millisecond}
+	d, _, cmd := smsOnly(t, p, policy)
+	c := channelResult(t, d.Deliver(context.Background(), cmd, paidTxn()), schemas.ChannelSMS)
+	if c.Status != schemas.StatusSent || c.Attempts != 2 {
+		t.Errorf("got %+v, want sent at the second attempt", c)
+	}
+	if !slices.Equal(ends, []error{context.DeadlineExceeded, nil}) {
+		t.Errorf("the calls' contexts ended %v, want the first by its deadline and the second not", ends)
 	}
 }
 

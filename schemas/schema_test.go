@@ -818,3 +818,75 @@ func TestDeliveryEventMoves(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeEdges pins the decoders' answers where their fast paths hand
+// over to encoding/json, and their messages: escaped member names, channel
+// names, values and states (a backslash first included, every item
+// escaped), an object where a string belongs, a language written with
+// escapes, lists of several items without spaces, a control character
+// first in a command_id, an echoed value of exactly the echo limit, a
+// field's error with and without its name, and a version whose exponent
+// would make a number of a trillion digits.
+func TestDecodeEdges(t *testing.T) {
+	ev := func(fields string) []byte {
+		return []byte(`{"event_id":"e","timestamp_utc":"2026-11-02T09:00:07Z",` + fields + `}`)
+	}
+	for _, c := range []struct {
+		name, data string
+		session    string
+		lang       Language
+		states     []State
+		err        string
+	}{
+		{name: "an escaped member name", data: `"\u0073ession_id":"s1","state":"paid"`, session: "s1", lang: LanguageEN},
+		{name: "a language with escapes", data: `"session_id":"s1","state":"paid","language":"\u0061r"`, session: "s1", lang: LanguageAR},
+		{name: "en with escapes stays en", data: `"session_id":"s1","state":"paid","language":"\u0065n"`, session: "s1", lang: LanguageEN},
+		{name: "states without spaces, one escaped", data: `"session_id":"s1","state":"paid","notifications":{"sms":["created","\u0070aid","failed"]}}`,
+			session: "s1", lang: LanguageEN, states: []State{StateCreated, StatePaid, StateFailed}},
+		{name: "states without spaces", data: `"session_id":"s1","state":"paid","notifications":{"sms":["created","paid"]}}`,
+			session: "s1", lang: LanguageEN, states: []State{StateCreated, StatePaid}},
+		{name: "states each escaped", data: `"session_id":"s1","state":"paid","notifications":{"sms":["\u0070aid","\u0066ailed"]}}`,
+			session: "s1", lang: LanguageEN, states: []State{StatePaid, StateFailed}},
+		{name: "an escaped channel name", data: `"session_id":"s1","state":"paid","notifications":{"\u0073ms":["paid"]}}`,
+			session: "s1", lang: LanguageEN, states: []State{StatePaid}},
+		{name: "an object for a string", data: `"session_id":{"a":"s1"},"state":"paid"`, err: "payment event: session_id: must be a string"},
+		{name: "an unknown state of exactly 32 characters is echoed whole", data: `"session_id":"s1","state":"abcdefghijklmnopqrstuvwxyz012345"`,
+			err: `payment event: state: unknown state "abcdefghijklmnopqrstuvwxyz012345"`},
+		{name: "a short unknown state is echoed whole", data: `"session_id":"s1","state":"nope"`, err: `payment event: state: unknown state "nope"`},
+		{name: "a longer one is cut", data: `"session_id":"s1","state":"abcdefghijklmnopqrstuvwxyz0123456"`,
+			err: `payment event: state: unknown state "abcdefghijklmnopqrstuvwxyz012345…"`},
+		{name: "a version of 2^40 zeros", data: `"session_id":"s1","state":"paid","version":1e1099511627776`, err: "payment event: version: "},
+	} {
+		data := ev(c.data)
+		if strings.HasSuffix(c.data, "}}") {
+			data = []byte(`{"event_id":"e","timestamp_utc":"2026-11-02T09:00:07Z",` + strings.TrimSuffix(c.data, "}") + `}`)
+		}
+		got, err := DecodePaymentEvent(data)
+		switch {
+		case c.err != "":
+			if err == nil || !strings.HasPrefix(err.Error(), c.err) {
+				t.Errorf("%s: error %v, want %q", c.name, err, c.err)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case got.SessionID != c.session || got.Language != c.lang || !slices.Equal(got.Notifications[ChannelSMS], c.states):
+			t.Errorf("%s: session %q, language %q, sms states %v", c.name, got.SessionID, got.Language, got.Notifications[ChannelSMS])
+		}
+	}
+	for _, c := range []struct{ data, err string }{
+		{`{"command_id":"c1","session_id":"s","channels":[1]}`, "resend command: channels: items must be a string, got number"},
+		{`{"command_id":"c1","session_id":"s","channels":"sms"}`, "resend command: channels: must be an array, got string"},
+		{`{"command_id":"\u0001c","session_id":"s","channels":["sms"]}`, "resend command: command_id: holds a control character"},
+		{`{"command_id":"c\u0001","session_id":"s","channels":["sms"]}`, "resend command: command_id: holds a control character"},
+	} {
+		if _, err := DecodeCommand([]byte(c.data)); err == nil || err.Error() != c.err {
+			t.Errorf("%s: error %v, want %q", c.data, err, c.err)
+		}
+	}
+	if got := (&ValidationError{Problem: "not JSON"}).Error(); got != "not JSON" {
+		t.Errorf("a message's own problem: %q", got)
+	}
+	if got := (&ValidationError{Field: "state", Problem: "unknown"}).Error(); got != "state: unknown" {
+		t.Errorf("a field's problem: %q", got)
+	}
+}

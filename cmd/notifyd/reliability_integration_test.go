@@ -296,7 +296,7 @@ func TestBacklog(t *testing.T) {
 	p := c.start(procOpts{readyMaxLag: 0})
 	c.produce(c.topics.Commands, cmds...)
 	catchingUp := 0
-	for {
+	testkit.Until(t, 3*time.Minute, func() error {
 		code, body := p.get("/readyz")
 		var r struct {
 			Ready         bool   `json:"ready"`
@@ -308,16 +308,13 @@ func TestBacklog(t *testing.T) {
 			if !r.Ready || r.ProjectionLag != 0 {
 				t.Fatalf("ready with %s", body)
 			}
-			break
+			return nil
 		}
 		if r.ProjectionLag > 0 && strings.Contains(r.Reason, "projection catching up") {
 			catchingUp++
 		}
-		if time.Since(start) > 3*time.Minute {
-			t.Fatalf("not ready after 3 minutes: %s", body)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("not ready: %s", body)
+	})
 	readyAfter := time.Since(start)
 	if catchingUp == 0 {
 		t.Error("readiness never reported the projection catching up")
