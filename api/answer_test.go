@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 
@@ -218,5 +219,23 @@ func TestLocalKey(t *testing.T) {
 	}
 	if st, _ := statMode(path); st != 0o600 {
 		t.Errorf("key file mode %o, want 600", st)
+	}
+	// A key file written by hand: the prefix and at least 32 characters.
+	for _, tt := range []struct {
+		key string
+		ok  bool
+	}{
+		{keyPrefix + strings.Repeat("k", 32), true},
+		{keyPrefix + strings.Repeat("k", 31), false},
+		{strings.Repeat("k", 40), false},
+	} {
+		p := t.TempDir() + "/api-key"
+		if err := os.WriteFile(p, []byte(tt.key+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, created, err := LocalKey(p)
+		if ok := err == nil && got == tt.key && !created; ok != tt.ok {
+			t.Errorf("key file with %d characters: %q %v %v, want accepted %v", len(tt.key), got, created, err, tt.ok)
+		}
 	}
 }

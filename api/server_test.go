@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -210,7 +212,7 @@ func TestBasicVerifiedOnce(t *testing.T) {
 		{"right pass", time.Minute, "", 1},
 		{"wrong pass", 0, msgInvalidBasic, 2},
 		{"wrong pass", 0, msgInvalidBasic, 3},
-		{"right pass", verifiedFor, "", 4},
+		{"right pass", verifiedFor - time.Minute, "", 4}, // exactly verifiedFor after the check
 		{"right pass", time.Second, "", 4},
 	} {
 		now = now.Add(tc.advance)
@@ -218,6 +220,53 @@ func TestBasicVerifiedOnce(t *testing.T) {
 			t.Errorf("step %d (%s): fail %q after %d comparisons, want %q after %d", i, tc.pass, fail, compared, tc.fail, tc.compared)
 		}
 	}
+}
+
+// TestVerifiedPairsBounded: the pairs bcrypt accepted are remembered, a
+// second user's beside the first's, up to maxVerified; one more forgets
+// them all (the next request of each runs bcrypt again) rather than grow.
+func TestVerifiedPairsBounded(t *testing.T) {
+	cfg := Config{Listen: DefaultListen, Users: []User{
+		{Username: "support", Bcrypt: "unused", Role: RoleOperator},
+		{Username: "other", Bcrypt: "unused", Role: RoleViewer},
+	}}
+	a, err := newAuthenticator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compared := 0
+	a.compare = func(_, p []byte) error { // every "ok-" password is right
+		compared++
+		if strings.HasPrefix(string(p), "ok-") {
+			return nil
+		}
+		return errors.New("wrong")
+	}
+	try := func(user, pass string) {
+		t.Helper()
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.SetBasicAuth(user, pass)
+		if _, fail := a.authenticate(r); fail.String() != "" {
+			t.Fatalf("%s/%s: %s", user, pass, fail)
+		}
+	}
+	step := func(name, user, pass string, want int) {
+		t.Helper()
+		try(user, pass)
+		if compared != want {
+			t.Errorf("%s: %d comparisons, want %d", name, compared, want)
+		}
+	}
+	step("first check", "support", "ok-0", 1)
+	step("remembered", "support", "ok-0", 1)
+	for i := 1; i < maxVerified-1; i++ {
+		try("other", fmt.Sprintf("ok-%d", i))
+	}
+	step("remembered beside another user's", "support", "ok-0", maxVerified-1)
+	step("the last pair that fits", "other", "ok-last", maxVerified)
+	step("still remembered", "support", "ok-0", maxVerified)
+	step("one pair more", "other", "ok-over", maxVerified+1)
+	step("forgotten", "support", "ok-0", maxVerified+2)
 }
 
 // TestBodyLimit: a body of exactly MaxBodyBytes is read (here: published,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -350,5 +351,45 @@ func TestRejectionDetails(t *testing.T) {
 				t.Errorf("detail %q, want %q", c.Detail, tt.want)
 			}
 		})
+	}
+}
+
+// TestBodyStart: a peer's answer in a detail is its first 200 bytes on one
+// line, cut before a character the 200th byte would split.
+func TestBodyStart(t *testing.T) {
+	a := strings.Repeat("a", 200)
+	for _, tt := range []struct{ in, want string }{
+		{a, a},
+		{a + "b", a},
+		{a[:199] + "é", a[:199]},  // é's first byte is the 200th
+		{a[:198] + "€x", a[:198]}, // € is 3 bytes: two of them fit
+		{a[:197] + "€x", a[:197] + "€"},
+		{" one\n\ttwo  three ", "one two three"},
+	} {
+		if got := bodyStart([]byte(tt.in)); got != tt.want {
+			t.Errorf("bodyStart(%q...%q) = ...%q (%d bytes), want %d bytes", tt.in[:4], tt.in[max(0, len(tt.in)-6):], got[max(0, len(got)-6):], len(got), len(tt.want))
+		}
+	}
+}
+
+// TestParseRetryAfterEdges: whole seconds up to the largest a Duration
+// holds are taken as they are; 0, negative and unreadable values are no
+// wait (the backoff's own applies).
+func TestParseRetryAfterEdges(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{"9223372036", 9223372036 * time.Second},
+		{"9223372037", math.MaxInt64},
+		{" 7 ", 7 * time.Second},
+		{"0", 0},
+		{"-5", 0},
+		{"soon", 0},
+		{"", 0},
+	} {
+		if got := parseRetryAfter(tt.in); got != tt.want {
+			t.Errorf("parseRetryAfter(%q) = %d, want %d", tt.in, got, tt.want)
+		}
 	}
 }

@@ -60,6 +60,10 @@ func TestDeliveries(t *testing.T) {
 	if err != nil || !ok || c != (Correlation{CommandID: "c1", ResultID: "r-c1", SessionID: "s1", OrderNo: "o-s1", Channel: schemas.ChannelSMS, Provider: "twilio"}) {
 		t.Fatalf("Correlate(SM1) = %+v, %v, %v", c, ok, err)
 	}
+	// Every sent channel of a result, not only its first.
+	if c, ok, err := s.Correlate("mail-1"); err != nil || !ok || c.Channel != schemas.ChannelEmail || c.CommandID != "c1" {
+		t.Fatalf("Correlate(mail-1) = %+v, %v, %v", c, ok, err)
+	}
 	if _, ok, _ := s.Correlate("SM-unknown"); ok {
 		t.Fatal("an unknown message correlates")
 	}
