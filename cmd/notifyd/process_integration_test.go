@@ -244,6 +244,22 @@ func (c *cluster) answered(ids []string) int {
 	return n
 }
 
+// firstResult returns the first result read for id, decoded, and its
+// bytes (the zero result and nil before one is read).
+func (c *cluster) firstResult(id string) (schemas.DeliveryResult, []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var r schemas.DeliveryResult
+	if len(c.results[id]) == 0 {
+		return r, nil
+	}
+	v := c.results[id][0].Value
+	if err := json.Unmarshal(v, &r); err != nil {
+		c.t.Errorf("result of %s: %v: %s", id, err, v)
+	}
+	return r, v
+}
+
 // waitAnswered waits until every id has a result.
 func (c *cluster) waitAnswered(ids []string, timeout time.Duration) {
 	c.t.Helper()

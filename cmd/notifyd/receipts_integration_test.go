@@ -200,10 +200,7 @@ func TestReceiptsEndToEnd(t *testing.T) {
 	c.produce(c.topics.PaymentEvents, kafka.Message{Key: []byte("s-r"), Value: []byte(event)})
 	c.produce(c.topics.Commands, kafka.Message{Key: []byte("s-r"), Value: commandJSON("r-1", "s-r", "sms", "whatsapp")})
 	c.waitAnswered([]string{"r-1"}, 60*time.Second)
-	c.mu.Lock()
-	var res schemas.DeliveryResult
-	_ = json.Unmarshal(c.results["r-1"][0].Value, &res)
-	c.mu.Unlock()
+	res, _ := c.firstResult("r-1")
 	ids := map[schemas.Channel]string{}
 	for _, ch := range res.Channels {
 		ids[ch.Channel] = ch.ProviderMessageID
@@ -285,13 +282,13 @@ func TestReceiptsEndToEnd(t *testing.T) {
 	}
 	c.waitAnswered(cmds, 60*time.Second)
 	var sids []string
-	c.mu.Lock()
 	for _, id := range cmds {
-		var r schemas.DeliveryResult
-		_ = json.Unmarshal(c.results[id][0].Value, &r)
+		r, v := c.firstResult(id)
+		if len(r.Channels) != 1 {
+			t.Fatalf("%s: %s", id, v)
+		}
 		sids = append(sids, r.Channels[0].ProviderMessageID)
 	}
-	c.mu.Unlock()
 	// The kill falls among the receipts, by construction: the first half
 	// is answered 200 before it, one by one; the second half is posted at
 	// once as it comes; and one receipt for a message not sent yet (which
@@ -410,10 +407,7 @@ func TestReceiptsBelongToTheirSender(t *testing.T) {
 	c.produce(c.topics.PaymentEvents, kafka.Message{Key: []byte("s-o"), Value: []byte(event)})
 	c.produce(c.topics.Commands, kafka.Message{Key: []byte("s-o"), Value: commandJSON("o-1", "s-o", "sms", "whatsapp", "email")})
 	c.waitAnswered([]string{"o-1"}, 60*time.Second)
-	c.mu.Lock()
-	var res schemas.DeliveryResult
-	_ = json.Unmarshal(c.results["o-1"][0].Value, &res)
-	c.mu.Unlock()
+	res, _ := c.firstResult("o-1")
 	ids := map[schemas.Channel]string{}
 	for _, ch := range res.Channels {
 		ids[ch.Channel] = ch.ProviderMessageID

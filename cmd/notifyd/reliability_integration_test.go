@@ -246,7 +246,6 @@ func TestPoison(t *testing.T) {
 		return nil
 	})
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if len(c.dlq) != 1000 {
 		t.Errorf("%d dead letters, want 1000", len(c.dlq))
 	}
@@ -261,14 +260,14 @@ func TestPoison(t *testing.T) {
 			t.Errorf("dead letter %q is not one of the bad commands (bytes changed?)", d.Value)
 		}
 	}
+	invalid := c.invalid
+	c.mu.Unlock()
 	for _, id := range ids {
-		var r schemas.DeliveryResult
-		_ = json.Unmarshal(c.results[id][0].Value, &r)
-		if r.Outcome != schemas.OutcomeNotified {
-			t.Errorf("%s: %s", id, c.results[id][0].Value)
+		if r, v := c.firstResult(id); r.Outcome != schemas.OutcomeNotified {
+			t.Errorf("%s: %s", id, v)
 		}
 	}
-	t.Logf("poison: 1000 bad commands dead-lettered (%d with an invalid_command result), 1000 valid ones notified", c.invalid)
+	t.Logf("poison: 1000 bad commands dead-lettered (%d with an invalid_command result), 1000 valid ones notified", invalid)
 }
 
 // TestBacklog: 100,000 payment events are published while notifyd is
@@ -320,13 +319,9 @@ func TestBacklog(t *testing.T) {
 		t.Error("readiness never reported the projection catching up")
 	}
 	c.waitAnswered(ids, 2*time.Minute)
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, id := range ids {
-		var r schemas.DeliveryResult
-		_ = json.Unmarshal(c.results[id][0].Value, &r)
-		if r.Outcome != schemas.OutcomeNotified || r.State == nil || *r.State != schemas.StatePaid {
-			t.Errorf("%s answered from a stale projection: %s", id, c.results[id][0].Value)
+		if r, v := c.firstResult(id); r.Outcome != schemas.OutcomeNotified || r.State == nil || *r.State != schemas.StatePaid {
+			t.Errorf("%s answered from a stale projection: %s", id, v)
 		}
 	}
 	t.Logf("backlog: %d events; ready after %s (%d not-ready answers while catching up); commands sent meanwhile all notified the final state",

@@ -652,14 +652,8 @@ func TestClosePromptly(t *testing.T) {
 	})
 
 	t.Run("Close waits for an in-flight message", func(t *testing.T) {
-		cfg := testSubscriberConfig(brokers, uniqueName(t, "close-waits"))
-		cfg.CloseTimeout = 5 * time.Minute // never reached: the message is acked first
-		sub, err := NewSubscriber(cfg, testLogger())
-		require.NoError(t, err)
-		ch, err := sub.Subscribe(context.Background(), topic)
-		require.NoError(t, err)
-		held := receiveN(t, ch, 1)[0]
-		require.NoError(t, Claim(held))
+		// CloseTimeout is never reached: the message is acked first.
+		sub, ch, held := claimOne(t, brokers, topic, "close-waits", 5*time.Minute)
 		closed := make(chan struct{})
 		go func() { defer close(closed); assert.NoError(t, sub.Close()) }()
 		testkit.Eventually(t, "the drain to begin", 30*time.Second, func() bool { return sub.Stats()[0].HandOversStarted > 0 })
@@ -675,14 +669,7 @@ func TestClosePromptly(t *testing.T) {
 	})
 
 	t.Run("an unacked message is given up at CloseTimeout", func(t *testing.T) {
-		cfg := testSubscriberConfig(brokers, uniqueName(t, "close-unacked"))
-		cfg.CloseTimeout = time.Second
-		sub, err := NewSubscriber(cfg, testLogger())
-		require.NoError(t, err)
-		ch, err := sub.Subscribe(context.Background(), topic)
-		require.NoError(t, err)
-		held := receiveN(t, ch, 1)[0]
-		require.NoError(t, Claim(held))
+		sub, ch, held := claimOne(t, brokers, topic, "close-unacked", time.Second)
 		testkit.Returns(t, "Close", time.Minute, func() { require.NoError(t, sub.Close()) })
 		<-held.Context().Done()
 		assert.Error(t, Claim(held), "a message given up is no longer claimable")
@@ -931,4 +918,19 @@ func TestRouterEndToEnd(t *testing.T) {
 	}
 	assert.Equal(t, want, got)
 	testkit.Returns(t, "the router's Close", time.Minute, func() { assert.NoError(t, router.Close()) })
+}
+
+// claimOne subscribes a new group (named after name) to topic with
+// closeTimeout and claims the first message it receives.
+func claimOne(t *testing.T, brokers []string, topic, name string, closeTimeout time.Duration) (*Subscriber, <-chan *message.Message, *message.Message) {
+	t.Helper()
+	cfg := testSubscriberConfig(brokers, uniqueName(t, name))
+	cfg.CloseTimeout = closeTimeout
+	sub, err := NewSubscriber(cfg, testLogger())
+	require.NoError(t, err)
+	ch, err := sub.Subscribe(context.Background(), topic)
+	require.NoError(t, err)
+	held := receiveN(t, ch, 1)[0]
+	require.NoError(t, Claim(held))
+	return sub, ch, held
 }
