@@ -269,6 +269,35 @@ func TestVerifiedPairsBounded(t *testing.T) {
 	step("forgotten", "support", "ok-0", maxVerified+2)
 }
 
+// TestDummyHashCost: the hash an unknown username is checked against costs
+// what the costliest configured user's does (so the answer's time does not
+// tell which names exist), bcrypt's default with no users.
+func TestDummyHashCost(t *testing.T) {
+	hash := func(cost int) string {
+		h, err := bcrypt.GenerateFromPassword([]byte("pass"), cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(h)
+	}
+	for _, tt := range []struct {
+		name  string
+		users []User
+		want  int
+	}{
+		{"users of cost 4 and 5", []User{{Username: "a", Bcrypt: hash(4)}, {Username: "b", Bcrypt: hash(5)}, {Username: "c", Bcrypt: hash(4)}}, 5},
+		{"no users", nil, bcrypt.DefaultCost},
+	} {
+		a, err := newAuthenticator(Config{Listen: DefaultListen, Users: tt.users})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := bcrypt.Cost(a.dummy); err != nil || got != tt.want {
+			t.Errorf("%s: the dummy hash costs %d (%v), want %d", tt.name, got, err, tt.want)
+		}
+	}
+}
+
 // TestBodyLimit: a body of exactly MaxBodyBytes is read (here: published,
 // then 202 after api.wait); one byte more is 413 and publishes nothing.
 func TestBodyLimit(t *testing.T) {
