@@ -198,8 +198,8 @@ func (s *Store) ApplyDeliveries(partition int, records []Record) error {
 	if err := b.Set(offsetKey(prefixDeliveryOffset, s.opts.DeliveriesTopic, partition), binary.BigEndian.AppendUint64(nil, uint64(next)), nil); err != nil {
 		return fmt.Errorf("apply deliveries: %w", err)
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("apply deliveries: commit: %w", err)
+	if err := s.commit("apply_deliveries", b, pebble.NoSync); err != nil {
+		return fmt.Errorf("apply deliveries: %w", err)
 	}
 	s.publish(s.deliveryOffsets, partition, next, 0)
 	return nil
@@ -215,7 +215,7 @@ func (s *Store) RecordDelivery(ev schemas.DeliveryEvent) (bool, error) {
 	if err != nil || !changed {
 		return false, wrapErr("record delivery", err)
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := s.commit("record_delivery", b, pebble.NoSync); err != nil {
 		return false, fmt.Errorf("record delivery: %w", err)
 	}
 	return true, nil

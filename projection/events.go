@@ -103,8 +103,8 @@ func (s *Store) ApplyEvents(partition int, records []Record) (ApplyStats, error)
 	}
 	// NoSync: the batch is atomic with its offset, so losing the tail of the
 	// WAL in a machine crash only means re-reading those records.
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return ApplyStats{}, fmt.Errorf("apply payment events: commit: %w", err)
+	if err := s.commit("apply_events", b, pebble.NoSync); err != nil {
+		return ApplyStats{}, fmt.Errorf("apply payment events: %w", err)
 	}
 	s.publish(s.eventOffsets, partition, next, txnDelta)
 	return st, nil

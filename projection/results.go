@@ -52,8 +52,8 @@ func (s *Store) ApplyResults(partition int, records []Record) (added []FirstResu
 	if err := b.Set(offsetKey(prefixResultOffset, s.opts.ResultsTopic, partition), binary.BigEndian.AppendUint64(nil, uint64(next)), nil); err != nil {
 		return nil, fmt.Errorf("apply results: %w", err)
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return nil, fmt.Errorf("apply results: commit: %w", err)
+	if err := s.commit("apply_results", b, pebble.NoSync); err != nil {
+		return nil, fmt.Errorf("apply results: %w", err)
 	}
 	s.publish(s.resultOffsets, partition, next, 0)
 	return added, nil
@@ -122,7 +122,12 @@ func (s *Store) RecordResult(commandID string, value []byte) (stored []byte, err
 	// ApplyResults never writes a pending entry: nothing can slip in
 	// between the look-up and this write except a result from the topic,
 	// which Result prefers from then on; reading back returns it.
-	if err := s.db.Set([]byte(prefixPending+commandID), value, pebble.Sync); err != nil {
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Set([]byte(prefixPending+commandID), value, nil); err != nil {
+		return nil, fmt.Errorf("record result: %w", err)
+	}
+	if err := s.commit("record_result", b, pebble.Sync); err != nil {
 		return nil, fmt.Errorf("record result: %w", err)
 	}
 	stored, _, err = s.Result(commandID)

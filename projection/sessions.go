@@ -54,8 +54,8 @@ func (s *Store) ApplySessionEnds(partition int, records []Record) error {
 	if err := b.Set(offsetKey(prefixSessionOffset, s.opts.SessionsTopic, partition), binary.BigEndian.AppendUint64(nil, uint64(next)), nil); err != nil {
 		return fmt.Errorf("apply session ends: %w", err)
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("apply session ends: commit: %w", err)
+	if err := s.commit("apply_sessions", b, pebble.NoSync); err != nil {
+		return fmt.Errorf("apply session ends: %w", err)
 	}
 	s.publish(s.sessionOffsets, partition, next, 0)
 	return nil
@@ -70,7 +70,7 @@ func (s *Store) RecordSessionEnd(e schemas.SessionEnd) error {
 	if err := applySessionEnd(b, e); err != nil {
 		return wrapErr("record session end", err)
 	}
-	return wrapErr("record session end", b.Commit(pebble.Sync))
+	return wrapErr("record session end", s.commit("record_session_end", b, pebble.Sync))
 }
 
 // applySessionEnd keeps e's time unless the user's sessions already ended

@@ -11,11 +11,13 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
+	"github.com/cockroachdb/pebble/vfs"
 
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -59,6 +61,13 @@ type Options struct {
 	SessionsTopic string
 	// Logger receives the store's own log lines; nil discards them.
 	Logger *slog.Logger
+	// OnError, when set, is told of every failed store operation (its op,
+	// as in StoreError) and of Pebble's background errors (flush,
+	// compaction), as they happen.
+	OnError func(op string, err error)
+	// FS is the filesystem the store lives on; nil is the operating
+	// system's. Tests inject faults through it (vfs/errorfs).
+	FS vfs.FS
 }
 
 // Store is the local projection. All methods are safe for concurrent use;
@@ -67,6 +76,8 @@ type Store struct {
 	db   *pebble.DB
 	opts Options
 	log  *slog.Logger
+	// health is the database's failure, once it failed (failure.go).
+	health *failure
 
 	// commitMu orders the commits of payment-event batches, which carry
 	// the transaction count.
@@ -100,14 +111,23 @@ func Open(dir string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	popts := pebbleOptions(log)
+	health := newFailure(dir, log, opts.OnError)
+	popts := pebbleOptions(log, health)
+	if opts.FS != nil {
+		popts.FS = opts.FS
+	}
 	db, err := pebble.Open(dir, popts)
 	// Open took its own reference to the cache.
 	popts.Cache.Unref()
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	s := &Store{db: db, opts: opts, log: log, changed: make(chan struct{})}
+	if err := health.current(); err != nil {
+		// A write of the manifest or the log failed while opening: the
+		// database cannot be used (nor closed: see Close).
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s := &Store{db: db, opts: opts, log: log, health: health, changed: make(chan struct{})}
 	if s.eventOffsets, err = s.loadOffsets(prefixEventOffset, opts.EventsTopic); err == nil {
 		s.resultOffsets, err = s.loadOffsets(prefixResultOffset, opts.ResultsTopic)
 	}
@@ -200,7 +220,7 @@ func (s *Store) upgradeHistory() error {
 	if err := b.Set([]byte(keyHistoryVersion), binary.BigEndian.AppendUint64(nil, historyVersion), nil); err != nil {
 		return err
 	}
-	return b.Commit(pebble.Sync)
+	return s.commit("upgrade", b, pebble.Sync)
 }
 
 // upgradeProjection rewrites every snapshot written by projection version 1
@@ -250,7 +270,7 @@ func (s *Store) upgradeProjection() error {
 			return err
 		}
 		if moved++; moved%10000 == 0 {
-			if err := b.Commit(pebble.NoSync); err != nil {
+			if err := s.commit("upgrade", b, pebble.NoSync); err != nil {
 				return err
 			}
 			b.Close()
@@ -266,7 +286,7 @@ func (s *Store) upgradeProjection() error {
 	if err := b.Set([]byte(keyProjectionVersion), binary.BigEndian.AppendUint64(nil, projectionVersion), nil); err != nil {
 		return err
 	}
-	return b.Commit(pebble.Sync)
+	return s.commit("upgrade", b, pebble.Sync)
 }
 
 // Close flushes and closes the store. Waiters are released with an error.
@@ -281,6 +301,13 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.stopFill)
 	<-s.fillDone
+	if err := s.Err(); err != nil {
+		// Flush and Close would wait behind the failed commit for good; the
+		// process is about to exit, which releases the files. What was
+		// written before the failure is in the log: the next Open replays
+		// it.
+		return fmt.Errorf("close store: not flushed: %w", err)
+	}
 	if err := s.db.Flush(); err != nil {
 		_ = s.db.Close()
 		return fmt.Errorf("close store: flush: %w", err)
@@ -291,14 +318,48 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// commit commits b: the one place the store writes. A store whose database
+// failed refuses at once (a commit would wait behind the failed one for
+// good), and a commit during which it failed is a failed write even though
+// Pebble returned nil (see pebbleLogger.Fatalf). Errors are reported as
+// *StoreError with op.
+func (s *Store) commit(op string, b *pebble.Batch, opts *pebble.WriteOptions) error {
+	if err := s.Err(); err != nil {
+		return s.health.report(op, err)
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return &StoreError{Op: op, Err: ErrClosed}
+	}
+	err := b.Commit(opts)
+	if ferr := s.Err(); ferr != nil {
+		err = ferr
+	}
+	if err != nil {
+		return s.health.report(op, err)
+	}
+	return nil
+}
+
 // pebbleOptions tunes Pebble for the projection's access pattern: every
 // applied event first looks up its session_id, which for a new transaction
 // is a miss, so bloom filters on every level spare the block reads; a
 // larger memtable and cache absorb a rebuild of hundreds of thousands of
 // events without stalling on flushes.
-func pebbleOptions(log *slog.Logger) *pebble.Options {
+func pebbleOptions(log *slog.Logger, health *failure) *pebble.Options {
 	opts := &pebble.Options{
-		Logger:       pebbleLogger{log},
+		Logger:       pebbleLogger{log: log, health: health},
+		EventListener: &pebble.EventListener{
+			// Flushes and compactions that fail are retried by Pebble: the
+			// store works again once the disk has room; each failure is
+			// counted (store errors) and logged.
+			BackgroundError: func(err error) {
+				_ = health.report("background", err)
+				log.Warn("store: background flush or compaction failed (retried)", "error", err, "disk_full", DiskFull(err))
+			},
+		},
 		Cache:        pebble.NewCache(64 << 20),
 		MemTableSize: 64 << 20,
 		Levels:       make([]pebble.LevelOptions, 7),
@@ -442,8 +503,12 @@ func (s *Store) publish(offsets map[int]int64, partition int, next int64, txnDel
 	s.changed = make(chan struct{})
 }
 
-// pebbleLogger routes Pebble's log lines to slog.
-type pebbleLogger struct{ log *slog.Logger }
+// pebbleLogger routes Pebble's log lines to slog, and its fatal errors to
+// the store's failure.
+type pebbleLogger struct {
+	log    *slog.Logger
+	health *failure
+}
 
 func (l pebbleLogger) Infof(format string, args ...any) {
 	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
@@ -453,9 +518,29 @@ func (l pebbleLogger) Errorf(format string, args ...any) {
 	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
 }
 
+// Fatalf is Pebble's word that its database cannot go on: a write of its
+// log or manifest failed. The store is marked failed (every later write is
+// refused, the failure logged once with the file and the free space) and
+// nothing panics:
+//   - a failed commit returns to the committing goroutine, inside
+//     Store.commit, which sees the failure and reports the write as failed
+//     (Pebble would return nil after Fatalf);
+//   - any other caller (a flush or compaction writing the manifest) is
+//     parked for good, so that Pebble does nothing more on disk (it would
+//     otherwise go on as if the manifest were written, and delete files it
+//     still names); the process stops soon after (Failed).
 func (l pebbleLogger) Fatalf(format string, args ...any) {
-	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
-	panic(fmt.Sprintf(format, args...))
+	err := fmt.Errorf(format, args...)
+	op := "fatal"
+	if strings.HasPrefix(format, "pebble: fatal commit error") {
+		op = "commit"
+	}
+	l.health.fail(op, err)
+	_ = l.health.report(op, err)
+	if op == "commit" {
+		return
+	}
+	select {}
 }
 
 func getCopy(r interface {
