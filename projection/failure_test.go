@@ -59,7 +59,9 @@ func openFaulty(t *testing.T, disk *fullDisk, log *slog.Logger, errs *storeError
 	return s
 }
 
-func resultFor(commandID string) []byte { return result(commandID, "s1", 1, "email:sent::console:m-"+commandID) }
+func resultFor(commandID string) []byte {
+	return result(commandID, "s1", 1, "email:sent::console:m-"+commandID)
+}
 
 // A full disk fails the store: every write from then on is refused with
 // ErrStoreFailed at once (no write waits behind the failed one), nothing of

@@ -350,7 +350,7 @@ func (s *Store) commit(op string, b *pebble.Batch, opts *pebble.WriteOptions) er
 // events without stalling on flushes.
 func pebbleOptions(log *slog.Logger, health *failure) *pebble.Options {
 	opts := &pebble.Options{
-		Logger:       pebbleLogger{log: log, health: health},
+		Logger: pebbleLogger{log: log, health: health},
 		EventListener: &pebble.EventListener{
 			// Flushes and compactions that fail are retried by Pebble: the
 			// store works again once the disk has room; each failure is
