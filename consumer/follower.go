@@ -34,7 +34,9 @@ type follower struct {
 	stored func() map[int]int64
 	apply  func(partition int, records []projection.Record) error
 	fail   func(error)
-	log    *slog.Logger
+	// gate waits while the free-space guard pauses (diskGuard.wait).
+	gate func(context.Context) error
+	log  *slog.Logger
 
 	ctx context.Context
 	wg  sync.WaitGroup
@@ -164,6 +166,11 @@ func (f *follower) run(partition int) {
 				break drain
 			}
 		}
+		if f.gate != nil && f.gate(f.ctx) != nil {
+			for range msgs {
+			}
+			return
+		}
 		if err := f.applyRetrying(partition, batch, log); err != nil {
 			f.fail(err)
 			// Drain so the fetcher can see the cancelled context.
@@ -192,6 +199,11 @@ func (f *follower) applyRetrying(partition int, batch []projection.Record, log *
 		}
 		if errors.Is(err, projection.ErrClosed) || f.ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, projection.ErrStoreFailed) {
+			// Not worth repeating: the service stops (the store's
+			// failure was logged, with its file and the free space).
+			return fmt.Errorf("follow %s/%d: %w", f.topic, partition, err)
 		}
 		log.Error("apply to store failed, retrying", "error", err, "attempt", attempt+1)
 		select {

@@ -291,7 +291,9 @@ type instanceOpts struct {
 	shutdown    time.Duration // processing.shutdown_timeout (default 10s)
 	concurrency int           // processing.concurrency (default 64)
 	registry    *prometheus.Registry
-	hooks       hooks // seams (hooks.go)
+	hooks       hooks  // seams (hooks.go)
+	minFree     *int64 // store.min_free_bytes (default: a share of the filesystem)
+	ballast     *int64 // store.ballast_bytes (default: a share of the filesystem)
 }
 
 func (h *harness) start(o instanceOpts) *instance {
@@ -328,7 +330,7 @@ func (h *harness) start(o instanceOpts) *instance {
 	svc, err := New(Config{
 		Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics, TLS: h.conn.TLS, SASL: h.conn.SASL,
 		StoreDir: o.dir, CatchUpWait: o.catchUpWait, ShutdownTimeout: o.shutdown, Registerer: registerer(o.registry),
-		Concurrency: o.concurrency,
+		Concurrency: o.concurrency, MinFreeBytes: o.minFree, BallastBytes: o.ballast,
 	}, dcfg, slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		h.t.Fatal(err)

@@ -1,6 +1,10 @@
 package consumer
 
-import "time"
+import (
+	"time"
+
+	"github.com/cockroachdb/pebble/vfs"
+)
 
 // hooks are seams for tests, all nil in production: each is called at one
 // point of a command's life or of following a topic, so that a test can
@@ -25,4 +29,12 @@ type hooks struct {
 	// deadLetterRetry is called when a dead letter could not be written
 	// and will be tried again after backoff.
 	deadLetterRetry func(backoff time.Duration)
+	// storeFS is the filesystem the store is opened on (faults injected
+	// through it); nil: the operating system's.
+	storeFS vfs.FS
+	// diskSpace replaces the free-space guard's reading of the filesystem
+	// (projection.DiskSpace); diskWait is called when a command or a
+	// follower starts waiting for the guard to resume.
+	diskSpace func(dir string) (free, size uint64, err error)
+	diskWait  func()
 }

@@ -93,6 +93,8 @@ type commandLifecycle struct {
 	log         *slog.Logger
 	metrics     *metrics
 	hooks       hooks
+	// guard pauses new commands while store.dir is nearly full.
+	guard *diskGuard
 	// sending holds a token per command in steps 5 and 6: its capacity is
 	// processing.concurrency, the provider calls in flight. Steps 2 to 4
 	// and 7 (waiting for the projection, publishing) run outside it, so
@@ -111,6 +113,14 @@ const handedOutPerSlot = 2
 
 // Handle is the watermill handler function: the lifecycle above.
 func (h *commandLifecycle) Handle(msg *message.Message) error {
+	// 0. No new command while store.dir is nearly full: it waits here,
+	// unclaimed (a hand-over gives it to the next owner).
+	if h.guard != nil {
+		if err := h.guard.wait(msg.Context()); err != nil {
+			h.metrics.handedOver.Inc()
+			return fmt.Errorf("paused for disk space: %w: %w", errHandedOver, err)
+		}
+	}
 	arrived := h.now()
 	h.metrics.inFlight.Inc()
 	defer h.metrics.inFlight.Dec()
@@ -182,7 +192,12 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 		return h.replay(msg, stored, start)
 	}
 
-	// 5. Decide, holding a sending slot until the decision is recorded.
+	// 5. Decide, holding a sending slot until the decision is recorded. A
+	// store that failed decides nothing more: the command is left to the
+	// partition's next owner (this instance is stopping).
+	if err := h.store.Err(); err != nil {
+		return undecided("decide", fmt.Errorf("%w: %w", errHandedOver, err))
+	}
 	select {
 	case h.sending <- struct{}{}:
 	case <-ctx.Done():
@@ -216,7 +231,8 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 	}
 	stored, mine, err := h.decisions.record(cmd.CommandID, value)
 	if err != nil {
-		return fmt.Errorf("command %s: %w", cmd.CommandID, err)
+		// Decided (and sent): it must not be decided again. See unrecorded.
+		return h.unrecorded(msg, cmd, res, value, start, err, log)
 	}
 	freeSlot()
 
@@ -233,6 +249,52 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 	}
 	h.metrics.observe(start)
 	return nil
+}
+
+// unrecorded settles a decision the store could not record (a store error:
+// a full disk, a failed database). The channels were sent, so the command
+// is never decided again: the decision is published as it is, from memory
+// (the results topic is the record of decisions; every store applies it
+// from there, this one once it works again), and only then acked. While
+// neither the store nor the topic takes it, both are retried in place with
+// backoff, the sending slot held (the caller frees it on return). If the
+// command's partition is handed over first (a stop, a rebalance: its
+// context ends), the decision is lost and the next owner decides again:
+// one of the at most processing.concurrency commands a crash may repeat.
+func (h *commandLifecycle) unrecorded(msg *message.Message, cmd schemas.ResendCommand, res schemas.DeliveryResult, value []byte,
+	start time.Time, recordErr error, log *slog.Logger) error {
+	ctx := msg.Context()
+	log.Warn("decision not recorded (store error): publishing it from what was sent; it is not sent again", "error", recordErr)
+	var wait backoff
+	for {
+		err := h.publish(msg, value)
+		if err == nil {
+			h.metrics.decided(&res)
+			h.metrics.unrecorded.Inc()
+			log.Info("command answered", "outcome", res.Outcome, "reason", res.Reason, "result_id", res.ResultID, "recorded", false)
+			h.metrics.observe(start)
+			return nil
+		}
+		log.Warn("decision neither recorded nor published yet, retrying", "record_error", recordErr, "publish_error", err)
+		if werr := wait.wait(ctx); werr != nil {
+			h.metrics.handedOver.Inc()
+			log.Error("decision lost: sent, neither recorded nor published before the hand-over; the next owner decides the command again",
+				"record_error", recordErr, "publish_error", err)
+			return fmt.Errorf("command %s: record: %w: %w", cmd.CommandID, errHandedOver, errors.Join(recordErr, err, werr))
+		}
+		if h.store.Err() == nil {
+			// The store may work again (an error it recovers from): record
+			// first, so that a duplicate is answered from it.
+			if stored, mine, rerr := h.decisions.record(cmd.CommandID, value); rerr == nil {
+				recordErr = nil
+				if !mine {
+					value = stored // another instance's answer came first
+				}
+			} else {
+				recordErr = rerr
+			}
+		}
+	}
 }
 
 // replay publishes an answer decided before (here or elsewhere) again.

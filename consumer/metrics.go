@@ -25,6 +25,10 @@ type metrics struct {
 	handedOver       prometheus.Counter
 	projectionEvents *prometheus.CounterVec
 	deliveries       *prometheus.CounterVec
+	// storeErrors counts failed store operations by op; unrecorded the
+	// decisions published without their store record (lifecycle.go).
+	storeErrors *prometheus.CounterVec
+	unrecorded  prometheus.Counter
 	// deliveryLabels are the (channel, provider) pairs of the configured
 	// providers, whose delivery series start at zero.
 	deliveryLabels [][2]string
@@ -76,6 +80,14 @@ func newMetrics() *metrics {
 			Name: "notifyd_projection_events_total",
 			Help: "Payment-events records applied to the projection, by result (applied, stale, tombstone, invalid).",
 		}, []string{"result"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifyd_store_errors_total",
+			Help: "Failed operations of the local store, by op (apply_events, apply_results, apply_deliveries, apply_sessions, record_result, record_delivery, record_session_end, commit: the write that failed the store, background: a flush or compaction, retried).",
+		}, []string{"op"}),
+		unrecorded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notifyd_decisions_unrecorded_total",
+			Help: "Commands sent whose decision the store could not record, answered by publishing the decision from memory (not sent again).",
+		}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notifyd_deliveries_total",
 			Help: "Delivery events published from providers' receipts, by channel, provider and status (sent, delivered, read, undelivered, failed); channel unknown when the message was not found among the results.",
@@ -98,6 +110,9 @@ func (m *metrics) init() {
 	for _, r := range []string{"applied", "stale", "tombstone", "invalid"} {
 		m.projectionEvents.WithLabelValues(r)
 	}
+	for _, op := range []string{"apply_events", "apply_results", "apply_deliveries", "apply_sessions", "record_result", "commit"} {
+		m.storeErrors.WithLabelValues(op)
+	}
 	for _, l := range m.deliveryLabels {
 		for _, st := range schemas.DeliveryStatuses {
 			m.deliveries.WithLabelValues(l[0], l[1], string(st))
@@ -108,7 +123,7 @@ func (m *metrics) init() {
 func (m *metrics) register(reg prometheus.Registerer) error {
 	m.init()
 	for _, c := range []prometheus.Collector{m.commands, m.failures, m.duration, m.inFlight, m.replayed, m.deadLetters, m.deadLetterErrors, m.handedOver, m.projectionEvents,
-		m.deliveries} {
+		m.deliveries, m.storeErrors, m.unrecorded} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -149,6 +164,12 @@ var (
 		"Claims refused: the command's partition was being handed over, or the group membership was not confirmed recently enough.", nil, nil)
 	descGeneration = prometheus.NewDesc("notifyd_group_generation",
 		"The consumer-group generation this instance last took part in.", nil, nil)
+	descStoreFree = prometheus.NewDesc("notifyd_store_free_bytes",
+		"Bytes available to notifyd on the filesystem of store.dir, as the free-space guard last read them.", nil, nil)
+	descStoreMinFree = prometheus.NewDesc("notifyd_store_min_free_bytes",
+		"The free-space guard's watermark (store.min_free_bytes, resolved): below it the instance pauses.", nil, nil)
+	descStorePaused = prometheus.NewDesc("notifyd_store_paused",
+		"1 while the instance is paused because store.dir is nearly full (no new commands or events taken), else 0.", nil, nil)
 )
 
 // stateCollector reports the gauges that are read from the service's state
@@ -165,14 +186,28 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descGivenUp
 	ch <- descClaimsRefused
 	ch <- descGeneration
+	ch <- descStoreFree
+	ch <- descStoreMinFree
+	ch <- descStorePaused
 }
 
 // Collect reads the state gauges.
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	s.mu.Lock()
-	store, events, lag, sub := s.store, s.events, s.consumerLag, s.sub
+	store, events, lag, sub, guard := s.store, s.events, s.consumerLag, s.sub, s.guard
 	s.mu.Unlock()
+	if guard != nil {
+		if paused, free, low, known := guard.state(); known {
+			p := 0.0
+			if paused {
+				p = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descStoreFree, prometheus.GaugeValue, float64(free))
+			ch <- prometheus.MustNewConstMetric(descStoreMinFree, prometheus.GaugeValue, float64(low))
+			ch <- prometheus.MustNewConstMetric(descStorePaused, prometheus.GaugeValue, p)
+		}
+	}
 	if sub != nil {
 		for _, st := range sub.Stats() {
 			ch <- prometheus.MustNewConstMetric(descHandOvers, prometheus.CounterValue, float64(st.HandOvers))

@@ -116,6 +116,14 @@ type Config struct {
 	// StoreDir holds the local store (store.dir, default ./data); the
 	// projection lives in its "projection" subfolder.
 	StoreDir string
+	// MinFreeBytes is the free-space watermark of StoreDir's filesystem
+	// (store.min_free_bytes): below it the instance pauses (diskguard.go).
+	// nil: 5 % of the filesystem, at most 1 GiB; 0: the guard is off.
+	MinFreeBytes *int64
+	// BallastBytes is the size of the emergency ballast file in StoreDir,
+	// released when the watermark is crossed (store.ballast_bytes). nil:
+	// 1 % of the filesystem, at most 64 MiB; 0: none.
+	BallastBytes *int64
 	// Concurrency bounds the commands deciding and sending at once
 	// (processing.concurrency, default 64): the provider calls in flight.
 	// Twice as many commands are handed out, so that those waiting for the
@@ -244,6 +252,10 @@ func (c Config) Validate() error {
 		return errors.New("processing.shutdown_timeout: must not be negative")
 	case c.ReadyMaxLag < 0:
 		return errors.New("processing.ready_max_lag: must not be negative")
+	case c.MinFreeBytes != nil && *c.MinFreeBytes < 0:
+		return errors.New("store.min_free_bytes: must not be negative (0 turns the free-space guard off)")
+	case c.BallastBytes != nil && *c.BallastBytes < 0:
+		return errors.New("store.ballast_bytes: must not be negative (0: no ballast)")
 	case c.SessionTimeout < 0:
 		return errors.New("kafka.session_timeout: must not be negative")
 	case c.RebalanceTimeout < 0:
@@ -299,6 +311,9 @@ type Service struct {
 	sessions       *follower
 	sessionsWriter *kafka.Writer
 	sub            *wmkafka.Subscriber
+	// guard is the free-space guard of the store's filesystem; nil when
+	// not running.
+	guard *diskGuard
 	// kafkaErr is the error of the last high-water-mark round, nil once
 	// one succeeds; kafkaOK is when one last succeeded.
 	kafkaErr error
@@ -337,10 +352,18 @@ type Readiness struct {
 // consumed.
 func (s *Service) Readiness() Readiness {
 	s.mu.Lock()
-	store, events, results, sessions, kerr, kok := s.store, s.events, s.results, s.sessions, s.kafkaErr, s.kafkaOK
+	store, events, results, sessions, kerr, kok, guard, sub := s.store, s.events, s.results, s.sessions, s.kafkaErr, s.kafkaOK, s.guard, s.sub
 	s.mu.Unlock()
+	if guard != nil {
+		if reason := guard.pausedReason(); reason != "" {
+			return Readiness{Reason: reason}
+		}
+	}
 	if store == nil || events == nil {
 		return Readiness{Reason: "starting: store not open yet"}
+	}
+	if err := store.Err(); err != nil {
+		return Readiness{Reason: "store failed: " + err.Error()}
 	}
 	r := Readiness{ProjectionLag: events.lag(), ResultsLag: results.lag()}
 	select {
@@ -363,6 +386,8 @@ func (s *Service) Readiness() Readiness {
 		r.Reason = fmt.Sprintf("idempotency table catching up: %d results behind", r.ResultsLag)
 	case sessions == nil || !s.sessionsCaughtUp(sessions):
 		r.Reason = "console sessions catching up: which sessions ended is not known yet"
+	case sub != nil && !sub.Consuming():
+		r.Reason = "joining the commands group: no confirmed assignment fetched from yet"
 	default:
 		r.Ready = true
 	}
@@ -493,6 +518,9 @@ type runtime struct {
 	pubTransport *kafka.Transport
 	client       *kafka.Client
 	store        *projection.Store
+	guard        *diskGuard
+	stopGuard    context.CancelFunc
+	guardDone    chan struct{}
 	// fatal ends the service on an error nothing can recover from.
 	runCtx        context.Context
 	fatal         context.CancelCauseFunc
@@ -528,15 +556,46 @@ func (rt *runtime) start(ctx context.Context) error {
 	rt.client = conn.Client(rt.transport)
 	rt.runCtx, rt.fatal = context.WithCancelCause(ctx)
 
-	// Topics and store.
+	// The free-space guard, then topics and store: a store.dir short of
+	// room waits for it before the store is opened.
+	rt.guard = newDiskGuard(cfg.StoreDir, cfg.MinFreeBytes, cfg.BallastBytes, s.log.With("component", "disk"))
+	if s.hooks.diskSpace != nil {
+		rt.guard.space, rt.guard.interval = s.hooks.diskSpace, 20*time.Millisecond
+	}
+	rt.guard.waiting = s.hooks.diskWait
+	var guardCtx context.Context
+	guardCtx, rt.stopGuard = context.WithCancel(context.Background())
+	rt.guardDone = make(chan struct{})
+	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+		return fmt.Errorf("store.dir: %w", err)
+	}
+	go func() { defer close(rt.guardDone); rt.guard.run(guardCtx) }()
+	s.mu.Lock()
+	s.guard = rt.guard
+	s.mu.Unlock()
 	if err := s.ensureTopics(ctx, rt.client); err != nil {
 		return err
+	}
+	if paused, _, _, _ := rt.guard.state(); paused {
+		s.log.Warn("store.dir nearly full: waiting for room before opening the store")
+	}
+	if err := rt.guard.wait(ctx); err != nil {
+		return fmt.Errorf("start: waiting for room in store.dir: %w", err)
 	}
 	store, err := s.openStore(ctx, rt.client)
 	if err != nil {
 		return err
 	}
 	rt.store = store
+	// A store that fails stops the service: it cannot be written again in
+	// this process (projection.ErrStoreFailed).
+	go func() {
+		select {
+		case <-store.Failed():
+			rt.fatal(store.Err())
+		case <-rt.runCtx.Done():
+		}
+	}()
 	s.mu.Lock()
 	s.store = store
 	s.mu.Unlock()
@@ -558,7 +617,7 @@ func (rt *runtime) start(ctx context.Context) error {
 			apply = func(p int, r []projection.Record) error { hook(topic); return inner(p, r) }
 		}
 		return &follower{topic: topic, brokers: cfg.Brokers, dialer: dialer, client: rt.client, stored: stored, apply: apply,
-			fail: rt.fatal, log: s.log.With("component", "follower"), ctx: rt.followCtx}
+			fail: rt.fatal, gate: rt.guard.wait, log: s.log.With("component", "follower"), ctx: rt.followCtx}
 	}
 	rt.events = newFollower(cfg.Topics.PaymentEvents, store.EventOffsets, func(p int, r []projection.Record) error {
 		st, err := store.ApplyEvents(p, r)
@@ -639,7 +698,7 @@ func (rt *runtime) start(ctx context.Context) error {
 		store: store, decisions: newIdempotency(store, s.hooks.lockWait), dispatcher: dispatcher, watermarks: wm, hooks: s.hooks,
 		events: rt.events, results: rt.results, publisher: rt.pub, resultTopic: cfg.Topics.Results,
 		source: "notifyd/" + cfg.ClientID, catchUpWait: cfg.CatchUpWait, maxAge: cfg.MaxCommandAge,
-		now: time.Now, log: s.log.With("component", "commands"), metrics: s.metrics,
+		now: time.Now, log: s.log.With("component", "commands"), metrics: s.metrics, guard: rt.guard,
 		sending: make(chan struct{}, cfg.Concurrency),
 	}
 	// The Router's own close timeout only backs up the subscriber's
@@ -711,7 +770,8 @@ func (rt *runtime) serve(ctx context.Context) error {
 //     before the service: the caller's job);
 //  3. stop following payment-events and results, and the refresh loop;
 //  4. close the store;
-//  5. close idle broker connections.
+//  5. stop the free-space guard;
+//  6. close idle broker connections.
 func (rt *runtime) stop() {
 	if rt.router != nil {
 		rt.log.Info("stopping: handing over in-flight commands", "timeout", rt.cfg.ShutdownTimeout.String())
@@ -767,6 +827,16 @@ func (rt *runtime) stop() {
 			rt.s.store, rt.s.dispatcher, rt.s.sessions = nil, nil, nil
 			rt.s.mu.Unlock()
 			return rt.store.Close()
+		}},
+		{"stop the free-space guard", func() error {
+			if rt.stopGuard != nil {
+				rt.stopGuard()
+				<-rt.guardDone
+				rt.s.mu.Lock()
+				rt.s.guard = nil
+				rt.s.mu.Unlock()
+			}
+			return nil
 		}},
 		{"close connections", func() error {
 			if rt.fatal != nil {
@@ -829,7 +899,8 @@ func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error 
 func (s *Service) openStore(ctx context.Context, client *kafka.Client) (*projection.Store, error) {
 	dir := filepath.Join(s.cfg.StoreDir, "projection")
 	opts := projection.Options{EventsTopic: s.cfg.Topics.PaymentEvents, ResultsTopic: s.cfg.Topics.Results,
-		DeliveriesTopic: s.cfg.Topics.Deliveries, SessionsTopic: s.cfg.Topics.ConsoleSessions, Logger: s.log.With("component", "store")}
+		DeliveriesTopic: s.cfg.Topics.Deliveries, SessionsTopic: s.cfg.Topics.ConsoleSessions, Logger: s.log.With("component", "store"),
+		OnError: func(op string, _ error) { s.metrics.storeErrors.WithLabelValues(op).Inc() }, FS: s.hooks.storeFS}
 	store, err := projection.Open(dir, opts)
 	if err != nil {
 		return nil, err

@@ -183,7 +183,7 @@ func (s *Store) ApplyDeliveries(partition int, records []Record) error {
 		return fmt.Errorf("apply deliveries: no DeliveriesTopic in the store's options")
 	}
 	b := s.db.NewIndexedBatch()
-	defer b.Close()
+	defer s.release(b)
 	for _, r := range records {
 		var ev schemas.DeliveryEvent
 		if err := json.Unmarshal(r.Value, &ev); err != nil || ev.ProviderMessageID == "" {
@@ -210,7 +210,7 @@ func (s *Store) ApplyDeliveries(partition int, records []Record) error {
 // once. It reports whether the event moved its message's status further.
 func (s *Store) RecordDelivery(ev schemas.DeliveryEvent) (bool, error) {
 	b := s.db.NewIndexedBatch()
-	defer b.Close()
+	defer s.release(b)
 	changed, err := applyDelivery(b, ev)
 	if err != nil || !changed {
 		return false, wrapErr("record delivery", err)

@@ -65,7 +65,7 @@ func (s *Store) ApplyEvents(partition int, records []Record) (ApplyStats, error)
 		return st, nil
 	}
 	b := s.db.NewIndexedBatch()
-	defer b.Close()
+	defer s.release(b)
 	var txnDelta int64
 	for i := range records {
 		r := &records[i]

@@ -26,7 +26,7 @@ func (s *Store) ApplyResults(partition int, records []Record) (added []FirstResu
 		return nil, nil
 	}
 	b := s.db.NewIndexedBatch()
-	defer b.Close()
+	defer s.release(b)
 	for i := range records {
 		id, ok := resultCommandID(records[i].Value)
 		if !ok {
@@ -123,7 +123,7 @@ func (s *Store) RecordResult(commandID string, value []byte) (stored []byte, err
 	// between the look-up and this write except a result from the topic,
 	// which Result prefers from then on; reading back returns it.
 	b := s.db.NewBatch()
-	defer b.Close()
+	defer s.release(b)
 	if err := b.Set([]byte(prefixPending+commandID), value, nil); err != nil {
 		return nil, fmt.Errorf("record result: %w", err)
 	}

@@ -36,7 +36,7 @@ func (s *Store) ApplySessionEnds(partition int, records []Record) error {
 		return errors.New("apply session ends: no SessionsTopic in the store's options")
 	}
 	b := s.db.NewIndexedBatch()
-	defer b.Close()
+	defer s.release(b)
 	for _, r := range records {
 		if r.Value == nil {
 			continue
@@ -66,7 +66,7 @@ func (s *Store) ApplySessionEnds(partition int, records []Record) error {
 // once.
 func (s *Store) RecordSessionEnd(e schemas.SessionEnd) error {
 	b := s.db.NewIndexedBatch()
-	defer b.Close()
+	defer s.release(b)
 	if err := applySessionEnd(b, e); err != nil {
 		return wrapErr("record session end", err)
 	}

@@ -78,6 +78,10 @@ type Store struct {
 	log  *slog.Logger
 	// health is the database's failure, once it failed (failure.go).
 	health *failure
+	// abandoned are the batches commit gave up on when the database
+	// failed: release must not close them.
+	abandonMu sync.Mutex
+	abandoned map[*pebble.Batch]bool
 
 	// commitMu orders the commits of payment-event batches, which carry
 	// the transaction count.
@@ -205,7 +209,7 @@ func (s *Store) upgradeHistory() error {
 		return err
 	}
 	b := s.db.NewBatch()
-	defer b.Close()
+	defer s.release(b)
 	if len(s.resultOffsets) > 0 {
 		lower := offsetKey(prefixResultOffset, s.opts.ResultsTopic, 0)
 		lower = lower[:len(lower)-4]
@@ -241,7 +245,7 @@ func (s *Store) upgradeProjection() error {
 	}
 	defer it.Close()
 	b := s.db.NewBatch()
-	defer func() { b.Close() }()
+	defer func() { s.release(b) }()
 	moved := 0
 	for it.First(); it.Valid(); it.Next() {
 		if _, err := decodeSnapshot(it.Value()); err == nil {
@@ -333,7 +337,27 @@ func (s *Store) commit(op string, b *pebble.Batch, opts *pebble.WriteOptions) er
 	if closed {
 		return &StoreError{Op: op, Err: ErrClosed}
 	}
-	err := b.Commit(opts)
+	done := make(chan error, 1)
+	go func() { done <- b.Commit(opts) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-s.health.ch:
+		// The database failed while b was in its commit pipeline, where it
+		// may wait for good behind the failed batch: b is given up (never
+		// closed: Pebble may still hold it), and the caller is answered
+		// now, so that it can publish what it decided and stop.
+		select {
+		case err = <-done:
+		default:
+			s.abandonMu.Lock()
+			if s.abandoned == nil {
+				s.abandoned = make(map[*pebble.Batch]bool)
+			}
+			s.abandoned[b] = true
+			s.abandonMu.Unlock()
+		}
+	}
 	if ferr := s.Err(); ferr != nil {
 		err = ferr
 	}
@@ -341,6 +365,17 @@ func (s *Store) commit(op string, b *pebble.Batch, opts *pebble.WriteOptions) er
 		return s.health.report(op, err)
 	}
 	return nil
+}
+
+// release closes b unless commit gave it up (see commit).
+func (s *Store) release(b *pebble.Batch) {
+	s.abandonMu.Lock()
+	gone := s.abandoned[b]
+	delete(s.abandoned, b)
+	s.abandonMu.Unlock()
+	if !gone {
+		_ = b.Close()
+	}
 }
 
 // pebbleOptions tunes Pebble for the projection's access pattern: every

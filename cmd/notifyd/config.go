@@ -62,6 +62,11 @@ type EmbeddedBrokerConfig struct {
 // StoreConfig is the store block.
 type StoreConfig struct {
 	Dir string `yaml:"dir"`
+	// MinFreeBytes and BallastBytes are the free-space guard's watermark
+	// and emergency ballast (consumer.Config); unset: shares of the
+	// filesystem; 0: off.
+	MinFreeBytes *int64 `yaml:"min_free_bytes"`
+	BallastBytes *int64 `yaml:"ballast_bytes"`
 }
 
 // HTTPConfig is the http block.
@@ -404,7 +409,7 @@ func (c *Config) serviceConfig() (consumer.Config, error) {
 		CreateTopics: c.Kafka.CreateTopics, TopicPartitions: c.Kafka.TopicPartitions, ReplicationFactor: c.Kafka.ReplicationFactor,
 		TopicConfigs:   c.Kafka.TopicConfigs,
 		SessionTimeout: c.Kafka.SessionTimeout, RebalanceTimeout: c.Kafka.RebalanceTimeout, HeartbeatInterval: c.Kafka.HeartbeatInterval,
-		StoreDir: c.Store.Dir, Concurrency: c.Processing.Concurrency, CatchUpWait: c.Processing.CatchUpWait,
+		StoreDir: c.Store.Dir, MinFreeBytes: c.Store.MinFreeBytes, BallastBytes: c.Store.BallastBytes, Concurrency: c.Processing.Concurrency, CatchUpWait: c.Processing.CatchUpWait,
 		MaxCommandAge: c.Processing.MaxCommandAge, ShutdownTimeout: c.Processing.ShutdownTimeout,
 		ReadyMaxLag: *c.Processing.ReadyMaxLag,
 	}, nil

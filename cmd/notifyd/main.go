@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/projection"
 )
 
 // errUsage marks a command-line mistake (exit status 2).
@@ -54,11 +55,23 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return int(exit)
 	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
 		return 2
+	case errors.Is(err, projection.ErrStoreFailed):
+		// serve logged why and stopped cleanly: a distinct status for the
+		// supervisor, which starts it again (it waits for room before
+		// opening the store).
+		return ExitStoreFailed
 	default:
 		fmt.Fprintf(stderr, "notifyd %s: %v\n", name, err)
 		return 1
 	}
 }
+
+// ExitStoreFailed is serve's exit status when its local store failed (a
+// write did not complete: a full disk, an I/O error). Pebble cannot be
+// written again in the process, so notifyd stops cleanly (its partitions
+// handed over, its decisions published) and exits for its supervisor to
+// start it again: 75 is EX_TEMPFAIL, "try again later".
+const ExitStoreFailed = 75
 
 // exitError ends a subcommand with a status and no further message.
 type exitError int

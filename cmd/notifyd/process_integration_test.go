@@ -108,6 +108,7 @@ type cluster struct {
 	srv     *httptest.Server
 
 	logs    []string // log files of the processes started
+	logDir  string   // where processes log (default: their store.dir)
 	started int      // processes started without a name
 
 	mu      sync.Mutex
@@ -121,10 +122,19 @@ type cluster struct {
 
 func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 	t.Helper()
-	brokers := testBrokers(t)
+	c := newProviders(t, providerDelay)
+	c.attach(testBrokers(t))
+	return c
+}
+
+// newProviders is a cluster with its topic names and its provider, not
+// yet attached to brokers (attach): for processes that run the broker
+// themselves.
+func newProviders(t testing.TB, providerDelay time.Duration) *cluster {
+	t.Helper()
 	prefix := fmt.Sprintf("it-%s-%d-", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano())
 	c := &cluster{
-		t: t, brokers: brokers,
+		t: t,
 		topics: consumer.Topics{PaymentEvents: prefix + "payment-events", Commands: prefix + "notification-commands",
 			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq", Deliveries: prefix + "notification-deliveries",
 			ConsoleSessions: prefix + "console-sessions"},
@@ -133,6 +143,15 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 	}
 	c.srv = httptest.NewServer(c.calls)
 	t.Cleanup(c.srv.Close)
+	return c
+}
+
+// attach creates the cluster's topics on brokers and follows its results
+// and dead letters there.
+func (c *cluster) attach(brokers []string) {
+	t := c.t
+	t.Helper()
+	c.brokers = brokers
 	c.writer = consumer.Conn{Brokers: brokers, ClientID: "it"}.Writer()
 	// Metadata of the topics it writes only: a long series of tests leaves
 	// hundreds of topics on the broker.
@@ -190,7 +209,6 @@ func newCluster(t testing.TB, providerDelay time.Duration) *cluster {
 		c.dlq = append(c.dlq, m)
 		c.mu.Unlock()
 	})
-	return c
 }
 
 // produce writes records, retrying while the broker is unavailable.
@@ -416,6 +434,14 @@ type procOpts struct {
 	// providers replaces the providers block (YAML lines indented by two
 	// spaces) when set.
 	providers string
+	// store is added to the store block (YAML flow-mapping entries, such
+	// as "min_free_bytes: 1000").
+	store string
+	// logDir holds the process's log (default: dir).
+	logDir string
+	// embedded, when set, runs the process's own embedded broker there
+	// (embedded_broker.listen; its log in store.dir) instead of kafka.brokers.
+	embedded string
 }
 
 func (c *cluster) config(o procOpts, httpAddr string) string {
@@ -438,13 +464,23 @@ func (c *cluster) config(o procOpts, httpAddr string) string {
   sms: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 3, initial_backoff: 50ms, attempt_timeout: 5s}}`,
 			c.srv.URL+"/"+o.name+"/email", c.srv.URL+"/"+o.name+"/sms")
 	}
+	brokersLine := fmt.Sprintf("brokers: [%s]", strings.Join(brokers, ", "))
+	embeddedBlock := ""
+	if o.embedded != "" {
+		brokersLine = "brokers: []"
+		embeddedBlock = fmt.Sprintf("embedded_broker: {listen: %q}\n", o.embedded)
+	}
+	storeExtra := ""
+	if o.store != "" {
+		storeExtra = ", " + o.store
+	}
 	return fmt.Sprintf(`
-kafka:
-  brokers: [%s]
+%skafka:
+  %s
   group_id: %s
   client_id: it-%s
 %s  topics: {payment_events: %q, commands: %q, results: %q, dead_letter: %q, deliveries: %q, console_sessions: %q}
-store: {dir: %q}
+store: {dir: %q%s}
 http: {listen: %q}
 log: {format: json, level: info}
 processing: {concurrency: %d, catch_up_wait: %s, ready_max_lag: %d, shutdown_timeout: 20s}
@@ -459,8 +495,8 @@ templates:
     paid: {en: {text: "Paid {{.Amount}}"}}
   whatsapp:
     paid: {en: {name: payment_paid, language: en_US, params: ["{{.Amount}}"]}}
-%s`, strings.Join(brokers, ", "), "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
-		c.topics.Deliveries, c.topics.ConsoleSessions, o.dir, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, providers, apiBlock)
+%s`, embeddedBlock, brokersLine, "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
+		c.topics.Deliveries, c.topics.ConsoleSessions, o.dir, storeExtra, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, providers, apiBlock)
 }
 
 // start starts a notifyd process and waits until its /healthz answers
@@ -485,7 +521,13 @@ func (c *cluster) start(o procOpts) *proc {
 	if err := os.WriteFile(cfgPath, []byte(c.config(o, p.httpAddr)), 0o600); err != nil {
 		c.t.Fatal(err)
 	}
-	p.logPath = filepath.Join(o.dir, fmt.Sprintf("notifyd-%d.log", time.Now().UnixNano()))
+	if o.logDir == "" {
+		o.logDir = c.logDir
+	}
+	if o.logDir == "" {
+		o.logDir = o.dir
+	}
+	p.logPath = filepath.Join(o.logDir, fmt.Sprintf("notifyd-%d.log", time.Now().UnixNano()))
 	c.logs = append(c.logs, p.logPath)
 	logf, err := os.Create(p.logPath)
 	if err != nil {

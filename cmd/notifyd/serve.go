@@ -24,6 +24,7 @@ import (
 	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/consumer/embedded"
 	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/projection"
 )
 
 func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -62,9 +63,10 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 		return err
 	}
 	scfg.Registerer = reg
+	var broker *embedded.Broker
 	if cfg.embedded() {
 		dir := filepath.Join(cfg.Store.Dir, "embedded-broker")
-		broker, err := embedded.Start(embedded.Config{Listen: cfg.EmbeddedBroker.Listen, DataDir: dir, Logger: log})
+		broker, err = embedded.Start(embedded.Config{Listen: cfg.EmbeddedBroker.Listen, DataDir: dir, Logger: log})
 		if err != nil {
 			return fmt.Errorf("embedded_broker.listen: %w", err)
 		}
@@ -76,8 +78,9 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
+	ready := readiness(svc, broker)
 	if cfg.HTTP.Listen != "off" {
-		stopHTTP, err := serveHTTP(cfg.HTTP.Listen, svc, reg, log)
+		stopHTTP, err := serveHTTP(cfg.HTTP.Listen, ready, reg, log)
 		if err != nil {
 			return err
 		}
@@ -85,7 +88,7 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	}
 	var apiServer *api.Server
 	if cfg.API.Enabled() {
-		if apiServer, err = startAPI(cfg, svc, reg, stdout, log); err != nil {
+		if apiServer, err = startAPI(cfg, svc, ready, reg, stdout, log); err != nil {
 			return err
 		}
 	}
@@ -120,13 +123,31 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	if ctx.Err() != nil {
 		err = <-done
 	}
+	if errors.Is(err, projection.ErrStoreFailed) {
+		log.Error("exiting with status 75: the local store failed and cannot be written again in this process; start notifyd again once store.dir has room",
+			"error", err, "exit_status", ExitStoreFailed)
+	}
 	return err
+}
+
+// readiness is the instance's readiness: the service's, and the embedded
+// broker's (nil: none) when its log cannot be written.
+func readiness(svc *consumer.Service, broker *embedded.Broker) func() consumer.Readiness {
+	return func() consumer.Readiness {
+		r := svc.Readiness()
+		if broker != nil {
+			if err := broker.Err(); err != nil {
+				r.Ready, r.Serving, r.Reason = false, false, err.Error()
+			}
+		}
+		return r
+	}
 }
 
 // startAPI starts the merchant HTTP API. With no keys and no users
 // configured it uses the key kept in <store.dir>/api-key, made (and printed
 // once, on standard output) at the first start.
-func startAPI(cfg Config, svc *consumer.Service, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) (*api.Server, error) {
+func startAPI(cfg Config, svc *consumer.Service, ready func() consumer.Readiness, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) (*api.Server, error) {
 	acfg := cfg.API
 	if len(acfg.Keys) == 0 && len(acfg.Users) == 0 {
 		if err := os.MkdirAll(cfg.Store.Dir, 0o700); err != nil {
@@ -174,7 +195,7 @@ func startAPI(cfg Config, svc *consumer.Service, reg *prometheus.Registry, stdou
 		// projection catches up (answers wait for it instead). The reason
 		// stops before its details (broker addresses, errors).
 		Ready: func() (bool, string) {
-			r := svc.Readiness()
+			r := ready()
 			reason, _, _ := strings.Cut(r.Reason, ":")
 			return r.Serving, reason
 		},
@@ -230,12 +251,12 @@ func newRegistry() *prometheus.Registry {
 // serveHTTP serves /metrics, /healthz (the process is alive) and /readyz (the store
 // is open, Kafka answers, the projection is caught up and commands are
 // consumed; the JSON body says why not).
-func serveHTTP(addr string, svc *consumer.Service, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+func serveHTTP(addr string, ready func() consumer.Readiness, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http.listen: %w", err)
 	}
-	srv := opsServer(svc, reg, log)
+	srv := opsServer(ready, reg, log)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "error", err)
@@ -251,7 +272,7 @@ func serveHTTP(addr string, svc *consumer.Service, reg *prometheus.Registry, log
 
 // opsServer is http.listen's server: its routes, and the time-outs of
 // every listener (api.Timeouts), answers within 30 s.
-func opsServer(svc *consumer.Service, reg *prometheus.Registry, log *slog.Logger) *http.Server {
+func opsServer(ready func() consumer.Readiness, reg *prometheus.Registry, log *slog.Logger) *http.Server {
 	mux := http.NewServeMux()
 	reply := func(w http.ResponseWriter, code int, body any) {
 		w.Header().Set("Content-Type", "application/json")
@@ -263,7 +284,7 @@ func opsServer(svc *consumer.Service, reg *prometheus.Registry, log *slog.Logger
 		reply(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		r := svc.Readiness()
+		r := ready()
 		code := http.StatusOK
 		if !r.Ready {
 			code = http.StatusServiceUnavailable

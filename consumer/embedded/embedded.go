@@ -7,7 +7,11 @@ import (
 	"net"
 	"strings"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/notifyd/notifyd/projection"
 )
 
 // Config configures the embedded broker.
@@ -19,12 +23,22 @@ type Config struct {
 	DataDir string
 	// Logger receives the broker's warnings and errors; nil discards them.
 	Logger *slog.Logger
+	// space reads the free space of DataDir (projection.DiskSpace); tests
+	// replace it.
+	space func(string) (free, size uint64, err error)
 }
+
+// storageMargin is the room the broker keeps on DataDir's filesystem
+// beyond a produce request's records (segment and index headers, its own
+// state files): with less, the request is answered KAFKA_STORAGE_ERROR.
+const storageMargin = 1 << 20
 
 // Broker is a running embedded broker.
 type Broker struct {
 	cluster *kfake.Cluster
 	addr    string
+	dir     string
+	space   func(string) (free, size uint64, err error)
 }
 
 // Start starts the broker and returns once it accepts connections.
@@ -59,7 +73,65 @@ func Start(cfg Config) (*Broker, error) {
 		c.Close()
 		return nil, fmt.Errorf("embedded broker on %s: no listener", cfg.Listen)
 	}
-	return &Broker{cluster: c, addr: addrs[0]}, nil
+	b := &Broker{cluster: c, addr: addrs[0], dir: cfg.DataDir, space: cfg.space}
+	if b.space == nil {
+		b.space = projection.DiskSpace
+	}
+	if cfg.DataDir != "" {
+		c.ControlKey(int16(kmsg.Produce), b.refuseWhenFull)
+	}
+	return b, nil
+}
+
+// refuseWhenFull answers a produce request whose records the log has no
+// room for with KAFKA_STORAGE_ERROR (code 56) on every partition, as
+// Apache Kafka answers for a log directory it cannot write; kfake itself
+// would try, fail, and answer UNKNOWN_SERVER_ERROR. Other requests go on
+// to kfake.
+func (b *Broker) refuseWhenFull(req kmsg.Request) (kmsg.Response, error, bool) {
+	b.cluster.KeepControl()
+	preq, ok := req.(*kmsg.ProduceRequest)
+	if !ok || preq.Acks == 0 {
+		return nil, nil, false
+	}
+	need := uint64(storageMargin)
+	for _, t := range preq.Topics {
+		for _, p := range t.Partitions {
+			need += uint64(len(p.Records))
+		}
+	}
+	free, _, err := b.space(b.dir)
+	if err != nil || free >= need {
+		return nil, nil, false
+	}
+	resp := preq.ResponseKind().(*kmsg.ProduceResponse)
+	for _, t := range preq.Topics {
+		rt := kmsg.NewProduceResponseTopic()
+		rt.Topic, rt.TopicID = t.Topic, t.TopicID
+		for _, p := range t.Partitions {
+			rp := kmsg.NewProduceResponseTopicPartition()
+			rp.Partition = p.Partition
+			rp.ErrorCode = kerr.KafkaStorageError.Code
+			rp.BaseOffset = -1
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp, nil, true
+}
+
+// Err says whether the broker can write its log: nil, or an error naming
+// KAFKA_STORAGE_ERROR and the free space when DataDir's filesystem has
+// less than the room it keeps (produce requests are refused meanwhile).
+func (b *Broker) Err() error {
+	if b.dir == "" {
+		return nil
+	}
+	free, _, err := b.space(b.dir)
+	if err != nil || free >= storageMargin {
+		return nil
+	}
+	return fmt.Errorf("embedded broker: its log cannot be written (KAFKA_STORAGE_ERROR): %d bytes free in %s", free, b.dir)
 }
 
 // Addr returns the broker's bootstrap address (host:port).

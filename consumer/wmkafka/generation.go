@@ -131,6 +131,36 @@ type generation struct {
 	lease      *lease
 	client     *kafka.Client
 	logger     watermill.LoggerAdapter
+
+	// readers are the partitions' readers while they run; fetched the
+	// partitions whose reader has fetched from its leader (see fetchedAll).
+	mu      sync.Mutex
+	readers map[int]*kafka.Reader
+	fetched map[int]bool
+}
+
+// fetchedAll reports whether the reader of every assigned partition has
+// sent a fetch to its leader in this generation (kafka-go counts a fetch
+// as it sends it on a connection it opened and positioned): the member
+// consumes, not only holds, its assignment. True for an empty assignment.
+func (g *generation) fetchedAll() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, pa := range g.partitions {
+		if g.fetched[pa.ID] {
+			continue
+		}
+		r := g.readers[pa.ID]
+		// Stats resets the reader's counters: only this reads them.
+		if r == nil || r.Stats().Fetches == 0 {
+			return false
+		}
+		if g.fetched == nil {
+			g.fetched = make(map[int]bool)
+		}
+		g.fetched[pa.ID] = true
+	}
+	return true
 }
 
 func newGeneration(sub *subscription, gen *kafka.Generation) *generation {
@@ -307,6 +337,17 @@ func (g *generation) fetch(ctx context.Context, pa kafka.PartitionAssignment) {
 		g.lease.end(fmt.Sprintf("partition %d: %v", pa.ID, err), false)
 		return
 	}
+	g.mu.Lock()
+	if g.readers == nil {
+		g.readers = make(map[int]*kafka.Reader)
+	}
+	g.readers[pa.ID] = r
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.readers, pa.ID)
+		g.mu.Unlock()
+	}()
 	var fetchErrors FetchErrors
 	for {
 		select {

@@ -376,6 +376,35 @@ type PartitionStats struct {
 	Resets int
 }
 
+// Consuming reports whether every live subscription takes part in its
+// group now: it is a member of a generation whose membership a heartbeat
+// confirmed within its lease (the lease has not run out), and the reader
+// of each of its assigned partitions has fetched from the partition's
+// leader in that generation. False before the first generation, during a
+// rebalance, after a broker outage until the member has rejoined and
+// fetched again, and with no live subscription.
+func (s *Subscriber) Consuming() bool {
+	s.mu.Lock()
+	subs := make([]*subscription, 0, len(s.subs))
+	for sub := range s.subs {
+		subs = append(subs, sub)
+	}
+	s.mu.Unlock()
+	if len(subs) == 0 {
+		return false
+	}
+	now := time.Now()
+	for _, sub := range subs {
+		sub.mu.Lock()
+		g := sub.gen
+		sub.mu.Unlock()
+		if g == nil || !g.lease.valid(now) || !g.fetchedAll() {
+			return false
+		}
+	}
+	return true
+}
+
 // Stats returns a snapshot of the live subscriptions (no broker round trip; no lag).
 func (s *Subscriber) Stats() []SubscriptionStats {
 	s.mu.Lock()
