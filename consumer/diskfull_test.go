@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,9 @@ import (
 	"github.com/cockroachdb/pebble/vfs/errorfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
 
+	"github.com/notifyd/notifyd/consumer/embedded"
 	"github.com/notifyd/notifyd/projection"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -270,3 +273,54 @@ func TestDiskGuardRule(t *testing.T) {
 }
 
 func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestReadyOnlyWhenConsumingAfterOutage: after a broker outage the
+// instance says ready only once it is back in the commands group: at the
+// first ready answer after the broker returns, the broker describes the
+// group as stable with this instance holding the commands partitions.
+func TestReadyOnlyWhenConsumingAfterOutage(t *testing.T) {
+	addr, dir := freeAddr(t), t.TempDir()
+	b, err := embedded.Start(embedded.Config{Listen: addr, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessOn(t, Conn{Brokers: []string{addr}, ClientID: "test"})
+	in := h.start(instanceOpts{session: 6 * time.Second})
+	h.poll("ready", time.Minute, func() bool { return in.svc.Readiness().Ready })
+	b.Close()
+	h.poll("not ready during the outage", time.Minute, func() bool { return !in.svc.Readiness().Ready })
+	b, err = embedded.Start(embedded.Config{Listen: addr, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	h.poll("ready after the outage", 2*time.Minute, func() bool { return in.svc.Readiness().Ready })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := h.conn.Client(nil).DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{"notifyd-" + h.topics.Commands}})
+	if err != nil || len(resp.Groups) != 1 {
+		t.Fatalf("describe the group: %v %+v", err, resp)
+	}
+	g := resp.Groups[0]
+	assigned := 0
+	for _, m := range g.Members {
+		for _, topic := range m.MemberAssignments.Topics {
+			if topic.Topic == h.topics.Commands {
+				assigned += len(topic.Partitions)
+			}
+		}
+	}
+	if g.GroupState != "Stable" || assigned != testPartitions {
+		t.Fatalf("ready while the group is %s with %d of %d partitions assigned", g.GroupState, assigned, testPartitions)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

@@ -88,7 +88,12 @@ func testConn(t testing.TB) Conn {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	conn := testConn(t)
+	return newHarnessOn(t, testConn(t))
+}
+
+// newHarnessOn is newHarness on the brokers of conn.
+func newHarnessOn(t testing.TB, conn Conn) *harness {
+	t.Helper()
 	brokers := conn.Brokers
 	prefix := fmt.Sprintf("%s-%d-", strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()), time.Now().UnixNano())
 	h := &harness{
@@ -291,9 +296,10 @@ type instanceOpts struct {
 	shutdown    time.Duration // processing.shutdown_timeout (default 10s)
 	concurrency int           // processing.concurrency (default 64)
 	registry    *prometheus.Registry
-	hooks       hooks  // seams (hooks.go)
-	minFree     *int64 // store.min_free_bytes (default: a share of the filesystem)
-	ballast     *int64 // store.ballast_bytes (default: a share of the filesystem)
+	hooks       hooks         // seams (hooks.go)
+	minFree     *int64        // store.min_free_bytes (default: a share of the filesystem)
+	session     time.Duration // kafka.session_timeout and rebalance_timeout (default notifyd's)
+	ballast     *int64        // store.ballast_bytes (default: a share of the filesystem)
 }
 
 func (h *harness) start(o instanceOpts) *instance {
@@ -330,7 +336,7 @@ func (h *harness) start(o instanceOpts) *instance {
 	svc, err := New(Config{
 		Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics, TLS: h.conn.TLS, SASL: h.conn.SASL,
 		StoreDir: o.dir, CatchUpWait: o.catchUpWait, ShutdownTimeout: o.shutdown, Registerer: registerer(o.registry),
-		Concurrency: o.concurrency, MinFreeBytes: o.minFree, BallastBytes: o.ballast,
+		Concurrency: o.concurrency, MinFreeBytes: o.minFree, BallastBytes: o.ballast, SessionTimeout: o.session, RebalanceTimeout: o.session,
 	}, dcfg, slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		h.t.Fatal(err)
