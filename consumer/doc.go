@@ -49,5 +49,17 @@
 //
 // Infrastructure failures (broker, store) are retried in place with
 // backoff, then nack the command; it is redelivered and, thanks to the
-// replay step, answered with the same result.
+// replay step, answered with the same result. None is dead-lettered.
+//
+// # Disk full
+//
+//   - A decision the store cannot record (after its channels were sent) is
+//     never decided again: it is published from memory, retried in place
+//     holding its sending slot (commandLifecycle.unrecorded).
+//   - A store that failed (projection.ErrStoreFailed) decides nothing more
+//     and stops the service: Run returns the failure after the usual stop
+//     (partitions handed over), and the binary exits with status 75.
+//   - The free-space guard (diskguard.go) pauses the followers and new
+//     commands below store.min_free_bytes, releasing the ballast, and
+//     resumes by itself with hysteresis; readiness says so.
 package consumer

@@ -38,6 +38,16 @@
 // console-sessions topic, when each console user's sessions last ended
 // (sessions.go). All rebuild from their topics like the rest.
 //
+// Every write goes through one commit (Store.commit). A write that fails
+// (Pebble's fatal commit error: a full disk, an I/O error) fails the store
+// for good: Pebble cannot be written again in the process, so every later
+// write is refused at once with ErrStoreFailed, a writer waiting behind the
+// failed batch is answered at once, reads keep answering, nothing panics,
+// Failed is closed and the failure is logged once with the operation, the
+// file and the free space (failure.go). Errors are reported by operation
+// (Options.OnError). Background flush and compaction errors are retried by
+// Pebble and reported as "background".
+//
 // The package knows nothing of Kafka: callers (package consumer) fetch
 // records and hand them over with their partition and offsets, and wait on
 // the store (WaitEvents, WaitResults, Changed) for read-your-writes.
