@@ -79,7 +79,26 @@ func checkConfig(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 			apiListen += ", no rate limit per key or user (api.rate_limit)"
 		}
 	}
-	fmt.Fprintf(stdout, "notifyd check-config: %s is valid\n  kafka: %s\n  store.dir: %s\n  providers: %s\n  templates: %d rendered\n  api: %s\n",
-		source, kafka, cfg.Store.Dir, strings.Join(providers, ", "), templates, apiListen)
+	fmt.Fprintf(stdout, "notifyd check-config: %s is valid\n  kafka: %s\n  store.dir: %s (%s)\n  providers: %s\n  templates: %d rendered\n  api: %s\n",
+		source, kafka, cfg.Store.Dir, diskGuardSummary(cfg.Store), strings.Join(providers, ", "), templates, apiListen)
 	return nil
+}
+
+// diskGuardSummary says what the free-space guard of store.dir will do.
+func diskGuardSummary(c StoreConfig) string {
+	if c.MinFreeBytes != nil && *c.MinFreeBytes == 0 {
+		return "free-space guard OFF (store.min_free_bytes: 0): a full disk stops notifyd with exit status 75"
+	}
+	low := "5 % of the filesystem, at most 1 GiB"
+	if c.MinFreeBytes != nil {
+		low = fmt.Sprintf("%d bytes", *c.MinFreeBytes)
+	}
+	ballast := "1 % of the filesystem, at most 64 MiB"
+	if c.BallastBytes != nil {
+		ballast = fmt.Sprintf("%d bytes", *c.BallastBytes)
+		if *c.BallastBytes == 0 {
+			ballast = "none (store.ballast_bytes: 0)"
+		}
+	}
+	return "pauses below " + low + " free; ballast " + ballast
 }

@@ -448,6 +448,11 @@ templates:
 	}{
 		{"valid", good, 0, "notifyd check-config: the configuration is valid\n  kafka: kafka.example:9092\n"},
 		{"valid, templates counted", good, 0, "templates: 2 rendered"},
+		{"the free-space guard by default", good, 0, "pauses below 5 % of the filesystem, at most 1 GiB free; ballast 1 % of the filesystem, at most 64 MiB"},
+		{"the free-space guard set", good + "store: {min_free_bytes: 100000000, ballast_bytes: 0}\n", 0, "pauses below 100000000 bytes free; ballast none (store.ballast_bytes: 0)"},
+		{"the free-space guard off, said so", good + "store: {min_free_bytes: 0}\n", 0, "free-space guard OFF (store.min_free_bytes: 0)"},
+		{"a negative watermark", good + "store: {min_free_bytes: -1}\n", 1, "store.min_free_bytes: must not be negative"},
+		{"a negative ballast", good + "store: {ballast_bytes: -1}\n", 1, "store.ballast_bytes: must not be negative"},
 		{"unknown key", good + "procesing: {}\n", 1, "procesing: unknown key"},
 		{"template failing on a sample", good[:strings.Index(good, "templates:")] + "templates:\n  sms:\n    paid: {en: {text: \"{{.Amount.Nope}}\"}}\n", 1, "templates.sms.paid.en.text"},
 		{"unset variable", strings.ReplaceAll(good, "NOTIFYD_TEST_SMTP_PW", "NOTIFYD_TEST_NOT_SET"), 1, "NOTIFYD_TEST_NOT_SET"},
