@@ -9,31 +9,18 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/vfs"
-	"github.com/cockroachdb/pebble/vfs/errorfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/consumer/embedded"
+	"github.com/notifyd/notifyd/internal/faultfs"
 	"github.com/notifyd/notifyd/projection"
 	"github.com/notifyd/notifyd/schemas"
 )
-
-// fullDisk fails every write with ENOSPC while full is set, as a full
-// disk does.
-type fullDisk struct{ full atomic.Bool }
-
-func (d *fullDisk) MaybeError(op errorfs.Op, path string) error {
-	if d.full.Load() && op.OpKind() == errorfs.OpKindWrite {
-		return &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
-	}
-	return nil
-}
 
 func bytesPtr(n int64) *int64 { return &n }
 
@@ -46,16 +33,16 @@ func bytesPtr(n int64) *int64 { return &n }
 // from the results topic without sending.
 func TestDiskFullWhileSending(t *testing.T) {
 	h := newHarness(t)
-	disk := &fullDisk{}
+	disk := &faultfs.Disk{}
 	reg := prometheus.NewRegistry()
-	in := h.start(instanceOpts{registry: reg, minFree: bytesPtr(0), hooks: hooks{storeFS: errorfs.Wrap(vfs.Default, disk)}})
+	in := h.start(instanceOpts{registry: reg, minFree: bytesPtr(0), hooks: hooks{storeFS: disk.FS()}})
 	h.event("s-full", nil)
 	entered, open := in.provider.hold()
 	defer open()
 	h.command(map[string]any{"command_id": "full-1", "session_id": "s-full", "channels": []string{"email", "sms"}})
 	<-entered
 	<-entered
-	disk.full.Store(true)
+	disk.SetFull(true)
 	open()
 	h.waitFor("the command's result", 30*time.Second, func() bool { return len(h.results["full-1"]) >= 1 })
 	var err error

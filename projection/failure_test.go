@@ -8,27 +8,13 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/vfs"
-	"github.com/cockroachdb/pebble/vfs/errorfs"
-
+	"github.com/notifyd/notifyd/internal/faultfs"
 	"github.com/notifyd/notifyd/schemas"
 )
-
-// fullDisk is a filesystem whose writes fail with ENOSPC while full is set,
-// as a full disk's do.
-type fullDisk struct{ full atomic.Bool }
-
-func (d *fullDisk) MaybeError(op errorfs.Op, path string) error {
-	if d.full.Load() && op.OpKind() == errorfs.OpKindWrite {
-		return &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
-	}
-	return nil
-}
 
 type storeErrors struct {
 	mu  sync.Mutex
@@ -47,11 +33,11 @@ func (e *storeErrors) seen() []string {
 	return slices.Clone(e.ops)
 }
 
-func openFaulty(t *testing.T, disk *fullDisk, log *slog.Logger, errs *storeErrors) *Store {
+func openFaulty(t *testing.T, disk *faultfs.Disk, log *slog.Logger, errs *storeErrors) *Store {
 	t.Helper()
 	s, err := Open(t.TempDir(), Options{
 		EventsTopic: "payment-events", ResultsTopic: "notification-results", DeliveriesTopic: "notification-deliveries",
-		SessionsTopic: "console-sessions", Logger: log, OnError: errs.add, FS: errorfs.Wrap(vfs.Default, disk),
+		SessionsTopic: "console-sessions", Logger: log, OnError: errs.add, FS: disk.FS(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +81,7 @@ func TestDiskFullFailsTheStore(t *testing.T) {
 	}
 	for _, w := range writes {
 		t.Run(w.op, func(t *testing.T) {
-			disk := &fullDisk{}
+			disk := &faultfs.Disk{}
 			var logs bytes.Buffer
 			errs := &storeErrors{}
 			s := openFaulty(t, disk, slog.New(slog.NewJSONHandler(&logs, nil)), errs)
@@ -111,7 +97,7 @@ func TestDiskFullFailsTheStore(t *testing.T) {
 			default:
 			}
 
-			disk.full.Store(true)
+			disk.SetFull(true)
 			// A synced write reaches the disk: it fails the database.
 			_, err := s.RecordResult("c-0", resultFor("c-0"))
 			if !errors.Is(err, ErrStoreFailed) || !DiskFull(err) {

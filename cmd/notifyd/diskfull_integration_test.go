@@ -79,11 +79,25 @@ func fill(t *testing.T, dir string, leave uint64) string {
 // diskFullCase is one placement of the broker's log.
 type diskFullCase struct {
 	name string
-	// attach starts nothing: it says where the process's broker is.
+	// own: the process runs its own embedded broker, its log on the disk.
 	own bool
 }
 
-func diskFullCases(t *testing.T) []diskFullCase {
+// setUp mounts the small disk and makes the cluster: its provider, its
+// logs off the disk, its brokers unless the process runs its own. store
+// is the process's store.dir on the disk.
+func (tc diskFullCase) setUp(t *testing.T) (c *cluster, disk, store string) {
+	t.Helper()
+	disk = smallDisk(t)
+	c = newProviders(t, 5*time.Millisecond)
+	c.logDir = t.TempDir()
+	if !tc.own {
+		c.attach(testBrokers(t))
+	}
+	return c, disk, filepath.Join(disk, "store")
+}
+
+func diskFullCases() []diskFullCase {
 	return []diskFullCase{{name: "broker-on-the-disk", own: true}, {name: "broker-elsewhere"}}
 }
 
@@ -114,15 +128,9 @@ func startOnDisk(t *testing.T, c *cluster, own bool, dir, listen, store string) 
 // When space returns it resumes by itself (the same process) and every
 // command is answered exactly once, no send repeated.
 func TestDiskFullPaused(t *testing.T) {
-	for _, tc := range diskFullCases(t) {
+	for _, tc := range diskFullCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			disk := smallDisk(t)
-			c := newProviders(t, 5*time.Millisecond)
-			c.logDir = t.TempDir()
-			if !tc.own {
-				c.attach(testBrokers(t))
-			}
-			store := filepath.Join(disk, "store")
+			c, disk, store := tc.setUp(t)
 			const minFree, ballast = 12 << 20, 4 << 20
 			p := startOnDisk(t, c, tc.own, store, freePort(t), fmt.Sprintf("min_free_bytes: %d, ballast_bytes: %d", minFree, ballast))
 			ballastPath := filepath.Join(store, "EMERGENCY_BALLAST")
@@ -198,15 +206,9 @@ func TestDiskFullPaused(t *testing.T) {
 // is started again, when it exited) every command is answered, none with
 // two different results, sends repeated within the crash bound.
 func TestDiskFullWall(t *testing.T) {
-	for _, tc := range diskFullCases(t) {
+	for _, tc := range diskFullCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			disk := smallDisk(t)
-			c := newProviders(t, 5*time.Millisecond)
-			c.logDir = t.TempDir()
-			if !tc.own {
-				c.attach(testBrokers(t))
-			}
-			store := filepath.Join(disk, "store")
+			c, disk, store := tc.setUp(t)
 			listen := freePort(t)
 			const storeCfg = "min_free_bytes: 0, ballast_bytes: 0"
 			p := startOnDisk(t, c, tc.own, store, listen, storeCfg)
