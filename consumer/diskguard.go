@@ -232,7 +232,7 @@ func (g *diskGuard) pausedReason() string {
 	g.mu.Lock()
 	resume := g.resume
 	g.mu.Unlock()
-	return fmt.Sprintf("paused: disk nearly full: %d bytes free in store.dir, below store.min_free_bytes (%d); resumes at %d", free, low, resume)
+	return fmt.Sprintf("paused: disk nearly full: %d bytes free in store.dir (paused below store.min_free_bytes, %d; resumes at %d, the ballast re-created)", free, low, resume)
 }
 
 // writeZeros writes size zero bytes to f.
