@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -157,6 +160,7 @@ func TestDiskFullClassification(t *testing.T) {
 		{&os.PathError{Op: "write", Path: "/d/000009.log", Err: syscall.ENOSPC}, true, "/d/000009.log"},
 		{&os.PathError{Op: "write", Path: "/d/q", Err: syscall.EDQUOT}, true, "/d/q"},
 		{errors.New("pebble: fatal commit error: write /data/projection/000009.log: no space left on device"), true, "/data/projection/000009.log"},
+		{errors.New("write /d/000011.log: no space left on device"), true, "/d/000011.log"},
 		{&os.PathError{Op: "sync", Path: "/d/MANIFEST-000001", Err: syscall.EIO}, false, "/d/MANIFEST-000001"},
 		{errors.New("pebble: closed"), false, ""},
 	} {
@@ -169,5 +173,75 @@ func TestDiskFullClassification(t *testing.T) {
 	}
 	if DiskFull(nil) {
 		t.Error("DiskFull(nil)")
+	}
+}
+
+// TestFatalCommitReturns: Pebble's fatal commit error marks the store
+// failed and returns to the committing goroutine (which Store.commit
+// answers with the failure); any other fatal error does not return.
+func TestFatalCommitReturns(t *testing.T) {
+	h := newFailure(t.TempDir(), slog.New(slog.DiscardHandler), nil)
+	l := pebbleLogger{log: slog.New(slog.DiscardHandler), health: h}
+	returned := make(chan struct{})
+	go func() {
+		l.Fatalf("pebble: fatal commit error: %v", &os.PathError{Op: "write", Path: "/d/000004.log", Err: syscall.ENOSPC})
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Fatalf of a commit did not return to the committing goroutine")
+	}
+	if err := h.current(); !errors.Is(err, ErrStoreFailed) || !DiskFull(err) {
+		t.Fatalf("failure after a fatal commit error: %v", err)
+	}
+	// Any other fatal error marks the store failed and never returns (the
+	// goroutine stays parked: this test leaks it on purpose).
+	h2 := newFailure(t.TempDir(), slog.New(slog.DiscardHandler), nil)
+	l2 := pebbleLogger{log: slog.New(slog.DiscardHandler), health: h2}
+	parked := make(chan struct{})
+	go func() {
+		l2.Fatalf("MANIFEST sync failed: %v", syscall.EIO)
+		close(parked)
+	}()
+	select {
+	case <-parked:
+		t.Fatal("Fatalf of a manifest write returned: Pebble would go on as if it were written")
+	case <-h2.ch:
+	}
+	if err := h2.current(); !errors.Is(err, ErrStoreFailed) || DiskFull(err) {
+		t.Fatalf("failure after a manifest write failed: %v", err)
+	}
+}
+
+// TestDiskSpace: the free space and the size are in bytes, as statfs(2)
+// reports them in blocks (coreutils' stat -f reads the same): the size
+// exactly, the free space within what other processes may write meanwhile.
+func TestDiskSpace(t *testing.T) {
+	dir := t.TempDir()
+	free, size, err := DiskSpace(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("stat", "-f", "-c", "%a %b %S", dir).Output()
+	if err != nil {
+		t.Fatalf("stat -f: %v", err)
+	}
+	var avail, blocks, bsize uint64
+	if _, err := fmt.Sscan(string(out), &avail, &blocks, &bsize); err != nil {
+		t.Fatalf("stat -f output %q: %v", out, err)
+	}
+	if size != blocks*bsize {
+		t.Errorf("size %d, want %d blocks of %d = %d", size, blocks, bsize, blocks*bsize)
+	}
+	const slack = 256 << 20
+	if want := avail * bsize; free+slack < want || free > want+slack {
+		t.Errorf("free %d, want about %d (%d blocks of %d)", free, want, avail, bsize)
+	}
+	if got, err := FreeBytes(dir); err != nil || got+slack < free || got > free+slack {
+		t.Errorf("FreeBytes %d (%v), DiskSpace's free %d", got, err, free)
+	}
+	if _, _, err := DiskSpace(filepath.Join(dir, "nope")); err == nil {
+		t.Error("DiskSpace of a missing directory: no error")
 	}
 }
