@@ -2,10 +2,13 @@ package wmkafka
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -53,4 +56,27 @@ func TestConsumingAfterOutage(t *testing.T) {
 	st := sub.Stats()
 	require.Len(t, st, 1)
 	require.GreaterOrEqual(t, st[0].Generations, 2, "consuming again without a new generation")
+}
+
+// recordingLogger keeps the levels logged.
+type recordingLogger struct {
+	errorLogger
+	levels *[]string
+}
+
+func (l recordingLogger) Error(string, error, watermill.LogFields) {
+	*l.levels = append(*l.levels, "error")
+}
+func (l recordingLogger) Info(string, watermill.LogFields) { *l.levels = append(*l.levels, "info") }
+
+// TestReaderDeadlineIsNotAnError: kafka-go's reader error for a read past
+// its deadline (records not taken for a while: slots busy, or paused) is
+// logged at Info, it reconnects by itself; other reader errors stay errors.
+func TestReaderDeadlineIsNotAnError(t *testing.T) {
+	var levels []string
+	l := kafkaLogger{logger: recordingLogger{levels: &levels}, error: true}
+	const format = "the kafka reader got an unknown error reading partition %d of %s at offset %d: %v"
+	l.Printf(format, 5, "t", int64(78), &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded})
+	l.Printf(format, 5, "t", int64(78), errors.New("unexpected EOF"))
+	require.Equal(t, []string{"info", "error"}, levels)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -136,6 +137,15 @@ func (l kafkaLogger) Printf(format string, args ...any) {
 			l.logger.Info("kafka-go: "+msg, nil)
 			return
 		}
+		if readDeadline(args) {
+			// A partition reader whose records are not taken (every slot
+			// busy, or the instance paused for disk space) outlives its
+			// connection's read deadline in the middle of a batch; kafka-go
+			// reconnects and reads on from the same offset. An unreachable
+			// broker shows in the fetch loop's own errors and in readiness.
+			l.logger.Info("kafka-go: "+msg+" (the reader reconnects)", nil)
+			return
+		}
 		l.logger.Error("kafka-go", errors.New(msg), nil)
 		return
 	}
@@ -146,6 +156,17 @@ func (l kafkaLogger) Printf(format string, args ...any) {
 func rebalancing(args []any) bool {
 	for _, a := range args {
 		if err, ok := a.(error); ok && errors.Is(err, kafka.RebalanceInProgress) {
+			return true
+		}
+	}
+	return false
+}
+
+// readDeadline reports whether one of args is a read that ran past its
+// connection's deadline.
+func readDeadline(args []any) bool {
+	for _, a := range args {
+		if err, ok := a.(error); ok && errors.Is(err, os.ErrDeadlineExceeded) {
 			return true
 		}
 	}
