@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/consumer/embedded"
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/internal/faultfs"
 	"github.com/notifyd/notifyd/projection"
 	"github.com/notifyd/notifyd/schemas"
@@ -310,4 +311,70 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestStartWaitsForRoom: an instance started with store.dir below its
+// watermark does not open its store: it waits, not ready and saying why,
+// and starts by itself once there is room.
+func TestStartWaitsForRoom(t *testing.T) {
+	h := newHarness(t)
+	var free atomic.Uint64
+	free.Store(1000)
+	dir := t.TempDir()
+	tpl, err := dispatch.ParseTemplates(dispatch.DefaultTemplates())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(Config{Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics,
+		TLS: h.conn.TLS, SASL: h.conn.SASL, StoreDir: dir, MinFreeBytes: bytesPtr(1 << 20), BallastBytes: bytesPtr(0)},
+		dispatch.Config{Routes: map[schemas.Channel][]dispatch.Route{schemas.ChannelEmail: {{Provider: newRecordingProvider()}}}, Templates: tpl},
+		slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan struct{}, 1)
+	svc.hooks.diskSpace = func(string) (uint64, uint64, error) { return free.Load(), 1 << 30, nil }
+	svc.hooks.diskWait = func() {
+		select {
+		case waiting <- struct{}{}:
+		default:
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(40 * time.Second):
+			t.Error("Run did not return within 40 s of the stop")
+		}
+	}()
+	select {
+	case <-waiting:
+	case <-time.After(30 * time.Second):
+		t.Fatal("start-up did not wait for room")
+	}
+	if svc.Store() != nil {
+		t.Fatal("the store was opened below the watermark")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "projection")); !os.IsNotExist(err) {
+		t.Fatalf("the store's directory was made below the watermark: %v", err)
+	}
+	if r := svc.Readiness(); r.Ready || !strings.HasPrefix(r.Reason, "paused: disk nearly full") {
+		t.Fatalf("readiness while waiting for room: %+v", r)
+	}
+	free.Store(10 << 20)
+	select {
+	case <-svc.Running():
+	case err := <-done:
+		done <- err // for the deferred stop
+		t.Fatalf("Run returned %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the service did not start once there was room")
+	}
 }

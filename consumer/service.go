@@ -569,6 +569,7 @@ func (rt *runtime) start(ctx context.Context) error {
 	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
 		return fmt.Errorf("store.dir: %w", err)
 	}
+	rt.guard.check() // the state at start-up, before anything is opened
 	go func() { defer close(rt.guardDone); rt.guard.run(guardCtx) }()
 	s.mu.Lock()
 	s.guard = rt.guard
