@@ -50,6 +50,9 @@ var errHandedOver = errors.New("command handed over undecided")
 // commandLifecycle is the life of one resend command in this instance. Its
 // steps, in order (Handle):
 //
+//  0. wait while the free-space guard pauses (store.dir nearly full): the
+//     command is not started, and a hand-over meanwhile leaves it to the
+//     next owner;
 //  1. decode: bytes that are not a JSON object go to the dead-letter topic;
 //     a command that breaks the schema but has a command_id also gets an
 //     invalid_command result;
@@ -64,7 +67,10 @@ var errHandedOver = errors.New("command handed over undecided")
 //     channels are sent through dispatch, which claims the message
 //     (wmkafka.Claim) before every provider call, retries included;
 //  6. record: claim again, then record the result as this instance's
-//     decision (or take the answer another instance published first);
+//     decision (or take the answer another instance published first); a
+//     decision the store cannot record is published from memory instead,
+//     never decided again (unrecorded), and a store that failed decides
+//     nothing more (step 5 leaves the command to the next owner);
 //  7. publish the answer with acks from all in-sync replicas;
 //  8. return nil: the Router acks, and the subscription commits the offset
 //     once every lower offset of the partition is acked too.
