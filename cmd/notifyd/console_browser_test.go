@@ -158,13 +158,22 @@ templates:
 			t.Fatal(err)
 		}
 	}
-	text := func(sel string) string {
-		t.Helper()
+	// tryText reads the text of sel; while the page is being replaced (a
+	// navigation) the read fails and is worth repeating.
+	tryText := func(sel string) (string, error) {
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
 		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
+			return "", fmt.Errorf("text of %s: %w", sel, err)
 		}
-		return strings.Join(strings.Fields(s), " ")
+		return strings.Join(strings.Fields(s), " "), nil
+	}
+	text := func(sel string) string {
+		t.Helper()
+		s, err := tryText(sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
 	must := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
@@ -290,10 +299,19 @@ templates:
 		}
 	}
 	testkit.Until(t, 30*time.Second, func() error {
-		if strings.Contains(text("#state"), "Done.") && text("#sent") == "5" {
+		state, err := tryText("#state")
+		if err != nil {
+			return err
+		}
+		sent, err := tryText("#sent")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(state, "Done.") && sent == "5" {
 			return nil
 		}
-		return fmt.Errorf("recovery not done: %s", text("#progress"))
+		progress, _ := tryText("#progress")
+		return fmt.Errorf("recovery not done: %s", progress)
 	})
 	shot("9-recovery-done")
 	// Every recovery command published (once per batch, or twice if the
