@@ -252,6 +252,21 @@ func TestDiskGuardRule(t *testing.T) {
 		t.Errorf("default watermark on 100 GiB: %d", gotLow)
 	}
 
+	// A filesystem that cannot be read keeps the state, and is logged once,
+	// not every second.
+	var logs strings.Builder
+	g.log = slog.New(slog.NewTextHandler(&logs, nil))
+	g.space = func(string) (uint64, uint64, error) { return 0, 0, errors.New("statfs: input/output error") }
+	for range 3 {
+		g.check()
+	}
+	if paused, _, _, _ := g.state(); !paused {
+		t.Error("an unreadable filesystem changed the guard's state")
+	}
+	if n := strings.Count(logs.String(), "cannot read the free space"); n != 1 {
+		t.Errorf("unreadable filesystem logged %d times, want once:\n%s", n, logs.String())
+	}
+
 	off := newDiskGuard(dir, bytesPtr(0), nil, slogDiscard())
 	off.space = func(string) (uint64, uint64, error) { return 0, 1 << 40, nil }
 	off.check()

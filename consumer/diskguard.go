@@ -75,6 +75,7 @@ type diskGuard struct {
 	free    uint64
 	known   bool // free was read at least once
 	paused  bool
+	lastErr string // the last error reading the filesystem, "" after a read
 	// running is closed while not paused.
 	running chan struct{}
 }
@@ -95,12 +96,18 @@ func (g *diskGuard) check() {
 		return
 	}
 	free, size, err := g.space(g.dir)
-	if err != nil {
-		g.log.Warn("free-space guard: cannot read the free space of store.dir", "dir", g.dir, "error", err)
-		return
-	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if err != nil {
+		// Logged when it starts or changes, not every second; the state
+		// stays what it was.
+		if msg := err.Error(); msg != g.lastErr {
+			g.lastErr = msg
+			g.log.Warn("free-space guard: cannot read the free space of store.dir", "dir", g.dir, "error", err)
+		}
+		return
+	}
+	g.lastErr = ""
 	if !g.known {
 		def, defBallast := DiskDefaults(size)
 		g.low, g.ballast = def, defBallast
