@@ -182,12 +182,7 @@ func TestDiskFullPaused(t *testing.T) {
 			if dups := c.calls.duplicates(); len(dups) != 0 {
 				t.Errorf("%d sends repeated", len(dups))
 			}
-			c.mu.Lock()
-			dlq := len(c.dlq)
-			c.mu.Unlock()
-			if dlq != 0 {
-				t.Errorf("%d commands dead-lettered", dlq)
-			}
+			c.noDeadLetters()
 			if lines := c.logLines(`"level":"ERROR"`); len(lines) != 0 {
 				t.Errorf("error log lines:\n%s", strings.Join(lines, "\n"))
 			}
@@ -282,17 +277,23 @@ func TestDiskFullWall(t *testing.T) {
 			if len(dups) > concurrency {
 				t.Errorf("%d sends repeated, more than the %d in flight", len(dups), concurrency)
 			}
-			c.mu.Lock()
-			dlq := len(c.dlq)
-			c.mu.Unlock()
-			if dlq != 0 {
-				t.Errorf("%d commands dead-lettered", dlq)
-			}
+			c.noDeadLetters()
 			if lines := c.logLines(`"reason":"panic"`); len(lines) != 0 {
 				t.Errorf("panics:\n%s", strings.Join(lines, "\n"))
 			}
 			t.Logf("%s: store failed and restarted: %v; %d commands answered, %d published twice (the same result), %d sends repeated (bound %d)",
 				tc.name, exited, n, replayed, len(dups), concurrency)
 		})
+	}
+}
+
+// noDeadLetters fails the test if any command was dead-lettered.
+func (c *cluster) noDeadLetters() {
+	c.t.Helper()
+	c.mu.Lock()
+	n := len(c.dlq)
+	c.mu.Unlock()
+	if n != 0 {
+		c.t.Errorf("%d commands dead-lettered", n)
 	}
 }
