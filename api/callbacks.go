@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/notifyd/notifyd/dispatch"
@@ -123,21 +122,54 @@ var metaStatuses = map[string]schemas.DeliveryStatus{
 	"failed": schemas.DeliveryFailed,
 }
 
-// serveCallback answers /callbacks/*. Verification comes first: nothing of
-// an unverified request is parsed beyond what the signature covers, or
-// published.
-func (s *Server) serveCallback(w http.ResponseWriter, r *http.Request) {
-	provider := strings.TrimPrefix(r.URL.Path, "/callbacks/")
-	result := callbackInvalid
-	status := http.StatusNotFound
-	defer func() {
-		if status != http.StatusNotFound {
-			s.m.callback(provider, result)
-		}
-		s.log.Info("callback", "provider", provider, "method", r.Method, "status", status, "result", result)
-	}()
-	reply := func(code int, res, msg string) {
-		status, result = code, res
+// verifier verifies a provider's receipt request (its headers and raw
+// body) and reads its receipts; a badSignature error is answered 401,
+// another 400.
+type verifier func(r *http.Request, body []byte, received time.Time) ([]receipt, error)
+
+// callbackRoutes adds the receipt callbacks of the providers configured
+// with their secret; an endpoint without its secret is not routed (404).
+func (s *Server) callbackRoutes(mux *http.ServeMux) {
+	sec := s.deps.Callbacks
+	if len(sec.TwilioAuthTokens) > 0 {
+		s.callbackRoute(mux, PathCallbackTwilio, "twilio", s.twilioReceipts)
+	}
+	if len(sec.MetaApps) > 0 || sec.MetaVerifyToken != "" {
+		mux.HandleFunc("GET "+PathCallbackMeta, func(w http.ResponseWriter, r *http.Request) {
+			s.metaHandshake(r, s.callbackReply(w, r, "meta"))
+		})
+		s.callbackRoute(mux, PathCallbackMeta, "meta", func(r *http.Request, body []byte, received time.Time) ([]receipt, error) {
+			return metaReceipts(sec.MetaApps, r.Header.Get("X-Hub-Signature-256"), body, received)
+		})
+	}
+	if len(sec.Webhooks) > 0 {
+		s.callbackRoute(mux, PathCallbackWebhook, "webhook", func(r *http.Request, body []byte, received time.Time) ([]receipt, error) {
+			return webhookReceipts(sec.Webhooks, r.Header.Get(WebhookSignatureHeader), body, received)
+		})
+	}
+}
+
+// callbackRoute routes a provider's receipts (POST) to receive; another
+// method is answered 405.
+func (s *Server) callbackRoute(mux *http.ServeMux, path, provider string, verify verifier) {
+	mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+		s.receive(w, r, provider, verify)
+	})
+	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "POST")
+		s.callbackReply(w, r, provider)(http.StatusMethodNotAllowed, callbackInvalid, "method not allowed")
+	})
+}
+
+// replyFunc answers a callback: its status, its result (counted in
+// notifyd_callbacks_total and noted on the access line) and a plain-text
+// message (none: an empty body).
+type replyFunc func(code int, result, msg string)
+
+func (s *Server) callbackReply(w http.ResponseWriter, r *http.Request, provider string) replyFunc {
+	return func(code int, result, msg string) {
+		s.m.callback(provider, result)
+		note(r, "provider", provider, "result", result)
 		w.Header().Set("Cache-Control", "no-store")
 		if msg == "" {
 			w.WriteHeader(code)
@@ -147,24 +179,13 @@ func (s *Server) serveCallback(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(code)
 		_, _ = io.WriteString(w, msg+"\n")
 	}
-	sec := s.deps.Callbacks
-	switch {
-	case r.URL.Path == PathCallbackTwilio && len(sec.TwilioAuthTokens) > 0:
-	case r.URL.Path == PathCallbackMeta && (len(sec.MetaApps) > 0 || sec.MetaVerifyToken != ""):
-	case r.URL.Path == PathCallbackWebhook && len(sec.Webhooks) > 0:
-	default:
-		http.NotFound(w, r)
-		return
-	}
-	if r.URL.Path == PathCallbackMeta && r.Method == http.MethodGet {
-		s.metaHandshake(r, reply)
-		return
-	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		reply(http.StatusMethodNotAllowed, callbackInvalid, "method not allowed")
-		return
-	}
+}
+
+// receive answers a provider's receipts. Verification comes first:
+// nothing of an unverified request is parsed beyond what the signature
+// covers, or published.
+func (s *Server) receive(w http.ResponseWriter, r *http.Request, provider string, verify verifier) {
+	reply := s.callbackReply(w, r, provider)
 	body, err := readBody(w, r, maxCallbackBody)
 	switch {
 	case errors.Is(err, errBodyTooLarge):
@@ -174,79 +195,82 @@ func (s *Server) serveCallback(w http.ResponseWriter, r *http.Request) {
 		reply(http.StatusBadRequest, callbackInvalid, "could not read the body")
 		return
 	}
-	received := time.Now().UTC()
-	var (
-		receipts  []receipt
-		verifyErr error
-	)
-	switch r.URL.Path {
-	case PathCallbackTwilio:
-		receipts, verifyErr = s.twilioReceipts(r, body, received)
-	case PathCallbackMeta:
-		receipts, verifyErr = metaReceipts(sec.MetaApps, r.Header.Get("X-Hub-Signature-256"), body, received)
-	default:
-		receipts, verifyErr = webhookReceipts(sec.Webhooks, r.Header.Get(WebhookSignatureHeader), body, received)
-	}
+	receipts, err := verify(r, body, time.Now().UTC())
 	var bad badSignature
 	switch {
-	case errors.As(verifyErr, &bad):
+	case errors.As(err, &bad):
 		s.log.Warn("callback refused: "+bad.Error(), "provider", provider)
 		reply(http.StatusUnauthorized, callbackBadSignature, "invalid signature")
 		return
-	case verifyErr != nil:
-		reply(http.StatusBadRequest, callbackInvalid, verifyErr.Error())
+	case err != nil:
+		reply(http.StatusBadRequest, callbackInvalid, err.Error())
 		return
 	}
-	// Every receipt of the request is recorded before the answer: the
-	// provider is answered 200 only for what is published. The receipts
-	// of one request (Meta batches them) are recorded at once, so that
-	// several waiting for their results cost one wait, not one each.
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Wait)
 	defer cancel()
+	switch recorded, foreign, failed := s.record(ctx, provider, receipts); {
+	case failed:
+		reply(http.StatusServiceUnavailable, callbackFailed, "not recorded, try again")
+	case recorded:
+		reply(http.StatusOK, callbackAccepted, "")
+	case foreign:
+		s.log.Warn("callback: receipts about messages another provider account sent, ignored", "provider", provider)
+		reply(http.StatusOK, callbackForeign, "")
+	default: // every status one notifyd does not track
+		reply(http.StatusOK, callbackIgnored, "")
+	}
+}
+
+// record records the receipts of one request before it is answered: the
+// provider is answered 200 only for what is published. They are recorded
+// at once (Meta batches them), so that several waiting for their results
+// cost one wait, not one each. recorded: one was published or changed
+// nothing; foreign: one names a message of another account; failed: one
+// could not be recorded (the provider sends the request again).
+func (s *Server) record(ctx context.Context, provider string, receipts []receipt) (recorded, foreign, failed bool) {
 	var (
-		wg                sync.WaitGroup
-		failed, foreign   atomic.Bool
-		recorded, tracked atomic.Int64
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		panicked any
 	)
 	for _, rc := range receipts {
 		if !rc.ev.Status.Valid() {
 			continue
 		}
-		tracked.Add(1)
 		if len(rc.accounts) == 0 {
-			foreign.Store(true) // verified, but for none of the accounts it names
+			mu.Lock()
+			foreign = true // verified, but for none of the accounts it names
+			mu.Unlock()
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
+			defer func() {
+				if p := recover(); p != nil { // answered 500 by the handler's guard, after the others
+					mu.Lock()
+					panicked = p
+					mu.Unlock()
+				}
+			}()
 			err := s.deps.Receipts.RecordReceipt(ctx, rc.ev, rc.recipient, rc.accounts)
+			mu.Lock()
+			defer mu.Unlock()
 			switch {
 			case errors.Is(err, dispatch.ErrForeignReceipt):
-				foreign.Store(true)
+				foreign = true
 			case err != nil:
-				failed.Store(true)
+				failed = true
 				s.log.Error("callback: receipt not recorded; the provider will send it again", "provider", provider,
 					"provider_message_id", rc.ev.ProviderMessageID, "error", err)
 			default:
-				recorded.Add(1)
+				recorded = true
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	switch {
-	case failed.Load():
-		reply(http.StatusServiceUnavailable, callbackFailed, "not recorded, try again")
-	case recorded.Load() > 0:
-		reply(http.StatusOK, callbackAccepted, "")
-	case foreign.Load():
-		s.log.Warn("callback: receipts about messages another provider account sent, ignored", "provider", provider)
-		reply(http.StatusOK, callbackForeign, "")
-	case tracked.Load() == 0:
-		reply(http.StatusOK, callbackIgnored, "")
-	default:
-		reply(http.StatusOK, callbackAccepted, "")
+	if panicked != nil {
+		panic(panicked)
 	}
+	return recorded, foreign, failed
 }
 
 // receipt is one receipt of a callback, verified.
@@ -354,7 +378,7 @@ func MetaSignature(appSecret string, body []byte) string {
 
 // metaHandshake answers Meta's subscription check: hub.mode=subscribe with
 // the configured hub.verify_token is answered with hub.challenge.
-func (s *Server) metaHandshake(r *http.Request, reply func(int, string, string)) {
+func (s *Server) metaHandshake(r *http.Request, reply replyFunc) {
 	q := r.URL.Query()
 	want := s.deps.Callbacks.MetaVerifyToken
 	if want == "" || q.Get("hub.mode") != "subscribe" ||

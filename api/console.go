@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -16,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -73,32 +71,15 @@ type console struct {
 	sessions *sessions
 	pages    map[string]*template.Template
 	static   http.Handler
-	handler  http.Handler
 	log      *slog.Logger
-
-	mu      sync.Mutex
-	batches map[string]*batch
-	order   []string // batch ids, oldest first
-	// publishing tracks the recoveries being published, which Server.Shutdown waits for.
-	publishing sync.WaitGroup
-}
-
-// batch is a bulk recovery this instance is publishing or has published:
-// the union of the plans confirmed under its batch id.
-type batch struct {
-	filter  projection.AttentionFilter
-	by      string
-	started time.Time
-
-	mu        sync.Mutex
-	commands  []schemas.ResendCommand
-	published map[string]bool // command_ids the brokers took
-	running   bool
+	// recoveries publishes the bulk recoveries confirmed here.
+	recoveries *recoveries
 }
 
 func newConsole(s *Server, backend ConsoleBackend) (*console, error) {
 	c := &console{
-		s: s, backend: backend, log: s.log.With("component", "console"), batches: map[string]*batch{},
+		s: s, backend: backend, log: s.log.With("component", "console"),
+		recoveries: newRecoveries(s.deps.Commands, s.log.With("component", "console")),
 		sessions: &sessions{key: []byte(s.cfg.Console.SessionKey), ttl: s.cfg.Console.SessionTTL,
 			// Behind a TLS-terminating proxy (allow_insecure) the browser
 			// speaks HTTPS too.
@@ -121,21 +102,32 @@ func newConsole(s *Server, backend ConsoleBackend) (*console, error) {
 	}
 	static, _ := fs.Sub(consoleFiles, "console/static")
 	c.static = http.StripPrefix(consolePrefix+"static/", http.FileServer(http.FS(static)))
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /console/{$}", c.signedIn(c.home))
-	mux.HandleFunc("GET /console/login", c.loginPage)
-	mux.HandleFunc("POST /console/login", c.login)
-	mux.HandleFunc("POST /console/logout", c.logout)
-	mux.HandleFunc("GET /console/txn", c.signedIn(c.txn))
-	mux.HandleFunc("POST /console/resend", c.signedIn(c.operator(c.limited(c.resend))))
-	mux.HandleFunc("GET /console/attention", c.signedIn(c.attention))
-	mux.HandleFunc("POST /console/recover", c.signedIn(c.operator(c.limited(c.recover))))
-	mux.HandleFunc("GET /console/recover/{batch}", c.signedIn(c.batchPage))
-	mux.Handle("GET /console/static/", c.static)
-	// Every state-changing request is checked: cross-origin ones (by
-	// Sec-Fetch-Site, else Origin against Host) are refused with 403.
-	c.handler = securityHeaders(http.NewCrossOriginProtection().Handler(formsOnly(mux)))
 	return c, nil
+}
+
+// routes adds the console's pages to the API's table. Every page is
+// served with securityHeaders, and every state-changing request is checked
+// by http.CrossOriginProtection (cross-origin ones, by Sec-Fetch-Site,
+// else Origin against Host, are refused with 403) and formsOnly.
+func (c *console) routes(mux *http.ServeMux) {
+	cop := http.NewCrossOriginProtection()
+	page := func(pattern string, h http.HandlerFunc) {
+		mux.Handle(pattern, securityHeaders(cop.Handler(formsOnly(h))))
+	}
+	page("GET /console/{$}", c.signedIn(c.home))
+	page("GET /console/login", c.loginPage)
+	page("POST /console/login", c.login)
+	page("POST /console/logout", c.logout)
+	page("GET /console/txn", c.signedIn(c.txn))
+	page("POST /console/resend", c.signedIn(c.operator(c.limited(c.resend))))
+	page("GET /console/attention", c.signedIn(c.attention))
+	page("POST /console/recover", c.signedIn(c.operator(c.limited(c.recover))))
+	page("GET /console/recover/{batch}", c.signedIn(c.batchPage))
+	page("GET /console/static/", c.static.ServeHTTP)
+	page("/console/", http.NotFound) // another page, or another method
+	mux.HandleFunc("/console", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, consolePrefix, http.StatusMovedPermanently)
+	})
 }
 
 // securityHeaders: no framing, no script, nothing from elsewhere, no
@@ -178,6 +170,7 @@ func (c *console) signedIn(h consoleHandler) http.HandlerFunc {
 				return
 			}
 			if sess.issued.After(ended) {
+				note(r, "user", u.Username)
 				h(w, r, viewer{Name: u.Username, Operator: u.Role.MaySend()})
 				return
 			}
@@ -283,6 +276,7 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 		issued = ended.Truncate(time.Millisecond).Add(time.Millisecond)
 	}
 	http.SetCookie(w, c.sessions.issue(u.Username, fingerprint(u), issued))
+	note(r, "user", u.Username)
 	c.log.Info("console: signed in", "user", u.Username, "role", string(u.Role))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
@@ -523,7 +517,7 @@ func filterOf(v url.Values) (projection.AttentionFilter, error) {
 	}{{"since", &f.Since}, {"until", &f.Until}} {
 		if s := strings.TrimSpace(v.Get(t.name)); s != "" {
 			var err error
-			if *t.dst, err = ParseTime(s); err != nil {
+			if *t.dst, err = projection.ParseTime(s); err != nil {
 				return f, fmt.Errorf("%s: want a time such as 2026-11-02T09:00 (UTC)", t.name)
 			}
 		}
@@ -532,17 +526,6 @@ func filterOf(v url.Values) (projection.AttentionFilter, error) {
 		return f, errors.New("since must be before until")
 	}
 	return f, nil
-}
-
-// ParseTime reads a time as the console's filters and `notifyd recover`
-// take it: RFC 3339, or a minute (or second) without a zone, in UTC.
-func ParseTime(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02T15:04:05", "2006-01-02 15:04"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, errors.New("want RFC 3339 or 2006-01-02T15:04 (UTC)")
 }
 
 // attention lists the channels that need attention, newest first, a page
@@ -614,139 +597,19 @@ func (c *console) recover(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.render(w, http.StatusOK, "recover", v, data)
 		return
 	}
-	c.start(plan, f, v.Name)
+	c.recoveries.confirm(plan, f, v.Name)
 	http.Redirect(w, r, consolePrefix+"recover/"+plan.BatchID, http.StatusSeeOther)
-}
-
-// start publishes a recovery's commands in the background. A batch
-// confirmed again (here, or on another instance, by the same operator or
-// another) has the same batch id and command_ids: here it adds what the
-// new plan holds that the batch has not published yet (a command whose
-// publishing failed, a transaction that failed since), and is a no-op
-// while the batch is being published; elsewhere it publishes the same
-// command_ids, which are decided once.
-func (c *console) start(plan projection.RecoveryPlan, f projection.AttentionFilter, by string) {
-	c.mu.Lock()
-	b := c.batches[plan.BatchID]
-	if b == nil {
-		b = &batch{filter: f, by: by, started: time.Now(), published: map[string]bool{}}
-		c.batches[plan.BatchID] = b
-		c.order = append(c.order, plan.BatchID)
-		c.evictLocked()
-	}
-	c.mu.Unlock()
-	b.mu.Lock()
-	if b.running {
-		b.mu.Unlock()
-		return
-	}
-	known := map[string]bool{}
-	for _, cmd := range b.commands {
-		known[cmd.CommandID] = true
-	}
-	var todo []schemas.ResendCommand
-	for _, cmd := range plan.Commands {
-		if !known[cmd.CommandID] {
-			b.commands = append(b.commands, cmd)
-		}
-		if !b.published[cmd.CommandID] {
-			todo = append(todo, cmd)
-		}
-	}
-	b.running = len(todo) > 0
-	b.mu.Unlock()
-	if len(todo) == 0 {
-		return
-	}
-	c.log.Info("console: recovery started", "user", by, "batch", plan.BatchID, "commands", len(todo))
-	c.publishing.Add(1)
-	go func() {
-		defer c.publishing.Done()
-		ctx := c.s.baseCtx
-		work := make(chan schemas.ResendCommand)
-		var wg sync.WaitGroup
-		for range recoveryWorkers {
-			wg.Go(func() {
-				for cmd := range work {
-					if err := c.s.deps.Commands.PublishCommand(ctx, cmd, "recover-"+plan.BatchID); err == nil {
-						b.mu.Lock()
-						b.published[cmd.CommandID] = true
-						b.mu.Unlock()
-					}
-				}
-			})
-		}
-	send:
-		for _, cmd := range todo {
-			select {
-			case work <- cmd:
-			case <-ctx.Done(): // the server stops: confirming again publishes the rest
-				break send
-			}
-		}
-		close(work)
-		wg.Wait()
-		b.mu.Lock()
-		b.running = false
-		published := len(b.published)
-		b.mu.Unlock()
-		c.log.Info("console: recovery published", "batch", plan.BatchID, "published", published)
-	}()
-}
-
-// evictLocked forgets the oldest recoveries that are not being published
-// beyond maxBatches (their commands are decided all the same).
-func (c *console) evictLocked() {
-	for len(c.order) > maxBatches {
-		evicted := false
-		for i, id := range c.order {
-			b := c.batches[id]
-			b.mu.Lock()
-			running := b.running
-			b.mu.Unlock()
-			if !running {
-				delete(c.batches, id)
-				c.order = append(c.order[:i], c.order[i+1:]...)
-				evicted = true
-				break
-			}
-		}
-		if !evicted {
-			return
-		}
-	}
-}
-
-// batchProgress is a recovery's progress as the batch page shows it.
-type batchProgress struct {
-	ID                       string
-	Total, Published, Failed int
-	Decided, Sent, NotSent   int
-	Done                     bool
-	Started                  time.Time
-	By                       string
-	Filter                   projection.AttentionFilter
 }
 
 // batchPage shows a recovery's progress: commands published, and results
 // in (from the results every instance follows), refreshed while it runs.
 func (c *console) batchPage(w http.ResponseWriter, r *http.Request, v viewer) {
 	id := r.PathValue("batch")
-	c.mu.Lock()
-	b := c.batches[id]
-	c.mu.Unlock()
-	if b == nil {
+	p, commands, ok := c.recoveries.progress(id)
+	if !ok {
 		c.render(w, http.StatusNotFound, "batch", v, map[string]any{"Missing": id})
 		return
 	}
-	b.mu.Lock()
-	commands := slices.Clone(b.commands)
-	p := batchProgress{ID: id, Total: len(commands), Published: len(b.published), Done: !b.running,
-		Started: b.started, By: b.by, Filter: b.filter}
-	if p.Done {
-		p.Failed = p.Total - p.Published // not published (yet): confirming again retries them
-	}
-	b.mu.Unlock()
 	for _, cmd := range commands {
 		raw, found, err := c.s.deps.Results.Result(cmd.CommandID)
 		if err != nil {
@@ -788,15 +651,4 @@ func stampOf(t time.Time) string {
 func fingerprint(u User) string {
 	sum := sha256.Sum256([]byte(u.Bcrypt + "\x00" + string(u.Role)))
 	return hex.EncodeToString(sum[:8])
-}
-
-// wait waits for the recoveries being published to stop (the server's base
-// context is cancelled first), or for ctx.
-func (c *console) wait(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { c.publishing.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
 }

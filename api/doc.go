@@ -5,6 +5,19 @@
 // support staff, the operator console under /console/ (console.go, its
 // templates and CSS embedded from console/).
 //
+// # Shape
+//
+// One door: routes.go is the table of api.listen, every route of the
+// merchant API (server.go), the console (console.go) and the receipt
+// callbacks (callbacks.go) by method and pattern in one http.ServeMux,
+// behind one chain written once in middleware.go: the request id and the
+// access line, the metrics, the panic guard, then the route's own
+// authentication (admit for API keys and users, signedIn for console
+// sessions, the provider's signature for callbacks). Bulk recoveries are
+// published by their own component (recovery.go), stopped with the
+// server. cmd/notifyd's ops.go is the table of http.listen, behind the same
+// panic guard (RecoverPanics).
+//
 // # Contract
 //
 //   - Kafka is reached only through two small interfaces, Commands (publish
@@ -57,6 +70,8 @@
 //     1 MiB): one declared larger is refused before a byte is read; only
 //     the merchant API parses multipart.
 //   - Bad input never reaches Kafka: it is answered 400/413/415 with the
-//     gateway's field errors or a detail; a panic in a handler is answered
-//     500 and logged (the fuzzer in scripts/api-fuzz checks there are none).
+//     gateway's field errors or a detail; a panic in any handler of
+//     api.listen (API, console, callbacks, a receipt being recorded) is
+//     answered 500 and logged (the fuzzer in scripts/api-fuzz checks there
+//     are none).
 package api

@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notifyd_api_requests_total",
-			Help: "HTTP API requests answered, by status code.",
+			Help: "Requests answered on api.listen (the merchant API, the console, the receipt callbacks), by status code.",
 		}, []string{"code"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "notifyd_api_request_duration_seconds",

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 	"unicode"
@@ -103,10 +102,6 @@ type Server struct {
 	ln  net.Listener
 
 	console *console
-	// baseCtx is cancelled when the server shuts down: work it started
-	// in the background (a console recovery being published) stops.
-	baseCtx    context.Context
-	cancelBase context.CancelFunc
 }
 
 // New checks cfg (which must be defaulted) and returns the API server.
@@ -124,7 +119,6 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Server, error) {
 		keysInFlight: map[string]notificationFrom{},
 	}
 	auth.checked = s.m.passwords
-	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	if cfg.Console.On() && deps.Console != nil {
 		if deps.SignOuts == nil {
 			return nil, errors.New("api: the console needs SignOuts (sign-outs that hold on every instance)")
@@ -177,9 +171,9 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // commands are published; the client can ask for the result later, of any
 // instance), and waits for the handlers until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() { close(s.stopping); s.cancelBase() })
+	s.stopOnce.Do(func() { close(s.stopping) })
 	if s.console != nil {
-		s.console.wait(ctx)
+		s.console.recoveries.stop(ctx)
 	}
 	if s.srv == nil {
 		return nil
@@ -187,98 +181,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.srv.Shutdown(ctx)
 }
 
-// Handler returns the API's routes, for tests and for Start.
-func (s *Server) Handler() http.Handler {
-	return http.HandlerFunc(s.serveHTTP)
-}
-
-// exchange is one request being answered: what the access log and the
-// metrics record.
+// exchange is one merchant API request being answered.
 type exchange struct {
 	w         http.ResponseWriter
 	r         *http.Request
 	principal Principal
 	commandID string
-	replayed  bool
-	status    int
 }
 
-func (e *exchange) reply(a answer) {
-	h := e.w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	e.status = a.status
-	e.w.WriteHeader(a.status)
-	_ = json.NewEncoder(e.w).Encode(a.body)
-}
+func (e *exchange) reply(a answer) { writeJSON(e.w, a.status, a.body) }
 
 func (e *exchange) detail(status int, msg string) { e.reply(answer{status, detail{msg}}) }
 
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.console != nil && (r.URL.Path == strings.TrimSuffix(consolePrefix, "/") || strings.HasPrefix(r.URL.Path, consolePrefix)) {
-		s.serveConsole(w, r)
-		return
-	}
-	if s.deps.Receipts != nil && strings.HasPrefix(r.URL.Path, "/callbacks/") {
-		s.serveCallback(w, r)
-		return
-	}
-	start := time.Now()
-	e := &exchange{w: w, r: r}
-	defer func() {
-		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
-			s.log.Error("api handler panicked", "panic", fmt.Sprint(p), "path", r.URL.Path)
-			if e.status == 0 {
-				e.detail(http.StatusInternalServerError, "Internal error.")
-			}
-		}
-		s.m.observe(e.status, time.Since(start))
-		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", e.status, "duration_ms", time.Since(start).Milliseconds()}
-		if e.principal.Name != "" {
-			kind := "key"
-			if !e.principal.Key {
-				kind = "user"
-			}
-			attrs = append(attrs, kind, e.principal.Name)
-		}
-		if e.commandID != "" {
-			attrs = append(attrs, "command_id", e.commandID)
-		}
-		if e.replayed {
-			attrs = append(attrs, "replayed", true)
-		}
-		s.log.Info("api request", attrs...)
-	}()
-
-	// Route on the escaped path: a command_id may hold a '/' (escaped
-	// %2F in the Location notifyd gives).
-	path := r.URL.EscapedPath()
-	switch {
-	case path == PathOpenAPI:
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			e.w.Header().Set("Allow", "GET, HEAD")
-			e.detail(http.StatusMethodNotAllowed, fmt.Sprintf("Method %q not allowed.", r.Method))
-			return
-		}
-		e.status = http.StatusOK
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openAPIDocument)
-	case path == PathNotifications || path == strings.TrimSuffix(PathNotifications, "/"):
-		s.notify(e)
-	case strings.HasPrefix(path, PathNotifications):
-		escaped, rest, _ := strings.Cut(strings.TrimPrefix(path, PathNotifications), "/")
-		id, err := url.PathUnescape(escaped)
-		if id == "" || rest != "" || err != nil {
-			e.detail(http.StatusNotFound, "Not found.")
-			return
-		}
-		s.status(e, id)
-	default:
-		e.detail(http.StatusNotFound, "Not found.")
-	}
+// named records the command_id the request is about, for its access line
+// and its errors.
+func (e *exchange) named(commandID string) {
+	e.commandID = commandID
+	note(e.r, "command_id", commandID)
 }
 
 // admit runs the checks every API request passes, in the gateway's order:
@@ -299,6 +218,11 @@ func (s *Server) admit(e *exchange, method string) bool {
 		return false
 	}
 	e.principal = p
+	kind := "key"
+	if !p.Key {
+		kind = "user"
+	}
+	note(e.r, kind, p.Name)
 	if !p.MaySend() && e.r.Method != http.MethodGet && e.r.Method != http.MethodHead {
 		e.detail(http.StatusForbidden, msgForbidden)
 		return false
@@ -366,9 +290,6 @@ const (
 // notify answers POST /b/pbl/v2/message-notification/: it publishes a
 // resend command and waits for its delivery result.
 func (s *Server) notify(e *exchange) {
-	if !s.admit(e, http.MethodPost) {
-		return
-	}
 	r := e.r
 	key, keyGiven := r.Header[headerIdempotencyKey]
 	if keyGiven && (len(key) != 1 || !validIdempotencyKey(key[0])) {
@@ -411,7 +332,7 @@ func (s *Server) notify(e *exchange) {
 		}
 		cmd.CommandID = id.String()
 	}
-	e.commandID = cmd.CommandID
+	e.named(cmd.CommandID)
 
 	select {
 	case s.slots <- struct{}{}:
@@ -517,7 +438,7 @@ func (s *Server) answerResult(e *exchange, n notification, raw []byte, requested
 			e.detail(http.StatusUnprocessableEntity, msgKeyReused)
 			return
 		}
-		e.replayed = true
+		note(e.r, "replayed", true)
 		e.w.Header().Set(headerReplayed, "true")
 	}
 	e.reply(resultAnswer(n, res, raw))
@@ -545,11 +466,9 @@ func (s *Server) unavailable(e *exchange, what string, err error) {
 // status answers GET /b/pbl/v2/message-notification/<command_id>/: the
 // result in the shapes of the POST, or 404 before it exists. A key sees
 // only its own commands; users (support staff) see every command.
-func (s *Server) status(e *exchange, commandID string) {
-	if !s.admit(e, http.MethodGet) {
-		return
-	}
-	e.commandID = commandID
+func (s *Server) status(e *exchange) {
+	commandID := e.r.PathValue("command_id")
+	e.named(commandID)
 	raw, found, err := s.deps.Results.Result(commandID)
 	if err != nil {
 		s.unavailable(e, "look up result", err)
@@ -592,41 +511,4 @@ func correlationID(r *http.Request) string {
 		}
 	}
 	return ""
-}
-
-// serveConsole serves the console's pages, with the API's metrics and an
-// access-log line (method, path, status, user: never a password or a
-// cookie).
-func (s *Server) serveConsole(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	if r.URL.Path == strings.TrimSuffix(consolePrefix, "/") {
-		http.Redirect(w, r, consolePrefix, http.StatusMovedPermanently)
-		return
-	}
-	sw := &statusWriter{ResponseWriter: w}
-	s.console.handler.ServeHTTP(sw, r)
-	s.m.observe(sw.status, time.Since(start))
-	sess, _ := s.console.sessions.session(r)
-	s.log.Info("console request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "user", sess.user,
-		"duration_ms", time.Since(start).Milliseconds())
-}
-
-// statusWriter records the status a handler answered.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
 }

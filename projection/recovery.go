@@ -3,6 +3,7 @@ package projection
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -104,4 +105,15 @@ func PlanRecovery(f AttentionFilter, items []AttentionItem, requestedBy string, 
 // String describes the plan in a line.
 func (p RecoveryPlan) String() string {
 	return fmt.Sprintf("recovery %s: %d command(s) for %d channel(s) needing attention", p.BatchID, len(p.Commands), p.Entries)
+}
+
+// ParseTime reads a time as the console's filters and `notifyd recover`
+// take it (a recovery's window): RFC 3339, or a minute (or second) without a zone, in UTC.
+func ParseTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02T15:04:05", "2006-01-02 15:04"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, errors.New("want RFC 3339 or 2006-01-02T15:04 (UTC)")
 }

@@ -64,3 +64,31 @@ func TestPlanRecovery(t *testing.T) {
 		}
 	}
 }
+
+// TestParseTime: a recovery's window is RFC 3339 (any zone, read as UTC),
+// or a minute or second without a zone (UTC), as the console's
+// datetime-local inputs and `notifyd recover` give it; anything else is
+// refused.
+func TestParseTime(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // RFC 3339 in UTC; "" refused
+	}{
+		{"2026-11-02T09:00:00+03:00", "2026-11-02T06:00:00Z"},
+		{"2026-11-02T09:00:00.5Z", "2026-11-02T09:00:00.5Z"},
+		{"2026-11-02T09:00", "2026-11-02T09:00:00Z"},
+		{"2026-11-02T09:00:07", "2026-11-02T09:00:07Z"},
+		{"2026-11-02 09:00", "2026-11-02T09:00:00Z"},
+		{"2026-11-02", ""},
+		{"yesterday", ""},
+		{"", ""},
+	} {
+		got, err := ParseTime(tc.in)
+		switch {
+		case tc.want == "" && err == nil:
+			t.Errorf("ParseTime(%q) = %v, want refused", tc.in, got)
+		case tc.want != "" && (err != nil || got.Format(time.RFC3339Nano) != tc.want || got.Location() != time.UTC):
+			t.Errorf("ParseTime(%q) = %v, %v, want %s", tc.in, got, err, tc.want)
+		}
+	}
+}

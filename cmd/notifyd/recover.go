@@ -10,7 +10,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/projection"
 	"github.com/notifyd/notifyd/schemas"
@@ -52,7 +51,7 @@ func recoverCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		if t.value == "" {
 			continue
 		}
-		v, err := api.ParseTime(t.value)
+		v, err := projection.ParseTime(t.value)
 		if err != nil {
 			fmt.Fprintf(stderr, "notifyd recover: -%s %q: want RFC 3339 or 2006-01-02T15:04 (UTC)\n", t.flag, t.value)
 			return errUsage
