@@ -98,11 +98,11 @@ func callbackServer(t *testing.T) (http.Handler, *receiptLog, *prometheus.Regist
 	k := newMemoryKafka()
 	log := &receiptLog{}
 	reg := prometheus.NewRegistry()
-	s, err := New(cfg, Deps{Commands: k, Results: k, Registerer: reg, Receipts: log, Callbacks: CallbackSecrets{
-		TwilioAuthTokens: map[string]string{testAccountSID: testAuthToken},
-		MetaApps:         []MetaApp{{AppSecret: "another-app-secret", PhoneNumberIDs: []string{testOtherPhoneID}}, {AppSecret: testAppSecret, PhoneNumberIDs: []string{testPhoneID}}},
-		MetaVerifyToken:  testVerifyToken,
-		Webhooks:         []WebhookReceipts{{Secret: testHookSecret, Accounts: []string{testHookHost}}, {Secret: testOtherHookSecret, Accounts: []string{"other.example"}}},
+	s, err := New(cfg, Deps{Commands: k, Results: k, Registerer: reg, Receipts: log, Callbacks: map[string]dispatch.ReceiptVerifier{
+		"twilio": dispatch.TwilioReceipts{AuthTokens: map[string]string{testAccountSID: testAuthToken}},
+		"meta": dispatch.MetaReceipts{Apps: []dispatch.MetaApp{{AppSecret: "another-app-secret", PhoneNumberIDs: []string{testOtherPhoneID}}, {AppSecret: testAppSecret, PhoneNumberIDs: []string{testPhoneID}}},
+			VerifyToken: testVerifyToken},
+		"webhook": dispatch.WebhookReceipts{Secrets: []dispatch.WebhookSecret{{Secret: testHookSecret, Accounts: []string{testHookHost}}, {Secret: testOtherHookSecret, Accounts: []string{"other.example"}}}},
 	}}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func twilioCallback(token, signedURL string, params url.Values) *http.Request {
 	r := httptest.NewRequest(http.MethodPost, "http://10.0.0.7:8000"+PathCallbackTwilio, strings.NewReader(params.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if token != "" {
-		r.Header.Set("X-Twilio-Signature", TwilioSignature(token, signedURL, params))
+		r.Header.Set("X-Twilio-Signature", dispatch.TwilioSignature(token, signedURL, params))
 	}
 	return r
 }
@@ -135,16 +135,6 @@ func twilioParams(status string, extra ...string) url.Values {
 		v.Set(extra[i], extra[i+1])
 	}
 	return v
-}
-
-// TestTwilioSignatureVector is Twilio's documented example of
-// X-Twilio-Signature.
-func TestTwilioSignatureVector(t *testing.T) {
-	params := url.Values{"CallSid": {"CA1234567890ABCDE"}, "Caller": {"+12349013030"}, "Digits": {"1234"},
-		"From": {"+12349013030"}, "To": {"+18005551212"}}
-	if got := TwilioSignature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", params); got != "0/KCTR6DLpKmkAf8muzZqo1nDgQ=" {
-		t.Errorf("TwilioSignature = %q", got)
-	}
 }
 
 // TestTwilioCallback: a callback signed like Twilio signs it (over
@@ -229,7 +219,7 @@ func metaCallback(secret, body string) *http.Request {
 	r := httptest.NewRequest(http.MethodPost, PathCallbackMeta, strings.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")
 	if secret != "" {
-		r.Header.Set("X-Hub-Signature-256", MetaSignature(secret, []byte(body)))
+		r.Header.Set("X-Hub-Signature-256", dispatch.MetaSignature(secret, []byte(body)))
 	}
 	return r
 }
@@ -306,7 +296,7 @@ func TestWebhookCallback(t *testing.T) {
 	req := func(secret string, at time.Time, body string) *http.Request {
 		r := httptest.NewRequest(http.MethodPost, PathCallbackWebhook, strings.NewReader(body))
 		if secret != "" {
-			r.Header.Set(WebhookSignatureHeader, WebhookSignature(secret, at, []byte(body)))
+			r.Header.Set(dispatch.WebhookSignatureHeader, dispatch.WebhookSignature(secret, at, []byte(body)))
 		}
 		return r
 	}
@@ -344,7 +334,7 @@ func TestCallbacksOff(t *testing.T) {
 	cfg := Config{Listen: DefaultListen}
 	cfg.SetDefaults()
 	k := newMemoryKafka()
-	s, err := New(cfg, Deps{Commands: k, Results: k, Receipts: &receiptLog{}, Callbacks: CallbackSecrets{MetaApps: []MetaApp{{AppSecret: testAppSecret, PhoneNumberIDs: []string{testPhoneID}}}}},
+	s, err := New(cfg, Deps{Commands: k, Results: k, Receipts: &receiptLog{}, Callbacks: map[string]dispatch.ReceiptVerifier{"meta": dispatch.MetaReceipts{Apps: []dispatch.MetaApp{{AppSecret: testAppSecret, PhoneNumberIDs: []string{testPhoneID}}}}}},
 		slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -365,7 +355,7 @@ func TestCallbackAccounts(t *testing.T) {
 	signed := testPublicURL + PathCallbackTwilio
 	hook := func(secret, body string) *http.Request {
 		r := httptest.NewRequest(http.MethodPost, PathCallbackWebhook, strings.NewReader(body))
-		r.Header.Set(WebhookSignatureHeader, WebhookSignature(secret, time.Now(), []byte(body)))
+		r.Header.Set(dispatch.WebhookSignatureHeader, dispatch.WebhookSignature(secret, time.Now(), []byte(body)))
 		return r
 	}
 	if code, body := do(h, twilioCallback(testAuthToken, signed, twilioParams("delivered"))); code != http.StatusOK {
@@ -424,4 +414,11 @@ func TestCallbackAccounts(t *testing.T) {
 			t.Errorf("notifyd_callbacks_total{%s,foreign_message} = %v, want %v", provider, n, want)
 		}
 	}
+}
+
+// receipt is one receipt as RecordReceipt was given it.
+type receipt struct {
+	ev        schemas.DeliveryEvent
+	recipient string
+	accounts  []string
 }

@@ -55,14 +55,14 @@
 //     http.CrossOriginProtection checks; viewers may not POST but to sign
 //     out. Bulk recoveries are planned by projection.PlanRecovery, the one
 //     home of their command_ids, shared with `notifyd recover`.
-//   - Providers' delivery receipts arrive on /callbacks/twilio, /meta and
-//     /webhook (callbacks.go): each request is verified by its provider's
-//     signature (constant-time) before anything of it is used; a bad one
+//   - Providers' delivery receipts arrive on /callbacks/<kind>
+//     (callbacks.go), one route per kind that has a verifier
+//     (Deps.Callbacks, dispatch.Registry.Receipts: twilio, meta, webhook):
+//     each request is verified by its kind's dispatch.ReceiptVerifier
+//     (constant-time signatures) before anything of it is used; a bad one
 //     is 401 and publishes nothing; a verified one is handed to Receipts
 //     (consumer.Service, wired by cmd/notifyd) with the provider accounts
-//     its secret speaks for (a Twilio AccountSid, the signing Meta app's
-//     phone number named in the notification, the webhook providers with
-//     that receipt_secret), and answered 200 only once recorded, 503
+//     its secret speaks for, and answered 200 only once recorded, 503
 //     otherwise so that the provider tries again; one about a message
 //     another account sent is 200 and changes nothing (foreign_message).
 //   - Every body is read through readBody or formsOnly (bodies.go), within

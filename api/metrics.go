@@ -35,7 +35,9 @@ func (m *metrics) callback(provider, result string) {
 	m.callbacks.WithLabelValues(provider, result).Inc()
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics makes the collectors, the callbacks' for each of callbacks
+// (provider kinds) at zero.
+func newMetrics(reg prometheus.Registerer, callbacks []string) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notifyd_api_requests_total",
@@ -62,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{passwordAccepted, passwordRefused, passwordThrottled, passwordBusy} {
 		m.passwords.WithLabelValues(r)
 	}
-	for _, p := range []string{"twilio", "meta", "webhook"} {
+	for _, p := range callbacks {
 		for _, r := range callbackResults {
 			m.callbacks.WithLabelValues(p, r)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/internal/testkit"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -45,7 +46,7 @@ func TestPanicAnsweredOnEveryRoute(t *testing.T) {
 	deps.SignOuts = panickingSignOuts{f.signOuts}
 	deps.Receipts = panickingReceipts{}
 	deps.Registerer = reg
-	deps.Callbacks = CallbackSecrets{TwilioAuthTokens: map[string]string{testAccountSID: testAuthToken}}
+	deps.Callbacks = map[string]dispatch.ReceiptVerifier{"twilio": dispatch.TwilioReceipts{AuthTokens: map[string]string{testAccountSID: testAuthToken}}}
 	cfg := f.cfg
 	cfg.PublicURL = testPublicURL
 	s, err := New(cfg, deps, slog.New(slog.NewJSONHandler(&logs, nil)))

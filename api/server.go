@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -63,8 +66,10 @@ type Deps struct {
 	// Receipts takes the providers' receipts posted to /callbacks/*; nil
 	// serves no callbacks.
 	Receipts Receipts
-	// Callbacks are the secrets the receipts are verified with.
-	Callbacks CallbackSecrets
+	// Callbacks verify the receipts of each provider kind that has them,
+	// by kind (dispatch.Registry.Receipts): each is served at
+	// dispatch.CallbackPrefix + the kind.
+	Callbacks map[string]dispatch.ReceiptVerifier
 }
 
 // Paths of the API.
@@ -114,7 +119,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, deps: deps, log: log.With("component", "api"), auth: auth, m: newMetrics(deps.Registerer),
+		cfg: cfg, deps: deps, log: log.With("component", "api"), auth: auth, m: newMetrics(deps.Registerer, slices.Sorted(maps.Keys(deps.Callbacks))),
 		slots: make(chan struct{}, cfg.MaxInFlight), stopping: make(chan struct{}), limiters: map[string]*rate.Limiter{},
 		keysInFlight: map[string]notificationFrom{},
 	}

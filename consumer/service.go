@@ -2,11 +2,9 @@ package consumer
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,9 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/notifyd/notifyd/consumer/wmkafka"
 	"github.com/notifyd/notifyd/dispatch"
@@ -86,195 +82,6 @@ func (t Topics) WithDefaults() Topics {
 		}
 	}
 	return t
-}
-
-// Config configures a Service. Zero fields take the defaults documented on
-// each; Validate names the first bad field by its configuration key.
-type Config struct {
-	// Brokers are the Kafka bootstrap addresses (kafka.brokers).
-	Brokers []string
-	// GroupID is the consumer group that shares the commands (kafka.group_id,
-	// default notifyd).
-	GroupID string
-	// ClientID is sent to the brokers and is the CloudEvents source of
-	// results (kafka.client_id, default notifyd-<hostname>).
-	ClientID string
-	// Topics are the topic names (kafka.topics.*).
-	Topics Topics
-	// CreateTopics creates missing topics at start-up; when false, missing
-	// topics stop start-up (kafka.create_topics, default true).
-	CreateTopics *bool
-	// TopicPartitions and ReplicationFactor apply to created topics
-	// (kafka.topic_partitions default 6, kafka.replication_factor default 1).
-	TopicPartitions   int
-	ReplicationFactor int
-	// TopicConfigs are topic configs set on created topics, by role
-	// (payment_events, commands, results, dead_letter, deliveries,
-	// console_sessions), laid over
-	// DefaultTopicConfigs (kafka.topic_configs).
-	TopicConfigs map[string]map[string]string
-	// StoreDir holds the local store (store.dir, default ./data); the
-	// projection lives in its "projection" subfolder.
-	StoreDir string
-	// MinFreeBytes is the free-space watermark of StoreDir's filesystem
-	// (store.min_free_bytes): below it the instance pauses (diskguard.go).
-	// nil: 5 % of the filesystem, at most 1 GiB; 0: the guard is off.
-	MinFreeBytes *int64
-	// BallastBytes is the size of the emergency ballast file in StoreDir,
-	// released when the watermark is crossed (store.ballast_bytes). nil:
-	// 1 % of the filesystem, at most 64 MiB; 0: none.
-	BallastBytes *int64
-	// Concurrency bounds the commands deciding and sending at once
-	// (processing.concurrency, default 64): the provider calls in flight.
-	// Twice as many commands are handed out, so that those waiting for the
-	// projection or publishing their result do not hold a sending slot.
-	Concurrency int
-	// CatchUpWait is how long a command naming an unknown transaction waits
-	// for it to appear (processing.catch_up_wait, default 10s).
-	CatchUpWait time.Duration
-	// MaxCommandAge: older commands, by their Kafka timestamp, are answered
-	// command_expired (processing.max_command_age, default 24h).
-	MaxCommandAge time.Duration
-	// ShutdownTimeout bounds how long claimed commands (being sent) may take
-	// to finish once their partition is handed over, on a stop and at a
-	// rebalance (processing.shutdown_timeout, default 20s). At a rebalance
-	// the lease bounds it too: at most min(SessionTimeout, RebalanceTimeout)
-	// minus the lease margin (5s) after the last heartbeat.
-	ShutdownTimeout time.Duration
-	// SessionTimeout, RebalanceTimeout and HeartbeatInterval are the
-	// consumer group's (kafka.session_timeout and kafka.rebalance_timeout,
-	// default 30s; kafka.heartbeat_interval, default 1s: how fast a member
-	// notices a rebalance). HeartbeatInterval must be under a third of the
-	// smaller timeout.
-	SessionTimeout    time.Duration
-	RebalanceTimeout  time.Duration
-	HeartbeatInterval time.Duration
-	// TLS and SASL secure every connection to the brokers (kafka.tls,
-	// kafka.sasl); nil: plaintext, no authentication.
-	TLS  *tls.Config
-	SASL sasl.Mechanism
-	// Registerer receives the service's Prometheus collectors; nil
-	// registers none.
-	Registerer prometheus.Registerer
-	// ReadyMaxLag is how many records of payment-events (and, separately,
-	// of the results topic) the store may be behind the brokers while the
-	// instance reports ready (processing.ready_max_lag; the command sets
-	// its default, 100; zero here means fully caught up).
-	ReadyMaxLag int64
-}
-
-// Conn is how the service reaches the brokers.
-func (c Config) Conn() Conn {
-	return Conn{Brokers: c.Brokers, ClientID: c.ClientID, TLS: c.TLS, SASL: c.SASL}
-}
-
-func (c *Config) setDefaults() {
-	if c.GroupID == "" {
-		c.GroupID = "notifyd"
-	}
-	if c.ClientID == "" {
-		host, _ := os.Hostname()
-		c.ClientID = "notifyd-" + host
-	}
-	c.Topics = c.Topics.WithDefaults()
-	if c.CreateTopics == nil {
-		t := true
-		c.CreateTopics = &t
-	}
-	if c.TopicPartitions == 0 {
-		c.TopicPartitions = 6
-	}
-	if c.ReplicationFactor == 0 {
-		c.ReplicationFactor = 1
-	}
-	if c.StoreDir == "" {
-		c.StoreDir = "./data"
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 64
-	}
-	if c.SessionTimeout == 0 {
-		c.SessionTimeout = 30 * time.Second
-	}
-	if c.RebalanceTimeout == 0 {
-		c.RebalanceTimeout = 30 * time.Second
-	}
-	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = time.Second
-	}
-	if c.CatchUpWait == 0 {
-		c.CatchUpWait = 10 * time.Second
-	}
-	if c.MaxCommandAge == 0 {
-		c.MaxCommandAge = 24 * time.Hour
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 20 * time.Second
-	}
-}
-
-// Validate checks a configuration; zero fields (the defaults) are valid.
-func (c Config) Validate() error {
-	if len(c.Brokers) == 0 {
-		return errors.New("kafka.brokers: at least one broker is required")
-	}
-	for _, b := range c.Brokers {
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			return fmt.Errorf("kafka.brokers: %q is not host:port", b)
-		}
-	}
-	seen := map[string]string{}
-	for key, name := range map[string]string{
-		"kafka.topics.payment_events": c.Topics.PaymentEvents, "kafka.topics.commands": c.Topics.Commands,
-		"kafka.topics.results": c.Topics.Results, "kafka.topics.dead_letter": c.Topics.DeadLetter,
-		"kafka.topics.deliveries": c.Topics.Deliveries, "kafka.topics.console_sessions": c.Topics.ConsoleSessions,
-	} {
-		if name == "" {
-			continue
-		}
-		if other, dup := seen[name]; dup {
-			return fmt.Errorf("%s: topic %q is also %s", key, name, other)
-		}
-		seen[name] = key
-	}
-	switch {
-	case c.TopicPartitions < 0:
-		return errors.New("kafka.topic_partitions: must be >= 1")
-	case c.ReplicationFactor < 0:
-		return errors.New("kafka.replication_factor: must be >= 1")
-	case c.Concurrency < 0:
-		return errors.New("processing.concurrency: must be >= 1")
-	case c.CatchUpWait < 0:
-		return errors.New("processing.catch_up_wait: must not be negative")
-	case c.MaxCommandAge < 0:
-		return errors.New("processing.max_command_age: must not be negative")
-	case c.ShutdownTimeout < 0:
-		return errors.New("processing.shutdown_timeout: must not be negative")
-	case c.ReadyMaxLag < 0:
-		return errors.New("processing.ready_max_lag: must not be negative")
-	case c.MinFreeBytes != nil && *c.MinFreeBytes < 0:
-		return errors.New("store.min_free_bytes: must not be negative (0 turns the free-space guard off)")
-	case c.BallastBytes != nil && *c.BallastBytes < 0:
-		return errors.New("store.ballast_bytes: must not be negative (0: no ballast)")
-	case c.SessionTimeout < 0:
-		return errors.New("kafka.session_timeout: must not be negative")
-	case c.RebalanceTimeout < 0:
-		return errors.New("kafka.rebalance_timeout: must not be negative")
-	case c.HeartbeatInterval < 0:
-		return errors.New("kafka.heartbeat_interval: must not be negative")
-	}
-	d := c
-	d.setDefaults()
-	if lease := min(d.SessionTimeout, d.RebalanceTimeout); d.HeartbeatInterval*3 >= lease {
-		return fmt.Errorf("kafka.heartbeat_interval: %s must be under a third of min(kafka.session_timeout, kafka.rebalance_timeout) (%s)",
-			d.HeartbeatInterval, lease)
-	}
-	for role := range c.TopicConfigs {
-		if _, ok := DefaultTopicConfigs()[role]; !ok {
-			return fmt.Errorf("kafka.topic_configs.%s: unknown topic (want payment_events, commands, results, dead_letter, deliveries or console_sessions)", role)
-		}
-	}
-	return nil
 }
 
 // Service is one notifyd instance: it follows payment-events and results
@@ -380,9 +187,9 @@ func (s *Service) Readiness() Readiness {
 		r.Reason = "kafka unreachable: " + kerr.Error()
 	case dlqErr != nil:
 		r.Reason = fmt.Sprintf("dead-letter topic failing for %s (the commands' keys wait): %v", time.Since(dlqSince).Round(time.Second), dlqErr)
-	case r.ProjectionLag > s.cfg.ReadyMaxLag:
+	case r.ProjectionLag > *s.cfg.ReadyMaxLag:
 		r.Reason = fmt.Sprintf("projection catching up: %d payment events behind", r.ProjectionLag)
-	case r.ResultsLag > s.cfg.ReadyMaxLag:
+	case r.ResultsLag > *s.cfg.ReadyMaxLag:
 		r.Reason = fmt.Sprintf("idempotency table catching up: %d results behind", r.ResultsLag)
 	case sessions == nil || !s.sessionsCaughtUp(sessions):
 		r.Reason = "console sessions catching up: which sessions ended is not known yet"
@@ -455,7 +262,7 @@ func (s *Service) Stats() Stats {
 // New validates cfg and returns a Service; nothing is started before Run.
 // dcfg configures dispatch; the Service supplies the projection it reads.
 func New(cfg Config, dcfg dispatch.Config, log *slog.Logger) (*Service, error) {
-	cfg.setDefaults()
+	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

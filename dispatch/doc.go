@@ -43,6 +43,12 @@
 //     (limits.go: MaxSMSCharacters, MaxEmailSubjectCharacters,
 //     MaxEmailBodyBytes, MaxWhatsAppParamsCharacters), which the providers
 //     would refuse.
+//  9. cooldown_active: with Config.Cooldown (processing.cooldown) set, the
+//     channel was sent for the transaction's current state less than the
+//     cooldown ago, and the command has no force.
+//
+// Dispatcher.Check answers these nine checks for every channel of a
+// transaction without sending (the console's grid): the same code.
 //
 // # Sending and retries
 //
@@ -65,6 +71,29 @@
 // decide the command (package consumer's guard is "this instance still owns
 // the command's partition"), and a result with channels it was not allowed
 // to try would be wrong.
+//
+// # Failover
+//
+// A channel has one or more Routes, tried in order: each with its own
+// retry policy, rate limit and circuit breaker (BreakerPolicy). The next route is used
+// when one ends provider_unavailable, its circuit is open, or it rejected
+// the message for a fault of the account or sender (AccountFault); never
+// when it rejected the recipient or the content, or when an answer may
+// mean the message went out. The channel's result names the provider that
+// sent (or the last one tried), providers_tried, the attempts of all, and
+// a detail naming each route's failure.
+//
+// # Providers: the registry
+//
+// Registry (registry.go) is the one home of what a provider kind is: its
+// name, the channels it sends on, the check of its block of
+// ProviderConfig, its constructor and, for kinds whose receipts come back
+// (twilio, meta, webhook), the ReceiptVerifier of its callback
+// (receipts.go). NewRegistry holds the built-in kinds, each defined in
+// its provider's file (console in provider.go, webhook.go, smtp.go,
+// twilio.go, meta.go); Registry.Build makes a Route from a ProviderConfig
+// value at run time. Neither cmd (configuration) nor api (callbacks)
+// switches on kinds.
 //
 // # The result
 //

@@ -3,13 +3,20 @@ package dispatch
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -285,4 +292,179 @@ func (p *Meta) classify(ans httpAnswer, to string) (Receipt, error) {
 		return Receipt{}, Permanent(detail, nil)
 	}
 	return Receipt{}, Transient(detail, ans.retryAfter, nil)
+}
+
+// metaKind is the meta kind: whatsapp through the WhatsApp Cloud API; its
+// webhook notifications are verified with the app secret of the phone
+// numbers they name.
+func metaKind() Kind {
+	return Kind{Name: "meta", Channels: []schemas.Channel{schemas.ChannelWhatsApp},
+		Validate: func(p ProviderConfig) error { return p.Meta.Validate() },
+		New:      func(p ProviderConfig, _ Env) (Provider, error) { return NewMeta(p.Meta, nil) },
+		Receipts: func(blocks []ProviderConfig) ReceiptVerifier {
+			var v MetaReceipts
+			for _, p := range blocks {
+				if p.Meta.VerifyToken != "" {
+					v.VerifyToken = p.Meta.VerifyToken
+				}
+				if p.Meta.AppSecret == "" {
+					continue
+				}
+				i := slices.IndexFunc(v.Apps, func(a MetaApp) bool { return a.AppSecret == p.Meta.AppSecret })
+				if i < 0 {
+					v.Apps = append(v.Apps, MetaApp{AppSecret: p.Meta.AppSecret})
+					i = len(v.Apps) - 1
+				}
+				v.Apps[i].PhoneNumberIDs = append(v.Apps[i].PhoneNumberIDs, p.Meta.PhoneNumberID)
+			}
+			if len(v.Apps) == 0 && v.VerifyToken == "" {
+				return nil
+			}
+			return v
+		},
+	}
+}
+
+// MetaReceipts verifies Cloud API webhook notifications and answers the
+// subscription handshake.
+type MetaReceipts struct {
+	// Apps are the apps of the meta providers: a notification signed with
+	// an app's secret applies to the messages of that app's phone numbers.
+	Apps []MetaApp
+	// VerifyToken answers Meta's subscription handshake
+	// (providers.whatsapp.meta.verify_token).
+	VerifyToken string
+}
+
+// MetaApp is a Meta app of the meta providers: its secret
+// (providers.whatsapp.meta.app_secret) and the phone number ids of the
+// providers configured with it.
+type MetaApp struct {
+	AppSecret      string
+	PhoneNumberIDs []string
+}
+
+// metaStatuses maps a Cloud API status to a delivery status; others
+// (deleted, warning) are ignored.
+var metaStatuses = map[string]schemas.DeliveryStatus{
+	"sent": schemas.DeliverySent, "delivered": schemas.DeliveryDelivered, "read": schemas.DeliveryRead,
+	"failed": schemas.DeliveryFailed,
+}
+
+// MetaSignature is X-Hub-Signature-256 for body: "sha256=" and the hex
+// HMAC-SHA256 of the raw body keyed with the app secret.
+func MetaSignature(appSecret string, body []byte) string {
+	mac := hmac.New(sha256.New, []byte(appSecret))
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// Handshake answers Meta's subscription check: hub.mode=subscribe with
+// the configured hub.verify_token is answered with hub.challenge.
+func (v MetaReceipts) Handshake(q url.Values) (string, bool) {
+	if v.VerifyToken == "" || q.Get("hub.mode") != "subscribe" ||
+		subtle.ConstantTimeCompare([]byte(q.Get("hub.verify_token")), []byte(v.VerifyToken)) != 1 {
+		return "", false
+	}
+	return q.Get("hub.challenge"), true
+}
+
+// metaNotification is the part of a Cloud API webhook notification that
+// carries message statuses.
+type metaNotification struct {
+	Entry []struct {
+		Changes []struct {
+			Value struct {
+				Metadata struct {
+					PhoneNumberID string `json:"phone_number_id"`
+				} `json:"metadata"`
+				Statuses []struct {
+					ID          string `json:"id"`
+					Status      string `json:"status"`
+					Timestamp   string `json:"timestamp"`
+					RecipientID string `json:"recipient_id"`
+					Errors      []struct {
+						Code      int    `json:"code"`
+						Title     string `json:"title"`
+						Message   string `json:"message"`
+						ErrorData struct {
+							Details string `json:"details"`
+						} `json:"error_data"`
+					} `json:"errors"`
+				} `json:"statuses"`
+			} `json:"value"`
+		} `json:"changes"`
+	} `json:"entry"`
+}
+
+// Verify verifies a Cloud API notification, signed over its raw
+// bytes with the secret of any of apps, and reads its statuses (messages
+// and other fields of the notification are not receipts: none). A status
+// is for the phone number its change's metadata names, which must be one
+// of the signing app's (else it has no accounts: a foreign message); a
+// change without metadata may be for any of them.
+func (v MetaReceipts) Verify(r *http.Request, _ string, body []byte, received time.Time) ([]VerifiedReceipt, error) {
+	apps, sig := v.Apps, r.Header.Get("X-Hub-Signature-256")
+	if sig == "" {
+		return nil, BadSignature{"no X-Hub-Signature-256"}
+	}
+	var phones []string
+	ok := false
+	for _, app := range apps {
+		if hmac.Equal([]byte(sig), []byte(MetaSignature(app.AppSecret, body))) {
+			ok = true
+			phones = append(phones, app.PhoneNumberIDs...)
+		}
+	}
+	if !ok {
+		return nil, BadSignature{"X-Hub-Signature-256 does not match"}
+	}
+	var n metaNotification
+	if err := json.Unmarshal(body, &n); err != nil {
+		return nil, errors.New("body is not a notification")
+	}
+	var out []VerifiedReceipt
+	for _, e := range n.Entry {
+		for _, c := range e.Changes {
+			accounts := phones
+			if id := c.Value.Metadata.PhoneNumberID; id != "" {
+				accounts = nil
+				if slices.Contains(phones, id) {
+					accounts = []string{id}
+				}
+			}
+			for _, st := range c.Value.Statuses {
+				if st.ID == "" {
+					return nil, errors.New("a status without id")
+				}
+				at := received
+				if sec, err := strconv.ParseInt(st.Timestamp, 10, 64); err == nil && sec > 0 {
+					at = time.Unix(sec, 0).UTC()
+				}
+				ev := schemas.DeliveryEvent{Provider: "meta", Channel: schemas.ChannelWhatsApp, ProviderMessageID: st.ID,
+					Status: metaStatuses[st.Status], ProviderStatus: st.Status, OccurredAt: at, ReceivedAt: received}
+				if len(st.Errors) > 0 {
+					e := st.Errors[0]
+					ev.ErrorCode = strconv.Itoa(e.Code)
+					ev.ErrorDetail = strings.TrimSpace(strings.Join(nonEmpty(e.Title, e.Message, e.ErrorData.Details), ": "))
+				}
+				recipient := ""
+				if st.RecipientID != "" {
+					recipient = "+" + st.RecipientID
+				}
+				out = append(out, VerifiedReceipt{Event: ev, Recipient: recipient, Accounts: accounts})
+			}
+		}
+	}
+	return out, nil
+}
+
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" && (len(out) == 0 || out[len(out)-1] != s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

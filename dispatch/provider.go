@@ -179,3 +179,9 @@ func (c *Console) Send(ctx context.Context, m Message) (Receipt, error) {
 	}
 	return Receipt{MessageID: id}, nil
 }
+
+// consoleKind is the console kind: any channel, printed (development).
+func consoleKind() Kind {
+	return Kind{Name: "console", Channels: schemas.Channels,
+		New: func(_ ProviderConfig, env Env) (Provider, error) { return NewConsole(env.Console), nil }}
+}

@@ -518,3 +518,10 @@ func (a *plainOrLoginAuth) Start(server *smtp.ServerInfo) (string, []byte, error
 func (a *plainOrLoginAuth) Next(fromServer []byte, more bool) ([]byte, error) {
 	return a.inner.Next(fromServer, more)
 }
+
+// smtpKind is the smtp kind: email through an SMTP server.
+func smtpKind() Kind {
+	return Kind{Name: "smtp", Channels: []schemas.Channel{schemas.ChannelEmail},
+		Validate: func(p ProviderConfig) error { return p.SMTP.Validate() },
+		New:      func(p ProviderConfig, _ Env) (Provider, error) { return NewSMTP(p.SMTP) }}
+}

@@ -2,12 +2,18 @@ package dispatch
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
+	"time"
 
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -196,4 +202,112 @@ func isASCIIAlnum(s string) bool {
 		}
 	}
 	return true
+}
+
+// twilioKind is the twilio kind: sms through Twilio's Messages API; its
+// status callbacks are verified with the auth token of the AccountSid
+// they name.
+func twilioKind() Kind {
+	return Kind{Name: "twilio", Channels: []schemas.Channel{schemas.ChannelSMS},
+		Validate: func(p ProviderConfig) error { return p.Twilio.Validate() },
+		New: func(p ProviderConfig, env Env) (Provider, error) {
+			if p.Twilio.StatusCallback == "" && env.PublicURL != "" {
+				p.Twilio.StatusCallback = strings.TrimSuffix(env.PublicURL, "/") + CallbackPrefix + "twilio"
+			}
+			return NewTwilio(p.Twilio, nil)
+		},
+		Receipts: func(blocks []ProviderConfig) ReceiptVerifier {
+			tokens := map[string]string{}
+			for _, p := range blocks {
+				tokens[p.Twilio.AccountSID] = p.Twilio.AuthToken
+			}
+			if len(tokens) == 0 {
+				return nil
+			}
+			return TwilioReceipts{AuthTokens: tokens}
+		},
+	}
+}
+
+// TwilioReceipts verifies Twilio status callbacks.
+type TwilioReceipts struct {
+	// AuthTokens are the auth tokens of the twilio providers, by account
+	// SID (a receipt names its AccountSid; it is the account).
+	AuthTokens map[string]string
+}
+
+// twilioStatuses maps Twilio's MessageStatus to a delivery status; the
+// others (accepted, scheduled, queued, sending, receiving, received) come
+// before the message leaves Twilio and are ignored.
+var twilioStatuses = map[string]schemas.DeliveryStatus{
+	"sent": schemas.DeliverySent, "delivered": schemas.DeliveryDelivered, "read": schemas.DeliveryRead,
+	"undelivered": schemas.DeliveryUndelivered, "failed": schemas.DeliveryFailed, "canceled": schemas.DeliveryFailed,
+	"partially_delivered": schemas.DeliveryDelivered,
+}
+
+// TwilioSignature is X-Twilio-Signature for a request to fullURL with
+// form params: base64 of the HMAC-SHA1, keyed with the auth token, of the
+// URL followed by every parameter, sorted by name (then value), name then
+// value, no separators.
+func TwilioSignature(authToken, fullURL string, params url.Values) string {
+	type kv struct{ k, v string }
+	var all []kv
+	for k, vs := range params {
+		for _, v := range vs {
+			all = append(all, kv{k, v})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].k != all[j].k {
+			return all[i].k < all[j].k
+		}
+		return all[i].v < all[j].v
+	})
+	mac := hmac.New(sha1.New, []byte(authToken))
+	mac.Write([]byte(fullURL))
+	for _, p := range all {
+		mac.Write([]byte(p.k))
+		mac.Write([]byte(p.v))
+	}
+	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// Verify verifies a Twilio status callback and reads its receipt.
+func (v TwilioReceipts) Verify(r *http.Request, calledURL string, body []byte, received time.Time) ([]VerifiedReceipt, error) {
+	sig := r.Header.Get("X-Twilio-Signature")
+	if sig == "" {
+		return nil, BadSignature{"no X-Twilio-Signature"}
+	}
+	params, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, BadSignature{"body is not a form"} // unsigned as far as we can tell
+	}
+	token, ok := v.AuthTokens[params.Get("AccountSid")]
+	if !ok {
+		return nil, BadSignature{"AccountSid is not a configured twilio account"}
+	}
+	want := TwilioSignature(token, calledURL, params)
+	if subtle.ConstantTimeCompare([]byte(sig), []byte(want)) != 1 {
+		return nil, BadSignature{"X-Twilio-Signature does not match"}
+	}
+	id := params.Get("MessageSid")
+	if id == "" {
+		id = params.Get("SmsSid")
+	}
+	if id == "" {
+		return nil, errors.New("no MessageSid")
+	}
+	providerStatus := params.Get("MessageStatus")
+	if providerStatus == "" {
+		providerStatus = params.Get("SmsStatus")
+	}
+	to := params.Get("To")
+	ch := schemas.ChannelSMS
+	if rest, ok := strings.CutPrefix(to, "whatsapp:"); ok {
+		ch, to = schemas.ChannelWhatsApp, rest
+	}
+	ev := schemas.DeliveryEvent{Provider: "twilio", Channel: ch, ProviderMessageID: id, Status: twilioStatuses[providerStatus],
+		ProviderStatus: providerStatus, ErrorCode: params.Get("ErrorCode"), ErrorDetail: params.Get("ErrorMessage"),
+		OccurredAt: received, ReceivedAt: received}
+	return []VerifiedReceipt{{Event: ev, Recipient: to, Accounts: []string{params.Get("AccountSid")}}}, nil
 }

@@ -3,6 +3,9 @@ package dispatch
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +20,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/notifyd/notifyd/schemas"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -227,4 +231,134 @@ func scrubURLError(err error) string {
 		return ue.Op + ": " + ue.Err.Error()
 	}
 	return err.Error()
+}
+
+// webhookKind is the webhook kind: any channel, one POST per message; its
+// receipts are verified with the receipt_secret of the providers that
+// have one.
+func webhookKind() Kind {
+	return Kind{Name: "webhook", Channels: schemas.Channels,
+		Validate: func(p ProviderConfig) error { return p.Webhook.Validate() },
+		New:      func(p ProviderConfig, _ Env) (Provider, error) { return NewWebhook(p.Webhook, nil) },
+		Receipts: func(blocks []ProviderConfig) ReceiptVerifier {
+			var v WebhookReceipts
+			for _, p := range blocks {
+				if p.Webhook.ReceiptSecret == "" {
+					continue
+				}
+				i := slices.IndexFunc(v.Secrets, func(w WebhookSecret) bool { return w.Secret == p.Webhook.ReceiptSecret })
+				if i < 0 {
+					v.Secrets = append(v.Secrets, WebhookSecret{Secret: p.Webhook.ReceiptSecret})
+					i = len(v.Secrets) - 1
+				}
+				v.Secrets[i].Accounts = append(v.Secrets[i].Accounts, p.Webhook.Account())
+			}
+			if len(v.Secrets) == 0 {
+				return nil
+			}
+			return v
+		},
+	}
+}
+
+// WebhookReceipts verifies webhook receipts.
+type WebhookReceipts struct {
+	Secrets []WebhookSecret
+}
+
+// WebhookSecret is a receipt_secret of webhook providers and their
+// accounts (WebhookConfig.Account).
+type WebhookSecret struct {
+	Secret   string
+	Accounts []string
+}
+
+// Webhook receipts' signature.
+const (
+	// WebhookSignatureHeader carries a webhook receipt's signature:
+	// "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the
+	// receipt_secret>".
+	WebhookSignatureHeader = "X-Notifyd-Signature"
+	// WebhookSignatureTolerance is how far a webhook receipt's t may be
+	// from now: an older signature is a replay.
+	WebhookSignatureTolerance = 5 * time.Minute
+)
+
+// WebhookSignature is the X-Notifyd-Signature of a webhook receipt body
+// signed at t.
+func WebhookSignature(secret string, t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(ts + "."))
+	mac.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// webhookReceipt is the body of a webhook receipt.
+type webhookReceipt struct {
+	ID             string                 `json:"id"`
+	Status         schemas.DeliveryStatus `json:"status"`
+	ProviderStatus string                 `json:"provider_status"`
+	ErrorCode      string                 `json:"error_code"`
+	ErrorDetail    string                 `json:"error_detail"`
+	Timestamp      *time.Time             `json:"timestamp"`
+	Channel        schemas.Channel        `json:"channel"`
+	To             string                 `json:"to"`
+}
+
+// Verify verifies a webhook receipt: its signature with any of
+// the hooks' secrets, made within WebhookSignatureTolerance of received.
+// It is for the accounts of the secrets that verify it.
+func (v WebhookReceipts) Verify(r *http.Request, _ string, body []byte, received time.Time) ([]VerifiedReceipt, error) {
+	hooks, header := v.Secrets, r.Header.Get(WebhookSignatureHeader)
+	var ts, v1 string
+	for _, part := range strings.Split(header, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			v1 = v
+		}
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || v1 == "" {
+		return nil, BadSignature{"no " + WebhookSignatureHeader + " of the form t=<unix seconds>,v1=<hex>"}
+	}
+	signed := time.Unix(sec, 0)
+	if d := received.Sub(signed); d > WebhookSignatureTolerance || d < -WebhookSignatureTolerance {
+		return nil, BadSignature{fmt.Sprintf("%s is %s away from now (more than %s: a replay?)", WebhookSignatureHeader, d.Round(time.Second), WebhookSignatureTolerance)}
+	}
+	ok := false
+	var accounts []string
+	for _, hook := range hooks {
+		want := WebhookSignature(hook.Secret, signed, body)
+		if hmac.Equal([]byte("t="+ts+",v1="+v1), []byte(want)) {
+			ok = true
+			accounts = append(accounts, hook.Accounts...)
+		}
+	}
+	if !ok {
+		return nil, BadSignature{WebhookSignatureHeader + " does not match"}
+	}
+	var w webhookReceipt
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, errors.New("body is not a receipt")
+	}
+	if w.ID == "" || !w.Status.Valid() {
+		return nil, fmt.Errorf("id is required and status must be one of sent, delivered, read, undelivered, failed")
+	}
+	if w.Channel != "" && !w.Channel.Valid() {
+		return nil, fmt.Errorf("channel: %q is not email, sms or whatsapp", w.Channel)
+	}
+	if w.ProviderStatus == "" {
+		w.ProviderStatus = string(w.Status)
+	}
+	at := received
+	if w.Timestamp != nil {
+		at = w.Timestamp.UTC()
+	}
+	ev := schemas.DeliveryEvent{Provider: "webhook", Channel: w.Channel, ProviderMessageID: w.ID, Status: w.Status,
+		ProviderStatus: w.ProviderStatus, ErrorCode: w.ErrorCode, ErrorDetail: w.ErrorDetail, OccurredAt: at, ReceivedAt: received}
+	return []VerifiedReceipt{{Event: ev, Recipient: w.To, Accounts: accounts}}, nil
 }

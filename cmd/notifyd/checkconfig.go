@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/notifyd/notifyd/api"
+	"github.com/notifyd/notifyd/dispatch"
 )
 
 // checkConfig is `notifyd check-config [-config FILE]`: everything serve
@@ -33,7 +34,7 @@ func checkConfig(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	if _, err := cfg.routes(io.Discard); err != nil {
+	if _, err := cfg.routes(dispatch.NewRegistry(), io.Discard); err != nil {
 		return err
 	}
 	var providers []string

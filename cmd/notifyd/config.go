@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/notifyd/notifyd/api"
@@ -91,7 +90,7 @@ type ProcessingConfig struct {
 
 // ProviderChain is providers.<channel>: one provider block, or a list of
 // them tried in order (failover, see dispatch.Route).
-type ProviderChain []ProviderConfig
+type ProviderChain []dispatch.ProviderConfig
 
 // key names provider i of the chain of channel name in errors:
 // providers.<channel> for a chain of one, else providers.<channel>[i].
@@ -102,138 +101,31 @@ func (c ProviderChain) key(name string, i int) string {
 	return fmt.Sprintf("providers.%s[%d]", name, i)
 }
 
-// ProviderConfig is one provider block of providers.<channel>.
-type ProviderConfig struct {
-	// Kind selects the provider: console or webhook on any channel; smtp
-	// for email, twilio for sms, meta for whatsapp. The block named like
-	// the kind configures it.
-	Kind    string                 `yaml:"kind"`
-	Console ConsoleConfig          `yaml:"console"`
-	Webhook dispatch.WebhookConfig `yaml:"webhook"`
-	SMTP    dispatch.SMTPConfig    `yaml:"smtp"`
-	Twilio  dispatch.TwilioConfig  `yaml:"twilio"`
-	Meta    dispatch.MetaConfig    `yaml:"meta"`
-	Retry   dispatch.RetryPolicy   `yaml:"retry"`
-	// RateLimit bounds the provider's calls (token bucket); unset: none.
-	RateLimit dispatch.RateLimit `yaml:"rate_limit"`
-	// CircuitBreaker stops calling a failing provider for a while, so
-	// that the channel fails over at once.
-	CircuitBreaker dispatch.BreakerPolicy `yaml:"circuit_breaker"`
-}
-
-// ConsoleConfig is providers.<channel>.console. The console provider prints
-// each rendered message (recipient masked) to standard output.
-type ConsoleConfig struct{}
-
-// kindsFor lists the provider kinds a channel can use.
-func kindsFor(ch schemas.Channel) []string {
-	switch ch {
-	case schemas.ChannelEmail:
-		return []string{"console", "webhook", "smtp"}
-	case schemas.ChannelSMS:
-		return []string{"console", "webhook", "twilio"}
-	case schemas.ChannelWhatsApp:
-		return []string{"console", "webhook", "meta"}
-	}
-	return nil
-}
-
-// validateKind checks the kind and its block; errors start with the key
-// below providers.<channel>.
-func (p ProviderConfig) validateKind(ch schemas.Channel) error {
-	kinds := kindsFor(ch)
-	want := strings.Join(kinds, ", ")
-	if p.Kind == "" {
-		return fmt.Errorf("kind: is required (%s)", want)
-	}
-	if !slices.Contains(kinds, p.Kind) {
-		return fmt.Errorf("kind: %q is not a provider for %s (want %s)", p.Kind, ch, want)
-	}
-	var err error
-	switch p.Kind {
-	case "webhook":
-		err = p.Webhook.Validate()
-	case "smtp":
-		err = p.SMTP.Validate()
-	case "twilio":
-		err = p.Twilio.Validate()
-	case "meta":
-		err = p.Meta.Validate()
-	}
-	if err != nil {
-		return fmt.Errorf("%s.%w", p.Kind, err)
-	}
-	return nil
-}
-
-// provider builds the configured provider of a channel.
-func (p ProviderConfig) provider(console io.Writer) (dispatch.Provider, error) {
-	switch p.Kind {
-	case "console":
-		return dispatch.NewConsole(console), nil
-	case "webhook":
-		return dispatch.NewWebhook(p.Webhook, nil)
-	case "smtp":
-		return dispatch.NewSMTP(p.SMTP)
-	case "twilio":
-		return dispatch.NewTwilio(p.Twilio, nil)
-	case "meta":
-		return dispatch.NewMeta(p.Meta, nil)
-	}
-	return nil, fmt.Errorf("kind: unknown kind %q", p.Kind)
-}
-
-// callbackSecrets are the secrets of the configured providers that
-// receipts are verified with, each with the accounts it speaks for (see
-// dispatch.Accounter): a Twilio auth token for its AccountSid, a Meta app
-// secret for the phone number ids of the providers that have it, a
-// webhook receipt_secret for the hosts of the providers that have it.
-func (c *Config) callbackSecrets() api.CallbackSecrets {
-	sec := api.CallbackSecrets{TwilioAuthTokens: map[string]string{}}
+// callbackVerifiers verify the receipts of the configured providers, by
+// kind (dispatch.Registry.Receipts): each secret with the accounts it
+// speaks for (see dispatch.Accounter).
+func (c *Config) callbackVerifiers(kinds *dispatch.Registry) map[string]dispatch.ReceiptVerifier {
+	var all []dispatch.ProviderConfig
 	for _, name := range slices.Sorted(maps.Keys(c.Providers)) {
-		for _, p := range c.Providers[name] {
-			switch {
-			case p.Kind == "twilio":
-				sec.TwilioAuthTokens[p.Twilio.AccountSID] = p.Twilio.AuthToken
-			case p.Kind == "meta" && p.Meta.AppSecret != "":
-				i := slices.IndexFunc(sec.MetaApps, func(a api.MetaApp) bool { return a.AppSecret == p.Meta.AppSecret })
-				if i < 0 {
-					sec.MetaApps = append(sec.MetaApps, api.MetaApp{AppSecret: p.Meta.AppSecret})
-					i = len(sec.MetaApps) - 1
-				}
-				sec.MetaApps[i].PhoneNumberIDs = append(sec.MetaApps[i].PhoneNumberIDs, p.Meta.PhoneNumberID)
-				if p.Meta.VerifyToken != "" {
-					sec.MetaVerifyToken = p.Meta.VerifyToken
-				}
-			case p.Kind == "webhook" && p.Webhook.ReceiptSecret != "":
-				i := slices.IndexFunc(sec.Webhooks, func(w api.WebhookReceipts) bool { return w.Secret == p.Webhook.ReceiptSecret })
-				if i < 0 {
-					sec.Webhooks = append(sec.Webhooks, api.WebhookReceipts{Secret: p.Webhook.ReceiptSecret})
-					i = len(sec.Webhooks) - 1
-				}
-				sec.Webhooks[i].Accounts = append(sec.Webhooks[i].Accounts, p.Webhook.Account())
-			}
-		}
+		all = append(all, c.Providers[name]...)
 	}
-	return sec
+	return kinds.Receipts(all)
 }
 
-// routes builds every channel's providers, in order; console providers
-// print to console. A twilio provider without status_callback asks for
-// status callbacks at <api.public_url>/callbacks/twilio when that is set.
-func (c *Config) routes(console io.Writer) (map[schemas.Channel][]dispatch.Route, error) {
+// routes builds every channel's providers, in order, from kinds; console
+// providers print to console. A provider whose receipts come back asks
+// for them at api.public_url when that is set (dispatch.Env).
+func (c *Config) routes(kinds *dispatch.Registry, console io.Writer) (map[schemas.Channel][]dispatch.Route, error) {
+	env := dispatch.Env{Console: console, PublicURL: c.API.PublicURL}
 	out := map[schemas.Channel][]dispatch.Route{}
 	for name, chain := range c.Providers {
 		ch := schemas.Channel(name)
 		for i, p := range chain {
-			if p.Kind == "twilio" && p.Twilio.StatusCallback == "" && c.API.PublicURL != "" {
-				p.Twilio.StatusCallback = strings.TrimSuffix(c.API.PublicURL, "/") + api.PathCallbackTwilio
-			}
-			provider, err := p.provider(console)
+			route, err := kinds.Build(p, env)
 			if err != nil {
 				return nil, fmt.Errorf("%s.%w", chain.key(name, i), err)
 			}
-			out[ch] = append(out[ch], dispatch.Route{Provider: provider, Retry: p.Retry, RateLimit: p.RateLimit, Breaker: p.CircuitBreaker})
+			out[ch] = append(out[ch], route)
 		}
 	}
 	return out, nil
@@ -268,31 +160,12 @@ func (c *Config) setDefaults() {
 		c.EmbeddedBroker.Listen = "127.0.0.1:9092"
 	}
 	if c.Store.Dir == "" {
-		c.Store.Dir = "./data"
+		c.Store.Dir = consumer.DefaultStoreDir // read here too: the API's key and the embedded broker live there
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:8080"
 	}
-	if c.Kafka.GroupID == "" {
-		c.Kafka.GroupID = "notifyd"
-	}
 	c.Kafka.Topics = c.Kafka.Topics.WithDefaults()
-	if c.Processing.CatchUpWait == 0 {
-		c.Processing.CatchUpWait = 10 * time.Second
-	}
-	if c.Processing.MaxCommandAge == 0 {
-		c.Processing.MaxCommandAge = 24 * time.Hour
-	}
-	if c.Processing.Concurrency == 0 {
-		c.Processing.Concurrency = 64
-	}
-	if c.Processing.ShutdownTimeout == 0 {
-		c.Processing.ShutdownTimeout = 20 * time.Second
-	}
-	if c.Processing.ReadyMaxLag == nil {
-		lag := int64(100)
-		c.Processing.ReadyMaxLag = &lag
-	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -308,11 +181,6 @@ func (c *Config) setDefaults() {
 // Validate checks everything that can be checked without connecting, and
 // names the key of the first problem.
 func (c *Config) Validate() error {
-	for _, b := range c.Kafka.Brokers {
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			return fmt.Errorf("kafka.brokers: %q is not host:port", b)
-		}
-	}
 	if c.embedded() {
 		if _, _, err := net.SplitHostPort(c.EmbeddedBroker.Listen); err != nil {
 			return fmt.Errorf("embedded_broker.listen: %q is not host:port", c.EmbeddedBroker.Listen)
@@ -341,6 +209,7 @@ func (c *Config) Validate() error {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	kinds := dispatch.NewRegistry()
 	for _, name := range names {
 		chain := c.Providers[name]
 		if !schemas.Channel(name).Valid() {
@@ -351,7 +220,7 @@ func (c *Config) Validate() error {
 		}
 		for i, p := range chain {
 			key := chain.key(name, i)
-			if err := p.validateKind(schemas.Channel(name)); err != nil {
+			if err := kinds.Validate(schemas.Channel(name), p); err != nil {
 				return fmt.Errorf("%s.%w", key, err)
 			}
 			if err := p.Retry.Validate(); err != nil {
@@ -411,7 +280,7 @@ func (c *Config) serviceConfig() (consumer.Config, error) {
 		SessionTimeout: c.Kafka.SessionTimeout, RebalanceTimeout: c.Kafka.RebalanceTimeout, HeartbeatInterval: c.Kafka.HeartbeatInterval,
 		StoreDir: c.Store.Dir, MinFreeBytes: c.Store.MinFreeBytes, BallastBytes: c.Store.BallastBytes, Concurrency: c.Processing.Concurrency, CatchUpWait: c.Processing.CatchUpWait,
 		MaxCommandAge: c.Processing.MaxCommandAge, ShutdownTimeout: c.Processing.ShutdownTimeout,
-		ReadyMaxLag: *c.Processing.ReadyMaxLag,
+		ReadyMaxLag: c.Processing.ReadyMaxLag,
 	}, nil
 }
 

@@ -33,7 +33,12 @@ func FuzzParseConfig(f *testing.F) {
 		if err := c.Validate(); err != nil {
 			t.Fatalf("accepted a config that does not validate: %v\n%s", err, data)
 		}
-		if c.Store.Dir == "" || c.Processing.Concurrency == 0 || c.Processing.ReadyMaxLag == nil || c.Kafka.Topics.Results == "" {
+		sc, err := c.serviceConfig()
+		if err != nil {
+			t.Fatalf("a valid config's service configuration: %v", err)
+		}
+		sc.SetDefaults()
+		if c.Store.Dir == "" || sc.Concurrency == 0 || sc.ReadyMaxLag == nil || c.Kafka.Topics.Results == "" {
 			t.Fatalf("accepted config lacks defaults: %+v", c)
 		}
 	})

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -29,11 +28,18 @@ func TestParseConfig(t *testing.T) {
 	}{
 		{name: "empty file: defaults, embedded broker, no providers or templates", yaml: "",
 			check: func(t *testing.T, c Config) {
-				if !c.embedded() || c.EmbeddedBroker.Listen != "127.0.0.1:9092" || c.Store.Dir != "./data" || c.Kafka.GroupID != "notifyd" {
+				if !c.embedded() || c.EmbeddedBroker.Listen != "127.0.0.1:9092" || c.Store.Dir != "./data" {
 					t.Errorf("defaults: %+v", c)
 				}
-				if c.Processing.CatchUpWait != 10*time.Second || c.Processing.MaxCommandAge != 24*time.Hour || c.Processing.Concurrency != 64 {
-					t.Errorf("processing defaults: %+v", c.Processing)
+				// The service's defaults are the consumer's (consumer.Config.SetDefaults).
+				sc, err := c.serviceConfig()
+				if err != nil {
+					t.Fatal(err)
+				}
+				sc.SetDefaults()
+				if sc.GroupID != "notifyd" || sc.CatchUpWait != 10*time.Second || sc.MaxCommandAge != 24*time.Hour || sc.Concurrency != 64 ||
+					sc.ShutdownTimeout != 20*time.Second || *sc.ReadyMaxLag != 100 || sc.StoreDir != "./data" {
+					t.Errorf("service defaults: %+v", sc)
 				}
 				if c.Kafka.Topics.PaymentEvents != "payment-events" || c.Kafka.Topics.DeadLetter != "notification-commands-dlq" {
 					t.Errorf("topics: %+v", c.Kafka.Topics)
@@ -125,7 +131,7 @@ providers:
 			if c.Providers["email"][0].SMTP.Password != "s3cret" || c.Providers["sms"][0].Twilio.From != "+15550001111" || c.Providers["whatsapp"][0].Meta.PhoneNumberID != "1234567890" {
 				t.Errorf("providers: %+v", c.Providers)
 			}
-			if _, err := c.routes(nil); err != nil {
+			if _, err := c.routes(dispatch.NewRegistry(), nil); err != nil {
 				t.Error(err)
 			}
 		}},
@@ -146,7 +152,7 @@ processing: {cooldown: 10m}
 			if c.Processing.Cooldown != 10*time.Minute {
 				t.Errorf("cooldown = %s", c.Processing.Cooldown)
 			}
-			routes, err := c.routes(nil)
+			routes, err := c.routes(dispatch.NewRegistry(), nil)
 			if err != nil || len(routes["sms"]) != 2 || routes["sms"][0].Provider.Name() != "twilio" || routes["sms"][1].Provider.Name() != "webhook" {
 				t.Errorf("routes = %+v, %v", routes["sms"], err)
 			}
@@ -164,12 +170,12 @@ providers:
 			if c.Kafka.Topics.Deliveries != "my-deliveries" {
 				t.Errorf("kafka.topics.deliveries = %q", c.Kafka.Topics.Deliveries)
 			}
-			sec := c.callbackSecrets()
-			if sec.TwilioAuthTokens["AC0123456789abcdef0123456789abcdef"] != "s3cret" || sec.TwilioAuthTokens["AC2"] != "other-token" ||
-				!reflect.DeepEqual(sec.MetaApps, []api.MetaApp{{AppSecret: "s3cret", PhoneNumberIDs: []string{"1234567890"}}}) ||
-				sec.MetaVerifyToken != "verify-me" ||
-				!reflect.DeepEqual(sec.Webhooks, []api.WebhookReceipts{{Secret: "hook-secret", Accounts: []string{"mail.example"}}}) {
-				t.Errorf("callback secrets: %+v", sec)
+			sec := c.callbackVerifiers(dispatch.NewRegistry())
+			if tw, _ := sec["twilio"].(dispatch.TwilioReceipts); tw.AuthTokens["AC0123456789abcdef0123456789abcdef"] != "s3cret" || tw.AuthTokens["AC2"] != "other-token" ||
+				!reflect.DeepEqual(sec["meta"], dispatch.MetaReceipts{Apps: []dispatch.MetaApp{{AppSecret: "s3cret", PhoneNumberIDs: []string{"1234567890"}}}, VerifyToken: "verify-me"}) ||
+				!reflect.DeepEqual(sec["webhook"], dispatch.WebhookReceipts{Secrets: []dispatch.WebhookSecret{{Secret: "hook-secret", Accounts: []string{"mail.example"}}}}) ||
+				len(sec) != 3 {
+				t.Errorf("callback verifiers: %+v", sec)
 			}
 			// The status callback is asked for at public_url unless set.
 			var peer []string
@@ -184,7 +190,7 @@ providers:
 			for i := range c.Providers["sms"] {
 				c.Providers["sms"][i].Twilio.BaseURL = srv.URL
 			}
-			routes, err := c.routes(nil)
+			routes, err := c.routes(dispatch.NewRegistry(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/consumer"
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
 
 	"github.com/notifyd/notifyd/internal/testkit"
@@ -107,7 +108,7 @@ func twilioAccountStatus(callbackURL, account, token, sid, status string) (int, 
 		"To": {"+96550001234"}, "From": {"+15550001111"}, "ApiVersion": {"2010-04-01"}}
 	req, _ := http.NewRequest(http.MethodPost, callbackURL, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", api.TwilioSignature(token, callbackURL, form))
+	req.Header.Set("X-Twilio-Signature", dispatch.TwilioSignature(token, callbackURL, form))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err
@@ -124,7 +125,7 @@ func twilioStatusTraced(callbackURL, token, sid, status string, written func()) 
 		"To": {"+96550001234"}, "From": {"+15550001111"}, "ApiVersion": {"2010-04-01"}}
 	req, _ := http.NewRequest(http.MethodPost, callbackURL, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", api.TwilioSignature(token, callbackURL, form))
+	req.Header.Set("X-Twilio-Signature", dispatch.TwilioSignature(token, callbackURL, form))
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 		WroteRequest: func(httptrace.WroteRequestInfo) { written() },
 	}))
@@ -141,7 +142,7 @@ func twilioStatusTraced(callbackURL, token, sid, status string, written func()) 
 func metaStatus(base, secret, wamid, status string, at time.Time) (int, error) {
 	body := fmt.Sprintf(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","statuses":[{"id":%q,"status":%q,"timestamp":"%d","recipient_id":"96550001234"}]}}]}]}`,
 		wamid, status, at.Unix())
-	return postSigned(base+api.PathCallbackMeta, body, "X-Hub-Signature-256", api.MetaSignature(secret, []byte(body)))
+	return postSigned(base+api.PathCallbackMeta, body, "X-Hub-Signature-256", dispatch.MetaSignature(secret, []byte(body)))
 }
 
 // metaPhoneStatus is a notification as Meta sends it for the phone number
@@ -149,13 +150,13 @@ func metaStatus(base, secret, wamid, status string, at time.Time) (int, error) {
 func metaPhoneStatus(base, secret, phoneID, wamid, status string) (int, error) {
 	body := fmt.Sprintf(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":%q},"statuses":[{"id":%q,"status":%q,"timestamp":"%d","recipient_id":"96550001234"}]}}]}]}`,
 		phoneID, wamid, status, time.Now().Unix())
-	return postSigned(base+api.PathCallbackMeta, body, "X-Hub-Signature-256", api.MetaSignature(secret, []byte(body)))
+	return postSigned(base+api.PathCallbackMeta, body, "X-Hub-Signature-256", dispatch.MetaSignature(secret, []byte(body)))
 }
 
 // webhookStatus is a webhook provider's receipt signed with secret.
 func webhookStatus(base, secret, id, status string) (int, error) {
 	body := fmt.Sprintf(`{"id":%q,"status":%q}`, id, status)
-	return postSigned(base+api.PathCallbackWebhook, body, api.WebhookSignatureHeader, api.WebhookSignature(secret, time.Now(), []byte(body)))
+	return postSigned(base+api.PathCallbackWebhook, body, dispatch.WebhookSignatureHeader, dispatch.WebhookSignature(secret, time.Now(), []byte(body)))
 }
 
 func postSigned(url, body, header, signature string) (int, error) {

@@ -46,7 +46,8 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	routes, err := cfg.routes(stdout)
+	kinds := dispatch.NewRegistry()
+	routes, err := cfg.routes(kinds, stdout)
 	if err != nil {
 		return err
 	}
@@ -84,7 +85,7 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	}
 	var apiServer *api.Server
 	if cfg.API.Enabled() {
-		if apiServer, err = startAPI(cfg, svc, ready, reg, stdout, log); err != nil {
+		if apiServer, err = startAPI(cfg, kinds, svc, ready, reg, stdout, log); err != nil {
 			return err
 		}
 	}
@@ -143,7 +144,7 @@ func readiness(svc *consumer.Service, broker *embedded.Broker) func() consumer.R
 // startAPI starts the merchant HTTP API. With no keys and no users
 // configured it uses the key kept in <store.dir>/api-key, made (and printed
 // once, on standard output) at the first start.
-func startAPI(cfg Config, svc *consumer.Service, ready func() consumer.Readiness, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) (*api.Server, error) {
+func startAPI(cfg Config, kinds *dispatch.Registry, svc *consumer.Service, ready func() consumer.Readiness, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) (*api.Server, error) {
 	acfg := cfg.API
 	if len(acfg.Keys) == 0 && len(acfg.Users) == 0 {
 		if err := os.MkdirAll(cfg.Store.Dir, 0o700); err != nil {
@@ -186,7 +187,7 @@ func startAPI(cfg Config, svc *consumer.Service, ready func() consumer.Readiness
 	}
 	srv, err := api.New(acfg, api.Deps{
 		Commands: svc, Results: svc, Registerer: reg, Console: console, SignOuts: svc,
-		Receipts: svc, Callbacks: cfg.callbackSecrets(),
+		Receipts: svc, Callbacks: cfg.callbackVerifiers(kinds),
 		// 503 while starting or while Kafka is unreachable; not while the
 		// projection catches up (answers wait for it instead). The reason
 		// stops before its details (broker addresses, errors).

@@ -24,6 +24,15 @@ const (
 	leaveGroupTimeout    = time.Second
 )
 
+// The consumer group's time-outs when SubscriberConfig leaves them zero
+// (kafka-go's own defaults but HeartbeatInterval, 3 s there: a member
+// notices a rebalance within a second).
+const (
+	DefaultSessionTimeout    = 30 * time.Second
+	DefaultRebalanceTimeout  = 30 * time.Second
+	DefaultHeartbeatInterval = time.Second
+)
+
 // SubscriberConfig configures a Subscriber. Zero values select the documented defaults.
 type SubscriberConfig struct {
 	// Brokers are the bootstrap broker addresses (host:port). Required.
@@ -130,13 +139,13 @@ func (c SubscriberConfig) withDefaults() SubscriberConfig {
 		c.PartitionWatchInterval = 5 * time.Second
 	}
 	if c.SessionTimeout <= 0 {
-		c.SessionTimeout = 30 * time.Second
+		c.SessionTimeout = DefaultSessionTimeout
 	}
 	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = time.Second
+		c.HeartbeatInterval = DefaultHeartbeatInterval
 	}
 	if c.RebalanceTimeout <= 0 {
-		c.RebalanceTimeout = 30 * time.Second
+		c.RebalanceTimeout = DefaultRebalanceTimeout
 	}
 	if c.LeaseMargin <= 0 {
 		c.LeaseMargin = min(5*time.Second, min(c.SessionTimeout, c.RebalanceTimeout)/4)
