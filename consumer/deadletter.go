@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/consumer/wmkafka"
+	"github.com/notifyd/notifyd/internal/backoff"
 )
 
 // Headers notifyd adds to a dead-lettered record.
@@ -72,7 +73,7 @@ type deadLetterPublisher struct {
 	health  *deadLetterHealth
 	// retrying, when set, is told of every backoff before a retry
 	// (hooks.deadLetterRetry).
-	retrying func(backoff time.Duration)
+	retrying func(wait, ceiling time.Duration)
 }
 
 // deadLetterHealth is the state readiness reports: the error of the last
@@ -131,7 +132,7 @@ func (p deadLetterPublisher) publishOne(topic string, m *message.Message) error 
 	}
 	d := deadLetter(m)
 	step := 0
-	backoff := deadLetterFirstBackoff
+	wait := backoff.Backoff{First: deadLetterFirstBackoff, Max: deadLetterMaxBackoff}
 	log := p.log.With("topic", topic, "original_partition", m.Metadata.Get(wmkafka.MetadataPartition),
 		"original_offset", m.Metadata.Get(wmkafka.MetadataOffset))
 	for {
@@ -149,21 +150,17 @@ func (p deadLetterPublisher) publishOne(topic string, m *message.Message) error 
 		}
 		p.metrics.deadLetterErrors.Inc()
 		p.health.set(err)
-		log.Error("writing a dead letter failed, retrying; its key waits", "error", err, "retry_in", backoff.String())
+		next, ceiling := wait.Next()
+		log.Error("writing a dead letter failed, retrying; its key waits", "error", err, "retry_in", next.String())
 		if p.retrying != nil {
-			p.retrying(backoff)
+			p.retrying(next, ceiling)
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-m.Context().Done():
-			t.Stop()
+		if backoff.Sleep(m.Context(), next) != nil {
 			return fmt.Errorf("dead letter not written (%w): %w", errHandedOver, err)
-		case <-t.C:
 		}
 		if cerr := wmkafka.Claim(m); cerr != nil {
 			return fmt.Errorf("dead letter not written (%w): %w", errHandedOver, cerr)
 		}
-		backoff = min(2*backoff, deadLetterMaxBackoff)
 	}
 }
 

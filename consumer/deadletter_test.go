@@ -86,10 +86,10 @@ func TestOversizedDeadLetter(t *testing.T) {
 func TestDeadLetterFailureIsVisible(t *testing.T) {
 	h := newHarness(t)
 	reg := prometheus.NewRegistry()
-	backoffs := make(chan time.Duration, 64)
-	in := h.start(instanceOpts{registry: reg, hooks: hooks{deadLetterRetry: func(d time.Duration) {
+	backoffs := make(chan [2]time.Duration, 64)
+	in := h.start(instanceOpts{registry: reg, hooks: hooks{deadLetterRetry: func(wait, ceiling time.Duration) {
 		select {
-		case backoffs <- d:
+		case backoffs <- [2]time.Duration{wait, ceiling}:
 		default: // the test reads the first few only
 		}
 	}}})
@@ -109,12 +109,12 @@ func TestDeadLetterFailureIsVisible(t *testing.T) {
 		}
 		return nil
 	})
-	// Each failed write waits before the next, twice as long each time:
-	// a backoff, not a loop.
+	// Each failed write waits before the next, up to a ceiling twice as
+	// long each time (jittered below it): a backoff, not a loop.
 	want := deadLetterFirstBackoff
 	for i := 0; i < 3; i++ {
-		if got := <-backoffs; got != want {
-			t.Errorf("retry %d after %s, want %s", i+1, got, want)
+		if got := <-backoffs; got[1] != want || got[0] < 0 || got[0] > got[1] {
+			t.Errorf("retry %d after %s (ceiling %s), want a ceiling of %s", i+1, got[0], got[1], want)
 		}
 		want *= 2
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/consumer/wmkafka"
+	"github.com/notifyd/notifyd/internal/backoff"
 	"github.com/notifyd/notifyd/projection"
 )
 
@@ -193,6 +194,7 @@ func record(m kafka.Message) projection.Record {
 // failing is fatal, since the projection cannot advance without it.
 func (f *follower) applyRetrying(partition int, batch []projection.Record, log *slog.Logger) error {
 	var err error
+	wait := backoff.Backoff{First: 200 * time.Millisecond, Max: 2 * time.Second}
 	for attempt := 0; attempt < 5; attempt++ {
 		if err = f.apply(partition, batch); err == nil {
 			return nil
@@ -206,10 +208,8 @@ func (f *follower) applyRetrying(partition int, batch []projection.Record, log *
 			return fmt.Errorf("follow %s/%d: %w", f.topic, partition, err)
 		}
 		log.Error("apply to store failed, retrying", "error", err, "attempt", attempt+1)
-		select {
-		case <-f.ctx.Done():
+		if wait.Wait(f.ctx) != nil {
 			return nil
-		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
 		}
 	}
 	return fmt.Errorf("follow %s/%d: %w", f.topic, partition, err)

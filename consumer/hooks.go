@@ -27,8 +27,8 @@ type hooks struct {
 	// transaction its command names to appear (processing.catch_up_wait).
 	unknownWait func(commandID string)
 	// deadLetterRetry is called when a dead letter could not be written
-	// and will be tried again after backoff.
-	deadLetterRetry func(backoff time.Duration)
+	// and will be tried again after wait (jittered, at most ceiling).
+	deadLetterRetry func(wait, ceiling time.Duration)
 	// storeFS is the filesystem the store is opened on (faults injected
 	// through it); nil: the operating system's.
 	storeFS vfs.FS

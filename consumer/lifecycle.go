@@ -13,6 +13,7 @@ import (
 
 	"github.com/notifyd/notifyd/consumer/wmkafka"
 	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/internal/backoff"
 	"github.com/notifyd/notifyd/projection"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -271,7 +272,7 @@ func (h *commandLifecycle) unrecorded(msg *message.Message, cmd schemas.ResendCo
 	start time.Time, recordErr error, log *slog.Logger) error {
 	ctx := msg.Context()
 	log.Warn("decision not recorded (store error): publishing it from what was sent; it is not sent again", "error", recordErr)
-	var wait backoff
+	var wait backoff.Backoff // 200 ms, doubling up to 10 s, jittered
 	for {
 		err := h.publish(msg, value)
 		if err == nil {
@@ -282,7 +283,7 @@ func (h *commandLifecycle) unrecorded(msg *message.Message, cmd schemas.ResendCo
 			return nil
 		}
 		log.Warn("decision neither recorded nor published yet, retrying", "record_error", recordErr, "publish_error", err)
-		if werr := wait.wait(ctx); werr != nil {
+		if werr := wait.Wait(ctx); werr != nil {
 			h.metrics.handedOver.Inc()
 			log.Error("decision lost: sent, neither recorded nor published before the hand-over; the next owner decides the command again",
 				"record_error", recordErr, "publish_error", err)

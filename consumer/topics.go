@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/notifyd/notifyd/internal/backoff"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -118,7 +119,7 @@ type Offsets struct{ First, End int64 }
 // elected, as right after a topic is created) are retried for up to about
 // 10 s, within ctx.
 func ListOffsets(ctx context.Context, client *kafka.Client, topics ...string) (map[string]map[int]Offsets, error) {
-	backoff := 50 * time.Millisecond
+	wait := backoff.Backoff{First: 50 * time.Millisecond, Max: time.Second}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		offs, err := listOffsets(ctx, client, topics...)
@@ -126,12 +127,9 @@ func ListOffsets(ctx context.Context, client *kafka.Client, topics ...string) (m
 		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() || time.Now().After(deadline) {
 			return offs, err
 		}
-		select {
-		case <-ctx.Done():
+		if wait.Wait(ctx) != nil {
 			return nil, err
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, time.Second)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/notifyd/notifyd/internal/backoff"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -47,19 +48,21 @@ func Unreachable(err error) bool {
 }
 
 // RetryUnreachable calls fn until it returns nil or an error that is not
-// Unreachable, waiting between calls from 500 ms, doubling, up to 10 s, and
+// Unreachable, waiting between calls (internal/backoff: from 500 ms, doubling, up to
+// 10 s, jittered), and
 // logging each retry at Warn on log (when not nil) as "<what>: kafka not
 // reachable yet, retrying". It gives up when ctx ends, returning fn's last
 // error wrapped with the context's cause.
 func RetryUnreachable(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
-	backoff := 500 * time.Millisecond
+	wait := backoff.Backoff{First: 500 * time.Millisecond, Max: 10 * time.Second}
 	for {
 		err := fn(ctx)
 		if err == nil || !Unreachable(err) {
 			return err
 		}
+		next, _ := wait.Next()
 		if log != nil {
-			attrs := []any{"error", err, "in", backoff}
+			attrs := []any{"error", err, "in", next}
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				// A broker that closes the connection on its first request
 				// may be restarting, or be a listener whose security the
@@ -68,11 +71,8 @@ func RetryUnreachable(ctx context.Context, log *slog.Logger, what string, fn fun
 			}
 			log.Warn(what+": kafka not reachable yet, retrying", attrs...)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w (last error: %w)", what, context.Cause(ctx), err)
-		case <-time.After(backoff):
+		if cause := backoff.Sleep(ctx, next); cause != nil {
+			return fmt.Errorf("%s: %w (last error: %w)", what, cause, err)
 		}
-		backoff = min(2*backoff, 10*time.Second)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sony/gobreaker"
 	"golang.org/x/time/rate"
 
+	"github.com/notifyd/notifyd/internal/backoff"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -111,7 +112,7 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 		txns:      txns,
 		log:       log,
 		clock:     time.Now,
-		sleep:     sleepCtx,
+		sleep:     backoff.Sleep,
 	}
 	if d.now == nil {
 		d.now = time.Now

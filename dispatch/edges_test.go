@@ -3,7 +3,6 @@ package dispatch
 import (
 	"bytes"
 	"context"
-	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -253,26 +252,6 @@ func TestFullJitterReachesCeiling(t *testing.T) {
 	}
 	if len(seen) != 3 {
 		t.Errorf("draws met %v, want 0, 1 and 2 ns", seen)
-	}
-}
-
-// TestSleepCtx: a wait ends with its context (the context's error), and a
-// zero wait on an ended context reports it rather than returning nil.
-func TestSleepCtx(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sleepCtx(ctx, time.Hour) }()
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("an hour's wait, canceled: %v, want context.Canceled", err)
-	}
-	for range 100 { // the mutant that makes a zero timer races it with ctx
-		if err := sleepCtx(ctx, 0); !errors.Is(err, context.Canceled) {
-			t.Fatalf("a zero wait on a canceled context: %v", err)
-		}
-	}
-	if err := sleepCtx(context.Background(), 0); err != nil {
-		t.Errorf("a zero wait: %v", err)
 	}
 }
 

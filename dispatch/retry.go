@@ -1,10 +1,10 @@
 package dispatch
 
 import (
-	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
+
+	"github.com/notifyd/notifyd/internal/backoff"
 )
 
 // Default retry policy values.
@@ -75,27 +75,8 @@ func (p RetryPolicy) Validate() error {
 	return nil
 }
 
-// backoff returns the jittered wait after attempt n (1-based).
+// backoff returns the jittered wait after attempt n (1-based): the one
+// backoff of notifyd (internal/backoff).
 func (p RetryPolicy) backoff(n int) time.Duration {
-	ceiling := p.InitialBackoff
-	for i := 1; i < n && ceiling < p.MaxBackoff; i++ {
-		ceiling *= 2
-	}
-	ceiling = min(ceiling, p.MaxBackoff)
-	return rand.N(ceiling + 1)
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return backoff.Jitter(backoff.Ceiling(p.InitialBackoff, p.MaxBackoff, n))
 }

@@ -242,17 +242,6 @@ func TestContextEndStopsRetries(t *testing.T) {
 	}
 }
 
-func TestRealSleepHonoursContext(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := sleepCtx(ctx, time.Hour); err == nil {
-		t.Fatal("sleepCtx ignored a canceled context")
-	}
-	if err := sleepCtx(context.Background(), time.Microsecond); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestProviderErrors(t *testing.T) {
 	perm := Permanent("invalid recipient", errBoom)
 	trans := Transient("503", 2*time.Second, errBoom)
