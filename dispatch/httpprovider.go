@@ -5,17 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/notifyd/notifyd/schemas"
 )
 
-// This file holds what the HTTP providers of real messaging services
-// (Twilio, Meta) share. Webhook predates it; bodyStart and parseRetryAfter
-// live in webhook.go and are used here too.
+// This file holds what the HTTP providers (webhook, Twilio, Meta) share:
+// the client that never follows redirects, one call and its answer
+// (doHTTP), the one retry classification of an HTTP status (retryable:
+// 429 and 5xx), the one URL scrubber (withoutURL), Retry-After, and the
+// start of an answer for details.
 
 // maxAnswerBytes bounds how much of a provider's answer is read.
 const maxAnswerBytes = 64 << 10
@@ -86,9 +92,9 @@ func doHTTP(client *http.Client, req *http.Request, provider string) (httpAnswer
 	}, nil
 }
 
-// withoutURL drops the request URL from a *url.Error, keeping the cause in
-// the chain (so errors.Is(err, context.DeadlineExceeded) still holds). It
-// is scrubURLError's variant for errors that stay errors.
+// withoutURL drops the request URL from a *url.Error (it may hold a
+// credential in its query), keeping the cause in the chain (so
+// errors.Is(err, context.DeadlineExceeded) still holds).
 func withoutURL(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -111,4 +117,33 @@ func redactFor(r *Redactor, ch schemas.Channel, text []byte, to string) string {
 func isHTTPURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// bodyStart returns the first 200 bytes of a body as one line of text.
+func bodyStart(b []byte) string {
+	const n = 200
+	if len(b) > n {
+		b = b[:n]
+		for len(b) > 0 && !utf8.Valid(b) {
+			b = b[:len(b)-1]
+		}
+	}
+	return strings.Join(strings.Fields(string(b)), " ")
+}
+
+// parseRetryAfter reads a Retry-After header in seconds or as an HTTP date.
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && s > 0 {
+		if s > math.MaxInt64/int64(time.Second) {
+			return math.MaxInt64 // "never": the retry budget gives up
+		}
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return time.Until(t)
+	}
+	return 0
 }

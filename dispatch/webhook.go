@@ -9,16 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"math"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/notifyd/notifyd/schemas"
 	"golang.org/x/net/http/httpguts"
@@ -134,26 +131,23 @@ func (w *Webhook) Send(ctx context.Context, m Message) (Receipt, error) {
 	for k, v := range w.cfg.Headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := w.client.Do(req)
+	ans, err := doHTTP(w.client, req, "webhook")
 	if err != nil {
-		// The URL is ours, not a secret; the error text may name it.
-		return Receipt{}, Transient("webhook unreachable", 0, errors.New(scrubURLError(err)))
+		return Receipt{}, err
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	detail := fmt.Sprintf("HTTP %d: %s", resp.StatusCode, redactFor(w.redact, m.Channel, raw, m.To))
+	detail := fmt.Sprintf("HTTP %d: %s", ans.status, redactFor(w.redact, m.Channel, ans.body, m.To))
 	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	case ans.success():
 		var ok struct {
 			ID string `json:"id"`
 		}
-		if json.Unmarshal(raw, &ok) != nil || ok.ID == "" {
+		if json.Unmarshal(ans.body, &ok) != nil || ok.ID == "" {
 			return Receipt{}, Permanent("answer without a message id (may have been sent): "+detail, nil)
 		}
 		return Receipt{MessageID: ok.ID}, nil
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return Receipt{}, Transient(detail, parseRetryAfter(resp.Header.Get("Retry-After")), nil)
-	case httpAccountStatus(resp.StatusCode):
+	case ans.retryable():
+		return Receipt{}, Transient(detail, ans.retryAfter, nil)
+	case httpAccountStatus(ans.status):
 		return Receipt{}, AccountFault(detail, nil)
 	default:
 		return Receipt{}, Permanent(detail, nil)
@@ -194,43 +188,6 @@ func credentialHeader(name string) bool {
 		}
 	}
 	return false
-}
-
-// bodyStart returns the first 200 bytes of a body as one line of text.
-func bodyStart(b []byte) string {
-	const n = 200
-	if len(b) > n {
-		b = b[:n]
-		for len(b) > 0 && !utf8.Valid(b) {
-			b = b[:len(b)-1]
-		}
-	}
-	return strings.Join(strings.Fields(string(b)), " ")
-}
-
-// parseRetryAfter reads a Retry-After header in seconds or as an HTTP date.
-func parseRetryAfter(v string) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && s > 0 {
-		if s > math.MaxInt64/int64(time.Second) {
-			return math.MaxInt64 // "never": the retry budget gives up
-		}
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return time.Until(t)
-	}
-	return 0
-}
-
-func scrubURLError(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Op + ": " + ue.Err.Error()
-	}
-	return err.Error()
 }
 
 // webhookKind is the webhook kind: any channel, one POST per message; its
