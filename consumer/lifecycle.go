@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -202,30 +203,10 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 	// 5. Decide, holding a sending slot until the decision is recorded. A
 	// store that failed decides nothing more: the command is left to the
 	// partition's next owner (this instance is stopping).
-	if err := h.store.Err(); err != nil {
-		return undecided("decide", fmt.Errorf("%w: %w", errHandedOver, err))
-	}
-	select {
-	case h.sending <- struct{}{}:
-	case <-ctx.Done():
-		return undecided("wait for a sending slot", context.Cause(ctx))
-	}
-	slot := true
-	freeSlot := func() {
-		if slot {
-			slot = false
-			<-h.sending
-		}
-	}
+	res, freeSlot, step, err := h.decideInSlot(ctx, decide)
 	defer freeSlot()
-	res, err := decide(ctx)
-	if err == nil && ctx.Err() != nil {
-		// The hand-over's deadline cut the sends short: channels still being
-		// tried would read provider_unavailable. Record nothing.
-		err = context.Cause(ctx)
-	}
 	if err != nil {
-		return undecided("decide", err)
+		return undecided(step, err)
 	}
 
 	// 6. Record.
@@ -256,6 +237,36 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 	}
 	h.metrics.observe(start)
 	return nil
+}
+
+// decideInSlot decides a command holding a sending slot, which freeSlot
+// (idempotent) gives back; the caller frees it once the decision is
+// recorded. A store that failed decides nothing more: the command is left
+// to the partition's next owner (this instance is stopping). On error,
+// step names what did not happen.
+func (h *commandLifecycle) decideInSlot(ctx context.Context, decide func(context.Context) (schemas.DeliveryResult, error)) (
+	res schemas.DeliveryResult, freeSlot func(), step string, err error) {
+	freeSlot = func() {}
+	if err := h.store.Err(); err != nil {
+		return res, freeSlot, "decide", fmt.Errorf("%w: %w", errHandedOver, err)
+	}
+	select {
+	case h.sending <- struct{}{}:
+	case <-ctx.Done():
+		return res, freeSlot, "wait for a sending slot", context.Cause(ctx)
+	}
+	var once sync.Once
+	freeSlot = func() { once.Do(func() { <-h.sending }) }
+	res, err = decide(ctx)
+	if err == nil && ctx.Err() != nil {
+		// The hand-over's deadline cut the sends short: channels still being
+		// tried would read provider_unavailable. Record nothing.
+		err = context.Cause(ctx)
+	}
+	if err != nil {
+		return res, freeSlot, "decide", err
+	}
+	return res, freeSlot, "", nil
 }
 
 // unrecorded settles a decision the store could not record (a store error:
