@@ -3,8 +3,8 @@ package api
 import (
 	"encoding/json"
 	"net/http"
-	"slices"
 
+	"github.com/notifyd/notifyd/internal/idempotency"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -74,63 +74,8 @@ func resultAnswer(given notification, r schemas.DeliveryResult, raw []byte) answ
 	return answer{http.StatusBadRequest, a}
 }
 
-// sameRequest reports whether a stored result answers this request, for an
-// Idempotency-Key used again: the same client, the same channels in the
-// same order, and identifiers that name the same transaction (each
-// identifier given must be the result's; the result carries the
-// transaction's identifiers, so a retry that adds the other one of the
-// same transaction is the same request).
-func sameRequest(given notification, requestedBy string, r schemas.DeliveryResult) bool {
-	if r.RequestedBy != requestedBy {
-		return false
-	}
-	if given.SessionID != "" && given.SessionID != r.SessionID {
-		return false
-	}
-	if given.OrderNo != "" && given.OrderNo != r.OrderNo {
-		return false
-	}
-	if r.Reason != "" {
-		// Whole-command answers have no channels to compare; the
-		// identifiers are the command's own, so they must match exactly.
-		return given.SessionID == r.SessionID && given.OrderNo == r.OrderNo
-	}
-	if len(r.Channels) != len(given.Channels) {
-		return false
-	}
-	for i, c := range r.Channels {
-		if c.Channel != given.Channels[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// notificationFrom is a request with an Idempotency-Key in flight: what it
-// asked for and who asked.
-type notificationFrom struct {
-	n  notification
-	by string
-}
-
-// same reports whether two requests in flight with one Idempotency-Key ask
-// for the same thing: the same client, the same channels in the same order,
-// and identifiers that agree where both give one and share at least one.
-// Before a result names the transaction, a request naming it by session_id
-// and one naming it by order_no cannot be told to be the same: they are
-// taken as different (422), so that neither can be sent twice.
-func (a notificationFrom) same(b notificationFrom) bool {
-	if a.by != b.by || !slices.Equal(a.n.Channels, b.n.Channels) {
-		return false
-	}
-	shared := false
-	for _, ids := range [][2]string{{a.n.SessionID, b.n.SessionID}, {a.n.OrderNo, b.n.OrderNo}} {
-		if ids[0] != "" && ids[1] != "" {
-			if ids[0] != ids[1] {
-				return false
-			}
-			shared = true
-		}
-	}
-	return shared
+// requestOf is what a request asks for, in the terms of the idempotency
+// rules (internal/idempotency: Same, AnsweredBy).
+func requestOf(n notification, by string) idempotency.Request {
+	return idempotency.Request{By: by, SessionID: n.SessionID, OrderNo: n.OrderNo, Channels: n.Channels}
 }

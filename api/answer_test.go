@@ -80,33 +80,6 @@ func (a failedAnswer) withoutResult() any {
 	return plain{a.SessionID, a.OrderNo, a.Channels, a.Result, a.Detail}
 }
 
-func TestSameRequest(t *testing.T) {
-	res := schemas.DeliveryResult{SessionID: "s1", OrderNo: "o1", RequestedBy: "shop",
-		Channels: []schemas.ChannelResult{{Channel: "sms"}, {Channel: "email"}}}
-	unknown := schemas.DeliveryResult{OrderNo: "o9", RequestedBy: "shop", Reason: schemas.ReasonUnknownTransaction}
-	sms, email := schemas.ChannelSMS, schemas.ChannelEmail
-	for _, tc := range []struct {
-		name   string
-		given  notification
-		by     string
-		result schemas.DeliveryResult
-		same   bool
-	}{
-		{"same", notification{SessionID: "s1", Channels: []schemas.Channel{sms, email}}, "shop", res, true},
-		{"the other identifier of the same transaction", notification{OrderNo: "o1", Channels: []schemas.Channel{sms, email}}, "shop", res, true},
-		{"another client", notification{SessionID: "s1", Channels: []schemas.Channel{sms, email}}, "other", res, false},
-		{"other channels", notification{SessionID: "s1", Channels: []schemas.Channel{sms}}, "shop", res, false},
-		{"channels in another order", notification{SessionID: "s1", Channels: []schemas.Channel{email, sms}}, "shop", res, false},
-		{"another transaction", notification{SessionID: "s2", Channels: []schemas.Channel{sms, email}}, "shop", res, false},
-		{"unknown transaction, same identifiers", notification{OrderNo: "o9", Channels: []schemas.Channel{sms}}, "shop", unknown, true},
-		{"unknown transaction, an identifier added", notification{OrderNo: "o9", SessionID: "s9", Channels: []schemas.Channel{sms}}, "shop", unknown, false},
-	} {
-		if got := sameRequest(tc.given, tc.by, tc.result); got != tc.same {
-			t.Errorf("%s: sameRequest = %v, want %v", tc.name, got, tc.same)
-		}
-	}
-}
-
 func TestAuthenticate(t *testing.T) {
 	key, sum, err := NewKey()
 	if err != nil {

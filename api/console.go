@@ -231,86 +231,6 @@ func (c *console) render(w http.ResponseWriter, status int, page string, v viewe
 	_, _ = w.Write([]byte(b.String()))
 }
 
-func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
-	c.render(w, http.StatusOK, "login", viewer{}, map[string]any{"Next": safeNext(r.URL.Query().Get("next"))})
-}
-
-// login checks a username and password as the API checks Basic
-// credentials (checkPassword: backoff after failures, bcrypt bounded, the
-// same answer time for unknown users).
-func (c *console) login(w http.ResponseWriter, r *http.Request) {
-	user, pass, next := r.PostForm.Get("username"), r.PostForm.Get("password"), safeNext(r.PostForm.Get("next"))
-	_, known := c.s.auth.users[user]
-	check := c.s.auth.checkPassword(r, user, pass)
-	switch {
-	case check.retryAfter > 0:
-		secs := retryAfterSeconds(check.retryAfter)
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		c.log.Warn("console: sign-in refused unchecked: failed sign-ins are backing off", "retry_after_s", secs)
-		c.render(w, http.StatusTooManyRequests, "login", viewer{}, map[string]any{
-			"Error": fmt.Sprintf("Too many failed sign-ins: try again in %d second%s.", secs, plural(secs)), "Next": next})
-		return
-	case check.busy:
-		w.Header().Set("Retry-After", "1")
-		c.render(w, http.StatusServiceUnavailable, "login", viewer{}, map[string]any{"Error": "Too many sign-ins at once: try again in a moment.", "Next": next})
-		return
-	case !check.ok:
-		if known { // an unknown name may be a password typed in the wrong field: not logged
-			c.log.Info("console: sign-in refused", "user", user)
-		} else {
-			c.log.Info("console: sign-in refused for an unknown user")
-		}
-		c.render(w, http.StatusUnauthorized, "login", viewer{}, map[string]any{"Error": "Invalid username or password.", "Next": next})
-		return
-	}
-	u := check.user
-	// The session opens after the user's sessions last ended, as this
-	// instance knows it, whatever its clock says.
-	ended, err := c.s.deps.SignOuts.SessionsEnded(u.Username)
-	if err != nil {
-		c.unavailable(w, viewer{}, err)
-		return
-	}
-	issued := c.sessions.now().Truncate(time.Millisecond)
-	if !issued.After(ended) {
-		issued = ended.Truncate(time.Millisecond).Add(time.Millisecond)
-	}
-	http.SetCookie(w, c.sessions.issue(u.Username, fingerprint(u), issued))
-	note(r, "user", u.Username)
-	c.log.Info("console: signed in", "user", u.Username, "role", string(u.Role))
-	http.Redirect(w, r, next, http.StatusSeeOther)
-}
-
-// logout ends every session of the user opened until now (this one, and
-// any copy of its cookie), on every instance, then clears the cookie. When
-// the end cannot be published the session stays open and the user is told
-// to try again.
-func (c *console) logout(w http.ResponseWriter, r *http.Request) {
-	if sess, err := c.sessions.session(r); err == nil {
-		at := c.sessions.now()
-		if sess.issued.After(at) { // opened by an instance whose clock is ahead
-			at = sess.issued
-		}
-		if err := c.s.deps.SignOuts.EndSessions(r.Context(), sess.user, at); err != nil {
-			c.log.Error("console: sign-out not published: the session stays open", "user", sess.user, "error", err)
-			c.render(w, http.StatusServiceUnavailable, "login", viewer{}, map[string]any{
-				"Error": "notifyd could not sign you out (Kafka did not answer): your session is still open; sign out again in a moment."})
-			return
-		}
-		c.log.Info("console: signed out", "user", sess.user)
-	}
-	http.SetCookie(w, c.sessions.clear())
-	http.Redirect(w, r, consolePrefix+"login", http.StatusSeeOther)
-}
-
-// safeNext keeps a redirect inside the console.
-func safeNext(next string) string {
-	if !strings.HasPrefix(next, consolePrefix) || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
-		return consolePrefix
-	}
-	return next
-}
-
 func (c *console) home(w http.ResponseWriter, r *http.Request, v viewer) {
 	c.render(w, http.StatusOK, "home", v, nil)
 }
@@ -387,25 +307,35 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 		data["CommandID"] = token.String()
 	}
 	if id := q.Get("result"); id != "" {
-		raw, found, err := c.s.deps.Results.Result(id)
-		if err != nil {
+		if err := c.resendResult(data, txn.SessionID, id, q.Get("polls")); err != nil {
 			c.unavailable(w, v, err)
 			return
 		}
-		data["ResultID"] = id
-		if found {
-			var res schemas.DeliveryResult
-			if json.Unmarshal(raw, &res) == nil {
-				data["Result"] = res
-			}
-		} else if polls, _ := strconv.Atoi(q.Get("polls")); polls < maxPolls {
-			data["Refresh"] = pendingRefresh
-			data["RefreshURL"] = consolePrefix + "txn?session_id=" + url.QueryEscape(txn.SessionID) + "&result=" + url.QueryEscape(id) + "&polls=" + strconv.Itoa(polls+1)
-		} else {
-			data["GaveUp"] = true
-		}
 	}
 	c.render(w, http.StatusOK, "txn", v, data)
+}
+
+// resendResult adds to a transaction's page the result of the resend id
+// (?result=), or, while it is not in, a short poll of the page (at most
+// maxPolls, counted in polls).
+func (c *console) resendResult(data map[string]any, sessionID, id, polls string) error {
+	raw, found, err := c.s.deps.Results.Result(id)
+	if err != nil {
+		return err
+	}
+	data["ResultID"] = id
+	if found {
+		var res schemas.DeliveryResult
+		if json.Unmarshal(raw, &res) == nil {
+			data["Result"] = res
+		}
+	} else if n, _ := strconv.Atoi(polls); n < maxPolls {
+		data["Refresh"] = pendingRefresh
+		data["RefreshURL"] = consolePrefix + "txn?session_id=" + url.QueryEscape(sessionID) + "&result=" + url.QueryEscape(id) + "&polls=" + strconv.Itoa(n+1)
+	} else {
+		data["GaveUp"] = true
+	}
+	return nil
 }
 
 // history decodes a transaction's last results, with the furthest
@@ -488,150 +418,6 @@ func (c *console) resend(w http.ResponseWriter, r *http.Request, v viewer) {
 		return
 	}
 	http.Redirect(w, r, back+"&result="+url.QueryEscape(cmd.CommandID), http.StatusSeeOther)
-}
-
-// attentionReasons are the reason filter's choices: the provider failures
-// and the receipts' final statuses.
-var attentionReasons = []string{string(schemas.ReasonProviderUnavailable), string(schemas.ReasonProviderRejected),
-	string(schemas.DeliveryUndelivered), string(schemas.DeliveryFailed)}
-
-// filterOf reads the needs-attention filter of a request: channel,
-// provider, reason, since and until (datetime-local values, in UTC).
-func filterOf(v url.Values) (projection.AttentionFilter, error) {
-	f := projection.AttentionFilter{Channel: schemas.Channel(v.Get("channel")), Provider: strings.TrimSpace(v.Get("provider"))}
-	if f.Channel != "" && !f.Channel.Valid() {
-		return f, errors.New("unknown channel")
-	}
-	switch reason := v.Get("reason"); reason {
-	case "":
-	case string(schemas.ReasonProviderUnavailable), string(schemas.ReasonProviderRejected):
-		f.Reason = schemas.Reason(reason)
-	case string(schemas.DeliveryUndelivered), string(schemas.DeliveryFailed):
-		f.Delivery = schemas.DeliveryStatus(reason)
-	default:
-		return f, errors.New("the reason is provider_unavailable, provider_rejected, undelivered or failed")
-	}
-	for _, t := range []struct {
-		name string
-		dst  *time.Time
-	}{{"since", &f.Since}, {"until", &f.Until}} {
-		if s := strings.TrimSpace(v.Get(t.name)); s != "" {
-			var err error
-			if *t.dst, err = projection.ParseTime(s); err != nil {
-				return f, fmt.Errorf("%s: want a time such as 2026-11-02T09:00 (UTC)", t.name)
-			}
-		}
-	}
-	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
-		return f, errors.New("since must be before until")
-	}
-	return f, nil
-}
-
-// attention lists the channels that need attention, newest first, a page
-// at a time.
-func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
-	q := r.URL.Query()
-	f, err := filterOf(q)
-	data := map[string]any{"Filter": f, "Channels": schemas.Channels,
-		"Reasons": attentionReasons}
-	if err != nil {
-		data["Error"] = err.Error()
-		c.render(w, http.StatusBadRequest, "attention", v, data)
-		return
-	}
-	f.After, f.Limit = q.Get("after"), attentionRows
-	items, next, err := c.backend.Attention(f)
-	if err != nil {
-		if strings.Contains(err.Error(), "cursor") {
-			data["Error"] = "That page is gone: start from the first."
-			c.render(w, http.StatusBadRequest, "attention", v, data)
-			return
-		}
-		c.unavailable(w, v, err)
-		return
-	}
-	data["Items"] = items
-	if next != "" {
-		nq := url.Values{}
-		for _, k := range []string{"channel", "provider", "reason", "since", "until"} {
-			if q.Get(k) != "" {
-				nq.Set(k, q.Get(k))
-			}
-		}
-		nq.Set("after", next)
-		data["Next"] = consolePrefix + "attention?" + nq.Encode()
-	}
-	c.render(w, http.StatusOK, "attention", v, data)
-}
-
-// recover previews a bulk recovery (action=preview: how many commands,
-// which transactions, a sample) or starts it (action=confirm) and shows
-// its progress.
-func (c *console) recover(w http.ResponseWriter, r *http.Request, v viewer) {
-	f, err := filterOf(r.PostForm)
-	data := map[string]any{"Filter": f}
-	if err != nil {
-		data["Error"] = err.Error()
-		c.render(w, http.StatusBadRequest, "recover", v, data)
-		return
-	}
-	if f.Until.IsZero() {
-		// The window closes now, at the preview; the confirmation carries
-		// it, so that it recovers what the preview showed and nothing that
-		// failed since.
-		f.Until = time.Now().UTC().Truncate(time.Second)
-		data["Filter"] = f
-	}
-	f.Limit = maxRecovery
-	items, more, err := c.backend.Attention(f)
-	if err != nil {
-		c.unavailable(w, v, err)
-		return
-	}
-	plan := projection.PlanRecovery(f, items, "console:"+v.Name, time.Now())
-	if r.PostForm.Get("action") != "confirm" {
-		data["Plan"] = plan
-		data["Sample"] = plan.Commands[:min(recoverySample, len(plan.Commands))]
-		data["More"] = more != ""
-		c.render(w, http.StatusOK, "recover", v, data)
-		return
-	}
-	c.recoveries.confirm(plan, f, v.Name)
-	http.Redirect(w, r, consolePrefix+"recover/"+plan.BatchID, http.StatusSeeOther)
-}
-
-// batchPage shows a recovery's progress: commands published, and results
-// in (from the results every instance follows), refreshed while it runs.
-func (c *console) batchPage(w http.ResponseWriter, r *http.Request, v viewer) {
-	id := r.PathValue("batch")
-	p, commands, ok := c.recoveries.progress(id)
-	if !ok {
-		c.render(w, http.StatusNotFound, "batch", v, map[string]any{"Missing": id})
-		return
-	}
-	for _, cmd := range commands {
-		raw, found, err := c.s.deps.Results.Result(cmd.CommandID)
-		if err != nil {
-			c.unavailable(w, v, err)
-			return
-		}
-		if !found {
-			continue
-		}
-		p.Decided++
-		var res schemas.DeliveryResult
-		if json.Unmarshal(raw, &res) == nil && res.Outcome == schemas.OutcomeNotified {
-			p.Sent++
-		} else {
-			p.NotSent++
-		}
-	}
-	data := map[string]any{"Batch": p}
-	if !p.Done || p.Decided < p.Published {
-		data["Refresh"] = pendingRefresh
-	}
-	c.render(w, http.StatusOK, "batch", v, data)
 }
 
 // stampOf writes a filter's time as the datetime-local inputs take it (to

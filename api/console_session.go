@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -114,4 +116,86 @@ func (s *sessions) session(r *http.Request) (session, error) {
 		return session{}, errNoSession
 	}
 	return session{user: payload.User, fingerprint: payload.Password, issued: time.UnixMilli(payload.Issued)}, nil
+}
+
+// The console's sign-in and sign-out pages.
+
+func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
+	c.render(w, http.StatusOK, "login", viewer{}, map[string]any{"Next": safeNext(r.URL.Query().Get("next"))})
+}
+
+// login checks a username and password as the API checks Basic
+// credentials (checkPassword: backoff after failures, bcrypt bounded, the
+// same answer time for unknown users).
+func (c *console) login(w http.ResponseWriter, r *http.Request) {
+	user, pass, next := r.PostForm.Get("username"), r.PostForm.Get("password"), safeNext(r.PostForm.Get("next"))
+	_, known := c.s.auth.users[user]
+	check := c.s.auth.checkPassword(r, user, pass)
+	switch {
+	case check.retryAfter > 0:
+		secs := retryAfterSeconds(check.retryAfter)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		c.log.Warn("console: sign-in refused unchecked: failed sign-ins are backing off", "retry_after_s", secs)
+		c.render(w, http.StatusTooManyRequests, "login", viewer{}, map[string]any{
+			"Error": fmt.Sprintf("Too many failed sign-ins: try again in %d second%s.", secs, plural(secs)), "Next": next})
+		return
+	case check.busy:
+		w.Header().Set("Retry-After", "1")
+		c.render(w, http.StatusServiceUnavailable, "login", viewer{}, map[string]any{"Error": "Too many sign-ins at once: try again in a moment.", "Next": next})
+		return
+	case !check.ok:
+		if known { // an unknown name may be a password typed in the wrong field: not logged
+			c.log.Info("console: sign-in refused", "user", user)
+		} else {
+			c.log.Info("console: sign-in refused for an unknown user")
+		}
+		c.render(w, http.StatusUnauthorized, "login", viewer{}, map[string]any{"Error": "Invalid username or password.", "Next": next})
+		return
+	}
+	u := check.user
+	// The session opens after the user's sessions last ended, as this
+	// instance knows it, whatever its clock says.
+	ended, err := c.s.deps.SignOuts.SessionsEnded(u.Username)
+	if err != nil {
+		c.unavailable(w, viewer{}, err)
+		return
+	}
+	issued := c.sessions.now().Truncate(time.Millisecond)
+	if !issued.After(ended) {
+		issued = ended.Truncate(time.Millisecond).Add(time.Millisecond)
+	}
+	http.SetCookie(w, c.sessions.issue(u.Username, fingerprint(u), issued))
+	note(r, "user", u.Username)
+	c.log.Info("console: signed in", "user", u.Username, "role", string(u.Role))
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// logout ends every session of the user opened until now (this one, and
+// any copy of its cookie), on every instance, then clears the cookie. When
+// the end cannot be published the session stays open and the user is told
+// to try again.
+func (c *console) logout(w http.ResponseWriter, r *http.Request) {
+	if sess, err := c.sessions.session(r); err == nil {
+		at := c.sessions.now()
+		if sess.issued.After(at) { // opened by an instance whose clock is ahead
+			at = sess.issued
+		}
+		if err := c.s.deps.SignOuts.EndSessions(r.Context(), sess.user, at); err != nil {
+			c.log.Error("console: sign-out not published: the session stays open", "user", sess.user, "error", err)
+			c.render(w, http.StatusServiceUnavailable, "login", viewer{}, map[string]any{
+				"Error": "notifyd could not sign you out (Kafka did not answer): your session is still open; sign out again in a moment."})
+			return
+		}
+		c.log.Info("console: signed out", "user", sess.user)
+	}
+	http.SetCookie(w, c.sessions.clear())
+	http.Redirect(w, r, consolePrefix+"login", http.StatusSeeOther)
+}
+
+// safeNext keeps a redirect inside the console.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, consolePrefix) || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		return consolePrefix
+	}
+	return next
 }

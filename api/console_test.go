@@ -132,7 +132,7 @@ func newConsoleFixture(t testing.TB, events ...[]byte) *consoleFixture {
 	f.handler = s.Handler()
 	f.srv = httptest.NewServer(f.handler)
 	t.Cleanup(f.srv.Close)
-	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	t.Cleanup(func() { _ = s.Stop(t.Context()) })
 	return f
 }
 
@@ -736,7 +736,7 @@ func (f *consoleFixture) instance(change func(*Config)) *Server {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	f.t.Cleanup(func() { _ = s.Stop(context.Background()) })
 	return s
 }
 

@@ -35,9 +35,10 @@
 //     registration for the result, the idempotency look-up, the publish,
 //     and the wait (api.wait, else 202 with a Location to GET).
 //   - The mapping from a delivery result to an HTTP answer has one home,
-//     resultAnswer (answer.go); the rule deciding whether an
-//     Idempotency-Key was used again for the same request has one home,
-//     sameRequest.
+//     resultAnswer (answer.go); the rules of an Idempotency-Key (one
+//     request in flight per key on an instance, and whether a key used
+//     again names the same request) have one home, shared with the
+//     consumer: internal/idempotency.
 //   - Credentials: API keys are configured by the hex SHA-256 of the key and
 //     compared in constant time; Basic users by a bcrypt hash. Neither a
 //     key nor a password is ever logged, echoed or stored in clear; the

@@ -141,7 +141,7 @@ func TestDefaultRateLimit(t *testing.T) {
 	done := make(chan *httptest.ResponseRecorder)
 	go func() { done <- post(other) }()
 	testkit.Eventually(t, "the other key's command published", 30*time.Second, func() bool { return k.publishedCount() > published })
-	_ = s.Shutdown(context.Background()) // the waiting requests are answered 202
+	_ = s.Stop(context.Background()) // the waiting requests are answered 202
 	wg.Wait()
 	if w := <-done; w.Code != http.StatusAccepted {
 		t.Errorf("another key while one floods: %d %s", w.Code, w.Body)

@@ -10,7 +10,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -18,11 +17,11 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/internal/idempotency"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -101,7 +100,7 @@ type Server struct {
 	// key and another body is answered 422 before anything is published
 	// (published, it could name another partition's key and be sent by
 	// another instance before the first result exists).
-	keysInFlight map[string]notificationFrom
+	keysInFlight *idempotency.InFlight[idempotency.Request]
 
 	srv *http.Server
 	ln  net.Listener
@@ -121,7 +120,7 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Server, error) {
 	s := &Server{
 		cfg: cfg, deps: deps, log: log.With("component", "api"), auth: auth, m: newMetrics(deps.Registerer, slices.Sorted(maps.Keys(deps.Callbacks))),
 		slots: make(chan struct{}, cfg.MaxInFlight), stopping: make(chan struct{}), limiters: map[string]*rate.Limiter{},
-		keysInFlight: map[string]notificationFrom{},
+		keysInFlight: idempotency.NewInFlight[idempotency.Request](),
 	}
 	auth.checked = s.m.passwords
 	if cfg.Console.On() && deps.Console != nil {
@@ -142,8 +141,9 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// Start listens on api.listen and serves in the background.
-func (s *Server) Start() error {
+// Start listens on api.listen and serves in the background (ctx is not
+// kept: Stop stops it).
+func (s *Server) Start(_ context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("api.listen: %w", err)
@@ -172,10 +172,11 @@ func (s *Server) Start() error {
 // Addr is the address the server listens on (after Start).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Shutdown stops accepting requests, answers the waiting ones 202 (their
+// Stop stops accepting requests, answers the waiting ones 202 (their
 // commands are published; the client can ask for the result later, of any
-// instance), and waits for the handlers until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error {
+// instance), stops the recoveries being published, and waits for the
+// handlers until ctx ends.
+func (s *Server) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() { close(s.stopping) })
 	if s.console != nil {
 		s.console.recoveries.stop(ctx)
@@ -285,136 +286,6 @@ func (s *Server) allow(name string) (time.Duration, bool) {
 	return 0, true
 }
 
-// The header of idempotent requests and of answers replayed from the
-// idempotency table.
-const (
-	headerIdempotencyKey = "Idempotency-Key"
-	headerReplayed       = "Idempotent-Replayed"
-)
-
-// notify answers POST /b/pbl/v2/message-notification/: it publishes a
-// resend command and waits for its delivery result.
-func (s *Server) notify(e *exchange) {
-	r := e.r
-	key, keyGiven := r.Header[headerIdempotencyKey]
-	if keyGiven && (len(key) != 1 || !validIdempotencyKey(key[0])) {
-		e.detail(http.StatusBadRequest, "Idempotency-Key must be given once, 1 to 128 characters, without control characters.")
-		return
-	}
-	body, err := readBody(e.w, r, MaxBodyBytes)
-	switch {
-	case errors.Is(err, errBodyTooLarge):
-		e.detail(http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body exceeds %d bytes.", MaxBodyBytes))
-		return
-	case err != nil:
-		e.detail(http.StatusBadRequest, "Could not read the request body.")
-		return
-	}
-	n, errs, err := decodeBody(r.Header.Get("Content-Type"), body)
-	var malformed *malformedError
-	switch {
-	case errors.Is(err, errUnsupportedMediaType):
-		e.detail(http.StatusUnsupportedMediaType, fmt.Sprintf("Unsupported media type %q in request.", echo(r.Header.Get("Content-Type"))))
-		return
-	case errors.As(err, &malformed):
-		e.detail(http.StatusBadRequest, malformed.detail)
-		return
-	case len(errs) > 0:
-		e.reply(answer{http.StatusBadRequest, errs})
-		return
-	}
-	cmd := schemas.ResendCommand{
-		SessionID: n.SessionID, OrderNo: n.OrderNo, Channels: n.Channels, Force: n.Force,
-		RequestedBy: e.principal.Name, RequestedAt: time.Now().UTC().Format(time.RFC3339Nano),
-	}
-	if keyGiven {
-		cmd.CommandID = key[0]
-	} else {
-		id, err := uuid.NewV7()
-		if err != nil {
-			e.detail(http.StatusInternalServerError, "Internal error.")
-			return
-		}
-		cmd.CommandID = id.String()
-	}
-	e.named(cmd.CommandID)
-
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
-		e.w.Header().Set("Retry-After", "1")
-		e.detail(http.StatusServiceUnavailable, "Service unavailable: too many requests waiting for a result.")
-		return
-	}
-	s.m.waiting.Inc()
-	defer s.m.waiting.Dec()
-	// Register before looking up and publishing: the result cannot slip
-	// between the two.
-	results, cancel := s.deps.Results.WatchResult(cmd.CommandID)
-	defer cancel()
-	publish := true
-	if keyGiven {
-		raw, found, err := s.deps.Results.Result(cmd.CommandID)
-		if err != nil {
-			s.unavailable(e, "look up result", err)
-			return
-		}
-		if found {
-			s.answerResult(e, n, raw, "")
-			return
-		}
-		mine := notificationFrom{n, e.principal.Name}
-		s.mu.Lock()
-		other, waiting := s.keysInFlight[cmd.CommandID]
-		if !waiting {
-			s.keysInFlight[cmd.CommandID] = mine
-		}
-		s.mu.Unlock()
-		switch {
-		case waiting && !other.same(mine):
-			e.detail(http.StatusUnprocessableEntity, msgKeyReused)
-			return
-		case waiting:
-			publish = false // the same request again: wait for the first one's result
-		default:
-			defer func() {
-				s.mu.Lock()
-				delete(s.keysInFlight, cmd.CommandID)
-				s.mu.Unlock()
-			}()
-		}
-	}
-	if publish {
-		if err := s.deps.Commands.PublishCommand(r.Context(), cmd, correlationID(r)); err != nil {
-			if r.Context().Err() != nil {
-				return // the client left
-			}
-			s.unavailable(e, "publish command", err)
-			return
-		}
-	}
-	mine := cmd.RequestedAt
-	if !publish {
-		mine = "" // a result of the request being waited for is a replay to this one
-	}
-	if !keyGiven {
-		mine = "-" // no key: the result is this request's own
-	}
-	timer := time.NewTimer(s.cfg.Wait)
-	defer timer.Stop()
-	select {
-	case raw := <-results:
-		s.answerResult(e, n, raw, mine)
-	case <-timer.C:
-		s.pending(e, cmd.CommandID)
-	case <-s.stopping:
-		s.pending(e, cmd.CommandID)
-	case <-r.Context().Done():
-		s.log.Info("api client left before its result", "command_id", cmd.CommandID)
-	}
-}
-
 // msgForbidden answers (403) a principal whose role may not do what it
 // asked (a viewer's POST), in the gateway's framework's words.
 const msgForbidden = "You do not have permission to perform this action."
@@ -422,38 +293,6 @@ const msgForbidden = "You do not have permission to perform this action."
 // msgKeyReused answers (422) a request whose Idempotency-Key was used for
 // another one.
 const msgKeyReused = "Idempotency-Key was already used for a different request."
-
-// answerResult answers with a delivery result. requestedAt is the
-// requested_at of the command this request published: a result of another
-// command with the same command_id (an earlier request with the same
-// Idempotency-Key) is a replay, answered with Idempotent-Replayed: true,
-// or 422 when that request asked for something else. "" means the request
-// published nothing (every result is a replay), "-" that it had no
-// Idempotency-Key (the result is its own). Comparing requested_at, which
-// this instance wrote, rather than times of two clocks keeps the header
-// right across instances whose clocks differ.
-func (s *Server) answerResult(e *exchange, n notification, raw []byte, requestedAt string) {
-	var res schemas.DeliveryResult
-	if err := json.Unmarshal(raw, &res); err != nil {
-		s.internal(e, "decode result", err)
-		return
-	}
-	if requestedAt != "-" && res.RequestedAt != requestedAt {
-		if !sameRequest(n, e.principal.Name, res) {
-			e.detail(http.StatusUnprocessableEntity, msgKeyReused)
-			return
-		}
-		note(e.r, "replayed", true)
-		e.w.Header().Set(headerReplayed, "true")
-	}
-	e.reply(resultAnswer(n, res, raw))
-}
-
-// pending answers 202: the command is published, its result not yet in.
-func (s *Server) pending(e *exchange, commandID string) {
-	e.w.Header().Set("Location", PathNotifications+url.PathEscape(commandID)+"/")
-	e.reply(answer{http.StatusAccepted, map[string]string{"command_id": commandID, "status": "pending"}})
-}
 
 // internal answers 500 to what retrying cannot mend (a result that cannot
 // be read), and logs it.

@@ -3,8 +3,8 @@ package consumer
 import (
 	"context"
 	"fmt"
-	"sync"
 
+	keys "github.com/notifyd/notifyd/internal/idempotency"
 	"github.com/notifyd/notifyd/projection"
 )
 
@@ -20,8 +20,10 @@ import (
 //     same answer; if another instance's result for the command_id reaches
 //     the topic first, that one replaces it (projection.Store.ApplyResults),
 //     and it is what this instance republishes from then on.
-//   - Within an instance, handlers of one command_id run one at a time, so a
-//     duplicate waits for the first and replays its result.
+//   - Within an instance, handlers of one command_id run one at a time
+//     (internal/idempotency's in-flight rule, which the API's
+//     Idempotency-Keys follow too), so a duplicate waits for the first and
+//     replays its result.
 //   - Within the group, a command is decided only by the owner of its
 //     partition, and a partition changes owner only after its in-flight
 //     decisions finished or were given up undecided (wmkafka.Claim).
@@ -31,41 +33,21 @@ type idempotency struct {
 	// of its command_id (hooks.lockWait).
 	waiting func(commandID string)
 
-	mu       sync.Mutex
-	inflight map[string]chan struct{}
+	inflight *keys.InFlight[struct{}]
 }
 
 func newIdempotency(store *projection.Store, waiting func(commandID string)) *idempotency {
-	return &idempotency{store: store, waiting: waiting, inflight: map[string]chan struct{}{}}
+	return &idempotency{store: store, waiting: waiting, inflight: keys.NewInFlight[struct{}]()}
 }
 
 // lock waits until no other handler of this instance holds commandID, then
 // holds it until release is called.
 func (d *idempotency) lock(ctx context.Context, commandID string) (release func(), err error) {
-	for {
-		d.mu.Lock()
-		busy, ok := d.inflight[commandID]
-		if !ok {
-			done := make(chan struct{})
-			d.inflight[commandID] = done
-			d.mu.Unlock()
-			return func() {
-				d.mu.Lock()
-				delete(d.inflight, commandID)
-				d.mu.Unlock()
-				close(done)
-			}, nil
-		}
-		d.mu.Unlock()
-		if d.waiting != nil {
-			d.waiting(commandID)
-		}
-		select {
-		case <-busy:
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		}
+	var waiting func()
+	if d.waiting != nil {
+		waiting = func() { d.waiting(commandID) }
 	}
+	return d.inflight.Lock(ctx, commandID, struct{}{}, waiting)
 }
 
 // answer returns the command_id's answer, if it has one. The store must

@@ -64,33 +64,11 @@ func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
-	// Take the results' end offsets before publishing, so the result cannot
-	// be missed however fast it comes.
-	transport := conn.Transport(cfg.Kafka.Topics.Results)
-	defer transport.CloseIdleConnections()
-	offs, err := consumer.ListOffsets(ctx, conn.Client(transport), cfg.Kafka.Topics.Results)
-	if err != nil {
-		return err
-	}
-	w := conn.Writer(cfg.Kafka.Topics.Commands)
-	defer w.Close()
 	key := *sessionID
 	if key == "" {
 		key = *orderNo
 	}
-	if err := w.WriteMessages(ctx, kafka.Message{Topic: cfg.Kafka.Topics.Commands, Key: []byte(key), Value: value}); err != nil {
-		return fmt.Errorf("publish command: %w", err)
-	}
-	var result []byte
-	var outcome schemas.Outcome
-	err = consumer.FollowFrom(ctx, conn, cfg.Kafka.Topics.Results, offs[cfg.Kafka.Topics.Results], true, func(m kafka.Message) bool {
-		var r schemas.DeliveryResult
-		if json.Unmarshal(m.Value, &r) != nil || r.CommandID != cmd["command_id"] {
-			return true
-		}
-		result, outcome = m.Value, r.Outcome
-		return false
-	})
+	result, outcome, err := publishAndWait(ctx, cfg, conn, cmd["command_id"].(string), key, value)
 	if result == nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			fmt.Fprintf(stderr, "notifyd resend: no result for command %s within %s\n", cmd["command_id"], *wait)
@@ -103,6 +81,33 @@ func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		return exitError(1)
 	}
 	return nil
+}
+
+// publishAndWait publishes a command (value, keyed key) and waits for the
+// first result of commandID on the results topic, within ctx. The
+// results' end offsets are taken before publishing, so the result cannot
+// be missed however fast it comes; result is nil when none came.
+func publishAndWait(ctx context.Context, cfg Config, conn consumer.Conn, commandID, key string, value []byte) (result []byte, outcome schemas.Outcome, err error) {
+	transport := conn.Transport(cfg.Kafka.Topics.Results)
+	defer transport.CloseIdleConnections()
+	offs, err := consumer.ListOffsets(ctx, conn.Client(transport), cfg.Kafka.Topics.Results)
+	if err != nil {
+		return nil, "", err
+	}
+	w := conn.Writer(cfg.Kafka.Topics.Commands)
+	defer w.Close()
+	if err := w.WriteMessages(ctx, kafka.Message{Topic: cfg.Kafka.Topics.Commands, Key: []byte(key), Value: value}); err != nil {
+		return nil, "", fmt.Errorf("publish command: %w", err)
+	}
+	err = consumer.FollowFrom(ctx, conn, cfg.Kafka.Topics.Results, offs[cfg.Kafka.Topics.Results], true, func(m kafka.Message) bool {
+		var r schemas.DeliveryResult
+		if json.Unmarshal(m.Value, &r) != nil || r.CommandID != commandID {
+			return true
+		}
+		result, outcome = m.Value, r.Outcome
+		return false
+	})
+	return result, outcome, err
 }
 
 // publish produces one record per JSON line of stdin, keyed as the

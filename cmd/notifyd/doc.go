@@ -13,6 +13,13 @@
 //	notifyd schema NAME                print a JSON Schema
 //	notifyd api-key NAME               print a new HTTP API key and its api.keys line
 //
+// serve's parts (the embedded broker, http.listen, the consumer service,
+// the API) are the steps of one app (app.go): started in order, stopped in
+// reverse, each within its budget. The configuration file is mapped onto
+// each package's Config here; the defaults and checks are the packages'
+// (consumer.Config.SetDefaults, api.Config, dispatch.Registry for the
+// providers).
+//
 // Every subcommand reads the same configuration (-config FILE or the
 // NOTIFYD_CONFIG environment variable); with none, notifyd runs on its
 // embedded Kafka-protocol broker with console providers, and the HTTP API

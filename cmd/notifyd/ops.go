@@ -17,27 +17,37 @@ import (
 	"github.com/notifyd/notifyd/consumer"
 )
 
-// serveHTTP serves /metrics, /healthz (the process is alive) and /readyz (the store
-// is open, Kafka answers, the projection is caught up and commands are
-// consumed; the JSON body says why not).
-func serveHTTP(addr string, ready func() consumer.Readiness, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
+// opsHTTP is http.listen's server as a part of the app: /metrics,
+// /healthz (the process is alive) and /readyz (the store is open, Kafka
+// answers, the projection is caught up and commands are consumed; the JSON
+// body says why not).
+type opsHTTP struct {
+	addr  string
+	ready func() consumer.Readiness
+	reg   *prometheus.Registry
+	log   *slog.Logger
+	srv   *http.Server
+}
+
+// Start listens on http.listen and serves in the background.
+func (o *opsHTTP) Start(context.Context) error {
+	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
-		return nil, fmt.Errorf("http.listen: %w", err)
+		return fmt.Errorf("http.listen: %w", err)
 	}
-	srv := opsServer(ready, reg, log)
+	o.srv = opsServer(o.ready, o.reg, o.log)
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "error", err)
+		if err := o.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			o.log.Error("http server", "error", err)
 		}
 	}()
-	log.Info("http listening", "addr", ln.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
+	o.log.Info("http listening", "addr", ln.Addr().String())
+	return nil
 }
+
+// Stop stops serving, waiting for the requests being answered until ctx
+// ends.
+func (o *opsHTTP) Stop(ctx context.Context) error { return o.srv.Shutdown(ctx) }
 
 // opsServer is http.listen's server: its route table (every route by
 // method and pattern), behind the API's panic guard, with the time-outs of

@@ -35,36 +35,9 @@ func recoverCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return errUsage
 	}
-	f := projection.AttentionFilter{Channel: schemas.Channel(*channel), Provider: *provider, Reason: schemas.Reason(*reason)}
-	if f.Channel != "" && !f.Channel.Valid() {
-		fmt.Fprintf(stderr, "notifyd recover: -channel %q (want email, sms or whatsapp)\n", *channel)
-		return errUsage
-	}
-	if f.Reason != "" && f.Reason != schemas.ReasonProviderUnavailable && f.Reason != schemas.ReasonProviderRejected {
-		fmt.Fprintf(stderr, "notifyd recover: -reason %q (want provider_unavailable or provider_rejected)\n", *reason)
-		return errUsage
-	}
-	for _, t := range []struct {
-		flag, value string
-		dst         *time.Time
-	}{{"since", *since, &f.Since}, {"until", *until, &f.Until}} {
-		if t.value == "" {
-			continue
-		}
-		v, err := projection.ParseTime(t.value)
-		if err != nil {
-			fmt.Fprintf(stderr, "notifyd recover: -%s %q: want RFC 3339 or 2006-01-02T15:04 (UTC)\n", t.flag, t.value)
-			return errUsage
-		}
-		*t.dst = v
-	}
-	if f.Until.IsZero() {
-		// A closed window: the batch id means the same thing on a rerun.
-		f.Until = time.Now().UTC().Truncate(time.Second)
-	}
-	if !f.Since.IsZero() && !f.Since.Before(f.Until) {
-		fmt.Fprintln(stderr, "notifyd recover: -since must be before -until")
-		return errUsage
+	f, err := recoveryFilter(*channel, *provider, *reason, *since, *until, stderr)
+	if err != nil {
+		return err
 	}
 	cfg, _, err := load()
 	if err != nil {
@@ -74,30 +47,7 @@ func recoverCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "notifyd-recover-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	store, err := projection.Open(dir, projection.Options{EventsTopic: cfg.Kafka.Topics.PaymentEvents, ResultsTopic: cfg.Kafka.Topics.Results})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	read := 0
-	err = consumer.ReadAll(ctx, conn, cfg.Kafka.Topics.Results, func(p int, batch []kafka.Message) error {
-		recs := make([]projection.Record, len(batch))
-		for i, m := range batch {
-			recs[i] = projection.Record{Offset: m.Offset, Key: m.Key, Value: m.Value}
-		}
-		read += len(batch)
-		_, err := store.ApplyResults(p, recs)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("read %s: %w", cfg.Kafka.Topics.Results, err)
-	}
-	items, _, err := store.Attention(f)
+	items, read, err := attentionFromResults(ctx, cfg, conn, f)
 	if err != nil {
 		return err
 	}
@@ -112,6 +62,83 @@ func recoverCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if *dryRun || len(plan.Commands) == 0 {
 		return nil
 	}
+	if err := publishRecovery(ctx, cfg, conn, plan); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "notifyd recover: published %d command(s) of batch %s\n", len(plan.Commands), plan.BatchID)
+	return nil
+}
+
+// recoveryFilter reads recover's filter flags; a bad one is explained on
+// stderr and is errUsage. The window is closed (until: now when not
+// given), so that the batch id means the same thing on a rerun.
+func recoveryFilter(channel, provider, reason, since, until string, stderr io.Writer) (projection.AttentionFilter, error) {
+	f := projection.AttentionFilter{Channel: schemas.Channel(channel), Provider: provider, Reason: schemas.Reason(reason)}
+	if f.Channel != "" && !f.Channel.Valid() {
+		fmt.Fprintf(stderr, "notifyd recover: -channel %q (want email, sms or whatsapp)\n", channel)
+		return f, errUsage
+	}
+	if f.Reason != "" && f.Reason != schemas.ReasonProviderUnavailable && f.Reason != schemas.ReasonProviderRejected {
+		fmt.Fprintf(stderr, "notifyd recover: -reason %q (want provider_unavailable or provider_rejected)\n", reason)
+		return f, errUsage
+	}
+	for _, t := range []struct {
+		flag, value string
+		dst         *time.Time
+	}{{"since", since, &f.Since}, {"until", until, &f.Until}} {
+		if t.value == "" {
+			continue
+		}
+		v, err := projection.ParseTime(t.value)
+		if err != nil {
+			fmt.Fprintf(stderr, "notifyd recover: -%s %q: want RFC 3339 or 2006-01-02T15:04 (UTC)\n", t.flag, t.value)
+			return f, errUsage
+		}
+		*t.dst = v
+	}
+	if f.Until.IsZero() {
+		f.Until = time.Now().UTC().Truncate(time.Second)
+	}
+	if !f.Since.IsZero() && !f.Since.Before(f.Until) {
+		fmt.Fprintln(stderr, "notifyd recover: -since must be before -until")
+		return f, errUsage
+	}
+	return f, nil
+}
+
+// attentionFromResults reads the results topic into a store of its own
+// (a temporary directory) and lists what f selects; read is how many
+// results were read.
+func attentionFromResults(ctx context.Context, cfg Config, conn consumer.Conn, f projection.AttentionFilter) (items []projection.AttentionItem, read int, err error) {
+	dir, err := os.MkdirTemp("", "notifyd-recover-")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer os.RemoveAll(dir)
+	store, err := projection.Open(dir, projection.Options{EventsTopic: cfg.Kafka.Topics.PaymentEvents, ResultsTopic: cfg.Kafka.Topics.Results})
+	if err != nil {
+		return nil, 0, err
+	}
+	defer store.Close()
+	err = consumer.ReadAll(ctx, conn, cfg.Kafka.Topics.Results, func(p int, batch []kafka.Message) error {
+		recs := make([]projection.Record, len(batch))
+		for i, m := range batch {
+			recs[i] = projection.Record{Offset: m.Offset, Key: m.Key, Value: m.Value}
+		}
+		read += len(batch)
+		_, err := store.ApplyResults(p, recs)
+		return err
+	})
+	if err != nil {
+		return nil, read, fmt.Errorf("read %s: %w", cfg.Kafka.Topics.Results, err)
+	}
+	items, _, err = store.Attention(f)
+	return items, read, err
+}
+
+// publishRecovery publishes a plan's commands, checked as the contract
+// says, with the batch's correlation_id, 500 at a time.
+func publishRecovery(ctx context.Context, cfg Config, conn consumer.Conn, plan projection.RecoveryPlan) error {
 	w := conn.Writer(cfg.Kafka.Topics.Commands)
 	defer w.Close()
 	msgs := make([]kafka.Message, 0, len(plan.Commands))
@@ -133,6 +160,5 @@ func recoverCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		}
 		msgs = msgs[n:]
 	}
-	fmt.Fprintf(stderr, "notifyd recover: published %d command(s) of batch %s\n", len(plan.Commands), plan.BatchID)
 	return nil
 }

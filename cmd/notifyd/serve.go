@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,84 +43,50 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	if !fromFile {
 		log.Info("no configuration file: using the embedded default (embedded Kafka-protocol broker, console providers, built-in en/ar templates)")
 	}
-	templates, err := dispatch.ParseTemplates(cfg.Templates)
+	kinds, reg := dispatch.NewRegistry(), newRegistry()
+	dcfg, scfg, err := cfg.packageConfigs(kinds, redactor, reg, stdout)
 	if err != nil {
 		return err
 	}
-	kinds := dispatch.NewRegistry()
-	routes, err := cfg.routes(kinds, stdout)
-	if err != nil {
-		return err
-	}
-	dcfg := dispatch.Config{Routes: routes, Templates: templates, Redactor: redactor, Cooldown: cfg.Processing.Cooldown}
-
-	reg := newRegistry()
-	dcfg.Metrics = dispatch.NewMetrics(reg)
-	scfg, err := cfg.serviceConfig()
-	if err != nil {
-		return err
-	}
-	scfg.Registerer = reg
-	var broker *embedded.Broker
+	a := newApp(log)
+	var (
+		broker *embedded.Broker
+		svc    atomic.Pointer[consumer.Service] // set by the service's step, read by /readyz meanwhile
+	)
 	if cfg.embedded() {
-		dir := filepath.Join(cfg.Store.Dir, "embedded-broker")
-		broker, err = embedded.Start(embedded.Config{Listen: cfg.EmbeddedBroker.Listen, DataDir: dir, Logger: log})
-		if err != nil {
-			return fmt.Errorf("embedded_broker.listen: %w", err)
-		}
-		defer broker.Close()
-		scfg.Brokers = []string{broker.Addr()}
-		log.Info("embedded Kafka-protocol broker started (development only: one node, no replication)", "addr", broker.Addr(), "data_dir", dir)
+		a.add(embeddedStep(cfg, &scfg, &broker, log))
 	}
-	svc, err := consumer.New(scfg, dcfg, log)
-	if err != nil {
-		return err
-	}
-	ready := readiness(svc, broker)
+	// Ready also needs the API listening when there is one: it starts
+	// after the service (and stops before it).
+	var apiUp atomic.Bool
+	ready := readiness(&svc, &broker, func() bool { return !cfg.API.Enabled() || apiUp.Load() })
 	if cfg.HTTP.Listen != "off" {
-		stopHTTP, err := serveHTTP(cfg.HTTP.Listen, ready, reg, log)
-		if err != nil {
-			return err
-		}
-		defer stopHTTP()
+		ops := &opsHTTP{addr: cfg.HTTP.Listen, ready: ready, reg: reg, log: log}
+		a.add(step{name: "http.listen", start: ops.Start, stop: ops.Stop, budget: 2 * time.Second})
 	}
-	var apiServer *api.Server
+	// The service's Run error after a requested stop (a store that failed
+	// meanwhile) decides the exit status too.
+	var runErr error
+	a.add(serviceStep(a, scfg, dcfg, &svc, &runErr, log))
 	if cfg.API.Enabled() {
-		if apiServer, err = startAPI(cfg, kinds, svc, ready, reg, stdout, log); err != nil {
-			return err
-		}
+		// Stopped first: requests still waiting are answered 202 (their
+		// commands are published; any instance answers them later), then
+		// the service hands its partitions over and stops.
+		var srv *api.Server
+		a.add(step{name: "api", budget: 5 * time.Second,
+			start: func(ctx context.Context) (err error) {
+				if srv, err = newAPI(cfg, kinds, svc.Load(), ready, reg, stdout, log); err != nil {
+					return err
+				}
+				if err = srv.Start(ctx); err == nil {
+					apiUp.Store(true)
+				}
+				return err
+			},
+			stop: func(ctx context.Context) error { return srv.Stop(ctx) },
+		})
 	}
-	returned := make(chan struct{})
-	defer close(returned)
-	go func() {
-		select {
-		case <-ctx.Done():
-			log.Info("stop requested (SIGTERM or interrupt)")
-		case <-returned: // stopped on its own (an error): nobody asked
-		}
-	}()
-	// The API stops first: requests still waiting are answered 202 (their
-	// commands are published; any instance answers them later), then the
-	// service hands its partitions over and stops.
-	svcCtx, stopService := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopService()
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(svcCtx) }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-	}
-	if apiServer != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := apiServer.Shutdown(sctx); err != nil {
-			log.Warn("api shutdown", "error", err)
-		}
-		cancel()
-	}
-	stopService()
-	if ctx.Err() != nil {
-		err = <-done
-	}
+	err = errors.Join(a.run(ctx), runErr)
 	if errors.Is(err, projection.ErrStoreFailed) {
 		log.Error("exiting with status 75: the local store failed and cannot be written again in this process; start notifyd again once store.dir has room",
 			"error", err, "exit_status", ExitStoreFailed)
@@ -127,13 +94,104 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	return err
 }
 
-// readiness is the instance's readiness: the service's, and the embedded
-// broker's (nil: none) when its log cannot be written.
-func readiness(svc *consumer.Service, broker *embedded.Broker) func() consumer.Readiness {
+// packageConfigs maps the configuration onto the dispatcher's and the
+// service's: templates parsed, providers built from kinds (console
+// providers print to stdout), metrics registered on reg.
+func (c *Config) packageConfigs(kinds *dispatch.Registry, redactor *dispatch.Redactor, reg *prometheus.Registry, stdout io.Writer) (
+	dispatch.Config, consumer.Config, error) {
+	templates, err := dispatch.ParseTemplates(c.Templates)
+	if err != nil {
+		return dispatch.Config{}, consumer.Config{}, err
+	}
+	routes, err := c.routes(kinds, stdout)
+	if err != nil {
+		return dispatch.Config{}, consumer.Config{}, err
+	}
+	dcfg := dispatch.Config{Routes: routes, Templates: templates, Redactor: redactor, Cooldown: c.Processing.Cooldown,
+		Metrics: dispatch.NewMetrics(reg)}
+	scfg, err := c.serviceConfig()
+	if err != nil {
+		return dispatch.Config{}, consumer.Config{}, err
+	}
+	scfg.Registerer = reg
+	return dcfg, scfg, nil
+}
+
+// embeddedStep is the embedded broker's step: started first (the service
+// reaches it at its address), stopped last.
+func embeddedStep(cfg Config, scfg *consumer.Config, broker **embedded.Broker, log *slog.Logger) step {
+	dir := filepath.Join(cfg.Store.Dir, "embedded-broker")
+	return step{name: "embedded broker", budget: 5 * time.Second,
+		start: func(context.Context) error {
+			b, err := embedded.Start(embedded.Config{Listen: cfg.EmbeddedBroker.Listen, DataDir: dir, Logger: log})
+			if err != nil {
+				return fmt.Errorf("embedded_broker.listen: %w", err)
+			}
+			*broker = b
+			scfg.Brokers = []string{b.Addr()}
+			log.Info("embedded Kafka-protocol broker started (development only: one node, no replication)", "addr", b.Addr(), "data_dir", dir)
+			return nil
+		},
+		stop: func(context.Context) error { (*broker).Close(); return nil },
+	}
+}
+
+// serviceStep is the consumer service's step: start makes the service and
+// runs it in the background (a Run that ends on its own stops the app);
+// stop ends its Run, which hands the partitions over, and waits for it
+// within the shutdown time-out and a margin. The Run's error after a
+// requested stop is kept in runErr.
+func serviceStep(a *app, scfg consumer.Config, dcfg dispatch.Config, svc *atomic.Pointer[consumer.Service], runErr *error, log *slog.Logger) step {
+	done := make(chan error, 1)
+	var stopRun context.CancelFunc
+	defaulted := scfg
+	defaulted.SetDefaults()
+	return step{name: "service", budget: defaulted.ShutdownTimeout + 30*time.Second,
+		start: func(ctx context.Context) error {
+			s, err := consumer.New(scfg, dcfg, log)
+			if err != nil {
+				return err
+			}
+			svc.Store(s)
+			runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+			stopRun = cancel
+			go func() {
+				err := s.Run(runCtx)
+				if runCtx.Err() == nil { // ended on its own (an error): nobody asked
+					a.exit(err)
+					err = nil
+				}
+				done <- err
+			}()
+			return nil
+		},
+		stop: func(ctx context.Context) error {
+			stopRun()
+			select {
+			case *runErr = <-done:
+				return nil
+			case <-ctx.Done():
+				return fmt.Errorf("the service did not stop in time: %w", ctx.Err())
+			}
+		},
+	}
+}
+
+// readiness is the instance's readiness: the service's, the embedded
+// broker's (nil: none) when its log cannot be written, and not before
+// listening says the API listens.
+func readiness(svc *atomic.Pointer[consumer.Service], broker **embedded.Broker, listening func() bool) func() consumer.Readiness {
 	return func() consumer.Readiness {
-		r := svc.Readiness()
-		if broker != nil {
-			if err := broker.Err(); err != nil {
+		s := svc.Load()
+		if s == nil {
+			return consumer.Readiness{Reason: "starting: service not started yet"}
+		}
+		r := s.Readiness()
+		if r.Ready && !listening() {
+			r.Ready, r.Reason = false, "starting: the API is not listening yet"
+		}
+		if b := *broker; b != nil {
+			if err := b.Err(); err != nil {
 				r.Ready, r.Serving, r.Reason = false, false, err.Error()
 			}
 		}
@@ -141,10 +199,10 @@ func readiness(svc *consumer.Service, broker *embedded.Broker) func() consumer.R
 	}
 }
 
-// startAPI starts the merchant HTTP API. With no keys and no users
+// newAPI makes the merchant HTTP API. With no keys and no users
 // configured it uses the key kept in <store.dir>/api-key, made (and printed
 // once, on standard output) at the first start.
-func startAPI(cfg Config, kinds *dispatch.Registry, svc *consumer.Service, ready func() consumer.Readiness, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) (*api.Server, error) {
+func newAPI(cfg Config, kinds *dispatch.Registry, svc *consumer.Service, ready func() consumer.Readiness, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) (*api.Server, error) {
 	acfg := cfg.API
 	if len(acfg.Keys) == 0 && len(acfg.Users) == 0 {
 		if err := os.MkdirAll(cfg.Store.Dir, 0o700); err != nil {
@@ -200,7 +258,7 @@ func startAPI(cfg Config, kinds *dispatch.Registry, svc *consumer.Service, ready
 	if err != nil {
 		return nil, err
 	}
-	return srv, srv.Start()
+	return srv, nil
 }
 
 // localUserName is the console user notifyd makes when api.users is empty.
