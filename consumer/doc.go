@@ -6,20 +6,25 @@
 //
 // # Contract
 //
-//   - The life of one command has one home, commandLifecycle (lifecycle.go):
+//   - The life of one command has one home, commandLifecycle (command.go):
 //     decode, lock the command_id, wait for the projection, replay an
 //     earlier answer, decide once, record, publish, ack. Read it there.
 //   - The rule "a command_id is decided once" has one home, idempotency
-//     (idempotency.go): the in-process lock, the answer look-up, and "the
-//     first result on the results topic is the answer".
+//     (idempotency.go): the in-process lock (internal/idempotency's
+//     in-flight rule, which the API follows too), the answer look-up, and
+//     "the first result on the results topic is the answer".
 //   - The hand-over of a partition between instances (rebalance, stop) is
 //     wmkafka's Subscriber: a partition changes owner only after its claimed
 //     commands finished or were given up undecided; commandLifecycle claims
 //     (wmkafka.Claim) before every provider call and before recording.
-//   - Start-up and stop have one home, runtime (service.go): start creates
+//   - Start-up and stop have one home, runtime (runtime.go): start creates
 //     or checks the topics, opens the store (rebuilding it when it is ahead
 //     of the log), follows payment-events and results, then consumes
-//     commands; stop undoes it in the order written in runtime.stop.
+//     commands; stop undoes it in the order written in runtime.stopSteps.
+//   - Config's defaults and checks have one home (config.go: Default*,
+//     SetDefaults, Validate); cmd/notifyd maps its file onto Config.
+//   - Every retry loop waits through internal/backoff (exponential, full
+//     jitter, capped, context-aware).
 //   - A provider's receipt becomes a delivery event in one place, receipts
 //     (receipts.go): correlate from the store (waiting a bounded time for
 //     the result), ignore a receipt about a message another provider

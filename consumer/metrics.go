@@ -26,7 +26,7 @@ type metrics struct {
 	projectionEvents *prometheus.CounterVec
 	deliveries       *prometheus.CounterVec
 	// storeErrors counts failed store operations by op; unrecorded the
-	// decisions published without their store record (lifecycle.go).
+	// decisions published without their store record (command.go).
 	storeErrors *prometheus.CounterVec
 	unrecorded  prometheus.Counter
 	// deliveryLabels are the (channel, provider) pairs of the configured

@@ -1,9 +1,7 @@
 package dispatch
 
 import (
-	"encoding/base64"
 	"fmt"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/notifyd/notifyd/schemas"
@@ -60,42 +58,4 @@ func tooLong(ch schemas.Channel, r Rendered) string {
 		}
 	}
 	return ""
-}
-
-// foldableWord is the longest run without white space a header line may
-// carry and still be folded under 78 characters.
-const foldableWord = 60
-
-// foldableSubject returns subject as go-mail can fold it: unchanged when
-// every word is short enough (go-mail folds at spaces, and RFC 2047
-// encodes non-ASCII subjects in short encoded-words), else as a sequence
-// of RFC 2047 encoded-words of at most 75 characters separated by spaces,
-// which readers join back into the subject (RFC 2047 §6.2). Without this a
-// long word (a name without spaces) stays on one header line longer than
-// RFC 5322's 998 characters, which servers refuse.
-func foldableSubject(subject string) string {
-	long := false
-	for _, w := range strings.Fields(subject) {
-		if len(w) > foldableWord {
-			long = true
-			break
-		}
-	}
-	if !long {
-		return subject
-	}
-	// 45 bytes of UTF-8 become 60 characters of base64; with "=?UTF-8?B?"
-	// and "?=" an encoded-word is 72 characters. Chunks end on rune
-	// boundaries.
-	const chunk = 45
-	var words []string
-	for len(subject) > 0 {
-		n := min(chunk, len(subject))
-		for n < len(subject) && !utf8.RuneStart(subject[n]) {
-			n--
-		}
-		words = append(words, "=?UTF-8?B?"+base64.StdEncoding.EncodeToString([]byte(subject[:n]))+"?=")
-		subject = subject[n:]
-	}
-	return strings.Join(words, " ")
 }
