@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -248,4 +252,189 @@ func channelResult(t *testing.T, r schemas.DeliveryResult, ch schemas.Channel) s
 	}
 	t.Fatalf("no %s in result channels %+v", ch, r.Channels)
 	return schemas.ChannelResult{}
+}
+
+// --- Provider peers: HTTP servers and SMTP listeners the providers call ---
+
+// received is one request a fake provider server got.
+type received struct {
+	method, path string
+	header       http.Header
+	body         []byte
+}
+
+// answer is what a fake provider server answers.
+type answer struct {
+	status     int
+	retryAfter string
+	body       string
+	// slow makes the server wait until the client gives up (at most
+	// slowFallback, then answer 200 with no body: a client that did not
+	// give up gets an answer its test does not expect).
+	slow bool
+}
+
+// fakeServer is an in-process provider API that records what it receives
+// and answers each request with its answer.
+type fakeServer struct {
+	*httptest.Server
+	mu   sync.Mutex
+	reqs []received
+}
+
+func newFakeServer(t *testing.T, a answer) *fakeServer {
+	t.Helper()
+	return newScriptedPeer(t, func(*http.Request) bool { return true }, answer{}, a)
+}
+
+// slowFallback bounds how long a slow peer holds a request its client
+// does not give up: long enough that no correct client gets there, so a
+// test sees the wrong answer instead of hanging.
+const slowFallback = 30 * time.Second
+
+// holdUntilGivenUp holds a request until its client leaves, or
+// slowFallback.
+func holdUntilGivenUp(r *http.Request) {
+	t := time.NewTimer(slowFallback)
+	defer t.Stop()
+	select {
+	case <-r.Context().Done():
+	case <-t.C:
+	}
+}
+
+// only returns the one request the server received.
+func (s *fakeServer) only(t *testing.T) received {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.reqs) != 1 {
+		t.Fatalf("server received %d requests, want 1", len(s.reqs))
+	}
+	return s.reqs[0]
+}
+
+// --- HTTP peers -------------------------------------------------------------
+
+// newScriptedPeer is a fakeServer that answers the requests authorized
+// accepts with answers in turn, the last one repeated, and any other request
+// with unauthorized (without using up the script). A slow answer holds the
+// request until the client gives up (holdUntilGivenUp).
+func newScriptedPeer(t *testing.T, authorized func(*http.Request) bool, unauthorized answer, answers ...answer) *fakeServer {
+	t.Helper()
+	if len(answers) == 0 {
+		t.Fatal("newScriptedPeer: no answers")
+	}
+	s := &fakeServer{}
+	next := 0 // guarded by s.mu
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		s.mu.Lock()
+		s.reqs = append(s.reqs, received{method: r.Method, path: r.URL.Path, header: r.Header.Clone(), body: b})
+		a := unauthorized
+		if authorized(r) {
+			a = answers[min(next, len(answers)-1)]
+			next++
+		}
+		s.mu.Unlock()
+		if a.slow {
+			holdUntilGivenUp(r)
+			return
+		}
+		if a.retryAfter != "" {
+			w.Header().Set("Retry-After", a.retryAfter)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(a.status)
+		_, _ = io.WriteString(w, a.body)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// all returns the requests the server received so far.
+func (s *fakeServer) all() []received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]received(nil), s.reqs...)
+}
+
+// downURL returns the URL of a server that is no longer listening.
+func downURL() string {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	u := srv.URL
+	srv.Close()
+	return u
+}
+
+// twilioPeer follows Twilio's Messages API: Basic auth with the account SID
+// and token on the account's Messages.json, else 401 with code 20003.
+func twilioPeer(t *testing.T, answers ...answer) *fakeServer {
+	return newScriptedPeer(t, func(r *http.Request) bool {
+		u, p, ok := r.BasicAuth()
+		return ok && u == twilioSID && p == twilioToken && r.Method == http.MethodPost &&
+			r.URL.Path == "/2010-04-01/Accounts/"+twilioSID+"/Messages.json"
+	}, answer{status: 401, body: twilioErr(20003, 401, "Authenticate")}, answers...)
+}
+
+// metaPeer follows the WhatsApp Cloud API: a Bearer token, else 401 with
+// Graph code 190.
+func metaPeer(t *testing.T, answers ...answer) *fakeServer {
+	return newScriptedPeer(t, func(r *http.Request) bool {
+		return r.Header.Get("Authorization") == "Bearer "+metaToken && r.Method == http.MethodPost &&
+			r.URL.Path == "/v21.0/"+metaPhoneID+"/messages"
+	}, answer{status: 401, body: metaErr(190, "Invalid OAuth access token - Cannot parse access token", "")}, answers...)
+}
+
+// silentSMTPPeer accepts connections and never answers (a connection a
+// client holds beyond slowFallback is closed, which a client not honouring
+// its deadline reports otherwise); it returns its port and a count of the
+// connections it accepted.
+func silentSMTPPeer(t *testing.T) (int, func() int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+			time.AfterFunc(slowFallback, func() { c.Close() })
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().(*net.TCPAddr).Port, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(conns)
+	}
+}
+
+// downSMTPPort returns a loopback port nothing listens on.
+func downSMTPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
 }

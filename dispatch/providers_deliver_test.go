@@ -5,17 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"mime"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/mail"
 	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -203,78 +199,6 @@ func policyOf(run deliveryRun) RetryPolicy {
 		return deliveryPolicy
 	}
 	return run.policy
-}
-
-// --- HTTP peers -------------------------------------------------------------
-
-// newScriptedPeer is a fakeServer that answers the requests authorized
-// accepts with answers in turn, the last one repeated, and any other request
-// with unauthorized (without using up the script). A slow answer holds the
-// request until the client gives up (holdUntilGivenUp).
-func newScriptedPeer(t *testing.T, authorized func(*http.Request) bool, unauthorized answer, answers ...answer) *fakeServer {
-	t.Helper()
-	if len(answers) == 0 {
-		t.Fatal("newScriptedPeer: no answers")
-	}
-	s := &fakeServer{}
-	next := 0 // guarded by s.mu
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		s.mu.Lock()
-		s.reqs = append(s.reqs, received{method: r.Method, path: r.URL.Path, header: r.Header.Clone(), body: b})
-		a := unauthorized
-		if authorized(r) {
-			a = answers[min(next, len(answers)-1)]
-			next++
-		}
-		s.mu.Unlock()
-		if a.slow {
-			holdUntilGivenUp(r)
-			return
-		}
-		if a.retryAfter != "" {
-			w.Header().Set("Retry-After", a.retryAfter)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(a.status)
-		_, _ = io.WriteString(w, a.body)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-// all returns the requests the server received so far.
-func (s *fakeServer) all() []received {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]received(nil), s.reqs...)
-}
-
-// downURL returns the URL of a server that is no longer listening.
-func downURL() string {
-	srv := httptest.NewServer(http.NotFoundHandler())
-	u := srv.URL
-	srv.Close()
-	return u
-}
-
-// twilioPeer follows Twilio's Messages API: Basic auth with the account SID
-// and token on the account's Messages.json, else 401 with code 20003.
-func twilioPeer(t *testing.T, answers ...answer) *fakeServer {
-	return newScriptedPeer(t, func(r *http.Request) bool {
-		u, p, ok := r.BasicAuth()
-		return ok && u == twilioSID && p == twilioToken && r.Method == http.MethodPost &&
-			r.URL.Path == "/2010-04-01/Accounts/"+twilioSID+"/Messages.json"
-	}, answer{status: 401, body: twilioErr(20003, 401, "Authenticate")}, answers...)
-}
-
-// metaPeer follows the WhatsApp Cloud API: a Bearer token, else 401 with
-// Graph code 190.
-func metaPeer(t *testing.T, answers ...answer) *fakeServer {
-	return newScriptedPeer(t, func(r *http.Request) bool {
-		return r.Header.Get("Authorization") == "Bearer "+metaToken && r.Method == http.MethodPost &&
-			r.URL.Path == "/v21.0/"+metaPhoneID+"/messages"
-	}, answer{status: 401, body: metaErr(190, "Invalid OAuth access token - Cannot parse access token", "")}, answers...)
 }
 
 // --- Twilio -----------------------------------------------------------------
@@ -540,56 +464,6 @@ func TestMetaDelivery(t *testing.T) {
 }
 
 // --- SMTP -------------------------------------------------------------------
-
-// silentSMTPPeer accepts connections and never answers; it returns its
-// port and a count of the connections it accepted.
-func silentSMTPPeer(t *testing.T) (int, func() int) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c) // held open, never answered
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().(*net.TCPAddr).Port, func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(conns)
-	}
-}
-
-// downSMTPPort returns a loopback port nothing listens on.
-func downSMTPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
-}
 
 func TestSMTPDelivery(t *testing.T) {
 	smtpErr := func(code int, enh gosmtp.EnhancedCode, msg string) *gosmtp.SMTPError {

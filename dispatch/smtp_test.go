@@ -705,53 +705,18 @@ func TestSMTPTLSFailures(t *testing.T) {
 }
 
 func TestSMTPServerDownIsTransient(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	s := newTestSMTP(t, SMTPConfig{Port: port, TLS: SMTPTLSNone})
-	_, err = s.Send(context.Background(), emailMessage("Payment received", "Hello", ""))
+	s := newTestSMTP(t, SMTPConfig{Port: downSMTPPort(t), TLS: SMTPTLSNone})
+	_, err := s.Send(context.Background(), emailMessage("Payment received", "Hello", ""))
 	if err == nil || IsPermanent(err) || errorDetail(err) != "smtp server unreachable" {
 		t.Fatalf("got %v (detail %q), want transient smtp server unreachable", err, errorDetail(err))
 	}
 }
 
 func TestSMTPSilentServerTimesOut(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c) // held open, never answered...
-			mu.Unlock()
-			// ... unless the client outlives slowFallback: then closed,
-			// which a client not honouring its deadline reports otherwise.
-			time.AfterFunc(slowFallback, func() { c.Close() })
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
+	port, _ := silentSMTPPeer(t)
 	for _, mode := range []string{SMTPTLSNone, SMTPTLSImplicit} {
 		t.Run(mode, func(t *testing.T) {
-			s := newTestSMTP(t, SMTPConfig{Port: l.Addr().(*net.TCPAddr).Port, TLS: mode})
+			s := newTestSMTP(t, SMTPConfig{Port: port, TLS: mode})
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			_, err := s.Send(ctx, emailMessage("Payment received", "Hello", ""))

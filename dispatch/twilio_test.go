@@ -3,96 +3,16 @@ package dispatch
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/notifyd/notifyd/schemas"
 )
-
-// This file also holds the fake-server helpers meta_test.go uses.
-
-// received is one request a fake provider server got.
-type received struct {
-	method, path string
-	header       http.Header
-	body         []byte
-}
-
-// answer is what a fake provider server answers.
-type answer struct {
-	status     int
-	retryAfter string
-	body       string
-	// slow makes the server wait until the client gives up (at most
-	// slowFallback, then answer 200 with no body: a client that did not
-	// give up gets an answer its test does not expect).
-	slow bool
-}
-
-// fakeServer is an in-process provider API that records what it receives
-// and answers each request with its answer.
-type fakeServer struct {
-	*httptest.Server
-	mu   sync.Mutex
-	reqs []received
-}
-
-func newFakeServer(t *testing.T, a answer) *fakeServer {
-	t.Helper()
-	s := &fakeServer{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		s.mu.Lock()
-		s.reqs = append(s.reqs, received{method: r.Method, path: r.URL.Path, header: r.Header.Clone(), body: b})
-		s.mu.Unlock()
-		if a.slow {
-			holdUntilGivenUp(r)
-			return
-		}
-		if a.retryAfter != "" {
-			w.Header().Set("Retry-After", a.retryAfter)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(a.status)
-		_, _ = io.WriteString(w, a.body)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-// slowFallback bounds how long a slow peer holds a request its client
-// does not give up: long enough that no correct client gets there, so a
-// test sees the wrong answer instead of hanging.
-const slowFallback = 30 * time.Second
-
-// holdUntilGivenUp holds a request until its client leaves, or
-// slowFallback.
-func holdUntilGivenUp(r *http.Request) {
-	t := time.NewTimer(slowFallback)
-	defer t.Stop()
-	select {
-	case <-r.Context().Done():
-	case <-t.C:
-	}
-}
-
-// only returns the one request the server received.
-func (s *fakeServer) only(t *testing.T) received {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.reqs) != 1 {
-		t.Fatalf("server received %d requests, want 1", len(s.reqs))
-	}
-	return s.reqs[0]
-}
 
 // outcome is what a Send should return.
 type outcome struct {
