@@ -35,7 +35,7 @@ func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		fmt.Fprintln(stderr, "notifyd resend: -session-id or -order-no, and -channels, are required")
 		return errUsage
 	}
-	cfg, _, err := load()
+	cfg, conn, err := cliConn(load)
 	if err != nil {
 		return err
 	}
@@ -60,10 +60,6 @@ func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	}
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
-	conn, err := cfg.conn("notifyd-cli")
-	if err != nil {
-		return err
-	}
 	key := *sessionID
 	if key == "" {
 		key = *orderNo
@@ -124,11 +120,7 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fmt.Fprintln(stderr, "notifyd publish: -topic is required")
 		return errUsage
 	}
-	cfg, _, err := load()
-	if err != nil {
-		return err
-	}
-	conn, err := cfg.conn("notifyd-cli")
+	_, conn, err := cliConn(load)
 	if err != nil {
 		return err
 	}
@@ -176,11 +168,7 @@ func tail(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
-	cfg, _, err := load()
-	if err != nil {
-		return err
-	}
-	conn, err := cfg.conn("notifyd-cli")
+	cfg, conn, err := cliConn(load)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/notifyd/notifyd/consumer"
 	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/projection"
 )
@@ -80,6 +81,17 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e))
 
 // configFlag registers -config on fs; load reads it, or NOTIFYD_CONFIG, or
 // returns the built-in default configuration.
+// cliConn loads the configuration of a CLI subcommand and how it reaches
+// the brokers (as client notifyd-cli).
+func cliConn(load func() (Config, bool, error)) (Config, consumer.Conn, error) {
+	cfg, _, err := load()
+	if err != nil {
+		return cfg, consumer.Conn{}, err
+	}
+	conn, err := cfg.conn("notifyd-cli")
+	return cfg, conn, err
+}
+
 func configFlag(fs *flag.FlagSet) (load func() (Config, bool, error)) {
 	path := fs.String("config", "", "configuration file (default $NOTIFYD_CONFIG, else the embedded default)")
 	return func() (Config, bool, error) {

@@ -39,11 +39,7 @@ func recoverCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	cfg, _, err := load()
-	if err != nil {
-		return err
-	}
-	conn, err := cfg.conn("notifyd-cli")
+	cfg, conn, err := cliConn(load)
 	if err != nil {
 		return err
 	}
