@@ -20,13 +20,14 @@
 //
 // # Contract
 //
-//   - Kafka is reached only through two small interfaces, Commands (publish
-//     a resend command) and Results (the first result of a command_id on
-//     the results topic, and a registration woken when it arrives), which
-//     cmd/notifyd wires to consumer.Service. This package never imports
-//     consumer.
-//   - A request is checked in one order, written once in Server.admit and
-//     Server.notify: authentication (401), permission (403: a viewer may
+//   - Kafka is reached only through small interfaces, Commands (publish
+//     a resend command), Results (the first result of a command_id on the
+//     results topic, and a registration woken when it arrives), Receipts,
+//     SignOuts and ConsoleBackend, which cmd/notifyd wires to
+//     consumer.Service. This package never imports consumer.
+//   - A request is checked in one order, written once in Server.admit
+//     (run by every merchant API route, apiRoute) and Server.readCommand
+//     and Server.notify (notify.go): authentication (401), permission (403: a viewer may
 //     only read; Role.MaySend is the one rule of roles, for the console
 //     too), the client's rate limit (429), the method (405), the instance
 //     serving (503), the Idempotency-Key, the body's size (413), type (415)
