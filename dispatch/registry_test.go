@@ -124,6 +124,10 @@ func TestRegistryBuild(t *testing.T) {
 	if want := []string{"https://notify.example/callbacks/twilio", "", "https://elsewhere.example/cb"}; !slices.Equal(callbacks, want) {
 		t.Errorf("StatusCallback %q, want %q", callbacks, want)
 	}
+	// The first kind registered is built as any other.
+	if route, err := r.Build(ProviderConfig{Kind: "console"}, Env{Console: io.Discard}); err != nil || route.Provider.Name() != "console" {
+		t.Errorf("Build(console) = %+v, %v", route, err)
+	}
 }
 
 // TestRegistryReceipts: a verifier per kind whose configured providers
@@ -234,7 +238,7 @@ func TestMetaReceiptsVerify(t *testing.T) {
 	  {"value":{"metadata":{"phone_number_id":"222"},"statuses":[{"id":"wamid.1","status":"read","timestamp":"1764842400","recipient_id":"96555001234"}]}},
 	  {"value":{"metadata":{"phone_number_id":"111"},"statuses":[{"id":"wamid.2","status":"failed","timestamp":"x",
 	     "errors":[{"code":131026,"title":"Message undeliverable","message":"Message undeliverable","error_data":{"details":"not on WhatsApp"}}]}]}},
-	  {"value":{"statuses":[{"id":"wamid.3","status":"deleted"}]}}]}]}`
+	  {"value":{"statuses":[{"id":"wamid.3","status":"deleted","timestamp":"0"}]}}]}]}`
 	signed := func(secret, body string) *http.Request {
 		r := httptest.NewRequest(http.MethodPost, "/callbacks/meta", strings.NewReader(body))
 		if secret != "" {
@@ -257,8 +261,9 @@ func TestMetaReceiptsVerify(t *testing.T) {
 		failed.Event.ErrorDetail != "Message undeliverable: not on WhatsApp" || !failed.Event.OccurredAt.Equal(received) || failed.Accounts != nil {
 		t.Errorf("failed, for a number app-b does not have: %+v", failed)
 	}
-	if got[2].Event.Status != "" || !slices.Equal(got[2].Accounts, []string{"222", "333"}) || got[2].Recipient != "" {
-		t.Errorf("a status without metadata: %+v", got[2])
+	if got[2].Event.Status != "" || !slices.Equal(got[2].Accounts, []string{"222", "333"}) || got[2].Recipient != "" ||
+		!got[2].Event.OccurredAt.Equal(received) {
+		t.Errorf("a status without metadata, timestamp 0 (not a time: received): %+v", got[2])
 	}
 	for name, r := range map[string]*http.Request{"unsigned": signed("", body), "another secret": signed("app-c", body)} {
 		var bad BadSignature
