@@ -16,7 +16,7 @@ import (
 // Lookup returns the current snapshot of the transaction sessionID names,
 // or, with sessionID empty, the one orderNo names.
 func (s *Service) Lookup(sessionID, orderNo string) (schemas.PaymentEvent, bool, error) {
-	store, _, err := s.parts()
+	store, _, err := s.storeAndDispatcher()
 	if err != nil {
 		return schemas.PaymentEvent{}, false, err
 	}
@@ -32,7 +32,7 @@ func (s *Service) Lookup(sessionID, orderNo string) (schemas.PaymentEvent, bool,
 
 // Check is the dispatcher's channel checks for txn (dispatch.Dispatcher.Check).
 func (s *Service) Check(txn schemas.PaymentEvent) ([]dispatch.ChannelCheck, error) {
-	_, d, err := s.parts()
+	_, d, err := s.storeAndDispatcher()
 	if err != nil {
 		return nil, err
 	}
@@ -42,7 +42,7 @@ func (s *Service) Check(txn schemas.PaymentEvent) ([]dispatch.ChannelCheck, erro
 // History returns the delivery results of a transaction, newest first, at
 // most limit (projection.Store.History).
 func (s *Service) History(sessionID string, limit int) ([][]byte, error) {
-	store, _, err := s.parts()
+	store, _, err := s.storeAndDispatcher()
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func (s *Service) History(sessionID string, limit int) ([][]byte, error) {
 
 // Attention lists the channels that need attention (projection.Store.Attention).
 func (s *Service) Attention(f projection.AttentionFilter) ([]projection.AttentionItem, string, error) {
-	store, _, err := s.parts()
+	store, _, err := s.storeAndDispatcher()
 	if err != nil {
 		return nil, "", err
 	}
@@ -61,19 +61,19 @@ func (s *Service) Attention(f projection.AttentionFilter) ([]projection.Attentio
 // Delivery returns the furthest delivery status of a provider message
 // (projection.Store.Delivery).
 func (s *Service) Delivery(providerMessageID string) (schemas.DeliveryEvent, bool, error) {
-	store, _, err := s.parts()
+	store, _, err := s.storeAndDispatcher()
 	if err != nil {
 		return schemas.DeliveryEvent{}, false, err
 	}
 	return store.Delivery(providerMessageID)
 }
 
-// parts returns the store and the dispatcher of the running service.
-func (s *Service) parts() (*projection.Store, *dispatch.Dispatcher, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.store == nil || s.dispatcher == nil {
+// storeAndDispatcher returns the store and the dispatcher of the running
+// service.
+func (s *Service) storeAndDispatcher() (*projection.Store, *dispatch.Dispatcher, error) {
+	p := s.parts()
+	if p.store == nil || p.dispatcher == nil {
 		return nil, nil, ErrNotRunning
 	}
-	return s.store, s.dispatcher, nil
+	return p.store, p.dispatcher, nil
 }

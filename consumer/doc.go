@@ -21,6 +21,10 @@
 //     or checks the topics, opens the store (rebuilding it when it is ahead
 //     of the log), follows payment-events and results, then consumes
 //     commands; stop undoes it in the order written in runtime.stopSteps.
+//     What it has started reaches the Service's readers (the API's
+//     adapters, readiness, the metrics) as one immutable snapshot
+//     (running), published anew as each part starts and stops: no field
+//     is mirrored under a lock.
 //   - Config's defaults and checks have one home (config.go: Default*,
 //     SetDefaults, Validate); cmd/notifyd maps its file onto Config.
 //   - Every retry loop waits through internal/backoff (exponential, full

@@ -194,9 +194,12 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect reads the state gauges.
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
-	s.mu.Lock()
-	store, events, lag, sub, guard := s.store, s.events, s.consumerLag, s.sub, s.guard
-	s.mu.Unlock()
+	p := s.parts()
+	store, events, sub, guard := p.store, p.events, p.sub, p.guard
+	var lag map[int]int64
+	if l := s.consumerLag.Load(); l != nil {
+		lag = *l
+	}
 	if guard != nil {
 		if paused, free, low, known := guard.state(); known {
 			p := 0.0
@@ -254,9 +257,7 @@ func (s *Service) refreshConsumerLag(ctx context.Context, client *kafka.Client) 
 		from := max(p.CommittedOffset, b.First)
 		lag[p.Partition] = max(b.End-from, 0)
 	}
-	s.mu.Lock()
-	s.consumerLag = lag
-	s.mu.Unlock()
+	s.consumerLag.Store(&lag)
 }
 
 // observe is called with a handled command's start time.

@@ -198,9 +198,7 @@ func sentFrom(c projection.Correlation, kind string, accounts []string) bool {
 // for. dispatch.ErrForeignReceipt when the message is another provider
 // account's; ErrNotRunning when the service does not run.
 func (s *Service) RecordReceipt(ctx context.Context, ev schemas.DeliveryEvent, recipient string, accounts []string) error {
-	s.mu.Lock()
-	r := s.receipts
-	s.mu.Unlock()
+	r := s.parts().receipts
 	if r == nil {
 		return ErrNotRunning
 	}

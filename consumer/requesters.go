@@ -88,9 +88,7 @@ func (s *Service) WatchResult(commandID string) (result <-chan []byte, cancel fu
 // Result returns the first delivery result of commandID read from the
 // results topic, if the store has it.
 func (s *Service) Result(commandID string) ([]byte, bool, error) {
-	s.mu.Lock()
-	store := s.store
-	s.mu.Unlock()
+	store := s.parts().store
 	if store == nil {
 		return nil, false, ErrNotRunning
 	}
@@ -110,9 +108,7 @@ func (s *Service) PublishCommand(ctx context.Context, cmd schemas.ResendCommand,
 	if _, err := schemas.DecodeCommand(value); err != nil {
 		return fmt.Errorf("publish command: %w", err)
 	}
-	s.mu.Lock()
-	w := s.commands
-	s.mu.Unlock()
+	w := s.parts().commands
 	if w == nil {
 		return ErrNotRunning
 	}

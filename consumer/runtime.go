@@ -54,6 +54,15 @@ type runtime struct {
 	routerDone     chan error
 }
 
+// publish makes the parts the Service's readers see the current ones
+// changed by change: a new snapshot (running), never an edit of the one
+// published. Only the runtime's goroutine (start, then stop) publishes.
+func (rt *runtime) publish(change func(p *running)) {
+	next := rt.s.parts()
+	change(&next)
+	rt.s.now.Store(&next)
+}
+
 // start brings the service up, in order: create or check the topics, open
 // the store (rebuilding it when it is ahead of the log), follow
 // payment-events and results, then consume commands on the Router. It
@@ -94,16 +103,12 @@ func (rt *runtime) start(ctx context.Context) error {
 		case <-rt.runCtx.Done():
 		}
 	}()
-	s.mu.Lock()
-	s.store = store
-	s.mu.Unlock()
+	rt.publish(func(p *running) { p.store = store })
 	dispatcher, err := dispatch.New(s.dcfg, store, s.log)
 	if err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
-	s.mu.Lock()
-	s.dispatcher = dispatcher
-	s.mu.Unlock()
+	rt.publish(func(p *running) { p.dispatcher = dispatcher })
 
 	wm, err := rt.startFollowing(ctx, conn, store)
 	if err != nil {
@@ -131,9 +136,7 @@ func (rt *runtime) startGuard() error {
 	}
 	rt.guard.check() // the state at start-up, before anything is opened
 	go func() { defer close(rt.guardDone); rt.guard.run(guardCtx) }()
-	s.mu.Lock()
-	s.guard = rt.guard
-	s.mu.Unlock()
+	rt.publish(func(p *running) { p.guard = rt.guard })
 	return nil
 }
 
@@ -173,9 +176,7 @@ func (rt *runtime) startFollowing(ctx context.Context, conn Conn, store *project
 	rt.sessions = newFollower(cfg.Topics.ConsoleSessions, store.SessionOffsets, func(p int, r []projection.Record) error {
 		return store.ApplySessionEnds(p, r)
 	})
-	s.mu.Lock()
-	s.events, s.results = rt.events, rt.results
-	s.mu.Unlock()
+	rt.publish(func(p *running) { p.events, p.results = rt.events, rt.results })
 	wm := newWatermarks(rt.client, cfg.Topics.PaymentEvents, cfg.Topics.Results, cfg.Topics.Deliveries, cfg.Topics.ConsoleSessions)
 	offs, err := wm.Get(ctx)
 	if err != nil {
@@ -186,9 +187,7 @@ func (rt *runtime) startFollowing(ctx context.Context, conn Conn, store *project
 	// Console sessions are answered for once the topic is read as far as
 	// this round saw it (SessionsEnded).
 	s.sessionsRead.Store(false)
-	s.mu.Lock()
-	s.sessions = rt.sessions
-	s.mu.Unlock()
+	rt.publish(func(p *running) { p.sessions = rt.sessions })
 	rt.refreshed = make(chan struct{})
 	go func() {
 		defer close(rt.refreshed)
@@ -230,13 +229,11 @@ func (rt *runtime) startCommands(conn Conn, store *projection.Store, dispatcher 
 	rt.deliveryWriter.Transport = rt.transport
 	rt.sessionsWriter = conn.Writer()
 	rt.sessionsWriter.Transport = rt.transport
-	s.mu.Lock()
-	s.sub = rt.sub
-	s.commands = rt.commands
-	s.sessionsWriter = rt.sessionsWriter
-	s.receipts = &receipts{store: store, writer: rt.deliveryWriter, topic: cfg.Topics.Deliveries, source: "notifyd/" + cfg.ClientID,
+	rec := &receipts{store: store, writer: rt.deliveryWriter, topic: cfg.Topics.Deliveries, source: "notifyd/" + cfg.ClientID,
 		wait: cfg.CatchUpWait, redact: s.dcfg.Redactor, metrics: s.metrics, log: s.log.With("component", "receipts")}
-	s.mu.Unlock()
+	rt.publish(func(p *running) {
+		p.sub, p.commands, p.sessionsWriter, p.receipts = rt.sub, rt.commands, rt.sessionsWriter, rec
+	})
 	lifecycle := &commandLifecycle{
 		store: store, decisions: newIdempotency(store, s.hooks.lockWait), dispatcher: dispatcher, watermarks: wm, hooks: s.hooks,
 		events: rt.events, results: rt.results, publisher: rt.pub, resultTopic: cfg.Topics.Results,
@@ -351,9 +348,7 @@ func (rt *runtime) stopSteps() []stopStep {
 				err = rt.pub.Close()
 			}
 			if rt.commands != nil {
-				rt.s.mu.Lock()
-				rt.s.commands, rt.s.receipts, rt.s.sessionsWriter = nil, nil, nil
-				rt.s.mu.Unlock()
+				rt.publish(func(p *running) { p.commands, p.receipts, p.sessionsWriter = nil, nil, nil })
 				err = errors.Join(err, rt.commands.Close(), rt.deliveryWriter.Close(), rt.sessionsWriter.Close())
 			}
 			return err
@@ -378,18 +373,14 @@ func (rt *runtime) stopSteps() []stopStep {
 			if rt.store == nil {
 				return nil
 			}
-			rt.s.mu.Lock()
-			rt.s.store, rt.s.dispatcher, rt.s.sessions = nil, nil, nil
-			rt.s.mu.Unlock()
+			rt.publish(func(p *running) { p.store, p.dispatcher, p.sessions = nil, nil, nil })
 			return rt.store.Close()
 		}},
 		{"stop the free-space guard", func() error {
 			if rt.stopGuard != nil {
 				rt.stopGuard()
 				<-rt.guardDone
-				rt.s.mu.Lock()
-				rt.s.guard = nil
-				rt.s.mu.Unlock()
+				rt.publish(func(p *running) { p.guard = nil })
 			}
 			return nil
 		}},

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,13 +98,23 @@ type Service struct {
 	// (requesters.go).
 	waiters resultWaiters
 
-	mu sync.Mutex
-	// commands publishes the commands of in-process requesters; nil
-	// while not running.
-	commands *kafka.Writer
-	// receipts turns providers' receipts into delivery events; nil when
-	// not running.
-	receipts   *receipts
+	// now is what the current Run has started, as the readers see it
+	// (running); nil while not running.
+	now atomic.Pointer[running]
+	// kafka is the outcome of the last high-water-mark round.
+	kafka atomic.Pointer[kafkaHealth]
+	// consumerLag is the commands group's lag per partition, refreshed
+	// with the end offsets.
+	consumerLag atomic.Pointer[map[int]int64]
+}
+
+// running is what one Run has started that the Service's readers use
+// (the API's adapters, readiness, the metrics): a snapshot, never changed
+// once published. The runtime publishes a new one as it starts a part and
+// as it stops one (publish), so a reader sees every part it needs at once
+// or ErrNotRunning, and no field is mirrored under a lock.
+type running struct {
+	guard      *diskGuard
 	store      *projection.Store
 	dispatcher *dispatch.Dispatcher
 	events     *follower
@@ -114,16 +123,25 @@ type Service struct {
 	sessions       *follower
 	sessionsWriter *kafka.Writer
 	sub            *wmkafka.Subscriber
-	// guard is the free-space guard of the store's filesystem; nil when
-	// not running.
-	guard *diskGuard
-	// kafkaErr is the error of the last high-water-mark round, nil once
-	// one succeeds; kafkaOK is when one last succeeded.
-	kafkaErr error
-	kafkaOK  time.Time
-	// consumerLag is the commands group's lag per partition, refreshed
-	// with the end offsets.
-	consumerLag map[int]int64
+	// commands publishes the commands of in-process requesters.
+	commands *kafka.Writer
+	// receipts turns providers' receipts into delivery events.
+	receipts *receipts
+}
+
+// parts returns the current snapshot (an empty one while not running).
+func (s *Service) parts() running {
+	if r := s.now.Load(); r != nil {
+		return *r
+	}
+	return running{}
+}
+
+// kafkaHealth is the outcome of the last high-water-mark round: its error
+// (nil once one succeeded) and when one last succeeded.
+type kafkaHealth struct {
+	err error
+	ok  time.Time
 }
 
 // refreshInterval is how often the end offsets of the followed topics are
@@ -154,9 +172,13 @@ type Readiness struct {
 // was read as far as it reached at start-up, and commands are being
 // consumed.
 func (s *Service) Readiness() Readiness {
-	s.mu.Lock()
-	store, events, results, sessions, kerr, kok, guard, sub := s.store, s.events, s.results, s.sessions, s.kafkaErr, s.kafkaOK, s.guard, s.sub
-	s.mu.Unlock()
+	p := s.parts()
+	store, events, results, sessions, guard, sub := p.store, p.events, p.results, p.sessions, p.guard, p.sub
+	var kerr error
+	var kok time.Time
+	if k := s.kafka.Load(); k != nil {
+		kerr, kok = k.err, k.ok
+	}
 	if guard != nil {
 		if reason := guard.pausedReason(); reason != "" {
 			return Readiness{Reason: reason}
@@ -221,12 +243,13 @@ func (s *Service) refresh(ctx context.Context, client *kafka.Client, wm *waterma
 
 // noteRound records the outcome of a high-water-mark round.
 func (s *Service) noteRound(offs map[string]map[int]Offsets, err error, followers ...*follower) {
-	s.mu.Lock()
-	s.kafkaErr = err
+	h := kafkaHealth{err: err}
 	if err == nil {
-		s.kafkaOK = time.Now()
+		h.ok = time.Now()
+	} else if prev := s.kafka.Load(); prev != nil {
+		h.ok = prev.ok
 	}
-	s.mu.Unlock()
+	s.kafka.Store(&h)
 	if err != nil {
 		return
 	}
@@ -245,12 +268,11 @@ type Stats struct {
 
 // Stats returns the counters of the current Run.
 func (s *Service) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	p := s.parts()
 	var st Stats
-	if s.events != nil {
-		st.EventsApplied = s.events.applied.Load()
-		st.ResultsApplied = s.results.applied.Load()
+	if p.events != nil {
+		st.EventsApplied = p.events.applied.Load()
+		st.ResultsApplied = p.results.applied.Load()
 	}
 	return st
 }
@@ -287,9 +309,7 @@ func (s *Service) Running() <-chan struct{} { return s.running }
 
 // Store returns the open projection store, nil before Run opened it.
 func (s *Service) Store() *projection.Store {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.store
+	return s.parts().store
 }
 
 // Run runs the service until ctx ends or a fatal error, then stops it. It

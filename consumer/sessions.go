@@ -29,9 +29,8 @@ func (s *Service) EndSessions(ctx context.Context, user string, at time.Time) er
 	if err != nil {
 		return fmt.Errorf("end sessions: %w", err)
 	}
-	s.mu.Lock()
-	w, store := s.sessionsWriter, s.store
-	s.mu.Unlock()
+	p := s.parts()
+	w, store := p.sessionsWriter, p.store
 	if w == nil || store == nil {
 		return ErrNotRunning
 	}
@@ -49,9 +48,8 @@ func (s *Service) EndSessions(ctx context.Context, user string, at time.Time) er
 // ErrCatchingUp until it has read the topic as far as it reached at
 // start-up, ErrNotRunning when the service does not run.
 func (s *Service) SessionsEnded(user string) (time.Time, error) {
-	s.mu.Lock()
-	store, sessions := s.store, s.sessions
-	s.mu.Unlock()
+	p := s.parts()
+	store, sessions := p.store, p.sessions
 	if store == nil || sessions == nil {
 		return time.Time{}, ErrNotRunning
 	}
