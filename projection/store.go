@@ -570,8 +570,10 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	if strings.HasPrefix(format, "pebble: fatal commit error") {
 		op = "commit"
 	}
-	l.health.fail(op, err)
+	// Counted before Failed is closed: whoever sees the failure sees it
+	// reported (notifyd_store_errors_total{op}).
 	_ = l.health.report(op, err)
+	l.health.fail(op, err)
 	if op == "commit" {
 		return
 	}
