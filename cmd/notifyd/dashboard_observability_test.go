@@ -25,7 +25,9 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/consumer"
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
 
 	"github.com/notifyd/notifyd/internal/testkit"
@@ -124,7 +126,7 @@ api: {listen: %q}
 log: {format: text, level: error}
 processing: {catch_up_wait: 1s}
 providers:
-  email: {kind: webhook, webhook: {url: %q}}
+  email: {kind: webhook, webhook: {url: %q, receipt_secret: dashboard-receipts}}
   sms: {kind: webhook, webhook: {url: %q}}
   whatsapp:
     kind: webhook
@@ -287,6 +289,26 @@ templates:
 		apiPost(key, fmt.Sprintf(`{"session_id":%q,"channels":["whatsapp"]}`, b), http.StatusBadRequest)
 		apiPost(key, `{"session_id":"x","channels":["fax"]}`, http.StatusBadRequest)
 		apiPost("", `{}`, http.StatusUnauthorized)
+		// A receipt for the first email sent, signed as the provider
+		// would, and one with a bad signature.
+		receipt := func(secret string, want int) {
+			t.Helper()
+			body := []byte(`{"id":"em-1","status":"delivered","channel":"email"}`)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+apiAddr+api.PathCallbackWebhook, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set(dispatch.WebhookSignatureHeader, dispatch.WebhookSignature(secret, time.Now(), body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("receipt signed with %q: %d, want %d", secret, resp.StatusCode, want)
+			}
+		}
+		receipt("dashboard-receipts", http.StatusOK)
+		receipt("not-the-secret", http.StatusUnauthorized)
 
 		mu.Lock()
 		defer mu.Unlock()
