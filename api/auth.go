@@ -21,6 +21,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/notifyd/notifyd/schemas"
 )
 
 // Principal is who made a request: a key's name or a user's username, which
@@ -31,6 +33,24 @@ type Principal struct {
 	Role Role
 	// Key is true for an API key, false for a Basic user.
 	Key bool
+	// Merchant is the merchant the principal belongs to; "" for a
+	// platform principal, which reaches every merchant.
+	Merchant string
+}
+
+// ID names the principal uniquely (its rate limit's bucket): names are
+// unique within the platform and within each merchant.
+func (p Principal) ID() string {
+	if p.Merchant == "" {
+		return p.Name
+	}
+	return p.Merchant + "/" + p.Name
+}
+
+// Reaches reports whether the principal may see a transaction or result
+// of merchantID: a platform principal every one, a merchant's its own.
+func (p Principal) Reaches(merchantID string) bool {
+	return p.Merchant == "" || p.Merchant == schemas.MerchantOf(merchantID)
 }
 
 // MaySend reports whether the principal may cause a send: an API key (a
@@ -76,8 +96,9 @@ const (
 )
 
 type keyEntry struct {
-	name string
-	sum  [sha256.Size]byte
+	name     string
+	merchant string
+	sum      [sha256.Size]byte
 }
 
 func newAuthenticator(cfg Config) (*authenticator, error) {
@@ -102,7 +123,7 @@ func newAuthenticator(cfg Config) (*authenticator, error) {
 		if err != nil || len(b) != sha256.Size {
 			return nil, fmt.Errorf("api.keys: %s: sha256 is not 64 hex characters", k.Name)
 		}
-		e.name = k.Name
+		e.name, e.merchant = k.Name, k.Merchant
 		copy(e.sum[:], b)
 		a.keys = append(a.keys, e)
 	}
@@ -167,7 +188,7 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, *authFailure) 
 		if match < 0 {
 			return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgInvalidKey}
 		}
-		return Principal{Name: a.keys[match].name, Key: true}, nil
+		return Principal{Name: a.keys[match].name, Key: true, Merchant: a.keys[match].merchant}, nil
 	case strings.EqualFold(scheme, "Basic"):
 		user, pass, ok := r.BasicAuth()
 		if !ok {
@@ -181,7 +202,7 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, *authFailure) 
 		case !c.ok:
 			return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgInvalidBasic}
 		default:
-			return Principal{Name: c.user.Username, Role: c.user.Role}, nil
+			return Principal{Name: c.user.Username, Role: c.user.Role, Merchant: c.user.Merchant}, nil
 		}
 	}
 	return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgNoCredentials}

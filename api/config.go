@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/notifyd/notifyd/schemas"
+
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -82,6 +84,10 @@ func (c ConsoleConfig) On() bool { return c.Enabled == nil || *c.Enabled }
 type Key struct {
 	Name   string `yaml:"name"`
 	SHA256 string `yaml:"sha256"`
+	// Merchant, when set, makes the key the merchant's: it reaches that
+	// merchant's transactions and results only. Unset: a platform key,
+	// which reaches every merchant's.
+	Merchant string `yaml:"merchant"`
 }
 
 // User is one HTTP Basic user: the bcrypt hash of the password and a role.
@@ -91,6 +97,8 @@ type User struct {
 	// Role is operator (may resend) or viewer (may look only: console
 	// pages and the API's GET of a result).
 	Role Role `yaml:"role"`
+	// Merchant, when set, makes the user the merchant's (see Key.Merchant).
+	Merchant string `yaml:"merchant"`
 }
 
 // Role is what a user may do.
@@ -220,6 +228,9 @@ func (c *Config) Validate() error {
 		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != 32 {
 			return fmt.Errorf("%s.sha256: must be the 64 hex characters of the key's SHA-256 (notifyd api-key %s prints it)", key, k.Name)
 		}
+		if k.Merchant != "" && !schemas.ValidMerchantID(k.Merchant) {
+			return fmt.Errorf("%s.merchant: %w", key, errMerchantID)
+		}
 	}
 	for i, u := range c.Users {
 		key := fmt.Sprintf("api.users[%d]", i)
@@ -239,9 +250,15 @@ func (c *Config) Validate() error {
 		if u.Role != RoleOperator && u.Role != RoleViewer {
 			return fmt.Errorf("%s.role: %q (want operator or viewer)", key, u.Role)
 		}
+		if u.Merchant != "" && !schemas.ValidMerchantID(u.Merchant) {
+			return fmt.Errorf("%s.merchant: %w", key, errMerchantID)
+		}
 	}
 	return nil
 }
+
+// errMerchantID says what a merchant_id is.
+var errMerchantID = fmt.Errorf("a merchant_id is 1 to %d of A-Z, a-z, 0-9, '.', '_' and '-'", schemas.MaxMerchantIDLength)
 
 // trustedProxies parses api.trusted_proxies.
 func (c *Config) trustedProxies() ([]netip.Prefix, error) {

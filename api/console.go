@@ -29,8 +29,10 @@ import (
 // of the instance (consumer.Service implements it; cmd wires it).
 type ConsoleBackend interface {
 	// Lookup returns the current snapshot of the transaction sessionID
-	// names, or, with sessionID empty, the one orderNo names.
-	Lookup(sessionID, orderNo string) (schemas.PaymentEvent, bool, error)
+	// names, or, with sessionID empty, the one orderNo names within
+	// merchantID ("" is the default merchant's). A merchantID given
+	// limits the answer to that merchant's transactions.
+	Lookup(merchantID, sessionID, orderNo string) (schemas.PaymentEvent, bool, error)
 	// Check is what a resend of each channel of txn would be answered
 	// before any provider call, by the code that decides commands.
 	Check(txn schemas.PaymentEvent) ([]dispatch.ChannelCheck, error)
@@ -92,6 +94,8 @@ func newConsole(s *Server, backend ConsoleBackend) (*console, error) {
 	funcs := template.FuncMap{
 		"when":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 		"stamp": stampOf,
+		// merchant names an entry's merchant: one from before merchants is the default's.
+		"merchant": schemas.MerchantOf,
 	}
 	for _, page := range []string{"login", "home", "txn", "attention", "recover", "batch"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/layout.html", "console/"+page+".html")
@@ -150,6 +154,16 @@ func securityHeaders(next http.Handler) http.Handler {
 type viewer struct {
 	Name     string
 	Operator bool
+	// Merchant is the user's merchant: the console shows that merchant's
+	// transactions, results and needs-attention entries only. "" is a
+	// platform user, who sees every merchant's (with a merchant column
+	// and filter).
+	Merchant string
+}
+
+// reaches reports whether the viewer may see data of merchantID.
+func (v viewer) reaches(merchantID string) bool {
+	return Principal{Merchant: v.Merchant}.Reaches(merchantID)
 }
 
 type consoleHandler func(w http.ResponseWriter, r *http.Request, v viewer)
@@ -171,7 +185,7 @@ func (c *console) signedIn(h consoleHandler) http.HandlerFunc {
 			}
 			if sess.issued.After(ended) {
 				note(r, "user", u.Username)
-				h(w, r, viewer{Name: u.Username, Operator: u.Role.MaySend()})
+				h(w, r, viewer{Name: u.Username, Operator: u.Role.MaySend(), Merchant: u.Merchant})
 				return
 			}
 		}
@@ -238,8 +252,8 @@ func (c *console) home(w http.ResponseWriter, r *http.Request, v viewer) {
 // txnView is a transaction as the console shows it: contacts masked as in
 // results.
 type txnView struct {
-	SessionID, OrderNo, State, Amount, Currency, Language, Email, Phone, Name string
-	Version                                                                   int64
+	SessionID, OrderNo, MerchantID, State, Amount, Currency, Language, Email, Phone, Name string
+	Version                                                                               int64
 }
 
 // txn shows a transaction found by session_id or order_no: its state,
@@ -267,15 +281,21 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 	if by == "order_no" {
 		sessionID, orderNo = "", id
 	}
-	txn, found, err := c.backend.Lookup(sessionID, orderNo)
+	merchant := v.Merchant
+	if merchant == "" && schemas.ValidMerchantID(q.Get("merchant")) {
+		merchant = q.Get("merchant") // a platform user names the merchant of an order_no
+	}
+	data["Merchant"] = merchant
+	txn, found, err := c.backend.Lookup(merchant, sessionID, orderNo)
 	if err != nil {
 		c.unavailable(w, v, err)
 		return
 	}
 	if !found {
-		// A deleted (tombstoned) transaction keeps its history.
+		// A deleted (tombstoned) transaction keeps its history (for a
+		// merchant's user, its own results only).
 		if by == "session_id" {
-			if hist, deliveries, err := c.history(id); err == nil && len(hist) > 0 {
+			if hist, deliveries, err := c.history(v, id); err == nil && len(hist) > 0 {
 				data["History"], data["Deliveries"] = hist, deliveries
 				data["Deleted"] = true
 			}
@@ -288,13 +308,13 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.unavailable(w, v, err)
 		return
 	}
-	hist, deliveries, err := c.history(txn.SessionID)
+	hist, deliveries, err := c.history(v, txn.SessionID)
 	if err != nil {
 		c.unavailable(w, v, err)
 		return
 	}
 	data["Txn"] = txnView{
-		SessionID: txn.SessionID, OrderNo: txn.OrderNo, State: string(txn.State), Amount: txn.AmountString(), Currency: txn.CurrencyCode,
+		SessionID: txn.SessionID, OrderNo: txn.OrderNo, MerchantID: txn.MerchantID, State: string(txn.State), Amount: txn.AmountString(), Currency: txn.CurrencyCode,
 		Language: string(txn.Language), Email: dispatch.MaskRecipient(schemas.ChannelEmail, txn.CustomerEmail),
 		Phone: dispatch.MaskRecipient(schemas.ChannelSMS, txn.CustomerPhone), Name: strings.TrimSpace(txn.CustomerFirstName + " " + txn.CustomerLastName),
 		Version: txn.Version,
@@ -307,7 +327,7 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 		data["CommandID"] = token.String()
 	}
 	if id := q.Get("result"); id != "" {
-		if err := c.resendResult(data, txn.SessionID, id, q.Get("polls")); err != nil {
+		if err := c.resendResult(data, v, txn.SessionID, id, q.Get("polls")); err != nil {
 			c.unavailable(w, v, err)
 			return
 		}
@@ -318,7 +338,7 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 // resendResult adds to a transaction's page the result of the resend id
 // (?result=), or, while it is not in, a short poll of the page (at most
 // maxPolls, counted in polls).
-func (c *console) resendResult(data map[string]any, sessionID, id, polls string) error {
+func (c *console) resendResult(data map[string]any, v viewer, sessionID, id, polls string) error {
 	raw, found, err := c.s.deps.Results.Result(id)
 	if err != nil {
 		return err
@@ -326,7 +346,7 @@ func (c *console) resendResult(data map[string]any, sessionID, id, polls string)
 	data["ResultID"] = id
 	if found {
 		var res schemas.DeliveryResult
-		if json.Unmarshal(raw, &res) == nil {
+		if json.Unmarshal(raw, &res) == nil && v.reaches(res.MerchantID) {
 			data["Result"] = res
 		}
 	} else if n, _ := strconv.Atoi(polls); n < maxPolls {
@@ -338,9 +358,10 @@ func (c *console) resendResult(data map[string]any, sessionID, id, polls string)
 	return nil
 }
 
-// history decodes a transaction's last results, with the furthest
-// delivery status of each message they sent, by provider message id.
-func (c *console) history(sessionID string) ([]schemas.DeliveryResult, map[string]*schemas.DeliveryEvent, error) {
+// history decodes a transaction's last results that v may see, with the
+// furthest delivery status of each message they sent, by provider message
+// id.
+func (c *console) history(v viewer, sessionID string) ([]schemas.DeliveryResult, map[string]*schemas.DeliveryEvent, error) {
 	raws, err := c.backend.History(sessionID, historyRows)
 	if err != nil {
 		return nil, nil, err
@@ -349,7 +370,7 @@ func (c *console) history(sessionID string) ([]schemas.DeliveryResult, map[strin
 	deliveries := map[string]*schemas.DeliveryEvent{}
 	for _, raw := range raws {
 		var res schemas.DeliveryResult
-		if json.Unmarshal(raw, &res) != nil {
+		if json.Unmarshal(raw, &res) != nil || !v.reaches(res.MerchantID) {
 			continue
 		}
 		out = append(out, res)
@@ -395,7 +416,7 @@ func (c *console) resend(w http.ResponseWriter, r *http.Request, v viewer) {
 		http.Error(w, "The form lacks its command_id: reload the transaction's page.", http.StatusBadRequest)
 		return
 	}
-	cmd := schemas.ResendCommand{CommandID: id.String(), SessionID: sessionID, Channels: channels,
+	cmd := schemas.ResendCommand{CommandID: id.String(), SessionID: sessionID, MerchantID: v.Merchant, Channels: channels,
 		RequestedBy: "console:" + v.Name, RequestedAt: time.Now().UTC().Format(time.RFC3339Nano)}
 	results, cancel := c.s.deps.Results.WatchResult(cmd.CommandID)
 	defer cancel()
@@ -435,6 +456,10 @@ func stampOf(t time.Time) string {
 // fingerprint identifies the password (its bcrypt hash) and the role a
 // session was opened with: a session ends when either changes.
 func fingerprint(u User) string {
-	sum := sha256.Sum256([]byte(u.Bcrypt + "\x00" + string(u.Role)))
+	canon := u.Bcrypt + "\x00" + string(u.Role)
+	if u.Merchant != "" {
+		canon += "\x00" + u.Merchant // moving a user to another merchant ends its sessions
+	}
+	sum := sha256.Sum256([]byte(canon))
 	return hex.EncodeToString(sum[:8])
 }

@@ -21,10 +21,17 @@ import (
 var attentionReasons = []string{string(schemas.ReasonProviderUnavailable), string(schemas.ReasonProviderRejected),
 	string(schemas.DeliveryUndelivered), string(schemas.DeliveryFailed)}
 
-// filterOf reads the needs-attention filter of a request: channel,
+// filterOf reads the needs-attention filter of a request by who: merchant
+// (a platform user's choice; a merchant's user has its own), channel,
 // provider, reason, since and until (datetime-local values, in UTC).
-func filterOf(v url.Values) (projection.AttentionFilter, error) {
-	f := projection.AttentionFilter{Channel: schemas.Channel(v.Get("channel")), Provider: strings.TrimSpace(v.Get("provider"))}
+func filterOf(who viewer, v url.Values) (projection.AttentionFilter, error) {
+	f := projection.AttentionFilter{Merchant: who.Merchant, Channel: schemas.Channel(v.Get("channel")), Provider: strings.TrimSpace(v.Get("provider"))}
+	if m := strings.TrimSpace(v.Get("merchant")); who.Merchant == "" && m != "" {
+		if !schemas.ValidMerchantID(m) {
+			return f, errors.New("not a merchant_id")
+		}
+		f.Merchant = m
+	}
 	if f.Channel != "" && !f.Channel.Valid() {
 		return f, errors.New("unknown channel")
 	}
@@ -58,7 +65,7 @@ func filterOf(v url.Values) (projection.AttentionFilter, error) {
 // at a time.
 func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
 	q := r.URL.Query()
-	f, err := filterOf(q)
+	f, err := filterOf(v, q)
 	data := map[string]any{"Filter": f, "Channels": schemas.Channels,
 		"Reasons": attentionReasons}
 	if err != nil {
@@ -80,7 +87,7 @@ func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
 	data["Items"] = items
 	if next != "" {
 		nq := url.Values{}
-		for _, k := range []string{"channel", "provider", "reason", "since", "until"} {
+		for _, k := range []string{"merchant", "channel", "provider", "reason", "since", "until"} {
 			if q.Get(k) != "" {
 				nq.Set(k, q.Get(k))
 			}
@@ -95,7 +102,7 @@ func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
 // which transactions, a sample) or starts it (action=confirm) and shows
 // its progress.
 func (c *console) recover(w http.ResponseWriter, r *http.Request, v viewer) {
-	f, err := filterOf(r.PostForm)
+	f, err := filterOf(v, r.PostForm)
 	data := map[string]any{"Filter": f}
 	if err != nil {
 		data["Error"] = err.Error()
@@ -132,6 +139,9 @@ func (c *console) recover(w http.ResponseWriter, r *http.Request, v viewer) {
 func (c *console) batchPage(w http.ResponseWriter, r *http.Request, v viewer) {
 	id := r.PathValue("batch")
 	p, commands, ok := c.recoveries.progress(id)
+	if !ok || (v.Merchant != "" && p.Filter.Merchant != v.Merchant) { // another merchant's batch: as one that does not exist
+		ok = false
+	}
 	if !ok {
 		c.render(w, http.StatusNotFound, "batch", v, map[string]any{"Missing": id})
 		return

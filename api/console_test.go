@@ -34,15 +34,19 @@ type consoleBackend struct {
 	d     *dispatch.Dispatcher
 }
 
-func (b consoleBackend) Lookup(sessionID, orderNo string) (schemas.PaymentEvent, bool, error) {
+func (b consoleBackend) Lookup(merchantID, sessionID, orderNo string) (schemas.PaymentEvent, bool, error) {
 	if sessionID == "" {
-		sid, ok, err := b.store.SessionForOrder(orderNo)
+		sid, ok, err := b.store.SessionForOrder(merchantID, orderNo)
 		if err != nil || !ok {
 			return schemas.PaymentEvent{}, false, err
 		}
 		sessionID = sid
 	}
-	return b.store.Transaction(sessionID)
+	txn, ok, err := b.store.Transaction(sessionID)
+	if err != nil || !ok || (merchantID != "" && txn.MerchantID != merchantID) {
+		return schemas.PaymentEvent{}, false, err
+	}
+	return txn, true, nil
 }
 
 func (b consoleBackend) Check(txn schemas.PaymentEvent) ([]dispatch.ChannelCheck, error) {

@@ -1,12 +1,15 @@
 package api
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/notifyd/notifyd/schemas"
@@ -127,12 +130,20 @@ func (s *Server) readCommand(e *exchange) (n notification, cmd schemas.ResendCom
 		e.reply(answer{http.StatusBadRequest, errs})
 		return n, cmd, keyGiven, false
 	}
+	merchant := e.principal.Merchant
+	switch {
+	case merchant == "":
+		merchant = n.MerchantID // a platform principal names the merchant, or none
+	case n.MerchantID != "" && n.MerchantID != merchant:
+		e.detail(http.StatusForbidden, msgForbidden)
+		return n, cmd, keyGiven, false
+	}
 	cmd = schemas.ResendCommand{
-		SessionID: n.SessionID, OrderNo: n.OrderNo, Channels: n.Channels, Force: n.Force,
+		SessionID: n.SessionID, OrderNo: n.OrderNo, MerchantID: merchant, Channels: n.Channels, Force: n.Force,
 		RequestedBy: e.principal.Name, RequestedAt: time.Now().UTC().Format(time.RFC3339Nano),
 	}
 	if keyGiven {
-		cmd.CommandID = key[0]
+		cmd.CommandID = scopedCommandID(merchant, key[0])
 	} else {
 		id, err := uuid.NewV7()
 		if err != nil {
@@ -143,6 +154,24 @@ func (s *Server) readCommand(e *exchange) (n notification, cmd schemas.ResendCom
 	}
 	e.named(cmd.CommandID)
 	return n, cmd, keyGiven, true
+}
+
+// scopedCommandID is the command_id of a request with an Idempotency-Key
+// for merchantID: the key itself without a merchant (a platform principal
+// naming none: the command_id every client had before merchants), else
+// "<merchant_id>:<key>", so that two merchants using the same key make two
+// commands (a merchant_id holds no ':'). One longer than a command_id may
+// be is "<merchant_id>:sha256:<hex of the key's SHA-256, 52 characters>".
+func scopedCommandID(merchantID, key string) string {
+	if merchantID == "" {
+		return key
+	}
+	id := merchantID + ":" + key
+	if utf8.RuneCountInString(id) <= schemas.MaxIDLength {
+		return id
+	}
+	sum := sha256.Sum256([]byte(key))
+	return merchantID + ":sha256:" + hex.EncodeToString(sum[:])[:52]
 }
 
 // answerResult answers with a delivery result. requestedAt is the

@@ -19,7 +19,10 @@ import (
 type notification struct {
 	SessionID string
 	OrderNo   string
-	Channels  []schemas.Channel
+	// MerchantID names the merchant (merchant_id): a platform principal's
+	// choice for an order_no; a merchant principal may name only its own.
+	MerchantID string
+	Channels   []schemas.Channel
 	// Force sends despite processing.cooldown (the command's force).
 	Force bool
 }
@@ -43,6 +46,7 @@ const (
 	msgProvideID   = "Provide session_id or order_no."
 	msgNotObject   = "Invalid data. Expected a dictionary, but got %s."
 	msgNotBoolean  = "Must be a valid boolean."
+	msgMerchantID  = "Enter a valid merchant_id: 1 to 64 letters, digits, '.', '_' or '-'."
 	fieldNonField  = "non_field_errors"
 	maxEchoedValue = 64
 )
@@ -107,6 +111,13 @@ func decodeJSON(body []byte) (notification, fieldErrors, error) {
 	var n notification
 	n.SessionID = jsonID(obj, "session_id", errs)
 	n.OrderNo = jsonID(obj, "order_no", errs)
+	switch v := obj["merchant_id"].(type) {
+	case nil:
+	case string:
+		n.MerchantID = merchantField(v, errs)
+	default:
+		errs.add("merchant_id", msgNotString)
+	}
 	switch v := obj["force"].(type) {
 	case nil:
 	case bool:
@@ -132,6 +143,15 @@ func decodeJSON(body []byte) (notification, fieldErrors, error) {
 		errs.add("channels", fmt.Sprintf(msgNotList, jsonTypeName(raw)))
 	}
 	return n.check(errs)
+}
+
+// merchantField checks a merchant_id given in a request; "" is absent.
+func merchantField(v string, errs fieldErrors) string {
+	if v != "" && !schemas.ValidMerchantID(v) {
+		errs.add("merchant_id", msgMerchantID)
+		return ""
+	}
+	return v
 }
 
 // jsonID reads session_id or order_no: a string; null or "" mean absent.
@@ -164,6 +184,9 @@ func decodeForm(values map[string][]string) (notification, fieldErrors, error) {
 		return v
 	}
 	n := notification{SessionID: last("session_id"), OrderNo: last("order_no")}
+	if vs := values["merchant_id"]; len(vs) > 0 {
+		n.MerchantID = merchantField(vs[len(vs)-1], errs)
+	}
 	if vs := values["force"]; len(vs) > 0 {
 		switch vs[len(vs)-1] {
 		case "true", "1":

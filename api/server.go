@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode"
@@ -233,7 +234,7 @@ func (s *Server) admit(e *exchange, method string) bool {
 		e.detail(http.StatusForbidden, msgForbidden)
 		return false
 	}
-	if wait, ok := s.allow(p.Name); !ok {
+	if wait, ok := s.allow(p.ID()); !ok {
 		e.w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
 		e.detail(http.StatusTooManyRequests, throttled(wait))
 		return false
@@ -312,6 +313,9 @@ func (s *Server) unavailable(e *exchange, what string, err error) {
 // only its own commands; users (support staff) see every command.
 func (s *Server) status(e *exchange) {
 	commandID := e.r.PathValue("command_id")
+	if m := e.principal.Merchant; m != "" && !strings.HasPrefix(commandID, m+":") {
+		commandID = scopedCommandID(m, commandID) // the Idempotency-Key the merchant gave
+	}
 	e.named(commandID)
 	raw, found, err := s.deps.Results.Result(commandID)
 	if err != nil {
@@ -325,7 +329,7 @@ func (s *Server) status(e *exchange) {
 			return
 		}
 	}
-	if !found || (e.principal.Key && res.RequestedBy != e.principal.Name) {
+	if !found || !e.principal.Reaches(res.MerchantID) || (e.principal.Key && res.RequestedBy != e.principal.Name) {
 		e.detail(http.StatusNotFound, "Not found.")
 		return
 	}

@@ -14,20 +14,26 @@ import (
 // started or after it stopped.
 
 // Lookup returns the current snapshot of the transaction sessionID names,
-// or, with sessionID empty, the one orderNo names.
-func (s *Service) Lookup(sessionID, orderNo string) (schemas.PaymentEvent, bool, error) {
+// or, with sessionID empty, the one orderNo names within merchantID (""
+// is schemas.MerchantDefault). A merchantID given limits the answer to
+// that merchant's transactions: another merchant's is not found.
+func (s *Service) Lookup(merchantID, sessionID, orderNo string) (schemas.PaymentEvent, bool, error) {
 	store, _, err := s.storeAndDispatcher()
 	if err != nil {
 		return schemas.PaymentEvent{}, false, err
 	}
 	if sessionID == "" {
-		sid, ok, err := store.SessionForOrder(orderNo)
+		sid, ok, err := store.SessionForOrder(merchantID, orderNo)
 		if err != nil || !ok {
 			return schemas.PaymentEvent{}, false, err
 		}
 		sessionID = sid
 	}
-	return store.Transaction(sessionID)
+	txn, ok, err := store.Transaction(sessionID)
+	if err != nil || !ok || (merchantID != "" && txn.MerchantID != merchantID) {
+		return schemas.PaymentEvent{}, false, err
+	}
+	return txn, true, nil
 }
 
 // Check is the dispatcher's channel checks for txn (dispatch.Dispatcher.Check).

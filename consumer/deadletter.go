@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/notifyd/notifyd/consumer/wmkafka"
 	"github.com/notifyd/notifyd/internal/backoff"
+	"github.com/notifyd/notifyd/projection"
 )
 
 // Headers notifyd adds to a dead-lettered record.
@@ -225,4 +227,49 @@ func truncateUTF8(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// recordDeadLetters writes the records a follower refuses (a payment event
+// for another merchant's session, an invalid merchant-settings record) to
+// the dead-letter topic: the original key, value and headers, plus the
+// headers error ("<reason>: <detail>"), original_topic,
+// original_partition and original_offset. A write is retried in place
+// with backoff until it succeeds or ctx ends: the refusal is written
+// before the batch that refuses it is stored, so it is never lost behind
+// a stored offset (at worst written twice after a crash).
+type recordDeadLetters struct {
+	writer  *kafka.Writer
+	topic   string
+	metrics *metrics
+	health  *deadLetterHealth
+	log     *slog.Logger
+}
+
+// write dead-letters r, read from topic's partition, for reason.
+func (d *recordDeadLetters) write(ctx context.Context, topic string, partition int, r projection.Record, reason, detail string) error {
+	msg := kafka.Message{Topic: d.topic, Key: r.Key, Value: r.Value, Headers: []kafka.Header{
+		{Key: HeaderError, Value: []byte(truncateUTF8(reason+": "+detail, maxErrorHeader))},
+		{Key: HeaderOriginalTopic, Value: []byte(topic)},
+		{Key: HeaderOriginalPartition, Value: []byte(strconv.Itoa(partition))},
+		{Key: HeaderOriginalOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+	}}
+	wait := backoff.Backoff{First: deadLetterFirstBackoff, Max: deadLetterMaxBackoff}
+	for {
+		err := d.writer.WriteMessages(ctx, msg)
+		if err == nil {
+			d.health.set(nil)
+			d.metrics.deadLetters.WithLabelValues(reason).Inc()
+			d.log.Warn("record dead-lettered", "reason", reason, "detail", detail, "original_topic", topic,
+				"original_partition", partition, "original_offset", r.Offset)
+			return nil
+		}
+		d.metrics.deadLetterErrors.Inc()
+		d.health.set(err)
+		next, _ := wait.Next()
+		d.log.Error("writing a dead letter failed, retrying; its partition waits", "error", err, "original_topic", topic,
+			"original_partition", partition, "retry_in", next.String())
+		if backoff.Sleep(ctx, next) != nil {
+			return fmt.Errorf("dead letter of %s/%d@%d not written: %w", topic, partition, r.Offset, err)
+		}
+	}
 }

@@ -39,6 +39,9 @@ const (
 	deadLetterNotJSON        = "not_json"
 	deadLetterInvalidCommand = "invalid_command"
 	deadLetterPanic          = "panic"
+	// deadLetterMerchantMismatch: a payment event for a session stored
+	// for another merchant (projection.RejectMerchantMismatch).
+	deadLetterMerchantMismatch = projection.RejectMerchantMismatch
 )
 
 func newMetrics() *metrics {
@@ -66,7 +69,7 @@ func newMetrics() *metrics {
 		}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notifyd_dead_letters_total",
-			Help: "Commands written to the dead-letter topic, by reason (not_json, invalid_command, panic).",
+			Help: "Records written to the dead-letter topic, by reason: commands (not_json, invalid_command, panic), payment events (merchant_mismatch).",
 		}, []string{"reason"}),
 		deadLetterErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "notifyd_dead_letter_errors_total",
@@ -78,7 +81,7 @@ func newMetrics() *metrics {
 		}),
 		projectionEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notifyd_projection_events_total",
-			Help: "Payment-events records applied to the projection, by result (applied, stale, tombstone, invalid).",
+			Help: "Payment-events records applied to the projection, by result (applied, stale, tombstone, invalid, merchant_mismatch: refused and dead-lettered).",
 		}, []string{"result"}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notifyd_store_errors_total",
@@ -104,10 +107,10 @@ func (m *metrics) init() {
 	for _, r := range schemas.CommandReasons() {
 		m.failures.WithLabelValues(string(r))
 	}
-	for _, r := range []string{deadLetterNotJSON, deadLetterInvalidCommand, deadLetterPanic} {
+	for _, r := range []string{deadLetterNotJSON, deadLetterInvalidCommand, deadLetterPanic, deadLetterMerchantMismatch} {
 		m.deadLetters.WithLabelValues(r)
 	}
-	for _, r := range []string{"applied", "stale", "tombstone", "invalid"} {
+	for _, r := range []string{"applied", "stale", "tombstone", "invalid", deadLetterMerchantMismatch} {
 		m.projectionEvents.WithLabelValues(r)
 	}
 	for _, op := range []string{"apply_events", "apply_results", "apply_deliveries", "apply_sessions", "record_result", "commit"} {
@@ -140,7 +143,8 @@ func (m *metrics) decided(r *schemas.DeliveryResult) {
 }
 
 func (m *metrics) applied(st projection.ApplyStats) {
-	for result, n := range map[string]int{"applied": st.Applied, "stale": st.Stale, "tombstone": st.Tombstones, "invalid": st.Invalid} {
+	for result, n := range map[string]int{"applied": st.Applied, "stale": st.Stale, "tombstone": st.Tombstones, "invalid": st.Invalid,
+		deadLetterMerchantMismatch: st.Mismatched} {
 		if n > 0 {
 			m.projectionEvents.WithLabelValues(result).Add(float64(n))
 		}

@@ -132,6 +132,9 @@ func (r *receipts) record(ctx context.Context, ev schemas.DeliveryEvent, recipie
 		return dispatch.ErrForeignReceipt
 	case correlated:
 		ev.CommandID, ev.ResultID, ev.SessionID, ev.OrderNo, ev.Channel, ev.Provider = c.CommandID, c.ResultID, c.SessionID, c.OrderNo, c.Channel, c.Provider
+		if c.SessionID != "" {
+			ev.MerchantID = schemas.MerchantOf(c.MerchantID) // a result from before merchants is the default's
+		}
 		ev.ProviderAccount = c.Account
 	default:
 		if len(accounts) == 1 {

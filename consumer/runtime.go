@@ -49,9 +49,11 @@ type runtime struct {
 	// the ends of console sessions.
 	deliveryWriter *kafka.Writer
 	sessionsWriter *kafka.Writer
-	sub            *wmkafka.Subscriber
-	router         *message.Router
-	routerDone     chan error
+	// refused dead-letters the records the followers refuse.
+	refused    *recordDeadLetters
+	sub        *wmkafka.Subscriber
+	router     *message.Router
+	routerDone chan error
 }
 
 // publish makes the parts the Service's readers see the current ones
@@ -89,7 +91,15 @@ func (rt *runtime) start(ctx context.Context) error {
 	if err := rt.guard.wait(ctx); err != nil {
 		return fmt.Errorf("start: waiting for room in store.dir: %w", err)
 	}
-	store, err := s.openStore(ctx, rt.client)
+	refusedWriter := conn.Writer()
+	refusedWriter.Transport = rt.transport
+	rt.refused = &recordDeadLetters{writer: refusedWriter, topic: cfg.Topics.DeadLetter, metrics: s.metrics, health: &s.deadLetters,
+		log: s.log.With("component", "dead-letters")}
+	store, err := s.openStore(ctx, rt.client, func(partition int, r projection.Record, reason, detail string) error {
+		// Only the payment-events follower refuses records, while it runs
+		// (rt.followCtx is set before it starts).
+		return rt.refused.write(rt.followCtx, cfg.Topics.PaymentEvents, partition, r, reason, detail)
+	})
 	if err != nil {
 		return err
 	}
@@ -368,6 +378,12 @@ func (rt *runtime) stopSteps() []stopStep {
 				<-rt.refreshed
 			}
 			return nil
+		}},
+		{"close the dead-letter writer of refused records", func() error {
+			if rt.refused == nil {
+				return nil
+			}
+			return rt.refused.writer.Close()
 		}},
 		{"close the store", func() error {
 			if rt.store == nil {

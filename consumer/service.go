@@ -367,9 +367,9 @@ func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error 
 // will follow: a stored offset beyond a partition's end means the topic was
 // recreated or the brokers are another cluster, so the store is rebuilt
 // from the topics rather than silently skipping records.
-func (s *Service) openStore(ctx context.Context, client *kafka.Client) (*projection.Store, error) {
+func (s *Service) openStore(ctx context.Context, client *kafka.Client, reject func(int, projection.Record, string, string) error) (*projection.Store, error) {
 	dir := filepath.Join(s.cfg.StoreDir, "projection")
-	opts := projection.Options{EventsTopic: s.cfg.Topics.PaymentEvents, ResultsTopic: s.cfg.Topics.Results,
+	opts := projection.Options{Reject: reject, EventsTopic: s.cfg.Topics.PaymentEvents, ResultsTopic: s.cfg.Topics.Results,
 		DeliveriesTopic: s.cfg.Topics.Deliveries, SessionsTopic: s.cfg.Topics.ConsoleSessions, Logger: s.log.With("component", "store"),
 		OnError: func(op string, _ error) { s.metrics.storeErrors.WithLabelValues(op).Inc() }, FS: s.hooks.storeFS}
 	store, err := projection.Open(dir, opts)

@@ -23,9 +23,9 @@ type Transactions interface {
 	// Transaction returns the latest snapshot of a session; ok is false
 	// when the session is unknown.
 	Transaction(sessionID string) (schemas.PaymentEvent, bool, error)
-	// SessionForOrder returns the session of an order; ok is false when
-	// the order is unknown.
-	SessionForOrder(orderNo string) (string, bool, error)
+	// SessionForOrder returns the session of a merchant's order ("" is
+	// schemas.MerchantDefault); ok is false when the order is unknown.
+	SessionForOrder(merchantID, orderNo string) (string, bool, error)
 	// LastSent returns when a channel of a transaction was last sent for
 	// a state; ok is false when it never was. It feeds the cooldown.
 	LastSent(sessionID string, ch schemas.Channel, state schemas.State) (at time.Time, ok bool, err error)
@@ -159,7 +159,12 @@ type Resolution struct {
 	Detail string
 }
 
-// Resolve finds the transaction cmd names. With session_id only or order_no
+// Resolve finds the transaction cmd names. A command with a merchant_id
+// sees that merchant's transactions only: another merchant's session is
+// looked up and then treated exactly as one that does not exist, and its
+// order_no is looked up within the merchant; a command without one finds
+// a session_id whatever its merchant and an order_no in
+// schemas.MerchantDefault. With session_id only or order_no
 // only, the transaction is that of the identifier, or unknown_transaction.
 // With both: unknown_transaction when neither names a known transaction;
 // identifier_mismatch when at least one does but they do not name one and
@@ -179,10 +184,13 @@ func (d *Dispatcher) Resolve(cmd schemas.ResendCommand) (Resolution, error) {
 		if err != nil {
 			return Resolution{}, fmt.Errorf("dispatch: look up session: %w", err)
 		}
+		if ok && cmd.MerchantID != "" && txn.MerchantID != cmd.MerchantID {
+			txn, ok = schemas.PaymentEvent{}, false
+		}
 		bySession, sessionOK = txn, ok
 	}
 	if cmd.OrderNo != "" && !(sessionOK && bySession.OrderNo == cmd.OrderNo) {
-		sid, ok, err := d.txns.SessionForOrder(cmd.OrderNo)
+		sid, ok, err := d.txns.SessionForOrder(cmd.MerchantID, cmd.OrderNo)
 		if err != nil {
 			return Resolution{}, fmt.Errorf("dispatch: look up order: %w", err)
 		}
@@ -275,6 +283,7 @@ func (d *Dispatcher) DeliverGuarded(ctx context.Context, cmd schemas.ResendComma
 		CommandID:   cmd.CommandID,
 		SessionID:   txn.SessionID,
 		OrderNo:     txn.OrderNo,
+		MerchantID:  schemas.MerchantOf(txn.MerchantID),
 		State:       &state,
 		Channels:    results,
 		RequestedBy: cmd.RequestedBy,
@@ -438,6 +447,7 @@ func (d *Dispatcher) Failure(cmd schemas.ResendCommand, state *schemas.State, re
 		CommandID:   cmd.CommandID,
 		SessionID:   cmd.SessionID,
 		OrderNo:     cmd.OrderNo,
+		MerchantID:  cmd.MerchantID,
 		State:       st,
 		Outcome:     schemas.OutcomeNotNotified,
 		Message:     failureMessage(reason),

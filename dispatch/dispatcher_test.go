@@ -305,7 +305,7 @@ func TestResolve(t *testing.T) {
 	c := paidTxn()
 	c.SessionID, c.OrderNo = "sess-3", ""
 	store := newMemStore(a, b, c)
-	store.orders["ORD-STALE"] = "sess-gone" // order mapped to a session that is gone
+	store.orders[orderKey("", "ORD-STALE")] = "sess-gone" // order mapped to a session that is gone
 	d := newTestDispatcher(t, nil, nil, store)
 
 	tests := []struct {
@@ -361,6 +361,68 @@ func TestResolve(t *testing.T) {
 	}
 	if _, err := d.Resolve(schemas.ResendCommand{CommandID: "c", OrderNo: "ORD-1"}); err == nil {
 		t.Error("store error not returned for order lookup")
+	}
+}
+
+// TestResolveMerchants: a command with a merchant_id sees only that
+// merchant's transactions, another merchant's answered exactly as one that
+// does not exist (same reason, same detail); one without finds a session
+// whatever its merchant and an order_no of the default merchant.
+func TestResolveMerchants(t *testing.T) {
+	txn := func(merchant, session, order string) schemas.PaymentEvent {
+		x := paidTxn()
+		x.MerchantID, x.SessionID, x.OrderNo = merchant, session, order
+		return x
+	}
+	store := newMemStore(txn("acme", "s-acme", "1001"), txn("globex", "s-globex", "1001"), txn("", "s-default", "1001"),
+		txn("acme", "s-acme-2", "1002"))
+	d := newTestDispatcher(t, nil, nil, store)
+	tests := []struct {
+		name, merchant, session, order string
+		want                           string // the session resolved, else the detail
+		reason                         schemas.Reason
+	}{
+		{"own session", "acme", "s-acme", "", "s-acme", ""},
+		{"own order", "acme", "", "1001", "s-acme", ""},
+		{"the same order_no, other merchant", "globex", "", "1001", "s-globex", ""},
+		{"own session and order", "acme", "s-acme", "1001", "s-acme", ""},
+		{"another merchant's session", "acme", "s-globex", "", `no transaction with session_id "s-globex"`, schemas.ReasonUnknownTransaction},
+		{"a session that does not exist", "acme", "s-nowhere", "", `no transaction with session_id "s-nowhere"`, schemas.ReasonUnknownTransaction},
+		{"another merchant's order", "acme", "", "9", `no transaction with order_no "9"`, schemas.ReasonUnknownTransaction},
+		{"another merchant's session with own order", "acme", "s-globex", "1001",
+			`session_id "s-globex" is unknown but order_no "1001" names another session`, schemas.ReasonIdentifierMismatch},
+		{"another merchant's session and order", "initech", "s-globex", "1001",
+			`no transaction with session_id "s-globex" or order_no "1001"`, schemas.ReasonUnknownTransaction},
+		{"own session, another own order", "acme", "s-acme", "1002",
+			`session_id "s-acme" and order_no "1002" name different transactions`, schemas.ReasonIdentifierMismatch},
+		{"no merchant: any session", "", "s-globex", "", "s-globex", ""},
+		{"no merchant: the default's order", "", "", "1001", "s-default", ""},
+		{"no merchant: another merchant's order only", "", "", "1002", `no transaction with order_no "1002"`, schemas.ReasonUnknownTransaction},
+		{"default named", schemas.MerchantDefault, "", "1001", "s-default", ""},
+		{"default named, another merchant's session", schemas.MerchantDefault, "s-acme", "", `no transaction with session_id "s-acme"`, schemas.ReasonUnknownTransaction},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := d.Resolve(schemas.ResendCommand{CommandID: "c", MerchantID: tt.merchant, SessionID: tt.session, OrderNo: tt.order})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := res.Txn.SessionID
+			if res.Reason != "" {
+				got = res.Detail
+			}
+			if res.Reason != tt.reason || got != tt.want {
+				t.Errorf("Resolve = %q %q, want %q %q", res.Reason, got, tt.reason, tt.want)
+			}
+		})
+	}
+	// The result names the transaction's merchant; a failure the command's.
+	res := d.Deliver(t.Context(), schemas.ResendCommand{CommandID: "c", Channels: []schemas.Channel{schemas.ChannelEmail}}, store.txns["s-acme"])
+	if res.MerchantID != "acme" {
+		t.Errorf("result merchant_id %q, want acme", res.MerchantID)
+	}
+	if f := d.Failure(schemas.ResendCommand{CommandID: "c", MerchantID: "globex"}, nil, schemas.ReasonUnknownTransaction, ""); f.MerchantID != "globex" {
+		t.Errorf("failure merchant_id %q, want globex", f.MerchantID)
 	}
 }
 

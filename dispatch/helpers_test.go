@@ -31,9 +31,10 @@ type memStore struct {
 func newMemStore(txns ...schemas.PaymentEvent) *memStore {
 	s := &memStore{txns: map[string]schemas.PaymentEvent{}, orders: map[string]string{}}
 	for _, t := range txns {
+		t.MerchantID = schemas.MerchantOf(t.MerchantID) // as the store answers
 		s.txns[t.SessionID] = t
 		if t.OrderNo != "" {
-			s.orders[t.OrderNo] = t.SessionID
+			s.orders[orderKey(t.MerchantID, t.OrderNo)] = t.SessionID
 		}
 	}
 	return s
@@ -55,11 +56,16 @@ func (s *memStore) LastSent(id string, ch schemas.Channel, st schemas.State) (ti
 	return at, ok, nil
 }
 
-func (s *memStore) SessionForOrder(o string) (string, bool, error) {
+// orderKey is memStore's key of a merchant's order_no.
+func orderKey(merchant, order string) string {
+	return schemas.MerchantOf(merchant) + "/" + order
+}
+
+func (s *memStore) SessionForOrder(m, o string) (string, bool, error) {
 	if s.err != nil {
 		return "", false, s.err
 	}
-	id, ok := s.orders[o]
+	id, ok := s.orders[orderKey(m, o)]
 	return id, ok, nil
 }
 

@@ -34,12 +34,14 @@ const (
 
 // Correlation is what the results topic says about a provider message.
 type Correlation struct {
-	CommandID string          `json:"command_id"`
-	ResultID  string          `json:"result_id"`
-	SessionID string          `json:"session_id"`
-	OrderNo   string          `json:"order_no,omitempty"`
-	Channel   schemas.Channel `json:"channel"`
-	Provider  string          `json:"provider"`
+	CommandID string `json:"command_id"`
+	ResultID  string `json:"result_id"`
+	SessionID string `json:"session_id"`
+	OrderNo   string `json:"order_no,omitempty"`
+	// MerchantID is the result's; empty in results from before merchants.
+	MerchantID string          `json:"merchant_id,omitempty"`
+	Channel    schemas.Channel `json:"channel"`
+	Provider   string          `json:"provider"`
 	// Account is the provider account that sent it (the result's
 	// provider_account); empty in results from before notifyd recorded it.
 	Account string `json:"account,omitempty"`
@@ -54,7 +56,7 @@ func indexSent(b *pebble.Batch, r *schemas.DeliveryResult, c schemas.ChannelResu
 		return nil
 	}
 	v, err := json.Marshal(Correlation{CommandID: r.CommandID, ResultID: r.ResultID, SessionID: r.SessionID, OrderNo: r.OrderNo,
-		Channel: c.Channel, Provider: c.Provider, Account: c.ProviderAccount})
+		MerchantID: r.MerchantID, Channel: c.Channel, Provider: c.Provider, Account: c.ProviderAccount})
 	if err != nil {
 		return err
 	}
@@ -65,7 +67,7 @@ func indexSent(b *pebble.Batch, r *schemas.DeliveryResult, c schemas.ChannelResu
 	if err != nil || !found || !ev.Status.Final() || !ev.From(c.Provider, c.ProviderAccount) {
 		return err // a claim of another sender, read before the result, is no failure of this message
 	}
-	ev.SessionID, ev.OrderNo, ev.Channel, ev.CommandID = r.SessionID, r.OrderNo, c.Channel, r.CommandID
+	ev.SessionID, ev.OrderNo, ev.MerchantID, ev.Channel, ev.CommandID = r.SessionID, r.OrderNo, r.MerchantID, c.Channel, r.CommandID
 	return deliveryAttention(b, ev)
 }
 
@@ -167,7 +169,7 @@ func deliveryAttention(b *pebble.Batch, ev schemas.DeliveryEvent) error {
 		detail = fmt.Sprintf("%s %s (error %s)", ev.ProviderStatus, detail, ev.ErrorCode)
 	}
 	return putChannelState(b, ck, st, &AttentionItem{
-		SessionID: ev.SessionID, OrderNo: ev.OrderNo, Channel: ev.Channel, Delivery: ev.Status, Provider: ev.Provider,
+		SessionID: ev.SessionID, OrderNo: ev.OrderNo, MerchantID: ev.MerchantID, Channel: ev.Channel, Delivery: ev.Status, Provider: ev.Provider,
 		Detail: detail, CommandID: ev.CommandID, ProcessedAt: ev.OccurredAt,
 	})
 }

@@ -18,10 +18,15 @@
 // version, an event whose version is <= the stored one is ignored (stale).
 // An event without a version applies in log order. A record with an empty
 // value is a tombstone: the session_id, its order_no and its version are
-// forgotten. order_no -> session_id is last-writer-wins: when a later
-// transaction reuses an order_no, the order_no names the later one; a
-// tombstone or a change of order_no removes a mapping only while it still
-// points at that session_id.
+// forgotten. A transaction belongs to one merchant (schemas.MerchantDefault
+// when its events name none): an event for a stored session naming
+// another merchant is refused (Options.Reject is told before the batch
+// commits) and changes nothing. (merchant_id, order_no) -> session_id is
+// last-writer-wins within a merchant: when a later transaction of the
+// same merchant reuses an order_no, the order_no names the later one;
+// another merchant's order_no is another key; a tombstone or a change of
+// order_no removes a mapping only while it still points at that
+// session_id.
 //
 // A session is stored as a head (version and order_no, a/<session_id>)
 // and a snapshot (t/<session_id>, the decoded event in snapshot.go's

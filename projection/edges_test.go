@@ -27,7 +27,7 @@ func TestLongIdentifiers(t *testing.T) {
 	s.Close()
 	s = openTest(t, dir)
 	defer s.Close()
-	if sid, ok, err := s.SessionForOrder(order); err != nil || !ok || sid != "s1" {
+	if sid, ok, err := s.SessionForOrder("", order); err != nil || !ok || sid != "s1" {
 		t.Fatalf("SessionForOrder(%s) = %q %v %v", order, sid, ok, err)
 	}
 	// Stale and newer versions are still told apart by the long head.
@@ -37,7 +37,7 @@ func TestLongIdentifiers(t *testing.T) {
 	}
 
 	// Each text field of a snapshot, alone much longer than the others.
-	base := schemas.PaymentEvent{EventID: "e", SessionID: "s", OrderNo: "o", State: schemas.StatePaid, CustomerEmail: "a@x.com",
+	base := schemas.PaymentEvent{EventID: "e", SessionID: "s", OrderNo: "o", MerchantID: schemas.MerchantDefault, State: schemas.StatePaid, CustomerEmail: "a@x.com",
 		CustomerFirstName: "L", CustomerLastName: "H"}
 	long := strings.Repeat("x", 4096)
 	for name, set := range map[string]func(*schemas.PaymentEvent){
@@ -63,7 +63,7 @@ func TestLongIdentifiers(t *testing.T) {
 // TestDecodeHeadCorrupt: a head shorter than its fixed part, or than the
 // order_no its length announces, is corrupt.
 func TestDecodeHeadCorrupt(t *testing.T) {
-	good := encodeHead(7, "ORD-1")
+	good := encodeHead(7, "ORD-1", schemas.MerchantDefault)
 	if v, o, rest, err := decodeHead(good); err != nil || v != 7 || o != "ORD-1" || len(rest) != 0 {
 		t.Fatalf("decodeHead = %d %q %q %v", v, o, rest, err)
 	}

@@ -16,6 +16,9 @@ type ApplyStats struct {
 	Stale      int // events ignored because their version was not newer
 	Tombstones int // session_ids forgotten
 	Invalid    int // records that are not valid payment events (skipped)
+	// Mismatched counts events for a stored session naming another
+	// merchant (refused: Options.Reject was told, nothing changed).
+	Mismatched int
 }
 
 // Add adds o to s.
@@ -24,25 +27,31 @@ func (s *ApplyStats) Add(o ApplyStats) {
 	s.Stale += o.Stale
 	s.Tombstones += o.Tombstones
 	s.Invalid += o.Invalid
+	s.Mismatched += o.Mismatched
 }
 
 // A session is stored under two keys: a/<session_id> holds its head,
-// version (BE64) | len(order_no) (BE16) | order_no, and t/<session_id> its
+// version (BE64) | len(order_no) (BE16) | order_no | merchant_id (the rest;
+// empty for schemas.MerchantDefault), and t/<session_id> its
 // snapshot (see snapshot.go). Applying an event reads only the head (the
 // version guard and an order_no move need nothing else), and only when the
 // session filter cannot rule out that the session is stored: in a large
 // store a lookup that finds nothing costs several microseconds, reading
 // sstable filter blocks the cache no longer holds. The heads also make the
 // filter cheap to fill at Open: about 50 bytes a session to scan.
-func encodeHead(version int64, orderNo string) []byte {
-	b := make([]byte, 0, 10+len(orderNo))
+func encodeHead(version int64, orderNo, merchantID string) []byte {
+	if merchantID == schemas.MerchantDefault {
+		merchantID = ""
+	}
+	b := make([]byte, 0, 10+len(orderNo)+len(merchantID))
 	b = binary.BigEndian.AppendUint64(b, uint64(version))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(orderNo)))
-	return append(b, orderNo...)
+	return append(append(b, orderNo...), merchantID...)
 }
 
-// decodeHead parses a head; rest is what follows it (empty in a head key,
-// the JSON in a snapshot of projection version 1).
+// decodeHead parses a head; rest is what follows it (the merchant_id in a
+// head key, see headMerchant; the JSON in a snapshot of projection version
+// 1).
 func decodeHead(b []byte) (version int64, orderNo string, rest []byte, err error) {
 	if len(b) < 10 {
 		return 0, "", nil, errors.New("corrupt head")
@@ -52,6 +61,22 @@ func decodeHead(b []byte) (version int64, orderNo string, rest []byte, err error
 		return 0, "", nil, errors.New("corrupt head")
 	}
 	return int64(binary.BigEndian.Uint64(b[:8])), string(b[10 : 10+n]), b[10+n:], nil
+}
+
+// headMerchant is the merchant_id of a head's rest.
+func headMerchant(rest []byte) string {
+	return schemas.MerchantOf(string(rest))
+}
+
+// orderKey is the order index's key of a merchant's order_no: o/<order_no>
+// for schemas.MerchantDefault (the layout of a single-merchant store), else
+// O/<merchant_id>/<order_no>, unambiguous because a merchant_id holds no
+// '/'.
+func orderKey(merchantID, orderNo string) []byte {
+	if merchantID == schemas.MerchantDefault || merchantID == "" {
+		return []byte(prefixOrder + orderNo)
+	}
+	return []byte(prefixMerchantOrder + merchantID + "/" + orderNo)
 }
 
 // ApplyEvents applies records of one payment-events partition, in order, in
@@ -69,7 +94,7 @@ func (s *Store) ApplyEvents(partition int, records []Record) (ApplyStats, error)
 	var txnDelta int64
 	for i := range records {
 		r := &records[i]
-		delta, outcome, err := s.applyEvent(b, r)
+		delta, outcome, err := s.applyEvent(b, partition, r)
 		if err != nil {
 			return ApplyStats{}, fmt.Errorf("apply payment event partition %d offset %d: %w", partition, r.Offset, err)
 		}
@@ -83,6 +108,8 @@ func (s *Store) ApplyEvents(partition int, records []Record) (ApplyStats, error)
 			st.Tombstones++
 		case outcomeInvalid:
 			st.Invalid++
+		case outcomeMismatch:
+			st.Mismatched++
 		}
 	}
 	next := records[len(records)-1].Offset + 1
@@ -117,9 +144,14 @@ const (
 	outcomeStale
 	outcomeTombstone
 	outcomeInvalid
+	outcomeMismatch
 )
 
-func (s *Store) applyEvent(b *pebble.Batch, r *Record) (txnDelta int64, _ applyOutcome, _ error) {
+// RejectMerchantMismatch is the reason given to Options.Reject for an event
+// whose session is stored for another merchant.
+const RejectMerchantMismatch = "merchant_mismatch"
+
+func (s *Store) applyEvent(b *pebble.Batch, partition int, r *Record) (txnDelta int64, _ applyOutcome, _ error) {
 	if len(r.Value) == 0 {
 		if len(r.Key) == 0 {
 			s.log.Warn("payment event skipped: tombstone without a key", "offset", r.Offset)
@@ -148,15 +180,25 @@ func (s *Store) applyEvent(b *pebble.Batch, r *Record) (txnDelta int64, _ applyO
 		}
 	}
 	if found {
-		prevVersion, prevOrder, _, err := decodeHead(prev)
+		prevVersion, prevOrder, rest, err := decodeHead(prev)
 		if err != nil {
 			return 0, 0, fmt.Errorf("session %s: %w", ev.SessionID, err)
+		}
+		if prevMerchant := headMerchant(rest); prevMerchant != ev.MerchantID {
+			// A transaction belongs to one merchant: checked before the
+			// version, so a stale event of another merchant is refused too.
+			detail := fmt.Sprintf("session_id %q belongs to another merchant than %q", ev.SessionID, ev.MerchantID)
+			s.log.Warn("payment event refused: "+RejectMerchantMismatch, "offset", r.Offset, "session_id", ev.SessionID, "merchant_id", ev.MerchantID)
+			if err := s.opts.reject(partition, *r, RejectMerchantMismatch, detail); err != nil {
+				return 0, 0, err
+			}
+			return 0, outcomeMismatch, nil
 		}
 		if prevVersion > 0 && ev.Version > 0 && ev.Version <= prevVersion {
 			return 0, outcomeStale, nil
 		}
 		if prevOrder != "" && prevOrder != ev.OrderNo {
-			if err := s.unmapOrder(b, prevOrder, ev.SessionID); err != nil {
+			if err := s.unmapOrder(b, ev.MerchantID, prevOrder, ev.SessionID); err != nil {
 				return 0, 0, err
 			}
 		}
@@ -164,7 +206,7 @@ func (s *Store) applyEvent(b *pebble.Batch, r *Record) (txnDelta int64, _ applyO
 		txnDelta = 1
 		s.sessions.Add(headKey[len(prefixHead):])
 	}
-	if err := b.Set(headKey, encodeHead(ev.Version, ev.OrderNo), nil); err != nil {
+	if err := b.Set(headKey, encodeHead(ev.Version, ev.OrderNo, ev.MerchantID), nil); err != nil {
 		return 0, 0, err
 	}
 	snap, err := encodeSnapshot(&ev)
@@ -175,7 +217,7 @@ func (s *Store) applyEvent(b *pebble.Batch, r *Record) (txnDelta int64, _ applyO
 		return 0, 0, err
 	}
 	if ev.OrderNo != "" {
-		if err := b.Set([]byte(prefixOrder+ev.OrderNo), []byte(ev.SessionID), nil); err != nil {
+		if err := b.Set(orderKey(ev.MerchantID, ev.OrderNo), []byte(ev.SessionID), nil); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -190,8 +232,8 @@ func (s *Store) forget(b *pebble.Batch, sessionID string) (bool, error) {
 	if err != nil || !found {
 		return false, err
 	}
-	if _, prevOrder, _, err := decodeHead(prev); err == nil && prevOrder != "" {
-		if err := s.unmapOrder(b, prevOrder, sessionID); err != nil {
+	if _, prevOrder, rest, err := decodeHead(prev); err == nil && prevOrder != "" {
+		if err := s.unmapOrder(b, headMerchant(rest), prevOrder, sessionID); err != nil {
 			return false, err
 		}
 	}
@@ -204,10 +246,10 @@ func (s *Store) forget(b *pebble.Batch, sessionID string) (bool, error) {
 	return true, b.Delete([]byte(prefixTxn+sessionID), nil)
 }
 
-// unmapOrder removes order_no -> sessionID unless order_no now names another
-// session.
-func (s *Store) unmapOrder(b *pebble.Batch, orderNo, sessionID string) error {
-	key := []byte(prefixOrder + orderNo)
+// unmapOrder removes a merchant's order_no -> sessionID unless order_no now
+// names another session.
+func (s *Store) unmapOrder(b *pebble.Batch, merchantID, orderNo, sessionID string) error {
+	key := orderKey(merchantID, orderNo)
 	cur, found, err := getCopy(b, key)
 	if err != nil || !found || string(cur) != sessionID {
 		return err
@@ -231,9 +273,10 @@ func (s *Store) Transaction(sessionID string) (schemas.PaymentEvent, bool, error
 	return ev, true, nil
 }
 
-// SessionForOrder returns the session_id an order_no names.
-func (s *Store) SessionForOrder(orderNo string) (string, bool, error) {
-	v, found, err := getCopy(s.db, []byte(prefixOrder+orderNo))
+// SessionForOrder returns the session_id a merchant's order_no names ("" is
+// schemas.MerchantDefault).
+func (s *Store) SessionForOrder(merchantID, orderNo string) (string, bool, error) {
+	v, found, err := getCopy(s.db, orderKey(merchantID, orderNo))
 	if err != nil {
 		return "", false, fmt.Errorf("look up order_no: %w", err)
 	}

@@ -67,8 +67,11 @@ type channelState struct {
 // the message was not delivered (Delivery undelivered or failed; Reason
 // empty, ProcessedAt the receipt's occurred_at).
 type AttentionItem struct {
-	SessionID   string                 `json:"session_id"`
-	OrderNo     string                 `json:"order_no,omitempty"`
+	SessionID string `json:"session_id"`
+	OrderNo   string `json:"order_no,omitempty"`
+	// MerchantID is the transaction's merchant (empty in entries from
+	// results published before merchants: the default's).
+	MerchantID  string                 `json:"merchant_id,omitempty"`
 	Channel     schemas.Channel        `json:"channel"`
 	Reason      schemas.Reason         `json:"reason,omitempty"`
 	Delivery    schemas.DeliveryStatus `json:"delivery,omitempty"`
@@ -202,7 +205,7 @@ func indexResult(b *pebble.Batch, value []byte) error {
 		if needsAttention(c) {
 			st.Attention = attentionKey(r.ProcessedAt, r.SessionID, c.Channel)
 			item = &AttentionItem{
-				SessionID: r.SessionID, OrderNo: r.OrderNo, Channel: c.Channel, Reason: c.Reason, Provider: c.Provider,
+				SessionID: r.SessionID, OrderNo: r.OrderNo, MerchantID: r.MerchantID, Channel: c.Channel, Reason: c.Reason, Provider: c.Provider,
 				Detail: c.Detail, CommandID: r.CommandID, RequestedBy: r.RequestedBy, ProcessedAt: r.ProcessedAt,
 			}
 		}
@@ -297,6 +300,8 @@ func (s *Store) History(sessionID string, limit int) ([][]byte, error) {
 // AttentionFilter selects needs-attention entries. Zero fields select
 // everything.
 type AttentionFilter struct {
+	// Merchant, when set, selects that merchant's entries only.
+	Merchant string
 	Channel  schemas.Channel
 	Provider string
 	Reason   schemas.Reason
@@ -313,7 +318,8 @@ type AttentionFilter struct {
 
 // Matches reports whether the filter selects item (After and Limit aside).
 func (f AttentionFilter) Matches(item AttentionItem) bool {
-	return (f.Channel == "" || item.Channel == f.Channel) &&
+	return (f.Merchant == "" || schemas.MerchantOf(item.MerchantID) == f.Merchant) &&
+		(f.Channel == "" || item.Channel == f.Channel) &&
 		(f.Provider == "" || item.Provider == f.Provider) &&
 		(f.Reason == "" || item.Reason == f.Reason) &&
 		(f.Delivery == "" || item.Delivery == f.Delivery) &&

@@ -30,7 +30,11 @@ type RecoveryPlan struct {
 // BatchID derives a recovery's batch id from its filter (channel, provider,
 // reason and window; After and Limit aside).
 func BatchID(f AttentionFilter) string {
-	canon := strings.Join([]string{string(f.Channel), f.Provider, string(f.Reason), stamp(f.Since), stamp(f.Until)}, "\x00")
+	fields := []string{string(f.Channel), f.Provider, string(f.Reason), stamp(f.Since), stamp(f.Until)}
+	if f.Merchant != "" {
+		fields = append(fields, f.Merchant) // a platform-wide batch keeps the id it had before merchants
+	}
+	canon := strings.Join(fields, "\x00")
 	sum := sha256.Sum256([]byte("notifyd-recovery-v1\x00" + canon))
 	return hex.EncodeToString(sum[:6])
 }
@@ -87,8 +91,10 @@ func PlanRecovery(f AttentionFilter, items []AttentionItem, requestedBy string, 
 	}
 	for _, sid := range order {
 		cmd := schemas.ResendCommand{
-			CommandID:   RecoveryCommandID(sid, failures[sid]),
-			SessionID:   sid,
+			CommandID: RecoveryCommandID(sid, failures[sid]),
+			SessionID: sid,
+			// The transaction's own merchant: the command reaches it only.
+			MerchantID:  failures[sid][0].MerchantID,
 			RequestedBy: requestedBy,
 			RequestedAt: requestedAt.UTC().Format(time.RFC3339),
 		}

@@ -19,12 +19,18 @@ import (
 // on every example). A change of layout is a change of projectionVersion,
 // whose upgrade rewrites the snapshots.
 //
-// Layout: the tag snapshotTag, then each field in PaymentEvent's order:
+// Layout: the tag (snapshotTag, or snapshotMerchantTag for a transaction
+// of a merchant other than schemas.MerchantDefault), then each field in PaymentEvent's order:
 // strings as uvarint length and bytes, Version as a varint, TimestampUTC as
 // time.Time's MarshalBinary (length first), Amount as a presence byte then
 // a string, Notifications as a presence byte, a uvarint count and each
-// channel (in name order, so equal events encode alike) with its states.
-const snapshotTag = 0x01
+// channel (in name order, so equal events encode alike) with its states,
+// then, after snapshotMerchantTag only, MerchantID as a string. Snapshots
+// written before merchants are snapshotTag's: the default merchant's.
+const (
+	snapshotTag         = 0x01
+	snapshotMerchantTag = 0x02
+)
 
 var errCorruptSnapshot = errors.New("corrupt snapshot")
 
@@ -34,7 +40,11 @@ func encodeSnapshot(ev *schemas.PaymentEvent) ([]byte, error) {
 		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
 	b := make([]byte, 0, 128+len(ev.EventID)+len(ev.SessionID)+len(ev.OrderNo)+len(ev.CustomerEmail)+len(ev.CustomerFirstName)+len(ev.CustomerLastName))
-	b = append(b, snapshotTag)
+	if ev.MerchantID == schemas.MerchantDefault || ev.MerchantID == "" {
+		b = append(b, snapshotTag)
+	} else {
+		b = append(b, snapshotMerchantTag)
+	}
 	b = appendString(b, ev.EventID)
 	b = appendString(b, ev.SessionID)
 	b = appendString(b, ev.OrderNo)
@@ -50,7 +60,7 @@ func encodeSnapshot(ev *schemas.PaymentEvent) ([]byte, error) {
 		b = appendString(b, s)
 	}
 	if ev.Notifications == nil {
-		return append(b, 0), nil
+		return appendMerchant(append(b, 0), ev.MerchantID), nil
 	}
 	b = binary.AppendUvarint(append(b, 1), uint64(len(ev.Notifications)))
 	channels := make([]schemas.Channel, 0, len(ev.Notifications))
@@ -66,7 +76,15 @@ func encodeSnapshot(ev *schemas.PaymentEvent) ([]byte, error) {
 			b = appendString(b, string(st))
 		}
 	}
-	return b, nil
+	return appendMerchant(b, ev.MerchantID), nil
+}
+
+// appendMerchant ends a snapshot with its merchant_id, unless default.
+func appendMerchant(b []byte, merchantID string) []byte {
+	if merchantID == schemas.MerchantDefault || merchantID == "" {
+		return b
+	}
+	return appendString(b, merchantID)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -138,7 +156,8 @@ func (r *snapshotReader) byte() byte {
 func decodeSnapshot(b []byte) (schemas.PaymentEvent, error) {
 	r := &snapshotReader{b: b}
 	var ev schemas.PaymentEvent
-	if r.byte() != snapshotTag {
+	tag := r.byte()
+	if tag != snapshotTag && tag != snapshotMerchantTag {
 		return ev, errCorruptSnapshot
 	}
 	ev.EventID = r.string()
@@ -177,6 +196,12 @@ func decodeSnapshot(b []byte) (schemas.PaymentEvent, error) {
 				states = append(states, schemas.State(r.string()))
 			}
 			ev.Notifications[ch] = states
+		}
+	}
+	ev.MerchantID = schemas.MerchantDefault
+	if tag == snapshotMerchantTag {
+		if ev.MerchantID = r.string(); !schemas.ValidMerchantID(ev.MerchantID) {
+			r.err = errCorruptSnapshot
 		}
 	}
 	if r.err == nil && len(r.b) != 0 {

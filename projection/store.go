@@ -25,14 +25,15 @@ import (
 // Key prefixes of the store. Offsets are kept per topic name so that a
 // change of topic in the configuration starts that topic from the beginning.
 const (
-	prefixHead         = "a/" // a/<session_id> -> version and order_no of its snapshot (see encodeHead)
-	prefixTxn          = "t/" // t/<session_id> -> its snapshot: the payment event decoded (see snapshot.go)
-	prefixOrder        = "o/" // o/<order_no> -> session_id
-	prefixEventOffset  = "p/" // p/<topic>/<partition BE32> -> next offset BE64
-	prefixPending      = "l/" // l/<command_id> -> a result recorded here, not yet read back from the topic
-	prefixResult       = "r/" // r/<command_id> -> the first delivery result of the command on the topic
-	prefixResultOffset = "q/" // q/<topic>/<partition BE32> -> next offset BE64
-	keyTxnCount        = "m/transactions"
+	prefixHead          = "a/" // a/<session_id> -> version and order_no of its snapshot (see encodeHead)
+	prefixTxn           = "t/" // t/<session_id> -> its snapshot: the payment event decoded (see snapshot.go)
+	prefixOrder         = "o/" // o/<order_no> -> session_id, merchant default's (see orderKey)
+	prefixMerchantOrder = "O/" // O/<merchant_id>/<order_no> -> session_id, another merchant's
+	prefixEventOffset   = "p/" // p/<topic>/<partition BE32> -> next offset BE64
+	prefixPending       = "l/" // l/<command_id> -> a result recorded here, not yet read back from the topic
+	prefixResult        = "r/" // r/<command_id> -> the first delivery result of the command on the topic
+	prefixResultOffset  = "q/" // q/<topic>/<partition BE32> -> next offset BE64
+	keyTxnCount         = "m/transactions"
 	// keyProjectionVersion is the layout of the t/ entries: absent or 1,
 	// the head in front of the event's JSON; 2, the head in its own a/
 	// entry and the event in snapshot.go's binary form.
@@ -68,6 +69,23 @@ type Options struct {
 	// FS is the filesystem the store lives on; nil is the operating
 	// system's. Tests inject faults through it (vfs/errorfs).
 	FS vfs.FS
+	// Reject, when set, is told of each payment event refused with a
+	// reason (RejectMerchantMismatch) while its batch is applied, before
+	// the batch commits: an error fails the batch (nothing of it is
+	// applied; the caller retries it), so a refusal is never lost behind
+	// a stored offset. Nil refuses with a log line only.
+	Reject func(partition int, r Record, reason, detail string) error
+}
+
+// reject tells Reject of a refused record.
+func (o *Options) reject(partition int, r Record, reason, detail string) error {
+	if o.Reject == nil {
+		return nil
+	}
+	if err := o.Reject(partition, r, reason, detail); err != nil {
+		return fmt.Errorf("refuse record at offset %d (%s): %w", r.Offset, reason, err)
+	}
+	return nil
 }
 
 // Store is the local projection. All methods are safe for concurrent use;
@@ -267,7 +285,7 @@ func (s *Store) upgradeProjection() error {
 		if err != nil {
 			return err
 		}
-		if err := b.Set(append([]byte(prefixHead), sid...), encodeHead(version, orderNo), nil); err != nil {
+		if err := b.Set(append([]byte(prefixHead), sid...), encodeHead(version, orderNo, ev.MerchantID), nil); err != nil {
 			return err
 		}
 		if err := b.Set(it.Key(), snap, nil); err != nil {
@@ -611,7 +629,7 @@ func (s *Store) Digest() (string, error) {
 			h.Write(b)
 		}
 	}
-	for _, prefix := range []string{prefixHead, prefixTxn, prefixOrder, prefixHistory, prefixChannel, prefixAttention, prefixSent,
+	for _, prefix := range []string{prefixHead, prefixTxn, prefixOrder, prefixMerchantOrder, prefixHistory, prefixChannel, prefixAttention, prefixSent,
 		prefixCorrelation, prefixDelivery, prefixSessionEnd} {
 		if err := s.scan(prefix, func(k, v []byte) { write(k, v) }); err != nil {
 			return "", fmt.Errorf("digest: %w", err)

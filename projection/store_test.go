@@ -178,7 +178,7 @@ func TestApplyEvents(t *testing.T) {
 					}
 				}
 				for order, wantSession := range tc.orders {
-					got, found, err := s.SessionForOrder(order)
+					got, found, err := s.SessionForOrder("", order)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -393,7 +393,7 @@ func TestUpgradeProjectionMovesHeads(t *testing.T) {
 	}
 	b := s.db.NewBatch()
 	for _, err := range []error{
-		b.Set([]byte(prefixTxn+"s1"), append(encodeHead(5, "o1"), raw...), nil),
+		b.Set([]byte(prefixTxn+"s1"), append(encodeHead(5, "o1", ""), raw...), nil),
 		b.Delete([]byte(prefixHead+"s1"), nil),
 		b.Delete([]byte(keyProjectionVersion), nil),
 		b.Commit(nil),
@@ -423,10 +423,10 @@ func TestUpgradeProjectionMovesHeads(t *testing.T) {
 	if st != (ApplyStats{Applied: 1, Stale: 1}) {
 		t.Errorf("stats = %+v", st)
 	}
-	if _, found, _ := s.SessionForOrder("o1"); found {
+	if _, found, _ := s.SessionForOrder("", "o1"); found {
 		t.Error("o1 still mapped after the move to o2")
 	}
-	if sid, found, _ := s.SessionForOrder("o2"); !found || sid != "s1" {
+	if sid, found, _ := s.SessionForOrder("", "o2"); !found || sid != "s1" {
 		t.Errorf("o2 -> %q %v", sid, found)
 	}
 	if s.Transactions() != 2 {

@@ -345,6 +345,7 @@ type rawPaymentEvent struct {
 	EventID           *string                    `json:"event_id"`
 	SessionID         *string                    `json:"session_id"`
 	OrderNo           *string                    `json:"order_no"`
+	MerchantID        *string                    `json:"merchant_id"`
 	State             *string                    `json:"state"`
 	Version           json.RawMessage            `json:"version"`
 	TimestampUTC      *string                    `json:"timestamp_utc"`
@@ -380,7 +381,7 @@ func DecodePaymentEvent(data []byte) (PaymentEvent, error) {
 	return ev, nil
 }
 
-func (raw *rawPaymentEvent) validate() (PaymentEvent, error) {
+func (raw *rawPaymentEvent) validate() (_ PaymentEvent, err error) {
 	ev := PaymentEvent{
 		EventID:           str(raw.EventID),
 		SessionID:         str(raw.SessionID),
@@ -402,6 +403,10 @@ func (raw *rawPaymentEvent) validate() (PaymentEvent, error) {
 	if err := checkID("order_no", ev.OrderNo, false); err != nil {
 		return ev, err
 	}
+	if ev.MerchantID, err = merchantID(raw.MerchantID); err != nil {
+		return ev, err
+	}
+	ev.MerchantID = MerchantOf(ev.MerchantID)
 	if raw.State == nil {
 		return ev, invalid("state", "is required")
 	}
@@ -467,6 +472,7 @@ type rawCommand struct {
 	CommandID   *string  `json:"command_id"`
 	SessionID   *string  `json:"session_id"`
 	OrderNo     *string  `json:"order_no"`
+	MerchantID  *string  `json:"merchant_id"`
 	Channels    []string `json:"channels"`
 	RequestedAt *string  `json:"requested_at"`
 	RequestedBy *string  `json:"requested_by"`
@@ -516,6 +522,10 @@ func (raw *rawCommand) validate() (ResendCommand, error) {
 	if cmd.SessionID == "" && cmd.OrderNo == "" {
 		return cmd, invalid("session_id", "session_id or order_no is required")
 	}
+	var err error
+	if cmd.MerchantID, err = merchantID(raw.MerchantID); err != nil {
+		return cmd, err
+	}
 	if raw.Channels == nil {
 		return cmd, invalid("channels", "is required")
 	}
@@ -543,6 +553,17 @@ func (raw *rawCommand) validate() (ResendCommand, error) {
 		return cmd, invalid("requested_by", "is %d characters, at most %d allowed", n, MaxRequestedByLength)
 	}
 	return cmd, nil
+}
+
+// merchantID checks an optional merchant_id member: null or absent is "".
+func merchantID(p *string) (string, error) {
+	if p == nil {
+		return "", nil
+	}
+	if !ValidMerchantID(*p) {
+		return "", invalid("merchant_id", "must be 1 to %d of A-Z, a-z, 0-9, '.', '_' and '-'", MaxMerchantIDLength)
+	}
+	return *p, nil
 }
 
 // CommandIdentity is what can be salvaged from a command that breaks its

@@ -115,11 +115,13 @@ func (s DeliveryStatus) rank() int {
 // delivery result that reported the message sent; they are empty when no
 // such result was found in time.
 type DeliveryEvent struct {
-	DeliveryID string  `json:"delivery_id"`
-	CommandID  string  `json:"command_id,omitempty"`
-	ResultID   string  `json:"result_id,omitempty"`
-	SessionID  string  `json:"session_id,omitempty"`
-	OrderNo    string  `json:"order_no,omitempty"`
+	DeliveryID string `json:"delivery_id"`
+	CommandID  string `json:"command_id,omitempty"`
+	ResultID   string `json:"result_id,omitempty"`
+	SessionID  string `json:"session_id,omitempty"`
+	OrderNo    string `json:"order_no,omitempty"`
+	// MerchantID is the transaction's merchant, from the correlated result.
+	MerchantID string  `json:"merchant_id,omitempty"`
 	Channel    Channel `json:"channel,omitempty"`
 	Provider   string  `json:"provider"`
 	// ProviderAccount is the account that sent the message (see

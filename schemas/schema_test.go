@@ -485,6 +485,17 @@ var agreementCases = []agreementCase{
 	{"language object", SchemaPaymentEvent, event(`"language":{"code":"ar"}`), ""},
 	{"customer_email number", SchemaPaymentEvent, event(`"customer_email":5`), "customer_email"},
 	{"customer_phone array", SchemaPaymentEvent, event(`"customer_phone":["+966500000001"]`), "customer_phone"},
+	{"merchant_id", SchemaPaymentEvent, event(`"merchant_id":"acme.stores_2-KW"`), ""},
+	{"merchant_id null", SchemaPaymentEvent, event(`"merchant_id":null`), ""},
+	{"merchant_id 64", SchemaPaymentEvent, event(`"merchant_id":"` + strings.Repeat("m", 64) + `"`), ""},
+	{"merchant_id 65", SchemaPaymentEvent, event(`"merchant_id":"` + strings.Repeat("m", 65) + `"`), "merchant_id"},
+	{"merchant_id empty", SchemaPaymentEvent, event(`"merchant_id":""`), "merchant_id"},
+	{"merchant_id slash", SchemaPaymentEvent, event(`"merchant_id":"acme/b"`), "merchant_id"},
+	{"merchant_id colon", SchemaPaymentEvent, event(`"merchant_id":"acme:b"`), "merchant_id"},
+	{"merchant_id space", SchemaPaymentEvent, event(`"merchant_id":"acme b"`), "merchant_id"},
+	{"merchant_id non-ASCII letter", SchemaPaymentEvent, event(`"merchant_id":"acmé"`), "merchant_id"},
+	{"merchant_id trailing newline", SchemaPaymentEvent, event(`"merchant_id":"acme\n"`), "merchant_id"},
+	{"merchant_id number", SchemaPaymentEvent, event(`"merchant_id":7`), "merchant_id"},
 	{"unknown fields", SchemaPaymentEvent, event(`"gateway":{"id":1},"tags":[1,"x",null],"x":null`), ""},
 	// notifications
 	{"notifications unknown channel", SchemaPaymentEvent, event(`"notifications":{"push":["whatever"],"telegram":7}`), ""},
@@ -544,6 +555,11 @@ var agreementCases = []agreementCase{
 	{"command_id with DEL", SchemaResendCommand, `{"command_id":"c\u007f","session_id":"s","channels":["sms"]}`, "command_id"},
 	{"command_id with a C1 control", SchemaResendCommand, `{"command_id":"c\u0085","session_id":"s","channels":["sms"]}`, "command_id"},
 	{"command_id with Arabic and spaces", SchemaResendCommand, `{"command_id":"طلب 1 / retry","session_id":"s","channels":["sms"]}`, ""},
+	{"command merchant_id", SchemaResendCommand, command(`"merchant_id":"acme"`), ""},
+	{"command merchant_id null", SchemaResendCommand, command(`"merchant_id":null`), ""},
+	{"command merchant_id empty", SchemaResendCommand, command(`"merchant_id":""`), "merchant_id"},
+	{"command merchant_id bad", SchemaResendCommand, command(`"merchant_id":"a*b"`), "merchant_id"},
+	{"command merchant_id and no identifier", SchemaResendCommand, `{"command_id":"c","merchant_id":"a*b","channels":["sms"]}`, "session_id"},
 	{"command unknown fields", SchemaResendCommand, command(`"priority":"high","channels_extra":["fax"]`), ""},
 	{"command array", SchemaResendCommand, `[{"command_id":"c"}]`, notJSON},
 	{"command invalid UTF-8 in key", SchemaResendCommand, "{\"command_id\":\"c\",\"session_id\":\"s\",\"channels\":[\"sms\"],\"x\xff\":1}", notJSON},
@@ -597,7 +613,7 @@ func TestDecodedValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := PaymentEvent{
-		EventID: "e", SessionID: "s", State: StatePaid, Version: 100,
+		EventID: "e", SessionID: "s", MerchantID: MerchantDefault, State: StatePaid, Version: 100,
 		TimestampUTC: time.Date(2023, 11, 2, 9, 0, 7, 5e8, time.UTC), Amount: json.RawMessage(`249.90`),
 		CustomerEmail: "a@b.c", Language: LanguageAR,
 		Notifications: map[Channel][]State{ChannelEmail: {}, ChannelSMS: {StatePaid}},

@@ -75,9 +75,12 @@ const (
 // payment-events topic keyed by session_id. It replaces the stored view of its
 // session_id. Field names follow the payment gateway's webhooks.
 type PaymentEvent struct {
-	EventID      string    `json:"event_id"`
-	SessionID    string    `json:"session_id"`
-	OrderNo      string    `json:"order_no,omitempty"`
+	EventID   string `json:"event_id"`
+	SessionID string `json:"session_id"`
+	OrderNo   string `json:"order_no,omitempty"`
+	// MerchantID is the merchant the transaction belongs to; decoding
+	// makes an absent one MerchantDefault, so it is never empty.
+	MerchantID   string    `json:"merchant_id,omitempty"`
 	State        State     `json:"state"`
 	Version      int64     `json:"version,omitempty"`
 	TimestampUTC time.Time `json:"timestamp_utc"`
@@ -96,6 +99,38 @@ type PaymentEvent struct {
 	Notifications map[Channel][]State `json:"notifications,omitempty"`
 }
 
+// MerchantDefault is the merchant of every transaction, command and
+// principal published without a merchant_id: a single-merchant deployment
+// has only this one.
+const MerchantDefault = "default"
+
+// MaxMerchantIDLength is the longest merchant_id.
+const MaxMerchantIDLength = 64
+
+// ValidMerchantID reports whether id is a merchant_id: 1 to 64 of
+// A-Z, a-z, 0-9, '.', '_' and '-' (so it is safe in a key, a path and a
+// header, and never holds '/' or ':').
+func ValidMerchantID(id string) bool {
+	if id == "" || len(id) > MaxMerchantIDLength {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// MerchantOf returns id, or MerchantDefault when id is empty.
+func MerchantOf(id string) string {
+	if id == "" {
+		return MerchantDefault
+	}
+	return id
+}
+
 // AmountString returns the amount as text without JSON quotes ("" if absent).
 func (e *PaymentEvent) AmountString() string {
 	if len(e.Amount) == 0 || string(e.Amount) == "null" {
@@ -112,9 +147,13 @@ func (e *PaymentEvent) AmountString() string {
 // state on the listed channels. It is published on the notification-commands
 // topic keyed by session_id or order_no.
 type ResendCommand struct {
-	CommandID   string    `json:"command_id"`
-	SessionID   string    `json:"session_id,omitempty"`
-	OrderNo     string    `json:"order_no,omitempty"`
+	CommandID string `json:"command_id"`
+	SessionID string `json:"session_id,omitempty"`
+	OrderNo   string `json:"order_no,omitempty"`
+	// MerchantID, when set, limits the command to that merchant's
+	// transactions; "" finds a session_id whatever its merchant and an
+	// order_no in MerchantDefault (see MerchantOf).
+	MerchantID  string    `json:"merchant_id,omitempty"`
 	Channels    []Channel `json:"channels"`
 	RequestedAt string    `json:"requested_at,omitempty"`
 	RequestedBy string    `json:"requested_by,omitempty"`
@@ -232,6 +271,8 @@ type DeliveryResult struct {
 	CommandID string `json:"command_id"`
 	SessionID string `json:"session_id,omitempty"`
 	OrderNo   string `json:"order_no,omitempty"`
+	// MerchantID is the transaction's merchant, else the command's.
+	MerchantID string `json:"merchant_id,omitempty"`
 	// State is the state notified about; nil when the transaction is unknown.
 	State    *State          `json:"state"`
 	Outcome  Outcome         `json:"outcome"`

@@ -1,0 +1,125 @@
+package projection
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/notifyd/notifyd/schemas"
+)
+
+// merchantEvent is a payment event of merchant ("" publishes none).
+func merchantEvent(merchant, session, order string, version int64) []byte {
+	m := map[string]any{
+		"event_id": fmt.Sprintf("%s-%d", session, version), "session_id": session, "state": "paid",
+		"timestamp_utc": "2026-11-02T09:00:07Z", "order_no": order, "version": version,
+	}
+	if merchant != "" {
+		m["merchant_id"] = merchant
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+type rejection struct {
+	offset int64
+	reason string
+}
+
+// TestMerchants: a transaction belongs to one merchant, order_no is unique
+// per merchant, and an event moving a session to another merchant is
+// refused (told to Reject before its batch commits) without changing
+// anything; the default merchant's order index keeps a single-merchant
+// store's layout.
+func TestMerchants(t *testing.T) {
+	var rejected []rejection
+	s, err := Open(t.TempDir(), Options{EventsTopic: "e", ResultsTopic: "r", Reject: func(_ int, r Record, reason, detail string) error {
+		rejected = append(rejected, rejection{r.Offset, reason})
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.ApplyEvents(0, recs(
+		merchantEvent("acme", "s-acme", "1001", 1),
+		merchantEvent("globex", "s-globex", "1001", 1),
+		merchantEvent("", "s-default", "1001", 1),
+		merchantEvent("globex", "s-acme", "1001", 2),     // moves acme's session: refused
+		merchantEvent("globex", "s-acme", "1001", 1),     // stale and another merchant: refused
+		merchantEvent("default", "s-default", "1002", 2), // "default" named is the default
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (ApplyStats{Applied: 4, Mismatched: 2}); st != want {
+		t.Errorf("stats %+v, want %+v", st, want)
+	}
+	if want := []rejection{{3, RejectMerchantMismatch}, {4, RejectMerchantMismatch}}; fmt.Sprint(rejected) != fmt.Sprint(want) {
+		t.Errorf("rejected %v, want %v", rejected, want)
+	}
+	for _, c := range []struct {
+		merchant, order, want string
+	}{
+		{"acme", "1001", "s-acme"},
+		{"globex", "1001", "s-globex"},
+		{"", "1001", ""}, // s-default moved to 1002
+		{schemas.MerchantDefault, "1002", "s-default"},
+		{"", "1002", "s-default"},
+		{"acme", "1002", ""},
+		{"initech", "1001", ""},
+	} {
+		sid, ok, err := s.SessionForOrder(c.merchant, c.order)
+		if err != nil || ok != (c.want != "") || sid != c.want {
+			t.Errorf("SessionForOrder(%q, %q) = %q %v %v, want %q", c.merchant, c.order, sid, ok, err, c.want)
+		}
+	}
+	for sid, want := range map[string]struct {
+		merchant string
+		version  int64
+	}{"s-acme": {"acme", 1}, "s-globex": {"globex", 1}, "s-default": {schemas.MerchantDefault, 2}} {
+		txn, ok, err := s.Transaction(sid)
+		if err != nil || !ok || txn.MerchantID != want.merchant || txn.Version != want.version {
+			t.Errorf("Transaction(%s) = merchant %q version %d %v %v, want %+v", sid, txn.MerchantID, txn.Version, ok, err, want)
+		}
+	}
+	// A tombstone and an order change remove the merchant's own mapping only.
+	if _, err := s.ApplyEvents(0, []Record{{Offset: 6, Key: []byte("s-globex")}, {Offset: 7, Value: merchantEvent("acme", "s-acme", "1003", 3)}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ merchant, order, want string }{{"globex", "1001", ""}, {"acme", "1001", ""}, {"acme", "1003", "s-acme"}} {
+		if sid, _, _ := s.SessionForOrder(c.merchant, c.order); sid != c.want {
+			t.Errorf("after the tombstone: SessionForOrder(%q, %q) = %q, want %q", c.merchant, c.order, sid, c.want)
+		}
+	}
+	// The session is forgotten, so another merchant may now use it.
+	if st, err := s.ApplyEvents(0, recs(merchantEvent("initech", "s-globex", "7", 1))); err != nil || st.Applied != 1 {
+		t.Errorf("a forgotten session for another merchant: %+v %v", st, err)
+	}
+}
+
+// TestMerchantRejectFailure: when Reject cannot take a refusal, nothing of
+// the batch is applied and its offset is not stored, so the batch is read
+// again.
+func TestMerchantRejectFailure(t *testing.T) {
+	fail := errors.New("dead-letter topic unavailable")
+	s, err := Open(t.TempDir(), Options{EventsTopic: "e", ResultsTopic: "r", Reject: func(int, Record, string, string) error { return fail }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.ApplyEvents(0, recs(merchantEvent("acme", "s1", "1", 1))); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.ApplyEvents(0, []Record{{Offset: 1, Value: merchantEvent("acme", "s2", "2", 1)}, {Offset: 2, Value: merchantEvent("globex", "s1", "1", 2)}})
+	if !errors.Is(err, fail) {
+		t.Fatalf("ApplyEvents = %v, want the Reject error", err)
+	}
+	if _, ok, _ := s.Transaction("s2"); ok {
+		t.Error("s2 stored from a failed batch")
+	}
+	if next := s.EventOffsets()[0]; next != 1 {
+		t.Errorf("next offset %d, want 1", next)
+	}
+}
