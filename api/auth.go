@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/notifyd/notifyd/internal/secretfile"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -62,6 +63,9 @@ func (p Principal) MaySend() bool { return p.Key || p.Role.MaySend() }
 type authenticator struct {
 	keys  []keyEntry
 	users map[string]User
+	// merchants holds merchants' keys and users, from their settings
+	// (nil: none).
+	merchants Merchants
 	// dummy is a bcrypt hash compared for unknown users, so that the time
 	// of an answer does not tell which usernames exist.
 	dummy []byte
@@ -150,6 +154,17 @@ func newAuthenticator(cfg Config) (*authenticator, error) {
 	return a, nil
 }
 
+// user returns the user named name: one of api.users, else a merchant's.
+func (a *authenticator) user(name string) (User, bool) {
+	if u, ok := a.users[name]; ok {
+		return u, true
+	}
+	if a.merchants != nil {
+		return a.merchants.User(name)
+	}
+	return User{}, false
+}
+
 // The 401 answers, verbatim.
 const (
 	msgNoCredentials = "Authentication credentials were not provided."
@@ -183,6 +198,13 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, *authFailure) 
 		for i := range a.keys {
 			if subtle.ConstantTimeCompare(sum[:], a.keys[i].sum[:]) == 1 {
 				match = i
+			}
+		}
+		if match < 0 && a.merchants != nil {
+			// A merchant's key: found by its SHA-256, which only the
+			// key's holder can give.
+			if name, merchant, ok := a.merchants.Key(hex.EncodeToString(sum[:])); ok {
+				return Principal{Name: name, Key: true, Merchant: merchant}, nil
 			}
 		}
 		if match < 0 {
@@ -260,9 +282,11 @@ func (a *authenticator) check(r *http.Request, user, pass string) passwordCheck 
 	if wait := a.throttle.wait(userKey, addrKey); wait > 0 {
 		return passwordCheck{retryAfter: wait}
 	}
-	u, known := a.users[user]
+	u, known := a.user(user)
 	h := sha256.New()
 	h.Write([]byte(user))
+	h.Write([]byte{0})
+	h.Write([]byte(u.Bcrypt)) // a new password (a merchant's settings changed) is checked again
 	h.Write([]byte{0})
 	h.Write([]byte(pass))
 	var pair [sha256.Size]byte
@@ -395,7 +419,7 @@ func LocalUser(path, name string) (u User, password string, created bool, err er
 	if err != nil {
 		return User{}, "", false, fmt.Errorf("console user: %w", err)
 	}
-	if err := writeNew(path, name+":"+string(hash)+"\n"); err != nil {
+	if err := secretfile.WriteNew(path, name+":"+string(hash)+"\n"); err != nil {
 		return User{}, "", false, fmt.Errorf("console user file: %w", err)
 	}
 	return User{Username: name, Bcrypt: string(hash), Role: RoleOperator}, password, true, nil
@@ -420,21 +444,8 @@ func LocalSecret(path string) (string, error) {
 		return "", fmt.Errorf("secret: %w", err)
 	}
 	s := hex.EncodeToString(raw)
-	if err := writeNew(path, s+"\n"); err != nil {
+	if err := secretfile.WriteNew(path, s+"\n"); err != nil {
 		return "", fmt.Errorf("secret file: %w", err)
 	}
 	return s, nil
-}
-
-// writeNew creates path (mode 0600; it must not exist) holding content.
-func writeNew(path, content string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

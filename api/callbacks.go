@@ -52,9 +52,11 @@ const (
 var callbackResults = []string{callbackAccepted, callbackIgnored, callbackForeign, callbackBadSignature, callbackInvalid, callbackFailed}
 
 // callbackRoutes adds the receipt callback of each provider kind with a
-// verifier (Deps.Callbacks, built by dispatch.Registry.Receipts): POST
-// CallbackPrefix+kind, and GET for a kind that answers a subscription
-// handshake. A kind without one is not routed (404).
+// verifier (Deps.Callbacks, built by dispatch.Registry.LiveReceipts or
+// Receipts): POST CallbackPrefix+kind, and GET for a kind that answers a
+// subscription handshake. A kind without one is not routed (404), nor is
+// one whose live verifier has no provider taking receipts now
+// (dispatch.ErrNoReceipts).
 func (s *Server) callbackRoutes(mux *http.ServeMux) {
 	for kind, v := range s.deps.Callbacks {
 		path := dispatch.CallbackPrefix + kind
@@ -121,6 +123,11 @@ func (s *Server) receive(w http.ResponseWriter, r *http.Request, provider string
 	receipts, err := verify.Verify(r, s.callbackURL(r), body, time.Now().UTC())
 	var bad dispatch.BadSignature
 	switch {
+	case errors.Is(err, dispatch.ErrNoReceipts):
+		// No provider of the kind, the platform's or a merchant's, takes
+		// receipts now: as a path that is not served.
+		http.NotFound(w, r)
+		return
 	case errors.As(err, &bad):
 		s.log.Warn("callback refused: "+bad.Error(), "provider", provider)
 		reply(http.StatusUnauthorized, callbackBadSignature, "invalid signature")

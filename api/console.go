@@ -176,7 +176,7 @@ type consoleHandler func(w http.ResponseWriter, r *http.Request, v viewer)
 func (c *console) signedIn(h consoleHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		sess, err := c.sessions.session(r)
-		u, known := c.s.auth.users[sess.user]
+		u, known := c.s.auth.user(sess.user)
 		if err == nil && known && sess.fingerprint == fingerprint(u) {
 			ended, err := c.s.deps.SignOuts.SessionsEnded(u.Username)
 			if err != nil {
@@ -216,7 +216,7 @@ func (c *console) operator(h consoleHandler) consoleHandler {
 // it.
 func (c *console) limited(h consoleHandler) consoleHandler {
 	return func(w http.ResponseWriter, r *http.Request, v viewer) {
-		if wait, ok := c.s.allow(v.Name); !ok {
+		if wait, ok := c.s.allow(Principal{Name: v.Name, Merchant: v.Merchant}); !ok {
 			secs := retryAfterSeconds(wait)
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
 			c.render(w, http.StatusTooManyRequests, "home", v, map[string]any{

@@ -129,7 +129,7 @@ func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
 // same answer time for unknown users).
 func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	user, pass, next := r.PostForm.Get("username"), r.PostForm.Get("password"), safeNext(r.PostForm.Get("next"))
-	_, known := c.s.auth.users[user]
+	_, known := c.s.auth.user(user)
 	check := c.s.auth.checkPassword(r, user, pass)
 	switch {
 	case check.retryAfter > 0:

@@ -20,6 +20,11 @@
 //
 // # Contract
 //
+//   - Every principal belongs to a merchant or to the platform (Principal,
+//     Deps.Merchants for merchants' own keys and users): a merchant's
+//     reaches its merchant's transactions, results, console pages and
+//     recoveries only, and what it may not reach is answered as what does
+//     not exist; its Idempotency-Keys are scoped to it (scopedCommandID).
 //   - Kafka is reached only through small interfaces, Commands (publish
 //     a resend command), Results (the first result of a command_id on the
 //     results topic, and a registration woken when it arrives), Receipts,

@@ -70,6 +70,9 @@ type Deps struct {
 	// by kind (dispatch.Registry.Receipts): each is served at
 	// dispatch.CallbackPrefix + the kind.
 	Callbacks map[string]dispatch.ReceiptVerifier
+	// Merchants are merchants' keys, users and rate limits, from their
+	// settings (nil: none).
+	Merchants Merchants
 }
 
 // Paths of the API.
@@ -115,6 +118,9 @@ func New(cfg Config, deps Deps, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	auth, err := newAuthenticator(cfg)
+	if auth != nil {
+		auth.merchants = deps.Merchants
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +240,7 @@ func (s *Server) admit(e *exchange, method string) bool {
 		e.detail(http.StatusForbidden, msgForbidden)
 		return false
 	}
-	if wait, ok := s.allow(p.ID()); !ok {
+	if wait, ok := s.allow(p); !ok {
 		e.w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
 		e.detail(http.StatusTooManyRequests, throttled(wait))
 		return false
@@ -261,14 +267,15 @@ func plural(n int) string {
 	return "s"
 }
 
-// allow takes a token of the principal's bucket; when there is none it
-// returns how long until there is one.
-func (s *Server) allow(name string) (time.Duration, bool) {
+// allow takes a token of the principal's bucket (bucket); when there is
+// none it returns how long until there is one.
+func (s *Server) allow(p Principal) (time.Duration, bool) {
+	name, limit := s.bucket(p)
 	s.mu.Lock()
 	l, ok := s.limiters[name]
 	if !ok {
-		if s.cfg.RateLimit != nil {
-			l = s.cfg.RateLimit.Limiter()
+		if limit != nil {
+			l = limit.Limiter()
 		}
 		s.limiters[name] = l
 	}

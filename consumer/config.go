@@ -50,7 +50,7 @@ type Config struct {
 	ReplicationFactor int
 	// TopicConfigs are topic configs set on created topics, by role
 	// (payment_events, commands, results, dead_letter, deliveries,
-	// console_sessions), laid over
+	// console_sessions, merchant_settings), laid over
 	// DefaultTopicConfigs (kafka.topic_configs).
 	TopicConfigs map[string]map[string]string
 	// StoreDir holds the local store (store.dir, default ./data); the
@@ -101,6 +101,11 @@ type Config struct {
 	// instance reports ready (processing.ready_max_lag; nil:
 	// DefaultReadyMaxLag; zero: fully caught up).
 	ReadyMaxLag *int64
+	// CompileMerchant turns merchants' providers and templates into what
+	// their decisions use (cmd/notifyd: the configuration's rules and the
+	// sealing keys). nil: settings naming providers or templates are
+	// refused; the others (keys, users, rate limit, cooldown) apply.
+	CompileMerchant MerchantCompiler
 }
 
 // Conn is how the service reaches the brokers.
@@ -175,6 +180,7 @@ func (c Config) Validate() error {
 		"kafka.topics.payment_events": c.Topics.PaymentEvents, "kafka.topics.commands": c.Topics.Commands,
 		"kafka.topics.results": c.Topics.Results, "kafka.topics.dead_letter": c.Topics.DeadLetter,
 		"kafka.topics.deliveries": c.Topics.Deliveries, "kafka.topics.console_sessions": c.Topics.ConsoleSessions,
+		"kafka.topics.merchant_settings": c.Topics.MerchantSettings,
 	} {
 		if name == "" {
 			continue
@@ -218,7 +224,7 @@ func (c Config) Validate() error {
 	}
 	for role := range c.TopicConfigs {
 		if _, ok := DefaultTopicConfigs()[role]; !ok {
-			return fmt.Errorf("kafka.topic_configs.%s: unknown topic (want payment_events, commands, results, dead_letter, deliveries or console_sessions)", role)
+			return fmt.Errorf("kafka.topic_configs.%s: unknown topic (want payment_events, commands, results, dead_letter, deliveries, console_sessions or merchant_settings)", role)
 		}
 	}
 	return nil

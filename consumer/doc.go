@@ -36,6 +36,12 @@
 //     the message's furthest status (schemas.DeliveryEvent.Moves),
 //     acknowledged before returning; every instance follows the
 //     deliveries topic into its store.
+//   - Merchants' settings (merchants.go): every instance follows the
+//     merchant-settings topic into its store, applies the stored settings
+//     and reads the topic to its end before it consumes a command, then
+//     applies each accepted record to the next decisions (the dispatcher)
+//     and to the API's principals (Merchants); a record that cannot apply
+//     is dead-lettered and the previous settings stay.
 //   - Console sign-outs end sessions on every instance (sessions.go): an
 //     end is published on the console-sessions topic and recorded here
 //     before EndSessions returns; every instance follows the topic into

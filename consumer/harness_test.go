@@ -102,6 +102,7 @@ func newHarnessOn(t testing.TB, conn Conn) *harness {
 			PaymentEvents: prefix + "payment-events", Commands: prefix + "notification-commands",
 			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq",
 			Deliveries: prefix + "notification-deliveries", ConsoleSessions: prefix + "console-sessions",
+			MerchantSettings: prefix + "merchant-settings",
 		},
 		client:  conn.Client(nil),
 		results: map[string][]received{},
@@ -110,7 +111,8 @@ func newHarnessOn(t testing.TB, conn Conn) *harness {
 	h.writer = conn.Writer()
 	t.Cleanup(func() { h.writer.Close() })
 	var specs []TopicSpec
-	for _, name := range []string{h.topics.PaymentEvents, h.topics.Commands, h.topics.Results, h.topics.DeadLetter, h.topics.Deliveries, h.topics.ConsoleSessions} {
+	for _, name := range []string{h.topics.PaymentEvents, h.topics.Commands, h.topics.Results, h.topics.DeadLetter, h.topics.Deliveries, h.topics.ConsoleSessions,
+		h.topics.MerchantSettings} {
 		specs = append(specs, TopicSpec{Name: name, Partitions: testPartitions, ReplicationFactor: 1})
 	}
 	// A loaded broker may be briefly unavailable (a KRaft broker fenced by a
@@ -300,6 +302,7 @@ type instanceOpts struct {
 	minFree     *int64        // store.min_free_bytes (default: a share of the filesystem)
 	session     time.Duration // kafka.session_timeout and rebalance_timeout (default notifyd's)
 	ballast     *int64        // store.ballast_bytes (default: a share of the filesystem)
+	compile     MerchantCompiler
 }
 
 func (h *harness) start(o instanceOpts) *instance {
@@ -337,6 +340,7 @@ func (h *harness) start(o instanceOpts) *instance {
 		Brokers: h.brokers, GroupID: "notifyd-" + h.topics.Commands, ClientID: "test", Topics: h.topics, TLS: h.conn.TLS, SASL: h.conn.SASL,
 		StoreDir: o.dir, CatchUpWait: o.catchUpWait, ShutdownTimeout: o.shutdown, Registerer: registerer(o.registry),
 		Concurrency: o.concurrency, MinFreeBytes: o.minFree, BallastBytes: o.ballast, SessionTimeout: o.session, RebalanceTimeout: o.session,
+		CompileMerchant: o.compile,
 	}, dcfg, slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		h.t.Fatal(err)

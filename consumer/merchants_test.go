@@ -1,9 +1,16 @@
 package consumer
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/notifyd/notifyd/dispatch"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -91,5 +98,93 @@ func TestMerchantsEndToEnd(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(in.svc.metrics.deadLetters.WithLabelValues(deadLetterMerchantMismatch)); got != 1 {
 		t.Errorf("notifyd_dead_letters_total{merchant_mismatch} = %v, want 1", got)
+	}
+}
+
+// TestMerchantSettingsEndToEnd, over Kafka: settings published on the
+// topic reach the next decision without a restart (templates and
+// cooldown) and the merchant's keys; a record that cannot apply is
+// dead-lettered with its reason and the previous settings stay; a null
+// value removes the merchant; a restarted instance applies the stored
+// settings before it consumes a command.
+func TestMerchantSettingsEndToEnd(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	// The compiler of these tests takes templates only (cmd/notifyd's
+	// takes providers too, with the configuration's rules).
+	compile := func(s schemas.MerchantSettings) (dispatch.MerchantProfile, error) {
+		var p dispatch.MerchantProfile
+		if len(s.Providers) > 0 {
+			return p, errors.New("providers: not in this test")
+		}
+		if len(s.Templates) > 0 {
+			if err := json.Unmarshal(s.Templates, &p.Templates); err != nil {
+				return p, fmt.Errorf("templates: %w", err)
+			}
+		}
+		return p, nil
+	}
+	in := h.start(instanceOpts{dir: dir, compile: compile})
+	settings := func(id, value string) {
+		h.produce(h.topics.MerchantSettings, kafka.Message{Key: []byte(id), Value: []byte(value)})
+	}
+	keySum := strings.Repeat("ab", 32)
+	settings("acme", `{"merchant_id":"acme","display_name":"ACME","api":{"keys":[{"name":"backend","sha256":"`+keySum+`"}]},`+
+		`"templates":{"sms":{"paid":{"en":{"text":"ACME v1 {{.OrderNo}}"}}}}}`)
+	h.poll("acme's settings", 30*time.Second, func() bool { _, ok := in.svc.Merchants().Get("acme"); return ok })
+	if p, ok := in.svc.Merchants().Key(keySum); !ok || p.Merchant != "acme" || p.Name != "backend" {
+		t.Errorf("Key = %+v %v", p, ok)
+	}
+	h.event("s1", map[string]any{"merchant_id": "acme", "order_no": "1001"})
+	h.command(map[string]any{"command_id": "c1", "merchant_id": "acme", "order_no": "1001", "channels": []string{"sms"}})
+	if sent := in.provider.sentFor(h.result("c1").result.CommandID); len(sent) != 1 || sent[0].Text != "ACME v1 1001" {
+		t.Fatalf("sent %+v, want acme's template", sent)
+	}
+	// A change, then records that cannot apply: each refused, dead-lettered,
+	// the change before them in force.
+	settings("acme", `{"merchant_id":"acme","api":{"keys":[{"name":"backend","sha256":"`+keySum+`"}]},`+
+		`"templates":{"sms":{"paid":{"en":{"text":"ACME v2 {{.OrderNo}}"}}}}}`)
+	settings("acme", `{"merchant_id":"acme","templates":{"sms":{"paid":{"en":{"text":"ACME v3 {{.OrderNo"}}}}}`) // does not parse
+	settings("acme", `{"merchant_id":"globex"}`)                                                                 // not its key
+	settings("acme", `{"merchant_id":"acme","providers":{"sms":{"kind":"console"}}}`)                            // the compiler refuses
+	settings("globex", `{"merchant_id":"globex","api":{"keys":[{"name":"k","sha256":"`+keySum+`"}]}}`)           // acme's key
+	settings("initech", `not json`)
+	h.waitFor("five refusals dead-lettered", 30*time.Second, func() bool { return len(h.dlq) == 5 })
+	h.mu.Lock()
+	for _, d := range h.dlq {
+		if v, _ := header(d.msg, HeaderError); !strings.HasPrefix(v, deadLetterMerchantSettings+": ") {
+			t.Errorf("dead letter %s: error %q", d.msg.Key, v)
+		}
+		if v, _ := header(d.msg, HeaderOriginalTopic); v != h.topics.MerchantSettings {
+			t.Errorf("dead letter %s: original_topic %q", d.msg.Key, v)
+		}
+	}
+	h.mu.Unlock()
+	h.command(map[string]any{"command_id": "c2", "merchant_id": "acme", "order_no": "1001", "channels": []string{"sms"}})
+	if sent := in.provider.sentFor(h.result("c2").result.CommandID); len(sent) != 1 || sent[0].Text != "ACME v2 1001" {
+		t.Fatalf("sent %+v, want acme's v2 template", sent)
+	}
+	if got := testutil.ToFloat64(in.svc.metrics.merchantSettings.WithLabelValues(merchantRefused)); got != 5 {
+		t.Errorf("refused %v, want 5", got)
+	}
+	// A restart applies the stored settings before the first command.
+	in.stop(t)
+	in = h.start(instanceOpts{dir: dir, compile: compile})
+	if _, ok := in.svc.Merchants().Get("acme"); !ok {
+		t.Fatal("acme's settings not applied at start")
+	}
+	h.command(map[string]any{"command_id": "c3", "merchant_id": "acme", "order_no": "1001", "channels": []string{"sms"}})
+	if sent := in.provider.sentFor(h.result("c3").result.CommandID); len(sent) != 1 || sent[0].Text != "ACME v2 1001" {
+		t.Fatalf("after a restart sent %+v, want acme's v2 template", sent)
+	}
+	// Removed: the platform's template again.
+	h.produce(h.topics.MerchantSettings, kafka.Message{Key: []byte("acme")})
+	h.poll("acme removed", 30*time.Second, func() bool { _, ok := in.svc.Merchants().Get("acme"); return !ok })
+	if _, ok := in.svc.Merchants().Key(keySum); ok {
+		t.Error("acme's key outlived its merchant")
+	}
+	h.command(map[string]any{"command_id": "c4", "merchant_id": "acme", "order_no": "1001", "channels": []string{"sms"}})
+	if sent := in.provider.sentFor(h.result("c4").result.CommandID); len(sent) != 1 || strings.HasPrefix(sent[0].Text, "ACME") {
+		t.Fatalf("after removal sent %+v, want the platform's template", sent)
 	}
 }

@@ -28,7 +28,9 @@ type metrics struct {
 	// storeErrors counts failed store operations by op; unrecorded the
 	// decisions published without their store record (command.go).
 	storeErrors *prometheus.CounterVec
-	unrecorded  prometheus.Counter
+	// merchantSettings counts merchant-settings records by result.
+	merchantSettings *prometheus.CounterVec
+	unrecorded       prometheus.Counter
 	// deliveryLabels are the (channel, provider) pairs of the configured
 	// providers, whose delivery series start at zero.
 	deliveryLabels [][2]string
@@ -69,7 +71,7 @@ func newMetrics() *metrics {
 		}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notifyd_dead_letters_total",
-			Help: "Records written to the dead-letter topic, by reason: commands (not_json, invalid_command, panic), payment events (merchant_mismatch).",
+			Help: "Records written to the dead-letter topic, by reason: commands (not_json, invalid_command, panic), payment events (merchant_mismatch), merchant settings (invalid_merchant_settings).",
 		}, []string{"reason"}),
 		deadLetterErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "notifyd_dead_letter_errors_total",
@@ -79,6 +81,10 @@ func newMetrics() *metrics {
 			Name: "notifyd_commands_handed_over_total",
 			Help: "Commands left undecided because their partition was handed over (rebalance, stop) before they were claimed or before the hand-over's deadline; the next owner decides them.",
 		}),
+		merchantSettings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifyd_merchant_settings_total",
+			Help: "Merchant-settings records read, by result: applied, removed (a null value), refused (dead-lettered invalid_merchant_settings, the previous settings kept; also stored settings that no longer apply at start).",
+		}, []string{"result"}),
 		projectionEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notifyd_projection_events_total",
 			Help: "Payment-events records applied to the projection, by result (applied, stale, tombstone, invalid, merchant_mismatch: refused and dead-lettered).",
@@ -107,13 +113,16 @@ func (m *metrics) init() {
 	for _, r := range schemas.CommandReasons() {
 		m.failures.WithLabelValues(string(r))
 	}
-	for _, r := range []string{deadLetterNotJSON, deadLetterInvalidCommand, deadLetterPanic, deadLetterMerchantMismatch} {
+	for _, r := range []string{merchantApplied, merchantRemoved, merchantRefused} {
+		m.merchantSettings.WithLabelValues(r)
+	}
+	for _, r := range []string{deadLetterNotJSON, deadLetterInvalidCommand, deadLetterPanic, deadLetterMerchantMismatch, deadLetterMerchantSettings} {
 		m.deadLetters.WithLabelValues(r)
 	}
 	for _, r := range []string{"applied", "stale", "tombstone", "invalid", deadLetterMerchantMismatch} {
 		m.projectionEvents.WithLabelValues(r)
 	}
-	for _, op := range []string{"apply_events", "apply_results", "apply_deliveries", "apply_sessions", "record_result", "commit"} {
+	for _, op := range []string{"apply_events", "apply_results", "apply_deliveries", "apply_sessions", "apply_merchants", "record_result", "commit"} {
 		m.storeErrors.WithLabelValues(op)
 	}
 	for _, l := range m.deliveryLabels {
@@ -125,7 +134,7 @@ func (m *metrics) init() {
 
 func (m *metrics) register(reg prometheus.Registerer) error {
 	m.init()
-	for _, c := range []prometheus.Collector{m.commands, m.failures, m.duration, m.inFlight, m.replayed, m.deadLetters, m.deadLetterErrors, m.handedOver, m.projectionEvents,
+	for _, c := range []prometheus.Collector{m.commands, m.failures, m.duration, m.inFlight, m.replayed, m.deadLetters, m.deadLetterErrors, m.handedOver, m.projectionEvents, m.merchantSettings,
 		m.deliveries, m.storeErrors, m.unrecorded} {
 		if err := reg.Register(c); err != nil {
 			return err

@@ -42,15 +42,19 @@ type runtime struct {
 	results       *follower
 	deliveries    *follower
 	sessions      *follower
-	refreshed     chan struct{}
-	pub           *wmkafka.Publisher
-	commands      *kafka.Writer
+	// merchantsF follows merchant-settings, applied by merchantChanger.
+	merchantsF *follower
+	refreshed  chan struct{}
+	pub        *wmkafka.Publisher
+	commands   *kafka.Writer
 	// deliveryWriter publishes delivery events (receipts), sessionsWriter
 	// the ends of console sessions.
 	deliveryWriter *kafka.Writer
 	sessionsWriter *kafka.Writer
 	// refused dead-letters the records the followers refuse.
-	refused    *recordDeadLetters
+	refused *recordDeadLetters
+	// changer applies merchant-settings records.
+	changer    *merchantChanger
 	sub        *wmkafka.Subscriber
 	router     *message.Router
 	routerDone chan error
@@ -75,7 +79,7 @@ func (rt *runtime) start(ctx context.Context) error {
 	// fetches every topic of the cluster every few seconds.
 	conn := cfg.Conn()
 	rt.transport = conn.Transport(cfg.Topics.PaymentEvents, cfg.Topics.Commands, cfg.Topics.Results, cfg.Topics.DeadLetter, cfg.Topics.Deliveries,
-		cfg.Topics.ConsoleSessions)
+		cfg.Topics.ConsoleSessions, cfg.Topics.MerchantSettings)
 	rt.client = conn.Client(rt.transport)
 	rt.runCtx, rt.fatal = context.WithCancelCause(ctx)
 
@@ -119,9 +123,22 @@ func (rt *runtime) start(ctx context.Context) error {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	rt.publish(func(p *running) { p.dispatcher = dispatcher })
+	rt.changer = &merchantChanger{merchants: s.merchants, compile: cfg.CompileMerchant, dispatcher: dispatcher, store: store,
+		metrics: s.metrics, log: s.log.With("component", "merchants"),
+		refused: func(partition int, r projection.Record, reason, detail string) error {
+			return rt.refused.write(rt.followCtx, cfg.Topics.MerchantSettings, partition, r, reason, detail)
+		}}
+	if err := rt.changer.load(); err != nil {
+		return fmt.Errorf("start: merchant settings: %w", err)
+	}
 
 	wm, err := rt.startFollowing(ctx, conn, store)
 	if err != nil {
+		return err
+	}
+	// A merchant's commands are decided with its own settings: none is
+	// consumed before the settings published before this start are read.
+	if err := waitMerchants(ctx, rt.merchantsF); err != nil {
 		return err
 	}
 	return rt.startCommands(conn, store, dispatcher, wm)
@@ -186,13 +203,15 @@ func (rt *runtime) startFollowing(ctx context.Context, conn Conn, store *project
 	rt.sessions = newFollower(cfg.Topics.ConsoleSessions, store.SessionOffsets, func(p int, r []projection.Record) error {
 		return store.ApplySessionEnds(p, r)
 	})
+	rt.merchantsF = newFollower(cfg.Topics.MerchantSettings, store.MerchantOffsets, rt.changer.apply)
 	rt.publish(func(p *running) { p.events, p.results = rt.events, rt.results })
-	wm := newWatermarks(rt.client, cfg.Topics.PaymentEvents, cfg.Topics.Results, cfg.Topics.Deliveries, cfg.Topics.ConsoleSessions)
+	wm := newWatermarks(rt.client, cfg.Topics.PaymentEvents, cfg.Topics.Results, cfg.Topics.Deliveries, cfg.Topics.ConsoleSessions,
+		cfg.Topics.MerchantSettings)
 	offs, err := wm.Get(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("start: %w", err)
 	}
-	followers := []*follower{rt.events, rt.results, rt.deliveries, rt.sessions}
+	followers := []*follower{rt.events, rt.results, rt.deliveries, rt.sessions, rt.merchantsF}
 	s.noteRound(offs, nil, followers...)
 	// Console sessions are answered for once the topic is read as far as
 	// this round saw it (SessionsEnded).
@@ -373,6 +392,7 @@ func (rt *runtime) stopSteps() []stopStep {
 				rt.results.Wait()
 				rt.deliveries.Wait()
 				rt.sessions.Wait()
+				rt.merchantsF.Wait()
 			}
 			if rt.refreshed != nil {
 				<-rt.refreshed

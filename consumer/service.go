@@ -28,6 +28,9 @@ type Topics struct {
 	// ConsoleSessions carries the ends of console sessions (sign-outs),
 	// compacted by username, so that every instance refuses them.
 	ConsoleSessions string `yaml:"console_sessions"`
+	// MerchantSettings carries each merchant's settings, compacted by
+	// merchant_id; every instance follows it (merchants.go).
+	MerchantSettings string `yaml:"merchant_settings"`
 }
 
 // DefaultTopics are the contract's default topic names.
@@ -39,7 +42,8 @@ func DefaultTopics() Topics {
 		DeadLetter:    "notification-commands-dlq",
 		Deliveries:    "notification-deliveries",
 		// notifyd's own: not a topic of the contract.
-		ConsoleSessions: "notifyd-console-sessions",
+		ConsoleSessions:  "notifyd-console-sessions",
+		MerchantSettings: "merchant-settings",
 	}
 }
 
@@ -58,6 +62,8 @@ func DefaultTopicConfigs() map[string]map[string]string {
 		"dead_letter":      {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
 		"deliveries":       {"cleanup.policy": "delete", "retention.ms": strconv.Itoa(30 * day)},
 		"console_sessions": {"cleanup.policy": "compact"},
+		// The last settings of every merchant, forever.
+		"merchant_settings": {"cleanup.policy": "compact"},
 	}
 }
 
@@ -70,7 +76,7 @@ func (t Topics) WithDefaults() Topics {
 	}{
 		{&t.PaymentEvents, d.PaymentEvents}, {&t.Commands, d.Commands},
 		{&t.Results, d.Results}, {&t.DeadLetter, d.DeadLetter}, {&t.Deliveries, d.Deliveries},
-		{&t.ConsoleSessions, d.ConsoleSessions},
+		{&t.ConsoleSessions, d.ConsoleSessions}, {&t.MerchantSettings, d.MerchantSettings},
 	} {
 		if *f.v == "" {
 			*f.v = f.def
@@ -106,6 +112,8 @@ type Service struct {
 	// consumerLag is the commands group's lag per partition, refreshed
 	// with the end offsets.
 	consumerLag atomic.Pointer[map[int]int64]
+	// merchants are the merchants' settings applied here (merchants.go).
+	merchants *Merchants
 }
 
 // running is what one Run has started that the Service's readers use
@@ -211,6 +219,8 @@ func (s *Service) Readiness() Readiness {
 		r.Reason = fmt.Sprintf("idempotency table catching up: %d results behind", r.ResultsLag)
 	case sessions == nil || !s.sessionsCaughtUp(sessions):
 		r.Reason = "console sessions catching up: which sessions ended is not known yet"
+	case s.merchants.broken.Load() > 0:
+		r.Reason = fmt.Sprintf("the stored settings of %d merchant(s) do not apply (see the log: merchants.sealing_key?); publish them again", s.merchants.broken.Load())
 	case sub != nil && !sub.Consuming():
 		r.Reason = "joining the commands group: no confirmed assignment fetched from yet"
 	default:
@@ -287,7 +297,7 @@ func New(cfg Config, dcfg dispatch.Config, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, dcfg: dcfg, log: log, running: make(chan struct{}), metrics: newMetrics()}
+	s := &Service{cfg: cfg, dcfg: dcfg, log: log, running: make(chan struct{}), metrics: newMetrics(), merchants: newMerchants()}
 	for ch, routes := range dcfg.Routes {
 		for _, name := range dispatch.RouteNames(routes) {
 			s.metrics.deliveryLabels = append(s.metrics.deliveryLabels, [2]string{string(ch), name})
@@ -303,6 +313,10 @@ func New(cfg Config, dcfg dispatch.Config, log *slog.Logger) (*Service, error) {
 	}
 	return s, nil
 }
+
+// Merchants are the merchants' settings this instance applies, kept
+// current from the merchant-settings topic while it runs.
+func (s *Service) Merchants() *Merchants { return s.merchants }
 
 // Running is closed once the service consumes commands.
 func (s *Service) Running() <-chan struct{} { return s.running }
@@ -353,6 +367,7 @@ func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error 
 		spec(cfg.Topics.PaymentEvents, "payment_events"), spec(cfg.Topics.Commands, "commands"),
 		spec(cfg.Topics.Results, "results"), spec(cfg.Topics.DeadLetter, "dead_letter"),
 		spec(cfg.Topics.Deliveries, "deliveries"), spec(cfg.Topics.ConsoleSessions, "console_sessions"),
+		spec(cfg.Topics.MerchantSettings, "merchant_settings"),
 	}
 	err := RetryUnreachable(ctx, s.log.With("brokers", cfg.Brokers), "start", func(ctx context.Context) error {
 		return EnsureTopics(ctx, client, specs, *cfg.CreateTopics)
@@ -370,13 +385,15 @@ func (s *Service) ensureTopics(ctx context.Context, client *kafka.Client) error 
 func (s *Service) openStore(ctx context.Context, client *kafka.Client, reject func(int, projection.Record, string, string) error) (*projection.Store, error) {
 	dir := filepath.Join(s.cfg.StoreDir, "projection")
 	opts := projection.Options{Reject: reject, EventsTopic: s.cfg.Topics.PaymentEvents, ResultsTopic: s.cfg.Topics.Results,
-		DeliveriesTopic: s.cfg.Topics.Deliveries, SessionsTopic: s.cfg.Topics.ConsoleSessions, Logger: s.log.With("component", "store"),
+		DeliveriesTopic: s.cfg.Topics.Deliveries, SessionsTopic: s.cfg.Topics.ConsoleSessions,
+		MerchantsTopic: s.cfg.Topics.MerchantSettings, Logger: s.log.With("component", "store"),
 		OnError: func(op string, _ error) { s.metrics.storeErrors.WithLabelValues(op).Inc() }, FS: s.hooks.storeFS}
 	store, err := projection.Open(dir, opts)
 	if err != nil {
 		return nil, err
 	}
-	offs, err := ListOffsets(ctx, client, s.cfg.Topics.PaymentEvents, s.cfg.Topics.Results, s.cfg.Topics.Deliveries, s.cfg.Topics.ConsoleSessions)
+	offs, err := ListOffsets(ctx, client, s.cfg.Topics.PaymentEvents, s.cfg.Topics.Results, s.cfg.Topics.Deliveries, s.cfg.Topics.ConsoleSessions,
+		s.cfg.Topics.MerchantSettings)
 	if err != nil {
 		_ = store.Close()
 		return nil, fmt.Errorf("start: %w", err)
@@ -398,6 +415,9 @@ func (s *Service) openStore(ctx context.Context, client *kafka.Client, reject fu
 	}
 	if bad == "" {
 		bad = check(s.cfg.Topics.ConsoleSessions, store.SessionOffsets())
+	}
+	if bad == "" {
+		bad = check(s.cfg.Topics.MerchantSettings, store.MerchantOffsets())
 	}
 	if bad == "" {
 		return store, nil

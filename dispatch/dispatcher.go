@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -54,19 +55,27 @@ type Config struct {
 	// logs, whatever the provider itself already hid. Nil hides contacts
 	// only.
 	Redactor *Redactor
+	// Merchants builds merchants' own providers and templates
+	// (SetMerchant); zero: merchants' settings change the cooldown only.
+	Merchants MerchantConfig
 }
 
 // Dispatcher decides and sends the notifications of resend commands. It is
 // safe for concurrent use.
 type Dispatcher struct {
-	routes    map[schemas.Channel][]*route
-	templates *Templates
-	metrics   *Metrics
-	redact    *Redactor
-	cooldown  time.Duration
-	now       func() time.Time
-	txns      Transactions
-	log       *slog.Logger
+	// routes are the platform's (platform.routes), by channel.
+	routes map[schemas.Channel][]*route
+	// platform is the configuration's profile; merchants the merchants'
+	// settings (merchants.go), replaced whole on each change.
+	platform    *profile
+	merchants   atomic.Pointer[map[string]*merchantEntry]
+	merchantsMu sync.Mutex // serialises changes of merchants
+	merchantCfg MerchantConfig
+	metrics     *Metrics
+	redact      *Redactor
+	now         func() time.Time
+	txns        Transactions
+	log         *slog.Logger
 
 	// clock and sleep drive the retry budget and backoff waits; tests
 	// replace them.
@@ -103,21 +112,35 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Dispatcher{
-		routes:    map[schemas.Channel][]*route{},
-		templates: cfg.Templates,
-		metrics:   cfg.Metrics,
-		redact:    cfg.Redactor,
-		cooldown:  cfg.Cooldown,
-		now:       cfg.Now,
-		txns:      txns,
-		log:       log,
-		clock:     time.Now,
-		sleep:     backoff.Sleep,
+		metrics: cfg.Metrics,
+		redact:  cfg.Redactor,
+		now:     cfg.Now,
+		txns:    txns,
+		log:     log,
+		clock:   time.Now,
+		sleep:   backoff.Sleep,
 	}
 	if d.now == nil {
 		d.now = time.Now
 	}
-	for ch, routes := range cfg.Routes {
+	routes, err := d.buildRoutes(cfg.Routes, "")
+	if err != nil {
+		return nil, err
+	}
+	d.platform = &profile{routes: routes, templates: cfg.Templates, cooldown: cfg.Cooldown}
+	d.routes = routes
+	d.merchants.Store(&map[string]*merchantEntry{})
+	d.merchantCfg = cfg.Merchants
+	d.metrics.init(d.routes)
+	return d, nil
+}
+
+// buildRoutes makes the routes the Dispatcher runs (defaulted, named, each
+// with its limiter and breaker) of each channel's Routes; merchant names
+// the merchant whose routes they are in logs ("" for the platform's).
+func (d *Dispatcher) buildRoutes(cfg map[schemas.Channel][]Route, merchant string) (map[schemas.Channel][]*route, error) {
+	out := map[schemas.Channel][]*route{}
+	for ch, routes := range cfg {
 		if !ch.Valid() {
 			return nil, fmt.Errorf("dispatch: routes: unknown channel %q", ch)
 		}
@@ -139,15 +162,18 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 			if err := bp.Validate(); err != nil {
 				return nil, fmt.Errorf("dispatch: %s[%d].circuit_breaker: %w", ch, i, err)
 			}
-			rt.breaker = newBreaker(string(ch)+"/"+rt.name, bp, func(to gobreaker.State) {
+			log := d.log.With("channel", string(ch), "provider", rt.name)
+			if merchant != "" {
+				log = log.With("merchant_id", merchant)
+			}
+			rt.breaker = newBreaker(merchant+"/"+string(ch)+"/"+rt.name, bp, func(to gobreaker.State) {
 				d.metrics.circuit(rt.name, ch, float64(to))
-				d.log.Warn("provider circuit "+to.String(), "channel", string(ch), "provider", rt.name)
+				log.Warn("provider circuit " + to.String())
 			})
-			d.routes[ch] = append(d.routes[ch], rt)
+			out[ch] = append(out[ch], rt)
 		}
 	}
-	d.metrics.init(d.routes)
-	return d, nil
+	return out, nil
 }
 
 // Resolution is the transaction a command names. Reason is "" when the
@@ -256,8 +282,9 @@ func (d *Dispatcher) DeliverGuarded(ctx context.Context, cmd schemas.ResendComma
 	var jobs []job
 	data := dataFor(&txn)
 	lang := schemas.Language(data.Language)
+	p := d.profileFor(txn.MerchantID)
 	for i, ch := range cmd.Channels {
-		res, j := d.check(cmd, &txn, ch, lang, data)
+		res, j := d.check(p, cmd, &txn, ch, lang, data)
 		results[i] = res
 		if j != nil {
 			j.index = i
@@ -315,8 +342,9 @@ func (d *Dispatcher) Check(txn schemas.PaymentEvent) []ChannelCheck {
 	data := dataFor(&txn)
 	lang := schemas.Language(data.Language)
 	out := make([]ChannelCheck, 0, len(schemas.Channels))
+	p := d.profileFor(txn.MerchantID)
 	for _, ch := range schemas.Channels {
-		res, j := d.check(schemas.ResendCommand{SessionID: txn.SessionID}, &txn, ch, lang, data)
+		res, j := d.check(p, schemas.ResendCommand{SessionID: txn.SessionID}, &txn, ch, lang, data)
 		c := ChannelCheck{Channel: ch, Reason: res.Reason, Detail: res.Detail, Recipient: res.Recipient}
 		if j != nil {
 			c.Provider = j.routes[0].name
@@ -326,9 +354,10 @@ func (d *Dispatcher) Check(txn schemas.PaymentEvent) []ChannelCheck {
 	return out
 }
 
-// check applies the per-channel checks in order. It returns the channel's
-// result and, when the channel is accepted, the job that sends it.
-func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent, ch schemas.Channel, lang schemas.Language, data TemplateData) (schemas.ChannelResult, *job) {
+// check applies the per-channel checks in order, with p's providers,
+// templates and cooldown. It returns the channel's result and, when the
+// channel is accepted, the job that sends it.
+func (d *Dispatcher) check(p *profile, cmd schemas.ResendCommand, txn *schemas.PaymentEvent, ch schemas.Channel, lang schemas.Language, data TemplateData) (schemas.ChannelResult, *job) {
 	contact := contactFor(ch, txn)
 	res := schemas.ChannelResult{Channel: ch, Recipient: MaskRecipient(ch, contact)}
 	reject := func(reason schemas.Reason, format string, args ...any) (schemas.ChannelResult, *job) {
@@ -356,11 +385,11 @@ func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent,
 	if err := validateContact(ch, contact); err != nil {
 		return reject(schemas.ReasonInvalidContact, "%v", err)
 	}
-	routes := d.routes[ch]
+	routes := p.routes[ch]
 	if len(routes) == 0 {
 		return reject(schemas.ReasonProviderNotConfigured, "no %s provider is configured", ch)
 	}
-	r, ok, err := d.templates.Render(ch, txn.State, lang, data)
+	r, ok, err := p.templates.Render(ch, txn.State, lang, data)
 	if !ok {
 		if lang == schemas.LanguageEN {
 			return reject(schemas.ReasonTemplateNotConfigured, "no %s template for state %s in en", ch, txn.State)
@@ -375,9 +404,9 @@ func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent,
 	if detail := tooLong(ch, r); detail != "" {
 		return reject(schemas.ReasonMessageTooLong, "%s", detail)
 	}
-	if ago, active := d.coolingDown(cmd, txn, ch); active {
+	if ago, active := d.coolingDown(p.cooldown, cmd, txn, ch); active {
 		return reject(schemas.ReasonCooldownActive, "%s was sent for state %s %s ago, within processing.cooldown (%s); a command with \"force\": true sends it again",
-			ch, txn.State, ago.Round(time.Second), d.cooldown)
+			ch, txn.State, ago.Round(time.Second), p.cooldown)
 	}
 	return res, &job{
 		routes:    routes,
@@ -389,12 +418,12 @@ func (d *Dispatcher) check(cmd schemas.ResendCommand, txn *schemas.PaymentEvent,
 	}
 }
 
-// coolingDown reports whether ch was sent for txn's state less than the
+// coolingDown reports whether ch was sent for txn's state less than
 // cooldown ago (and how long ago), for a command without Force. A store
 // error is logged and lets the channel through: a redundant notification
 // is better than none.
-func (d *Dispatcher) coolingDown(cmd schemas.ResendCommand, txn *schemas.PaymentEvent, ch schemas.Channel) (time.Duration, bool) {
-	if d.cooldown <= 0 || cmd.Force {
+func (d *Dispatcher) coolingDown(cooldown time.Duration, cmd schemas.ResendCommand, txn *schemas.PaymentEvent, ch schemas.Channel) (time.Duration, bool) {
+	if cooldown <= 0 || cmd.Force {
 		return 0, false
 	}
 	at, ok, err := d.txns.LastSent(txn.SessionID, ch, txn.State)
@@ -406,7 +435,7 @@ func (d *Dispatcher) coolingDown(cmd schemas.ResendCommand, txn *schemas.Payment
 		return 0, false
 	}
 	ago := max(d.now().Sub(at), 0)
-	return ago, ago < d.cooldown
+	return ago, ago < cooldown
 }
 
 // summarise returns the outcome and message of a result's channels.

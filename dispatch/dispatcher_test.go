@@ -115,7 +115,7 @@ func TestChannelRejectionReasons(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				d.templates = tpl
+				d.platform.templates = tpl
 			}
 			r := d.Deliver(context.Background(), command(tt.ch), txn)
 			if len(r.Channels) != 1 {

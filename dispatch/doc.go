@@ -17,6 +17,19 @@
 // Dispatcher.Failure: outcome not_notified, an empty channels list, the
 // reason and detail.
 //
+// # Merchants
+//
+// A transaction's merchant decides the profile its decision uses
+// (merchants.go): the platform's providers, templates and cooldown, with a
+// merchant's own (SetMerchant) over them channel by channel and template
+// cell by cell. A decision takes its profile when it starts and keeps it.
+// A merchant's providers get their own limiters and breakers, built at its
+// first decision; CheckMerchant builds them beforehand to refuse settings
+// that cannot apply. A command with a merchant_id resolves only that
+// merchant's transactions (Resolve); the answer for another merchant's is
+// the answer for one that does not exist. LiveReceipts verifies receipts
+// with the platform's provider secrets and every merchant's as they are.
+//
 // # Channel checks
 //
 // Dispatcher.Deliver checks each requested channel in this order and

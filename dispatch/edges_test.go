@@ -324,7 +324,7 @@ func TestRejectionDetails(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				d.templates = tpl
+				d.platform.templates = tpl
 			}
 			if c := d.Deliver(context.Background(), command(tt.ch), txn).Channels[0]; c.Detail != tt.want {
 				t.Errorf("detail %q, want %q", c.Detail, tt.want)

@@ -298,7 +298,7 @@ func (p *Meta) classify(ans httpAnswer, to string) (Receipt, error) {
 // webhook notifications are verified with the app secret of the phone
 // numbers they name.
 func metaKind() Kind {
-	return Kind{Name: "meta", Channels: []schemas.Channel{schemas.ChannelWhatsApp},
+	return Kind{Name: "meta", Channels: []schemas.Channel{schemas.ChannelWhatsApp}, Handshakes: true,
 		Validate: func(p ProviderConfig) error { return p.Meta.Validate() },
 		New:      func(p ProviderConfig, _ Env) (Provider, error) { return NewMeta(p.Meta, nil) },
 		Receipts: func(blocks []ProviderConfig) ReceiptVerifier {

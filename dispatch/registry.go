@@ -69,6 +69,9 @@ type Kind struct {
 	// provider of the kind; it returns nil when none of them can be
 	// verified (no secret configured: the callback is not served).
 	Receipts func(blocks []ProviderConfig) ReceiptVerifier
+	// Handshakes says the kind's verifiers answer a subscription
+	// handshake (Handshaker).
+	Handshakes bool
 }
 
 // Registry holds the provider kinds: the one home of what a kind is, so

@@ -123,3 +123,50 @@ func TestMerchantRejectFailure(t *testing.T) {
 		t.Errorf("next offset %d, want 1", next)
 	}
 }
+
+// TestMerchantSettingsStored: accepted settings are kept by merchant_id
+// (the last one wins, a nil value removes), the offset advances past
+// refused records too, and both survive a reopen.
+func TestMerchantSettingsStored(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{EventsTopic: "e", ResultsTopic: "r", MerchantsTopic: "m"}
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyMerchantSettings(0, []Record{
+		{Offset: 0, Key: []byte("acme"), Value: []byte(`{"merchant_id":"acme","display_name":"1"}`)},
+		{Offset: 1, Key: []byte("globex"), Value: []byte(`{"merchant_id":"globex"}`)},
+		{Offset: 3, Key: []byte("acme"), Value: []byte(`{"merchant_id":"acme","display_name":"2"}`)},
+	}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyMerchantSettings(1, []Record{{Offset: 0, Key: []byte("initech"), Value: []byte(`{"merchant_id":"initech"}`)}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyMerchantSettings(0, []Record{{Offset: 5, Key: []byte("globex")}}, 6); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := map[string]string{}
+	if err := s.MerchantSettings(func(id string, v []byte) { got[id] = string(v) }); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"acme": `{"merchant_id":"acme","display_name":"2"}`, "initech": `{"merchant_id":"initech"}`}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("settings %v, want %v", got, want)
+	}
+	if offs := s.MerchantOffsets(); offs[0] != 6 || offs[1] != 1 || len(offs) != 2 {
+		t.Errorf("offsets %v, want 0:6 1:1", offs)
+	}
+	if err := (&Store{}).ApplyMerchantSettings(0, nil, 1); err == nil {
+		t.Error("applied without a MerchantsTopic")
+	}
+}

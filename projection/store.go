@@ -60,6 +60,9 @@ type Options struct {
 	// SessionsTopic names the console-sessions topic, whose offsets are
 	// stored; empty: ApplySessionEnds is an error.
 	SessionsTopic string
+	// MerchantsTopic names the merchant-settings topic, whose offsets are
+	// stored; empty: ApplyMerchantSettings is an error.
+	MerchantsTopic string
 	// Logger receives the store's own log lines; nil discards them.
 	Logger *slog.Logger
 	// OnError, when set, is told of every failed store operation (its op,
@@ -112,6 +115,8 @@ type Store struct {
 	// sessionOffsets the console-sessions topic's (sessions.go).
 	deliveryOffsets map[int]int64
 	sessionOffsets  map[int]int64
+	// merchantOffsets are the merchant-settings topic's (merchants.go).
+	merchantOffsets map[int]int64
 	txnCount        int64
 	changed         chan struct{}
 	closed          bool
@@ -158,6 +163,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if err == nil {
 		s.sessionOffsets, err = s.loadOffsets(prefixSessionOffset, opts.SessionsTopic)
+	}
+	if err == nil {
+		s.merchantOffsets, err = s.loadOffsets(prefixMerchantOffset, opts.MerchantsTopic)
 	}
 	if err == nil {
 		s.txnCount, err = s.getInt(keyTxnCount)
@@ -630,7 +638,7 @@ func (s *Store) Digest() (string, error) {
 		}
 	}
 	for _, prefix := range []string{prefixHead, prefixTxn, prefixOrder, prefixMerchantOrder, prefixHistory, prefixChannel, prefixAttention, prefixSent,
-		prefixCorrelation, prefixDelivery, prefixSessionEnd} {
+		prefixCorrelation, prefixDelivery, prefixSessionEnd, prefixMerchantSettings} {
 		if err := s.scan(prefix, func(k, v []byte) { write(k, v) }); err != nil {
 			return "", fmt.Errorf("digest: %w", err)
 		}

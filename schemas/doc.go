@@ -28,5 +28,13 @@
 //
 // A DeliveryResult marshals its nil Channels as [], as its schema requires.
 //
+// Merchants: merchant_id (ValidMerchantID) is an optional member of payment
+// events, commands, results and delivery events; a payment event decoded
+// without one is MerchantDefault's. A merchant's settings, the value of a
+// merchant-settings record, are json/merchant-settings.json and
+// DecodeMerchantSettings, which unlike the others refuses unknown members
+// (a misspelt key must not be ignored) and every provider secret that is
+// not sealed ({"sealed": "v1:…"}).
+//
 // This package imports nothing else of notifyd's.
 package schemas

@@ -97,6 +97,9 @@ func decode(name string, data []byte) error {
 	case SchemaResendCommand:
 		_, err := DecodeCommand(data)
 		return err
+	case SchemaMerchantSettings:
+		_, err := DecodeMerchantSettings(data)
+		return err
 	default:
 		var r DeliveryResult
 		return json.Unmarshal(data, &r)
@@ -140,7 +143,7 @@ func at(t testing.TB, doc any, keys ...any) any {
 }
 
 func TestSchemaNames(t *testing.T) {
-	want := []string{SchemaDeliveryEvent, SchemaDeliveryResult, SchemaPaymentEvent, SchemaResendCommand, SchemaSessionEnd}
+	want := []string{SchemaDeliveryEvent, SchemaDeliveryResult, SchemaMerchantSettings, SchemaPaymentEvent, SchemaResendCommand, SchemaSessionEnd}
 	if got := SchemaNames(); !slices.Equal(got, want) {
 		t.Fatalf("SchemaNames() = %v, want %v", got, want)
 	}
@@ -316,7 +319,7 @@ func TestValidExamples(t *testing.T) {
 				t.Fatalf("schema rejects it: %v", err)
 			}
 			switch ex.schema {
-			case SchemaPaymentEvent, SchemaResendCommand:
+			case SchemaPaymentEvent, SchemaResendCommand, SchemaMerchantSettings:
 				if err := decode(ex.schema, ex.data); err != nil {
 					t.Fatalf("decoder rejects it: %v", err)
 				}
@@ -560,6 +563,31 @@ var agreementCases = []agreementCase{
 	{"command merchant_id empty", SchemaResendCommand, command(`"merchant_id":""`), "merchant_id"},
 	{"command merchant_id bad", SchemaResendCommand, command(`"merchant_id":"a*b"`), "merchant_id"},
 	{"command merchant_id and no identifier", SchemaResendCommand, `{"command_id":"c","merchant_id":"a*b","channels":["sms"]}`, "session_id"},
+	// merchant settings
+	{"settings minimal", SchemaMerchantSettings, `{"merchant_id":"acme"}`, ""},
+	{"settings no merchant_id", SchemaMerchantSettings, `{"display_name":"x"}`, "merchant_id"},
+	{"settings merchant_id null", SchemaMerchantSettings, `{"merchant_id":null}`, "merchant_id"},
+	{"settings unknown member", SchemaMerchantSettings, `{"merchant_id":"a","Display_Name":"x"}`, "Display_Name"},
+	{"settings display_name 257", SchemaMerchantSettings, `{"merchant_id":"a","display_name":` + rep("ü", 257) + `}`, "display_name"},
+	{"settings cooldown 1h30m", SchemaMerchantSettings, `{"merchant_id":"a","cooldown":"1h30m"}`, ""},
+	{"settings cooldown negative", SchemaMerchantSettings, `{"merchant_id":"a","cooldown":"-5m"}`, "cooldown"},
+	{"settings cooldown number", SchemaMerchantSettings, `{"merchant_id":"a","cooldown":600}`, "cooldown"},
+	{"settings rate_limit", SchemaMerchantSettings, `{"merchant_id":"a","api":{"rate_limit":{"per_second":0.5,"burst":2}}}`, ""},
+	{"settings rate_limit zero", SchemaMerchantSettings, `{"merchant_id":"a","api":{"rate_limit":{"per_second":0}}}`, "api.rate_limit.per_second"},
+	{"settings burst 1.0", SchemaMerchantSettings, `{"merchant_id":"a","api":{"rate_limit":{"per_second":1,"burst":1.0}}}`, ""},
+	{"settings burst 1.5", SchemaMerchantSettings, `{"merchant_id":"a","api":{"rate_limit":{"per_second":1,"burst":1.5}}}`, "api.rate_limit.burst"},
+	{"settings key upper-case hex", SchemaMerchantSettings, `{"merchant_id":"a","api":{"keys":[{"name":"k","sha256":"` + strings.Repeat("A", 64) + `"}]}}`, "api.keys[0].sha256"},
+	{"settings key extra member", SchemaMerchantSettings, `{"merchant_id":"a","api":{"keys":[{"name":"k","sha256":"` + strings.Repeat("a", 64) + `","key":"x"}]}}`, "api.keys[0].key"},
+	{"settings user with a colon", SchemaMerchantSettings, `{"merchant_id":"a","api":{"users":[{"username":"a:b","bcrypt":"$2a$10$` + strings.Repeat("a", 53) + `","role":"viewer"}]}}`, "api.users[0].username"},
+	{"settings provider list", SchemaMerchantSettings, `{"merchant_id":"a","providers":{"sms":[{"kind":"console"},{"kind":"webhook","webhook":{"url":"https://x"}}]}}`, ""},
+	{"settings provider empty list", SchemaMerchantSettings, `{"merchant_id":"a","providers":{"sms":[]}}`, "providers.sms"},
+	{"settings provider without kind", SchemaMerchantSettings, `{"merchant_id":"a","providers":{"sms":{"twilio":{}}}}`, "providers.sms.kind"},
+	{"settings secret in clear", SchemaMerchantSettings, `{"merchant_id":"a","providers":{"email":{"kind":"smtp","smtp":{"password":"p"}}}}`, "providers.email.smtp.password"},
+	{"settings sealed secret", SchemaMerchantSettings, `{"merchant_id":"a","providers":{"email":{"kind":"smtp","smtp":{"password":{"sealed":"v1:0123abcd:AAAA"}}}}}`, ""},
+	{"settings sealed with more", SchemaMerchantSettings, `{"merchant_id":"a","providers":{"email":{"kind":"smtp","smtp":{"password":{"sealed":"v1:0123abcd:AAAA","plain":"p"}}}}}`, "providers.email.smtp.password"},
+	{"settings header in clear", SchemaMerchantSettings, `{"merchant_id":"a","providers":{"sms":[{"kind":"console"},{"kind":"webhook","webhook":{"headers":{"X-Key":"k"}}}]}}`, "providers.sms[1].webhook.headers.X-Key"},
+	{"settings templates fax", SchemaMerchantSettings, `{"merchant_id":"a","templates":{"fax":{}}}`, "templates.fax"},
+	{"settings not an object", SchemaMerchantSettings, `[]`, notJSON},
 	{"command unknown fields", SchemaResendCommand, command(`"priority":"high","channels_extra":["fax"]`), ""},
 	{"command array", SchemaResendCommand, `[{"command_id":"c"}]`, notJSON},
 	{"command invalid UTF-8 in key", SchemaResendCommand, "{\"command_id\":\"c\",\"session_id\":\"s\",\"channels\":[\"sms\"],\"x\xff\":1}", notJSON},

@@ -198,13 +198,22 @@ func schema(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 
 // apiKey prints a new random HTTP API key (first line) and the api.keys
 // entry that configures it (second line): notifyd keeps only the hash.
+// With -merchant ID the entry is for the merchant's settings file (its
+// api.keys, published with notifyd merchant put).
 func apiKey(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: notifyd api-key NAME   (NAME becomes the requested_by of the key's commands)")
+	const usage = "usage: notifyd api-key NAME [-merchant MERCHANT_ID]   (NAME becomes the requested_by of the key's commands)"
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, usage)
 		return errUsage
 	}
 	name := args[0]
-	if err := (&api.Config{Listen: api.DefaultListen, Keys: []api.Key{{Name: name, SHA256: strings.Repeat("0", 64)}}}).Validate(); err != nil {
+	fs := newFlags("api-key", stderr)
+	merchant := fs.String("merchant", "", "the merchant the key belongs to (its settings' api.keys)")
+	if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
+		fmt.Fprintln(stderr, usage)
+		return errUsage
+	}
+	if err := (&api.Config{Listen: api.DefaultListen, Keys: []api.Key{{Name: name, SHA256: strings.Repeat("0", 64), Merchant: *merchant}}}).Validate(); err != nil {
 		fmt.Fprintf(stderr, "notifyd api-key: %v\n", err)
 		return errUsage
 	}
@@ -214,6 +223,10 @@ func apiKey(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	}
 	fmt.Fprintln(stdout, key)
 	fmt.Fprintf(stdout, "    - {name: %q, sha256: \"%s\"}\n", name, sum)
+	if *merchant != "" {
+		fmt.Fprintf(stderr, "notifyd api-key: the first line is the key (give it to the client; it is not stored anywhere); the second goes under api.keys of merchant %s's settings file (notifyd merchant put)\n", *merchant)
+		return nil
+	}
 	fmt.Fprintln(stderr, "notifyd api-key: the first line is the key (give it to the client; it is not stored anywhere); the second goes under api.keys")
 	return nil
 }

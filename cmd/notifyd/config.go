@@ -27,6 +27,8 @@ type Config struct {
 	Providers      map[string]ProviderChain `yaml:"providers"`
 	Templates      dispatch.TemplateConfig  `yaml:"templates"`
 	Log            LogConfig                `yaml:"log"`
+	// Merchants seals merchants' secrets (merchants.go).
+	Merchants MerchantsConfig `yaml:"merchants"`
 }
 
 // KafkaConfig is the kafka block.
@@ -101,15 +103,24 @@ func (c ProviderChain) key(name string, i int) string {
 	return fmt.Sprintf("providers.%s[%d]", name, i)
 }
 
-// callbackVerifiers verify the receipts of the configured providers, by
-// kind (dispatch.Registry.Receipts): each secret with the accounts it
-// speaks for (see dispatch.Accounter).
-func (c *Config) callbackVerifiers(kinds *dispatch.Registry) map[string]dispatch.ReceiptVerifier {
-	var all []dispatch.ProviderConfig
+// callbackVerifiers verify the receipts of the configured providers and
+// of merchants' own (merchants: their blocks, and a token that changes
+// with them), by kind (dispatch.Registry.LiveReceipts): each secret with
+// the accounts it speaks for (see dispatch.Accounter).
+func (c *Config) callbackVerifiers(kinds *dispatch.Registry, token func() any, merchants func() []dispatch.ProviderConfig) map[string]dispatch.ReceiptVerifier {
+	platform := c.providerBlocks()
+	return kinds.LiveReceipts(token, func() []dispatch.ProviderConfig {
+		return append(slices.Clip(platform), merchants()...)
+	})
+}
+
+// providerBlocks are the configured provider blocks, channel by channel.
+func (c *Config) providerBlocks() []dispatch.ProviderConfig {
+	var out []dispatch.ProviderConfig
 	for _, name := range slices.Sorted(maps.Keys(c.Providers)) {
-		all = append(all, c.Providers[name]...)
+		out = append(out, c.Providers[name]...)
 	}
-	return kinds.Receipts(all)
+	return out
 }
 
 // routes builds every channel's providers, in order, from kinds; console
@@ -199,6 +210,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.API.Validate(); err != nil {
+		return err
+	}
+	if err := c.Merchants.validate(); err != nil {
 		return err
 	}
 	if c.API.Enabled() && c.API.Listen == c.HTTP.Listen {

@@ -170,7 +170,7 @@ providers:
 			if c.Kafka.Topics.Deliveries != "my-deliveries" {
 				t.Errorf("kafka.topics.deliveries = %q", c.Kafka.Topics.Deliveries)
 			}
-			sec := c.callbackVerifiers(dispatch.NewRegistry())
+			sec := dispatch.NewRegistry().Receipts(c.providerBlocks())
 			if tw, _ := sec["twilio"].(dispatch.TwilioReceipts); tw.AuthTokens["AC0123456789abcdef0123456789abcdef"] != "s3cret" || tw.AuthTokens["AC2"] != "other-token" ||
 				!reflect.DeepEqual(sec["meta"], dispatch.MetaReceipts{Apps: []dispatch.MetaApp{{AppSecret: "s3cret", PhoneNumberIDs: []string{"1234567890"}}}, VerifyToken: "verify-me"}) ||
 				!reflect.DeepEqual(sec["webhook"], dispatch.WebhookReceipts{Secrets: []dispatch.WebhookSecret{{Secret: "hook-secret", Accounts: []string{"mail.example"}}}}) ||

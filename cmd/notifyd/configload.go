@@ -47,11 +47,39 @@ type loader struct {
 	secrets  []string
 	missing  []string
 	visited  map[*yaml.Node]bool
+	// literal takes the text as it is: no <name>_file key, no ${ENV}
+	// (what arrives on a topic never reads this machine's files or
+	// environment).
+	literal bool
+	// secretNodes are the scalars walked as secrets (after *_file and
+	// ${ENV} were resolved into them): what `notifyd merchant put` seals.
+	secretNodes map[*yaml.Node]bool
+}
+
+// newLoader returns a loader; literal: see loader.literal.
+func newLoader(literal bool) *loader {
+	return &loader{lines: map[int]string{}, visited: map[*yaml.Node]bool{}, literal: literal}
+}
+
+// decodeInto walks n against target's type at path (an error names the
+// key, as a configuration's) and decodes it into target, a pointer. No
+// error holds a secret or a value taken from a file or the environment.
+func (l *loader) decodeInto(n *yaml.Node, target any, path string) error {
+	if err := l.walk(n, reflect.TypeOf(target).Elem(), path, false); err != nil {
+		return l.hide(err)
+	}
+	if len(l.missing) > 0 {
+		return fmt.Errorf("environment variables referenced but not set: %s", strings.Join(l.missing, ", "))
+	}
+	if err := n.Decode(target); err != nil {
+		return l.hide(l.nameKey(err))
+	}
+	return nil
 }
 
 // ParseConfig parses, defaults and validates a configuration.
 func ParseConfig(data []byte) (Config, error) {
-	l := &loader{lines: map[int]string{}, visited: map[*yaml.Node]bool{}}
+	l := newLoader(false)
 	c, err := l.parse(data)
 	if err != nil {
 		return Config{}, l.hide(err)
@@ -176,7 +204,7 @@ func (l *loader) walkStruct(n *yaml.Node, t reflect.Type, path string, secret bo
 		f, ok := fields[k.Value]
 		if !ok {
 			base, isFile := strings.CutSuffix(k.Value, "_file")
-			if bf, known := fields[base]; isFile && known && bf.secret {
+			if bf, known := fields[base]; isFile && known && bf.secret && !l.literal {
 				if given[base] {
 					return fmt.Errorf("%s, %s: set one of them, not both", join(path, base), key)
 				}
@@ -217,10 +245,13 @@ func fieldsOf(t reflect.Type) map[string]field {
 // scalar substitutes ${ENV} into a scalar and checks that it decodes into
 // its field.
 func (l *loader) scalar(n *yaml.Node, t reflect.Type, path string, secret bool) error {
+	if secret && l.secretNodes != nil {
+		l.secretNodes[n] = true
+	}
 	if secret && n.Value != "" && !envRef.MatchString(n.Value) {
 		l.secrets = append(l.secrets, n.Value) // written in the file itself
 	}
-	if strings.Contains(n.Value, "${") {
+	if strings.Contains(n.Value, "${") && !l.literal {
 		values, refs := l.expand(n.Value)
 		for _, v := range values {
 			if secret {
@@ -327,6 +358,9 @@ func (l *loader) readSecretFile(k, v *yaml.Node, key, base string, t reflect.Typ
 	case t.Kind() == reflect.String:
 		l.secrets = append(l.secrets, content)
 		v.Value, v.Tag, v.Style = content, "!!str", 0
+		if l.secretNodes != nil {
+			l.secretNodes[v] = true
+		}
 	case t.Kind() == reflect.Map && t.Elem().Kind() == reflect.String:
 		m := yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: v.Line, Column: v.Column}
 		for i, line := range strings.Split(content, "\n") {
@@ -340,9 +374,11 @@ func (l *loader) readSecretFile(k, v *yaml.Node, key, base string, t reflect.Typ
 			}
 			value = strings.TrimSpace(value)
 			l.secrets = append(l.secrets, value)
-			m.Content = append(m.Content,
-				&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: strings.TrimSpace(name)},
-				&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: value})
+			vn := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: value}
+			if l.secretNodes != nil {
+				l.secretNodes[vn] = true
+			}
+			m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: strings.TrimSpace(name)}, vn)
 		}
 		*v = m
 	default:

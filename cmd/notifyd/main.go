@@ -41,10 +41,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		"api-key":      apiKey,
 		"check-config": checkConfig,
 		"recover":      recoverCmd,
+		"merchant":     merchantCmd,
 	}
 	cmd, ok := cmds[name]
 	if !ok {
-		fmt.Fprintf(stderr, "notifyd: unknown command %q (serve, resend, publish, tail, schema, api-key, check-config, recover)\n", name)
+		fmt.Fprintf(stderr, "notifyd: unknown command %q (serve, resend, publish, tail, schema, api-key, check-config, recover, merchant)\n", name)
 		return 2
 	}
 	err := cmd(ctx, args, stdin, stdout, stderr)

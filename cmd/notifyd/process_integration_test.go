@@ -137,7 +137,7 @@ func newProviders(t testing.TB, providerDelay time.Duration) *cluster {
 		t: t,
 		topics: consumer.Topics{PaymentEvents: prefix + "payment-events", Commands: prefix + "notification-commands",
 			Results: prefix + "notification-results", DeadLetter: prefix + "notification-commands-dlq", Deliveries: prefix + "notification-deliveries",
-			ConsoleSessions: prefix + "console-sessions"},
+			ConsoleSessions: prefix + "console-sessions", MerchantSettings: prefix + "merchant-settings"},
 		calls:   &callLog{delay: providerDelay, counts: map[string][]time.Time{}},
 		results: map[string][]kafka.Message{},
 	}
@@ -160,11 +160,13 @@ func (c *cluster) attach(brokers []string) {
 	// A transport of its own: kafka.DefaultTransport would keep connections
 	// to a broker an earlier test restarted (TestBrokerRestart), whose next
 	// request fails with unexpected EOF.
-	transport := &kafka.Transport{MetadataTopics: []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter, c.topics.Deliveries, c.topics.ConsoleSessions}}
+	transport := &kafka.Transport{MetadataTopics: []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter, c.topics.Deliveries, c.topics.ConsoleSessions,
+		c.topics.MerchantSettings}}
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: transport}
 	var specs []consumer.TopicSpec
-	for _, n := range []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter, c.topics.Deliveries, c.topics.ConsoleSessions} {
+	for _, n := range []string{c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter, c.topics.Deliveries, c.topics.ConsoleSessions,
+		c.topics.MerchantSettings} {
 		specs = append(specs, consumer.TopicSpec{Name: n, Partitions: 4, ReplicationFactor: 1})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -442,6 +444,8 @@ type procOpts struct {
 	// embedded, when set, runs the process's own embedded broker there
 	// (embedded_broker.listen; its log in store.dir) instead of kafka.brokers.
 	embedded string
+	// extra is added to the configuration (top-level YAML lines).
+	extra string
 }
 
 func (c *cluster) config(o procOpts, httpAddr string) string {
@@ -479,7 +483,7 @@ func (c *cluster) config(o procOpts, httpAddr string) string {
   %s
   group_id: %s
   client_id: it-%s
-%s  topics: {payment_events: %q, commands: %q, results: %q, dead_letter: %q, deliveries: %q, console_sessions: %q}
+%s  topics: {payment_events: %q, commands: %q, results: %q, dead_letter: %q, deliveries: %q, console_sessions: %q, merchant_settings: %q}
 store: {dir: %q%s}
 http: {listen: %q}
 log: {format: json, level: info}
@@ -495,8 +499,9 @@ templates:
     paid: {en: {text: "Paid {{.Amount}}"}}
   whatsapp:
     paid: {en: {name: payment_paid, language: en_US, params: ["{{.Amount}}"]}}
-%s`, embeddedBlock, brokersLine, "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
-		c.topics.Deliveries, c.topics.ConsoleSessions, o.dir, storeExtra, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, providers, apiBlock)
+%s%s`, embeddedBlock, brokersLine, "g-"+c.topics.Commands, o.name, group, c.topics.PaymentEvents, c.topics.Commands, c.topics.Results, c.topics.DeadLetter,
+		c.topics.Deliveries, c.topics.ConsoleSessions, c.topics.MerchantSettings, o.dir, storeExtra, httpAddr, o.concurrency, o.catchUpWait, o.readyMaxLag, providers,
+		apiBlock, o.extra)
 }
 
 // start starts a notifyd process and waits until its /healthz answers

@@ -108,12 +108,17 @@ func (c *Config) packageConfigs(kinds *dispatch.Registry, redactor *dispatch.Red
 		return dispatch.Config{}, consumer.Config{}, err
 	}
 	dcfg := dispatch.Config{Routes: routes, Templates: templates, Redactor: redactor, Cooldown: c.Processing.Cooldown,
-		Metrics: dispatch.NewMetrics(reg)}
+		Metrics: dispatch.NewMetrics(reg), Merchants: c.merchantConfig(kinds, stdout)}
 	scfg, err := c.serviceConfig()
 	if err != nil {
 		return dispatch.Config{}, consumer.Config{}, err
 	}
+	keys, err := c.sealingKeys()
+	if err != nil {
+		return dispatch.Config{}, consumer.Config{}, err
+	}
 	scfg.Registerer = reg
+	scfg.CompileMerchant = c.merchantCompiler(keys)
 	return dcfg, scfg, nil
 }
 
@@ -245,7 +250,7 @@ func newAPI(cfg Config, kinds *dispatch.Registry, svc *consumer.Service, ready f
 	}
 	srv, err := api.New(acfg, api.Deps{
 		Commands: svc, Results: svc, Registerer: reg, Console: console, SignOuts: svc,
-		Receipts: svc, Callbacks: cfg.callbackVerifiers(kinds),
+		Receipts: svc, Callbacks: cfg.callbackVerifiers(kinds, svc.MerchantsToken, svc.MerchantProviders), Merchants: merchantDirectory{svc.Merchants()},
 		// 503 while starting or while Kafka is unreachable; not while the
 		// projection catches up (answers wait for it instead). The reason
 		// stops before its details (broker addresses, errors).
