@@ -78,6 +78,7 @@ api:
   users:
     - {username: ops, bcrypt: %q, role: operator}
     - {username: look, bcrypt: %q, role: viewer}
+    - {username: acme-ops, bcrypt: %q, role: operator, merchant: acme}
 providers:
   email: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 1}}
   sms: {kind: webhook, webhook: {url: %q}, retry: {max_attempts: 1}}
@@ -90,7 +91,7 @@ templates:
     paid:
       en: {text: "Paid {{.Amount}} {{.CurrencyCode}} for {{.OrderNo}}."}
       ar: {text: "تم دفع {{.Amount}} {{.CurrencyCode}} للطلب {{.OrderNo}}"}
-`, broker, filepath.Join(dir, "data"), httpAddr, apiAddr, hash("ops pass"), hash("look pass"), provider.URL, provider.URL)
+`, broker, filepath.Join(dir, "data"), httpAddr, apiAddr, hash("ops pass"), hash("look pass"), hash("acme pass"), provider.URL, provider.URL)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +115,9 @@ templates:
 	// Customers: one to resend to by hand, five caught by an SMS outage.
 	var events strings.Builder
 	fmt.Fprintln(&events, `{"event_id":"e-main","session_id":"sess-main","order_no":"ORD-7001","state":"paid","timestamp_utc":"2026-11-02T09:00:00Z","amount":"12.500","currency_code":"KWD","customer_email":"layla@example.com","customer_phone":"+96550001234","customer_first_name":"ليلى","language":"ar","notifications":{"email":[],"sms":[]}}`)
+	// Merchant acme's customer, with the same order_no as the default
+	// merchant's.
+	fmt.Fprintln(&events, `{"event_id":"e-acme","session_id":"sess-acme-1","order_no":"ORD-7001","merchant_id":"acme","state":"paid","timestamp_utc":"2026-11-02T09:00:00Z","amount":"7.250","currency_code":"KWD","customer_email":"omar@acme.example","customer_phone":"+96550009999","customer_first_name":"Omar","language":"en","notifications":{"email":[],"sms":[]}}`)
 	for i := range 5 {
 		fmt.Fprintf(&events, `{"event_id":"e-%d","session_id":"sess-out-%d","order_no":"ORD-80%02d","state":"paid","timestamp_utc":"2026-11-02T09:00:00Z","amount":"3.000","currency_code":"KWD","customer_email":"c%d@example.com","customer_phone":"+9655000%04d","language":"en","notifications":{"email":[],"sms":[]}}`+"\n", i, i, i, i, 1000+i)
 	}
@@ -340,6 +344,63 @@ templates:
 	if keys != 5 || calls != 5 {
 		t.Errorf("recovery sms: %d commands, %d messages; want 5 and 5 (one per customer, confirmed twice)", keys, calls)
 	}
+
+	// Merchants. An email outage catches acme's customer and the default
+	// merchant's main one.
+	peer.down.Store("email", true)
+	for _, sid := range []string{"sess-acme-1", "sess-main"} {
+		if code, out := cli("resend", "-session-id", sid, "-channels", "email"); code != 1 || !strings.Contains(out, "provider_unavailable") {
+			t.Fatalf("resend %s during the email outage: %d %s", sid, code, out)
+		}
+	}
+	peer.down.Store("email", false)
+	// The platform operator sees every merchant, with a merchant column
+	// and filter.
+	must("needs attention, every merchant", chromedp.Navigate(base+"attention?channel=email"), chromedp.WaitVisible(chromedp.CSS("#attention")))
+	if head, rows := text("#attention thead"), text("#attention tbody"); !strings.Contains(head, "Merchant") ||
+		!strings.Contains(rows, "acme sess-acme-1") || !strings.Contains(rows, "default sess-main") {
+		t.Errorf("platform needs attention: %q / %q", head, rows)
+	}
+	must("filter by merchant", chromedp.SendKeys(chromedp.CSS("#f-merchant"), "acme"), chromedp.Click(chromedp.CSS("#apply")),
+		chromedp.WaitVisible(chromedp.CSS("#attention")))
+	testkit.Eventually(t, "the merchant filter applied", 10*time.Second, func() bool {
+		rows, err := tryText("#attention tbody")
+		return err == nil && strings.Contains(rows, "sess-acme-1") && !strings.Contains(rows, "sess-main")
+	})
+	shot("10-platform-merchant-filter")
+	must("sign out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#username")))
+
+	// acme's operator sees acme only: its order ORD-7001, not the default
+	// merchant's; another merchant's transaction as one that does not
+	// exist; its own needs-attention entries, without a merchant column;
+	// a recovery of its own failures only.
+	signIn("acme-ops", "acme pass")
+	must("acme finds ORD-7001", chromedp.Click(chromedp.CSS("#by-order")), chromedp.SendKeys(chromedp.CSS("#q"), "ORD-7001"),
+		chromedp.Click(chromedp.CSS("#find")), chromedp.WaitVisible(chromedp.CSS("#grid")))
+	if s, c := text("#session"), text("#customer"); s != "sess-acme-1" || c != "Omar" {
+		t.Errorf("acme's ORD-7001: %q %q", s, c)
+	}
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#merchant, #f-merchant").length`)); err != nil || n != 0 {
+		t.Errorf("a merchant's user sees merchant fields: %d %v", n, err)
+	}
+	shot("11-merchant-user-transaction")
+	must("acme opens another merchant's transaction", chromedp.Navigate(base+"txn?session_id=sess-main"), chromedp.WaitVisible(chromedp.CSS("main")))
+	theirs := text("main")
+	must("acme opens a transaction that does not exist", chromedp.Navigate(base+"txn?session_id=sess-nowhere"), chromedp.WaitVisible(chromedp.CSS("main")))
+	if missing := strings.ReplaceAll(text("main"), "sess-nowhere", "sess-main"); theirs != missing || strings.Contains(theirs, "+965") {
+		t.Errorf("another merchant's transaction %q, one that does not exist %q", theirs, missing)
+	}
+	must("acme's needs attention", chromedp.Navigate(base+"attention"), chromedp.WaitVisible(chromedp.CSS("#attention")))
+	if head, rows := text("#attention thead"), text("#attention tbody"); strings.Contains(head, "Merchant") ||
+		!strings.Contains(rows, "sess-acme-1") || strings.Contains(rows, "sess-main") || strings.Contains(rows, "sess-out-") {
+		t.Errorf("acme's needs attention: %q / %q", head, rows)
+	}
+	shot("12-merchant-user-attention")
+	must("acme previews a recovery", chromedp.Click(chromedp.CSS("#recover")), chromedp.WaitVisible(chromedp.CSS("#summary")))
+	if s, sample := text("#summary"), text("#sample"); !strings.Contains(s, "1 transaction(s) will get one resend each") || !strings.Contains(sample, "sess-acme-1") {
+		t.Errorf("acme's recovery: %q / %q", s, sample)
+	}
+	shot("13-merchant-user-recovery")
 	must("sign out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#username")))
 }
 
