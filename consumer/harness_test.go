@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -303,6 +304,9 @@ type instanceOpts struct {
 	session     time.Duration // kafka.session_timeout and rebalance_timeout (default notifyd's)
 	ballast     *int64        // store.ballast_bytes (default: a share of the filesystem)
 	compile     MerchantCompiler
+	// merchantKinds lets merchants' settings build providers (console
+	// providers print to io.Discard).
+	merchantKinds bool
 }
 
 func (h *harness) start(o instanceOpts) *instance {
@@ -333,6 +337,9 @@ func (h *harness) start(o instanceOpts) *instance {
 		h.t.Fatal(err)
 	}
 	dcfg := dispatch.Config{Routes: map[schemas.Channel][]dispatch.Route{}, Templates: tpl, Cooldown: o.cooldown}
+	if o.merchantKinds {
+		dcfg.Merchants = dispatch.MerchantConfig{Kinds: dispatch.NewRegistry(), Env: dispatch.Env{Console: io.Discard}, Templates: o.templates}
+	}
 	for _, ch := range o.channels {
 		dcfg.Routes[ch] = []dispatch.Route{{Provider: o.provider, Retry: o.retry}}
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -104,25 +105,34 @@ func (m *Merchants) User(username string) (MerchantPrincipal, bool) {
 	return p, ok
 }
 
-// with returns t with merchantID's settings replaced by s (nil: removed).
-func (t *merchantTable) with(merchantID string, s *schemas.MerchantSettings) *merchantTable {
-	next := &merchantTable{byID: maps.Clone(t.byID), keys: maps.Clone(t.keys), users: maps.Clone(t.users)}
-	maps.DeleteFunc(next.keys, func(_ string, p MerchantPrincipal) bool { return p.Merchant == merchantID })
-	maps.DeleteFunc(next.users, func(_ string, p MerchantPrincipal) bool { return p.Merchant == merchantID })
-	delete(next.byID, merchantID)
-	if s == nil {
-		return next
+// clone returns a copy of t to change (set) before it is published.
+func (t *merchantTable) clone() *merchantTable {
+	return &merchantTable{byID: maps.Clone(t.byID), keys: maps.Clone(t.keys), users: maps.Clone(t.users)}
+}
+
+// set replaces merchantID's settings by s (nil: removed), in place.
+func (t *merchantTable) set(merchantID string, s *schemas.MerchantSettings) {
+	if old, ok := t.byID[merchantID]; ok && old.API != nil {
+		for _, k := range old.API.Keys {
+			delete(t.keys, k.SHA256)
+		}
+		for _, u := range old.API.Users {
+			delete(t.users, u.Username)
+		}
 	}
-	next.byID[merchantID] = *s
+	delete(t.byID, merchantID)
+	if s == nil {
+		return
+	}
+	t.byID[merchantID] = *s
 	if s.API != nil {
 		for _, k := range s.API.Keys {
-			next.keys[k.SHA256] = MerchantPrincipal{Merchant: merchantID, Name: k.Name}
+			t.keys[k.SHA256] = MerchantPrincipal{Merchant: merchantID, Name: k.Name}
 		}
 		for _, u := range s.API.Users {
-			next.users[u.Username] = MerchantPrincipal{Merchant: merchantID, Name: u.Username, Bcrypt: u.Bcrypt, Role: u.Role}
+			t.users[u.Username] = MerchantPrincipal{Merchant: merchantID, Name: u.Username, Bcrypt: u.Bcrypt, Role: u.Role}
 		}
 	}
-	return next
 }
 
 // conflict reports a key or user of s that t gives another merchant, or
@@ -154,6 +164,9 @@ func (t *merchantTable) conflict(s *schemas.MerchantSettings) error {
 // merchantChanger applies merchant-settings records: it judges each one,
 // dead-letters the refused, stores the accepted and makes them current.
 type merchantChanger struct {
+	// mu serialises the batches of the topic's partitions (each
+	// partition has its own follower): each changes the one table.
+	mu         sync.Mutex
 	merchants  *Merchants
 	compile    MerchantCompiler
 	dispatcher *dispatch.Dispatcher
@@ -225,12 +238,14 @@ func (c *merchantChanger) apply(partition int, records []projection.Record) erro
 	if len(records) == 0 {
 		return nil
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	type change struct {
 		id       string
 		settings *schemas.MerchantSettings
 		profile  dispatch.MerchantProfile
 	}
-	t := c.merchants.now.Load()
+	t := c.merchants.now.Load().clone()
 	var accepted []projection.Record
 	var changes []change
 	for _, r := range records {
@@ -244,7 +259,7 @@ func (c *merchantChanger) apply(partition int, records []projection.Record) erro
 		if r.Value == nil {
 			accepted = append(accepted, r)
 			changes = append(changes, change{id: id})
-			t = t.with(id, nil)
+			t.set(id, nil)
 			continue
 		}
 		s, p, err := c.check(t, id, r.Value)
@@ -256,22 +271,24 @@ func (c *merchantChanger) apply(partition int, records []projection.Record) erro
 		}
 		accepted = append(accepted, r)
 		changes = append(changes, change{id: id, settings: s, profile: p})
-		t = t.with(id, s)
+		t.set(id, s)
 	}
 	if err := c.store.ApplyMerchantSettings(partition, accepted, records[len(records)-1].Offset+1); err != nil {
 		return err
 	}
+	profiles := map[string]*dispatch.MerchantProfile{}
 	for _, ch := range changes {
 		if ch.settings == nil {
-			c.dispatcher.RemoveMerchant(ch.id)
+			profiles[ch.id] = nil
 			c.metrics.merchantSettings.WithLabelValues(merchantRemoved).Inc()
 			c.log.Info("merchant removed", "merchant_id", ch.id)
 			continue
 		}
-		c.dispatcher.SetMerchant(ch.id, ch.profile)
+		profiles[ch.id] = &ch.profile
 		c.metrics.merchantSettings.WithLabelValues(merchantApplied).Inc()
 		c.log.Info("merchant settings applied", "merchant_id", ch.id)
 	}
+	c.dispatcher.SetMerchants(profiles)
 	c.merchants.now.Store(t)
 	return nil
 }
@@ -286,8 +303,9 @@ func (c *merchantChanger) refuse(partition int, r projection.Record, err error) 
 // on from the stored offsets. Settings that no longer apply (a sealing key
 // removed) are logged and counted; readiness reports them.
 func (c *merchantChanger) load() error {
-	t := c.merchants.now.Load()
+	t := c.merchants.now.Load().clone()
 	var broken int64
+	profiles := map[string]*dispatch.MerchantProfile{}
 	err := c.store.MerchantSettings(func(id string, value []byte) {
 		s, p, err := c.check(t, id, value)
 		if err != nil {
@@ -296,9 +314,10 @@ func (c *merchantChanger) load() error {
 			c.log.Error("stored merchant settings do not apply: the merchant has none until they are published again", "merchant_id", id, "error", err)
 			return
 		}
-		c.dispatcher.SetMerchant(id, p)
-		t = t.with(id, s)
+		profiles[id] = &p
+		t.set(id, s)
 	})
+	c.dispatcher.SetMerchants(profiles)
 	c.merchants.now.Store(t)
 	c.merchants.broken.Store(broken)
 	return err

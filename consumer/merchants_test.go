@@ -4,13 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/projection"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -186,5 +189,48 @@ func TestMerchantSettingsEndToEnd(t *testing.T) {
 	h.command(map[string]any{"command_id": "c4", "merchant_id": "acme", "order_no": "1001", "channels": []string{"sms"}})
 	if sent := in.provider.sentFor(h.result("c4").result.CommandID); len(sent) != 1 || strings.HasPrefix(sent[0].Text, "ACME") {
 		t.Fatalf("after removal sent %+v, want the platform's template", sent)
+	}
+}
+
+// TestMerchantBatchesConcurrently: the partitions' followers apply their
+// batches at once; every merchant of every batch is applied (none lost to
+// another batch replacing the table).
+func TestMerchantBatchesConcurrently(t *testing.T) {
+	store, err := projection.Open(t.TempDir(), projection.Options{EventsTopic: "e", ResultsTopic: "r", MerchantsTopic: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	tpl, _ := dispatch.ParseTemplates(dispatch.DefaultTemplates())
+	d, err := dispatch.New(dispatch.Config{Templates: tpl}, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &merchantChanger{merchants: newMerchants(), dispatcher: d, store: store, metrics: newMetrics(), log: slog.New(slog.DiscardHandler),
+		refused: func(int, projection.Record, string, string) error { return errors.New("nothing is refused here") }}
+	const partitions, perBatch = 4, 50
+	var wg sync.WaitGroup
+	for p := range partitions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for batch := range 5 {
+				var records []projection.Record
+				for i := range perBatch {
+					id := fmt.Sprintf("m-%d-%d-%d", p, batch, i)
+					records = append(records, projection.Record{Offset: int64(batch*perBatch + i), Key: []byte(id), Value: []byte(`{"merchant_id":"` + id + `"}`)})
+				}
+				if err := c.apply(p, records); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got, want := len(c.merchants.List()), partitions*5*perBatch; got != want {
+		t.Errorf("%d merchants applied, want %d", got, want)
+	}
+	if got, want := len(d.Merchants()), partitions*5*perBatch; got != want {
+		t.Errorf("the dispatcher has %d merchants, want %d", got, want)
 	}
 }

@@ -59,8 +59,20 @@ type merchantEntry struct {
 // provider that cannot be built, a template that does not parse. Nothing
 // is kept or connected.
 func (d *Dispatcher) CheckMerchant(merchantID string, p MerchantProfile) error {
-	_, err := d.build(merchantID, p)
-	return err
+	if p.Cooldown != nil && *p.Cooldown < 0 {
+		return fmt.Errorf("cooldown: must not be negative, got %s", *p.Cooldown)
+	}
+	if _, err := d.buildProviders(p); err != nil {
+		return err
+	}
+	// The merchant's own cells parse; merged over the platform's they are
+	// parsed again at its first decision.
+	if len(p.Templates) > 0 {
+		if _, err := ParseTemplates(p.Templates); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetMerchant makes p merchantID's settings for the decisions that start
@@ -68,12 +80,26 @@ func (d *Dispatcher) CheckMerchant(merchantID string, p MerchantProfile) error {
 // providers, their limiters and breakers are built at its first decision
 // (CheckMerchant says beforehand whether they can be).
 func (d *Dispatcher) SetMerchant(merchantID string, p MerchantProfile) {
-	d.changeMerchants(func(m map[string]*merchantEntry) { m[merchantID] = &merchantEntry{settings: p} })
+	d.SetMerchants(map[string]*MerchantProfile{merchantID: &p})
 }
 
 // RemoveMerchant makes merchantID's decisions the platform's again.
 func (d *Dispatcher) RemoveMerchant(merchantID string) {
-	d.changeMerchants(func(m map[string]*merchantEntry) { delete(m, merchantID) })
+	d.SetMerchants(map[string]*MerchantProfile{merchantID: nil})
+}
+
+// SetMerchants is SetMerchant (a nil profile: RemoveMerchant) for many
+// merchants at once, in one change.
+func (d *Dispatcher) SetMerchants(changes map[string]*MerchantProfile) {
+	d.changeMerchants(func(m map[string]*merchantEntry) {
+		for id, p := range changes {
+			if p == nil {
+				delete(m, id)
+			} else {
+				m[id] = &merchantEntry{settings: *p}
+			}
+		}
+	})
 }
 
 // Merchants returns the ids of the merchants with settings, sorted.
@@ -110,6 +136,39 @@ func (d *Dispatcher) profileFor(merchantID string) *profile {
 	return e.built
 }
 
+// buildProviders builds a merchant's own providers, naming the key at
+// fault.
+func (d *Dispatcher) buildProviders(p MerchantProfile) (map[schemas.Channel][]Route, error) {
+	if len(p.Providers) == 0 {
+		return nil, nil
+	}
+	if d.merchantCfg.Kinds == nil {
+		return nil, fmt.Errorf("providers: this deployment builds no merchant providers")
+	}
+	own := map[schemas.Channel][]Route{}
+	for _, ch := range slices.Sorted(maps.Keys(p.Providers)) {
+		chain := p.Providers[ch]
+		if len(chain) == 0 {
+			return nil, fmt.Errorf("providers.%s: want a provider block or a list of them", ch)
+		}
+		for i, pc := range chain {
+			key := fmt.Sprintf("providers.%s[%d]", ch, i)
+			if len(chain) == 1 {
+				key = "providers." + string(ch)
+			}
+			if err := d.merchantCfg.Kinds.Validate(ch, pc); err != nil {
+				return nil, fmt.Errorf("%s.%w", key, err)
+			}
+			r, err := d.merchantCfg.Kinds.Build(pc, d.merchantCfg.Env)
+			if err != nil {
+				return nil, fmt.Errorf("%s.%w", key, err)
+			}
+			own[ch] = append(own[ch], r)
+		}
+	}
+	return own, nil
+}
+
 // build makes a merchant's profile: its providers (each with its own
 // limiter and breaker) over the platform's, its templates over the
 // platform's, its cooldown or the platform's.
@@ -122,29 +181,9 @@ func (d *Dispatcher) build(merchantID string, p MerchantProfile) (*profile, erro
 		out.cooldown = *p.Cooldown
 	}
 	if len(p.Providers) > 0 {
-		if d.merchantCfg.Kinds == nil {
-			return nil, fmt.Errorf("providers: this deployment builds no merchant providers")
-		}
-		own := map[schemas.Channel][]Route{}
-		for _, ch := range slices.Sorted(maps.Keys(p.Providers)) {
-			chain := p.Providers[ch]
-			if len(chain) == 0 {
-				return nil, fmt.Errorf("providers.%s: want a provider block or a list of them", ch)
-			}
-			for i, pc := range chain {
-				key := fmt.Sprintf("providers.%s[%d]", ch, i)
-				if len(chain) == 1 {
-					key = "providers." + string(ch)
-				}
-				if err := d.merchantCfg.Kinds.Validate(ch, pc); err != nil {
-					return nil, fmt.Errorf("%s.%w", key, err)
-				}
-				r, err := d.merchantCfg.Kinds.Build(pc, d.merchantCfg.Env)
-				if err != nil {
-					return nil, fmt.Errorf("%s.%w", key, err)
-				}
-				own[ch] = append(own[ch], r)
-			}
+		own, err := d.buildProviders(p)
+		if err != nil {
+			return nil, err
 		}
 		routes, err := d.buildRoutes(own, merchantID)
 		if err != nil {
