@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/dispatch"
+	"github.com/notifyd/notifyd/internal/seal"
 )
 
 // checkConfig is `notifyd check-config [-config FILE]`: everything serve
@@ -80,9 +82,26 @@ func checkConfig(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 			apiListen += ", no rate limit per key or user (api.rate_limit)"
 		}
 	}
-	fmt.Fprintf(stdout, "notifyd check-config: %s is valid\n  kafka: %s\n  store.dir: %s (%s)\n  providers: %s\n  templates: %d rendered\n  api: %s\n",
-		source, kafka, cfg.Store.Dir, diskGuardSummary(cfg.Store), strings.Join(providers, ", "), templates, apiListen)
+	fmt.Fprintf(stdout, "notifyd check-config: %s is valid\n  kafka: %s\n  store.dir: %s (%s)\n  providers: %s\n  templates: %d rendered\n  api: %s\n  merchants: %s\n",
+		source, kafka, cfg.Store.Dir, diskGuardSummary(cfg.Store), strings.Join(providers, ", "), templates, apiListen, sealingSummary(cfg))
 	return nil
+}
+
+// sealingSummary says which key seals merchants' secrets, without making
+// one.
+func sealingSummary(cfg Config) string {
+	previous := ""
+	if n := len(cfg.Merchants.PreviousSealingKeys); n > 0 {
+		previous = fmt.Sprintf(", %d previous key(s) still open what they sealed", n)
+	}
+	if cfg.Merchants.SealingKey == "" {
+		return "secrets sealed with the key in " + filepath.Join(cfg.Store.Dir, localSealingKey) + " (made at first need; instances of one deployment must share one: merchants.sealing_key)" + previous
+	}
+	keys, err := seal.New(cfg.Merchants.SealingKey)
+	if err != nil {
+		return "merchants.sealing_key: " + err.Error()
+	}
+	return "secrets sealed with key " + keys.CurrentID() + " (merchants.sealing_key)" + previous
 }
 
 // diskGuardSummary says what the free-space guard of store.dir will do.
