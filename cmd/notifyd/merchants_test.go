@@ -2,12 +2,18 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/notifyd/notifyd/consumer"
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/internal/seal"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -145,4 +151,53 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// TestMerchantReceipts: a Twilio status callback is verified with the auth
+// token of the account it names, the platform's or a merchant's, as the
+// merchants' settings are at the time of the callback: a merchant
+// onboarded is verified for, its token changed refuses the old one, and a
+// kind no provider takes receipts for any more is not served.
+func TestMerchantReceipts(t *testing.T) {
+	cfg := DefaultConfig()
+	type merchants struct {
+		token  int
+		blocks []dispatch.ProviderConfig
+	}
+	now := &merchants{}
+	verifiers := cfg.callbackVerifiers(dispatch.NewRegistry(), func() any { return now.token }, func() []dispatch.ProviderConfig { return now.blocks })
+	twilio := verifiers["twilio"]
+	const url = "https://notify.example.com/callbacks/twilio"
+	callback := func(sid, token string) error {
+		params := neturl.Values{"AccountSid": {sid}, "MessageSid": {"SM1"}, "MessageStatus": {"delivered"}}
+		r := httptest.NewRequest(http.MethodPost, url, strings.NewReader(params.Encode()))
+		r.Header.Set("X-Twilio-Signature", dispatch.TwilioSignature(token, url, params))
+		_, err := twilio.Verify(r, url, []byte(params.Encode()), time.Now())
+		return err
+	}
+	block := func(sid, token string) dispatch.ProviderConfig {
+		return dispatch.ProviderConfig{Kind: "twilio", Twilio: dispatch.TwilioConfig{AccountSID: sid, AuthToken: token, From: "ACME"}}
+	}
+	if err := callback("AC-acme", "acme-token-1"); !errors.Is(err, dispatch.ErrNoReceipts) {
+		t.Errorf("no twilio provider anywhere: %v, want ErrNoReceipts", err)
+	}
+	now.blocks, now.token = []dispatch.ProviderConfig{block("AC-acme", "acme-token-1")}, 1
+	if err := callback("AC-acme", "acme-token-1"); err != nil {
+		t.Errorf("acme's callback with acme's token: %v", err)
+	}
+	var bad dispatch.BadSignature
+	if err := callback("AC-acme", "globex-token"); !errors.As(err, &bad) {
+		t.Errorf("acme's callback signed with another token: %v", err)
+	}
+	now.blocks, now.token = []dispatch.ProviderConfig{block("AC-acme", "acme-token-2")}, 2
+	if err := callback("AC-acme", "acme-token-1"); !errors.As(err, &bad) {
+		t.Errorf("the old token after a change: %v", err)
+	}
+	if err := callback("AC-acme", "acme-token-2"); err != nil {
+		t.Errorf("the new token: %v", err)
+	}
+	now.blocks, now.token = nil, 3
+	if err := callback("AC-acme", "acme-token-2"); !errors.Is(err, dispatch.ErrNoReceipts) {
+		t.Errorf("acme removed: %v, want ErrNoReceipts", err)
+	}
 }
