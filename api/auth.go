@@ -40,13 +40,9 @@ type Principal struct {
 }
 
 // ID names the principal uniquely (its rate limit's bucket): names are
-// unique within the platform and within each merchant.
-func (p Principal) ID() string {
-	if p.Merchant == "" {
-		return p.Name
-	}
-	return p.Merchant + "/" + p.Name
-}
+// unique within the platform ("/name") and within each merchant
+// ("merchant/name").
+func (p Principal) ID() string { return p.Merchant + "/" + p.Name }
 
 // Reaches reports whether the principal may see a transaction or result
 // of merchantID: a platform principal every one, a merchant's its own.

@@ -6,9 +6,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -122,5 +126,107 @@ func TestMerchantScope(t *testing.T) {
 				t.Errorf("404 body %q differs from a missing result's", body)
 			}
 		})
+	}
+}
+
+// tableMerchants is a merchants' directory as cmd/notifyd gives the API
+// (consumer.Merchants): a table replaced as settings change.
+type tableMerchants struct {
+	mu    sync.Mutex
+	keys  map[string][2]string // sha256 -> name, merchant
+	users map[string]User
+	rates map[string]*dispatch.RateLimit
+}
+
+func (m *tableMerchants) Key(sum string) (string, string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k, ok := m.keys[sum]
+	return k[0], k[1], ok
+}
+
+func (m *tableMerchants) User(name string) (User, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.users[name]
+	return u, ok
+}
+
+func (m *tableMerchants) RateLimit(merchant string) *dispatch.RateLimit {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rates[merchant]
+}
+
+// TestMerchantPrincipals: keys and users of merchants' settings
+// authenticate as their merchant's, as the settings are now: a password
+// changed in the settings is checked again at once (not taken from the
+// cache of accepted pairs); a merchant's keys share its rate limit; a
+// platform key reads a merchant's result.
+func TestMerchantPrincipals(t *testing.T) {
+	key1, sum1, _ := NewKey()
+	key2, sum2, _ := NewKey()
+	platformKey, platformSum, _ := NewKey()
+	hash := func(p string) string {
+		h, _ := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
+		return string(h)
+	}
+	m := &tableMerchants{
+		keys:  map[string][2]string{sum1: {"backend", "acme"}, sum2: {"backend-2", "acme"}},
+		users: map[string]User{"acme-ops": {Username: "acme-ops", Bcrypt: hash("first"), Role: RoleOperator, Merchant: "acme"}},
+		rates: map[string]*dispatch.RateLimit{"acme": {PerSecond: 0.001, Burst: 1}},
+	}
+	cfg := Config{Listen: DefaultListen, Wait: 50 * time.Millisecond, Keys: []Key{{Name: "ops", SHA256: platformSum}}, RateLimit: rateLimit(1000, 1000)}
+	cfg.SetDefaults()
+	k := newMemoryKafka()
+	s, err := New(cfg, Deps{Commands: k, Results: k, Merchants: m}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	auth := func(header string) (Principal, *authFailure) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", header)
+		return s.auth.authenticate(r)
+	}
+	if p, f := auth("Api-Key " + key1); f != nil || p != (Principal{Name: "backend", Key: true, Merchant: "acme"}) {
+		t.Errorf("a merchant's key: %+v %v", p, f)
+	}
+	if p, f := auth("Api-Key " + platformKey); f != nil || p != (Principal{Name: "ops", Key: true}) {
+		t.Errorf("the platform's key: %+v %v", p, f)
+	}
+	if p, f := auth(basic("acme-ops", "first")); f != nil || p != (Principal{Name: "acme-ops", Role: RoleOperator, Merchant: "acme"}) {
+		t.Errorf("a merchant's user: %+v %v", p, f)
+	}
+	m.mu.Lock()
+	m.users["acme-ops"] = User{Username: "acme-ops", Bcrypt: hash("second"), Role: RoleOperator, Merchant: "acme"}
+	m.mu.Unlock()
+	if _, f := auth(basic("acme-ops", "first")); f == nil || f.status != http.StatusUnauthorized {
+		t.Errorf("the old password after the settings changed it: %v", f)
+	}
+	if _, f := auth(basic("acme-ops", "second")); f != nil {
+		t.Errorf("the new password: %v", f)
+	}
+	// acme's two keys share acme's bucket (burst 1): the second is 429;
+	// the platform's key has its own.
+	if a := post(h, key1, "r-1", `{"order_no":"1","channels":["sms"]}`); a.status != http.StatusAccepted {
+		t.Errorf("acme's first request: %d %s", a.status, a.body)
+	}
+	if a := post(h, key2, "r-2", `{"order_no":"1","channels":["sms"]}`); a.status != http.StatusTooManyRequests {
+		t.Errorf("acme's other key at once: %d %s, want 429", a.status, a.body)
+	}
+	if a := post(h, platformKey, "r-3", `{"order_no":"1","channels":["sms"]}`); a.status != http.StatusAccepted {
+		t.Errorf("the platform's key: %d %s", a.status, a.body)
+	}
+	k.drain()
+	// The platform's key reads a result of acme's that it asked for.
+	k.decide(t, schemas.DeliveryResult{ResultID: "r", CommandID: "acme:p", MerchantID: "acme", Outcome: schemas.OutcomeNotified,
+		Message: schemas.MessageNotified, RequestedBy: "ops", Channels: []schemas.ChannelResult{{Channel: schemas.ChannelSMS, Status: schemas.StatusSent}}})
+	r := httptest.NewRequest(http.MethodGet, PathNotifications+"acme:p/", nil)
+	r.Header.Set("Authorization", "Api-Key "+platformKey)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Errorf("the platform reading acme's result: %d %s", w.Code, w.Body)
 	}
 }

@@ -67,7 +67,7 @@ func (d *Dispatcher) CheckMerchant(merchantID string, p MerchantProfile) error {
 	}
 	// The merchant's own cells parse; merged over the platform's they are
 	// parsed again at its first decision.
-	if len(p.Templates) > 0 {
+	if p.Templates != nil {
 		if _, err := ParseTemplates(p.Templates); err != nil {
 			return err
 		}
@@ -175,24 +175,19 @@ func (d *Dispatcher) buildProviders(p MerchantProfile) (map[schemas.Channel][]Ro
 func (d *Dispatcher) build(merchantID string, p MerchantProfile) (*profile, error) {
 	out := &profile{routes: maps.Clone(d.platform.routes), templates: d.platform.templates, cooldown: d.platform.cooldown}
 	if p.Cooldown != nil {
-		if *p.Cooldown < 0 {
-			return nil, fmt.Errorf("cooldown: must not be negative, got %s", *p.Cooldown)
-		}
-		out.cooldown = *p.Cooldown
+		out.cooldown = *p.Cooldown // CheckMerchant refuses a negative one
 	}
-	if len(p.Providers) > 0 {
-		own, err := d.buildProviders(p)
-		if err != nil {
-			return nil, err
-		}
-		routes, err := d.buildRoutes(own, merchantID)
-		if err != nil {
-			return nil, err
-		}
-		maps.Copy(out.routes, routes)
-		d.metrics.init(routes)
+	own, err := d.buildProviders(p)
+	if err != nil {
+		return nil, err
 	}
-	if len(p.Templates) > 0 {
+	routes, err := d.buildRoutes(own, merchantID)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(out.routes, routes)
+	d.metrics.init(routes)
+	if p.Templates != nil {
 		t, err := ParseTemplates(MergeTemplates(d.merchantCfg.Templates, p.Templates))
 		if err != nil {
 			return nil, err

@@ -2,6 +2,13 @@ package dispatch
 
 import (
 	"bytes"
+	"errors"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -124,11 +131,103 @@ func TestCheckMerchant(t *testing.T) {
 			}
 		})
 	}
-	if err := d.CheckMerchant("acme", MerchantProfile{}); err != nil {
-		t.Errorf("empty settings: %v", err)
+	zero := time.Duration(0)
+	if err := d.CheckMerchant("acme", MerchantProfile{Cooldown: &zero}); err != nil {
+		t.Errorf("empty settings, cooldown 0: %v", err)
 	}
 	plain, _ := New(Config{Templates: defaultTemplates(t)}, newMemStore(), nil)
 	if err := plain.CheckMerchant("acme", MerchantProfile{Providers: map[schemas.Channel][]ProviderConfig{schemas.ChannelSMS: {{Kind: "console"}}}}); err == nil {
 		t.Error("providers built without a registry")
+	}
+}
+
+// TestMerchantBuildFails: settings given without CheckMerchant whose
+// provider cannot be built leave the merchant's decisions to the
+// platform's providers, and say so in the log.
+func TestMerchantBuildFails(t *testing.T) {
+	platformSMS := &okProvider{name: "platform-sms"}
+	txn := paidTxn()
+	txn.MerchantID = "acme"
+	var logs bytes.Buffer
+	d, err := New(Config{Routes: routes(map[schemas.Channel]Provider{schemas.ChannelSMS: platformSMS}, nil), Templates: defaultTemplates(t),
+		Merchants: MerchantConfig{Kinds: NewRegistry(), Env: Env{Console: &bytes.Buffer{}}, Templates: DefaultTemplates()}},
+		newMemStore(txn), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetMerchant("acme", MerchantProfile{Providers: map[schemas.Channel][]ProviderConfig{schemas.ChannelSMS: {{Kind: "webhook"}}}})
+	res := d.Deliver(t.Context(), schemas.ResendCommand{CommandID: "c", Channels: []schemas.Channel{schemas.ChannelSMS}}, txn)
+	if res.Channels[0].Provider != "platform-sms" || res.Channels[0].Status != schemas.StatusSent {
+		t.Errorf("sms %+v, want sent by the platform's provider", res.Channels[0])
+	}
+	if !strings.Contains(logs.String(), "merchant's providers could not be built") || !strings.Contains(logs.String(), "merchant_id=acme") {
+		t.Errorf("log: %s", logs.String())
+	}
+	_, blocks := d.MerchantProviders()
+	if len(blocks) != 1 || blocks[0].Kind != "webhook" {
+		t.Errorf("MerchantProviders = %+v", blocks)
+	}
+	before := d.MerchantsToken()
+	d.RemoveMerchant("acme")
+	if d.MerchantsToken() == before {
+		t.Error("the token did not change with the merchants")
+	}
+	if _, blocks := d.MerchantProviders(); len(blocks) != 0 {
+		t.Errorf("MerchantProviders after removal = %+v", blocks)
+	}
+}
+
+// TestLiveReceipts: every kind with receipts gets a live verifier (meta's
+// a Handshaker) that verifies with the blocks of its kind as they are when
+// the token changes, and only then reads them again.
+func TestLiveReceipts(t *testing.T) {
+	token, reads := 1, 0
+	var blocks []ProviderConfig
+	live := NewRegistry().LiveReceipts(func() any { return token }, func() []ProviderConfig { reads++; return blocks })
+	if got := slices.Sorted(maps.Keys(live)); !slices.Equal(got, []string{"meta", "twilio", "webhook"}) {
+		t.Fatalf("kinds %v", got)
+	}
+	if _, ok := live["twilio"].(Handshaker); ok {
+		t.Error("twilio's verifier answers handshakes")
+	}
+	meta, ok := live["meta"].(Handshaker)
+	if !ok {
+		t.Fatal("meta's verifier answers no handshake")
+	}
+	hook := func(secret string) error {
+		body := []byte(`{"id":"m1","status":"delivered"}`)
+		r := httptest.NewRequest(http.MethodPost, "/callbacks/webhook", bytes.NewReader(body))
+		r.Header.Set(WebhookSignatureHeader, WebhookSignature(secret, time.Now(), body))
+		_, err := live["webhook"].Verify(r, "", body, time.Now())
+		return err
+	}
+	q := url.Values{"hub.mode": {"subscribe"}, "hub.verify_token": {"verify-me"}, "hub.challenge": {"42"}}
+	if err := hook("s1"); !errors.Is(err, ErrNoReceipts) {
+		t.Errorf("no blocks: %v, want ErrNoReceipts", err)
+	}
+	if _, ok := meta.Handshake(q); ok {
+		t.Error("a handshake answered with no meta provider")
+	}
+	blocks = []ProviderConfig{
+		{Kind: "webhook", Webhook: WebhookConfig{URL: "https://a.example/send", ReceiptSecret: "s1"}},
+		{Kind: "meta", Meta: MetaConfig{PhoneNumberID: "1", AccessToken: "t", AppSecret: "a", VerifyToken: "verify-me"}},
+	}
+	if err := hook("s1"); !errors.Is(err, ErrNoReceipts) {
+		t.Errorf("the token unchanged: %v, want the blocks read before", err)
+	}
+	token = 2
+	if err := hook("s1"); err != nil {
+		t.Errorf("a webhook receipt with its secret: %v", err)
+	}
+	if c, ok := meta.Handshake(q); !ok || c != "42" {
+		t.Errorf("handshake = %q %v", c, ok)
+	}
+	if _, err := live["twilio"].Verify(httptest.NewRequest(http.MethodPost, "/", nil), "", nil, time.Now()); !errors.Is(err, ErrNoReceipts) {
+		t.Errorf("twilio, given only other kinds' blocks: %v", err)
+	}
+	readsAt2 := reads
+	_ = hook("s1")
+	if reads != readsAt2 {
+		t.Errorf("blocks read again with the token unchanged (%d, then %d)", readsAt2, reads)
 	}
 }

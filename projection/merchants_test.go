@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -168,5 +169,72 @@ func TestMerchantSettingsStored(t *testing.T) {
 	}
 	if err := (&Store{}).ApplyMerchantSettings(0, nil, 1); err == nil {
 		t.Error("applied without a MerchantsTopic")
+	}
+}
+
+// TestMerchantAttention: the needs-attention filter by merchant (an entry
+// of before merchants is the default's), its batch id, and recovery
+// commands limited to each transaction's merchant.
+func TestMerchantAttention(t *testing.T) {
+	acme := AttentionItem{SessionID: "s1", MerchantID: "acme", Channel: schemas.ChannelSMS, CommandID: "c1"}
+	old := AttentionItem{SessionID: "s2", Channel: schemas.ChannelSMS, CommandID: "c2"}
+	named := AttentionItem{SessionID: "s3", MerchantID: schemas.MerchantDefault, Channel: schemas.ChannelSMS, CommandID: "c3"}
+	for _, c := range []struct {
+		merchant string
+		item     AttentionItem
+		want     bool
+	}{
+		{"", acme, true}, {"", old, true}, {"acme", acme, true}, {"acme", old, false}, {"globex", acme, false},
+		{schemas.MerchantDefault, old, true}, {schemas.MerchantDefault, named, true}, {schemas.MerchantDefault, acme, false},
+	} {
+		if got := (AttentionFilter{Merchant: c.merchant}).Matches(c.item); got != c.want {
+			t.Errorf("merchant %q matches %+v: %v, want %v", c.merchant, c.item, got, c.want)
+		}
+	}
+	f := AttentionFilter{Channel: schemas.ChannelSMS}
+	platform := BatchID(f)
+	f.Merchant = "acme"
+	if BatchID(f) == platform {
+		t.Error("a merchant's batch has the platform's batch id")
+	}
+	f.Merchant = ""
+	if BatchID(f) != platform {
+		t.Error("the batch id changed without a merchant")
+	}
+	plan := PlanRecovery(AttentionFilter{}, []AttentionItem{acme, old}, "ops", time.Unix(0, 0))
+	if len(plan.Commands) != 2 || plan.Commands[0].MerchantID != "acme" || plan.Commands[1].MerchantID != "" {
+		t.Errorf("recovery commands %+v", plan.Commands)
+	}
+	var st ApplyStats
+	st.Add(ApplyStats{Mismatched: 2})
+	st.Add(ApplyStats{Mismatched: 3, Applied: 1})
+	if st.Mismatched != 5 || st.Applied != 1 {
+		t.Errorf("ApplyStats.Add: %+v", st)
+	}
+}
+
+// TestMerchantSnapshots: the default merchant's snapshots keep the layout
+// of before merchants (readable by the version before); another
+// merchant's carry its id, which must be one.
+func TestMerchantSnapshots(t *testing.T) {
+	ev := schemas.PaymentEvent{EventID: "e", SessionID: "s", MerchantID: schemas.MerchantDefault, State: schemas.StatePaid}
+	snap, err := encodeSnapshot(&ev)
+	if err != nil || snap[0] != snapshotTag {
+		t.Fatalf("default merchant's snapshot starts %x (%v), want %x", snap[0], err, snapshotTag)
+	}
+	ev.MerchantID = "acme"
+	snap, _ = encodeSnapshot(&ev)
+	if snap[0] != snapshotMerchantTag {
+		t.Fatalf("acme's snapshot starts %x", snap[0])
+	}
+	if got, err := decodeSnapshot(snap); err != nil || got.MerchantID != "acme" {
+		t.Errorf("decoded %+v %v", got, err)
+	}
+	bad := append(snap[:len(snap)-len("acme")-1:len(snap)-len("acme")-1], appendString(nil, "a/b")...)
+	if _, err := decodeSnapshot(bad); err == nil {
+		t.Error("a snapshot with a merchant_id that is not one decoded")
+	}
+	if h := encodeHead(1, "o", schemas.MerchantDefault); len(h) != 11 {
+		t.Errorf("default merchant's head is %d bytes, want 11 (as before merchants)", len(h))
 	}
 }

@@ -193,8 +193,10 @@ func decodeRateLimit(v json.RawMessage) (*MerchantRateLimit, error) {
 		lit := string(bytes.TrimSpace(obj[name]))
 		switch name {
 		case "per_second":
+			// A JSON number (the value is valid JSON): ParseFloat's
+			// spellings that are not (Inf, NaN, hex) never come here.
 			f, err := strconv.ParseFloat(lit, 64)
-			if err != nil || !(f > 0) || lit == "" || (lit[0] != '-' && (lit[0] < '0' || lit[0] > '9')) {
+			if err != nil || !(f > 0) {
 				return nil, invalid(at+".per_second", "must be a number above 0")
 			}
 			r.PerSecond = f
@@ -275,9 +277,9 @@ func (s *MerchantSettings) decodeProviders(v json.RawMessage) error {
 		if !Channel(name).Valid() {
 			return invalid(at, "is not a channel (want email, sms or whatsapp)")
 		}
-		raw := bytes.TrimSpace(obj[name])
+		raw := bytes.TrimSpace(obj[name]) // a member of a valid object: never empty
 		blocks := []json.RawMessage{raw}
-		if len(raw) > 0 && raw[0] == '[' {
+		if raw[0] == '[' {
 			if blocks, err = array(raw, at); err != nil {
 				return err
 			}

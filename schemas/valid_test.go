@@ -111,3 +111,23 @@ func TestStopsString(t *testing.T) {
 		}
 	}
 }
+
+// TestValidMerchantID: each end of each range of a merchant_id's
+// characters, and the character just outside it.
+func TestValidMerchantID(t *testing.T) {
+	for _, c := range []struct {
+		id   string
+		want bool
+	}{
+		{"a", true}, {"z", true}, {"A", true}, {"Z", true}, {"0", true}, {"9", true}, {".", true}, {"_", true}, {"-", true},
+		{"`", false}, {"{", false}, {"@", false}, {"[", false}, {"/", false}, {":", false}, {"", false}, {" ", false},
+		{strings.Repeat("m", MaxMerchantIDLength), true}, {strings.Repeat("m", MaxMerchantIDLength+1), false},
+	} {
+		if got := ValidMerchantID(c.id); got != c.want {
+			t.Errorf("ValidMerchantID(%q) = %v, want %v", c.id, got, c.want)
+		}
+	}
+	if MerchantOf("") != MerchantDefault || MerchantOf("acme") != "acme" {
+		t.Error("MerchantOf")
+	}
+}
