@@ -338,7 +338,7 @@ func (h *harness) start(o instanceOpts) *instance {
 	}
 	dcfg := dispatch.Config{Routes: map[schemas.Channel][]dispatch.Route{}, Templates: tpl, Cooldown: o.cooldown}
 	if o.merchantKinds {
-		dcfg.Merchants = dispatch.MerchantConfig{Kinds: dispatch.NewRegistry(), Env: dispatch.Env{Console: io.Discard}, Templates: o.templates}
+		dcfg.Merchants = dispatch.MerchantConfig{Kinds: dispatch.NewRegistry(), Env: dispatch.Env{Console: io.Discard}}
 	}
 	for _, ch := range o.channels {
 		dcfg.Routes[ch] = []dispatch.Route{{Provider: o.provider, Retry: o.retry}}

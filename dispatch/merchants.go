@@ -39,9 +39,6 @@ type MerchantConfig struct {
 	Kinds *Registry
 	// Env is the providers' environment (as the platform's).
 	Env Env
-	// Templates are the platform's templates as configured, under every
-	// merchant's own.
-	Templates TemplateConfig
 }
 
 // merchantEntry is one merchant's settings and, once a decision needed
@@ -65,8 +62,8 @@ func (d *Dispatcher) CheckMerchant(merchantID string, p MerchantProfile) error {
 	if _, err := d.buildProviders(p); err != nil {
 		return err
 	}
-	// The merchant's own cells parse; merged over the platform's they are
-	// parsed again at its first decision.
+	// The merchant's own cells parse (parsed again at its first decision,
+	// and laid over the platform's).
 	if p.Templates != nil {
 		if _, err := ParseTemplates(p.Templates); err != nil {
 			return err
@@ -188,11 +185,11 @@ func (d *Dispatcher) build(merchantID string, p MerchantProfile) (*profile, erro
 	maps.Copy(out.routes, routes)
 	d.metrics.init(routes)
 	if p.Templates != nil {
-		t, err := ParseTemplates(MergeTemplates(d.merchantCfg.Templates, p.Templates))
+		own, err := ParseTemplates(p.Templates)
 		if err != nil {
 			return nil, err
 		}
-		out.templates = t
+		out.templates = out.templates.Over(own)
 	}
 	return out, nil
 }

@@ -32,7 +32,7 @@ func TestMerchantProfiles(t *testing.T) {
 		Routes:    routes(map[schemas.Channel]Provider{schemas.ChannelSMS: platformSMS, schemas.ChannelEmail: platformEmail}, nil),
 		Templates: defaultTemplates(t),
 		Now:       func() time.Time { return fixedNow },
-		Merchants: MerchantConfig{Kinds: NewRegistry(), Env: Env{Console: &console}, Templates: DefaultTemplates()},
+		Merchants: MerchantConfig{Kinds: NewRegistry(), Env: Env{Console: &console}},
 	}, store, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +55,12 @@ func TestMerchantProfiles(t *testing.T) {
 		t.Errorf("Merchants() = %v", got)
 	}
 	during, other := deliver(acme, "acme"), deliver(globex, "globex")
+	// A cell the merchant does not set is the platform's.
+	forced := d.Deliver(t.Context(), schemas.ResendCommand{CommandID: "forced", Channels: []schemas.Channel{schemas.ChannelEmail}, Force: true}, acme)
+	if sent := platformEmail.sent(); forced.Channels[0].Status != schemas.StatusSent || len(sent) == 0 || sent[len(sent)-1].CommandID != "forced" ||
+		sent[len(sent)-1].Subject == "" {
+		t.Errorf("acme's email with the platform's template: %+v", forced.Channels)
+	}
 	d.RemoveMerchant("acme")
 	after := deliver(acme, "after")
 
@@ -106,8 +112,8 @@ func TestMerchantProfiles(t *testing.T) {
 // TestCheckMerchant: settings that cannot be applied are refused with the
 // key at fault.
 func TestCheckMerchant(t *testing.T) {
-	d, err := New(Config{Templates: defaultTemplates(t), Merchants: MerchantConfig{Kinds: NewRegistry(), Env: Env{Console: &bytes.Buffer{}},
-		Templates: DefaultTemplates()}}, newMemStore(), nil)
+	d, err := New(Config{Templates: defaultTemplates(t), Merchants: MerchantConfig{Kinds: NewRegistry(), Env: Env{Console: &bytes.Buffer{}}}},
+		newMemStore(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +156,7 @@ func TestMerchantBuildFails(t *testing.T) {
 	txn.MerchantID = "acme"
 	var logs bytes.Buffer
 	d, err := New(Config{Routes: routes(map[schemas.Channel]Provider{schemas.ChannelSMS: platformSMS}, nil), Templates: defaultTemplates(t),
-		Merchants: MerchantConfig{Kinds: NewRegistry(), Env: Env{Console: &bytes.Buffer{}}, Templates: DefaultTemplates()}},
+		Merchants: MerchantConfig{Kinds: NewRegistry(), Env: Env{Console: &bytes.Buffer{}}}},
 		newMemStore(txn), slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)

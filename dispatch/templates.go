@@ -128,6 +128,15 @@ type Templates struct {
 	cells map[cellKey]*parsedTemplate
 }
 
+// Over returns the templates of t with those of own in their cells: what a
+// merchant's decisions render (parsed templates are shared, never
+// changed).
+func (t *Templates) Over(own *Templates) *Templates {
+	out := &Templates{cells: maps.Clone(t.cells)}
+	maps.Copy(out.cells, own.cells)
+	return out
+}
+
 type cellKey struct {
 	ch   schemas.Channel
 	st   schemas.State
