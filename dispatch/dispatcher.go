@@ -123,7 +123,7 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 	if d.now == nil {
 		d.now = time.Now
 	}
-	routes, err := d.buildRoutes(cfg.Routes, "")
+	routes, err := d.buildRoutes(cfg.Routes, "", d.log)
 	if err != nil {
 		return nil, err
 	}
@@ -136,9 +136,10 @@ func New(cfg Config, txns Transactions, log *slog.Logger) (*Dispatcher, error) {
 }
 
 // buildRoutes makes the routes the Dispatcher runs (defaulted, named, each
-// with its limiter and breaker) of each channel's Routes; merchant names
-// the merchant whose routes they are in logs ("" for the platform's).
-func (d *Dispatcher) buildRoutes(cfg map[schemas.Channel][]Route, merchant string) (map[schemas.Channel][]*route, error) {
+// with its limiter and breaker) of each channel's Routes; owner prefixes
+// their breakers' names ("" for the platform's, "<merchant_id>/" for a
+// merchant's) and log is where their circuits' changes are told.
+func (d *Dispatcher) buildRoutes(cfg map[schemas.Channel][]Route, owner string, log *slog.Logger) (map[schemas.Channel][]*route, error) {
 	out := map[schemas.Channel][]*route{}
 	for ch, routes := range cfg {
 		if !ch.Valid() {
@@ -162,13 +163,10 @@ func (d *Dispatcher) buildRoutes(cfg map[schemas.Channel][]Route, merchant strin
 			if err := bp.Validate(); err != nil {
 				return nil, fmt.Errorf("dispatch: %s[%d].circuit_breaker: %w", ch, i, err)
 			}
-			log := d.log.With("channel", string(ch), "provider", rt.name)
-			if merchant != "" {
-				log = log.With("merchant_id", merchant)
-			}
-			rt.breaker = newBreaker(merchant+"/"+string(ch)+"/"+rt.name, bp, func(to gobreaker.State) {
+			rlog := log.With("channel", string(ch), "provider", rt.name)
+			rt.breaker = newBreaker(owner+string(ch)+"/"+rt.name, bp, func(to gobreaker.State) {
 				d.metrics.circuit(rt.name, ch, float64(to))
-				log.Warn("provider circuit " + to.String())
+				rlog.Warn("provider circuit " + to.String())
 			})
 			out[ch] = append(out[ch], rt)
 		}

@@ -178,7 +178,7 @@ func (d *Dispatcher) build(merchantID string, p MerchantProfile) (*profile, erro
 	if err != nil {
 		return nil, err
 	}
-	routes, err := d.buildRoutes(own, merchantID)
+	routes, err := d.buildRoutes(own, merchantID+"/", d.log.With("merchant_id", merchantID))
 	if err != nil {
 		return nil, err
 	}
