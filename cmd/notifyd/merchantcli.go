@@ -57,23 +57,20 @@ func merchantCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	switch sub {
 	case "put":
 		return merchantPut(ctx, cfg, conn, topic, file, stderr)
-	case "get", "list":
-		check, err := settingsChecker(cfg)
+	case "get", "list", "reseal":
+		all, err := settingsInForce(ctx, cfg, conn, topic)
 		if err != nil {
 			return err
 		}
-		all, err := readSettings(ctx, conn, topic, check)
-		if err != nil {
-			return err
-		}
-		if sub == "get" {
+		switch sub {
+		case "get":
 			return merchantGet(all, topic, fs.Arg(0), stdout)
+		case "list":
+			return merchantList(all, stdout)
 		}
-		return merchantList(all, stdout)
-	case "delete":
-		return merchantDelete(ctx, conn, topic, fs.Arg(0), stderr)
+		return merchantReseal(ctx, cfg, conn, topic, all, stderr)
 	default:
-		return merchantReseal(ctx, cfg, conn, topic, stderr)
+		return merchantDelete(ctx, conn, topic, fs.Arg(0), stderr)
 	}
 }
 
@@ -168,6 +165,16 @@ func readSettings(ctx context.Context, conn consumer.Conn, topic string, check f
 	return out, nil
 }
 
+// settingsInForce reads each merchant's settings in force (readSettings),
+// checked as every instance of cfg checks them.
+func settingsInForce(ctx context.Context, cfg Config, conn consumer.Conn, topic string) (map[string][]byte, error) {
+	check, err := settingsChecker(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return readSettings(ctx, conn, topic, check)
+}
+
 // settingsChecker checks records as every instance of cfg does.
 func settingsChecker(cfg Config) (func(id string, value []byte) error, error) {
 	keys, err := cfg.sealingKeys()
@@ -237,16 +244,8 @@ func merchantDelete(ctx context.Context, conn consumer.Conn, topic, id string, s
 // merchantReseal seals every merchant's secrets again with the current
 // sealing key, after a rotation (the old key among
 // merchants.previous_sealing_keys); the old key can go once it is done.
-func merchantReseal(ctx context.Context, cfg Config, conn consumer.Conn, topic string, stderr io.Writer) error {
+func merchantReseal(ctx context.Context, cfg Config, conn consumer.Conn, topic string, all map[string][]byte, stderr io.Writer) error {
 	keys, err := cfg.sealingKeys()
-	if err != nil {
-		return err
-	}
-	check, err := settingsChecker(cfg)
-	if err != nil {
-		return err
-	}
-	all, err := readSettings(ctx, conn, topic, check)
 	if err != nil {
 		return err
 	}
