@@ -1,9 +1,12 @@
 package projection
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,6 +196,12 @@ func TestMerchantAttention(t *testing.T) {
 	}
 	f := AttentionFilter{Channel: schemas.ChannelSMS}
 	platform := BatchID(f)
+	// A platform-wide batch keeps the id it had before merchants: the
+	// hash of the five fields of the filter.
+	sum := sha256.Sum256([]byte("notifyd-recovery-v1\x00" + strings.Join([]string{"sms", "", "", "", ""}, "\x00")))
+	if want := hex.EncodeToString(sum[:6]); platform != want {
+		t.Errorf("the platform's batch id %s, want %s as before merchants", platform, want)
+	}
 	f.Merchant = "acme"
 	if BatchID(f) == platform {
 		t.Error("a merchant's batch has the platform's batch id")
@@ -233,6 +242,10 @@ func TestMerchantSnapshots(t *testing.T) {
 	bad := append(snap[:len(snap)-len("acme")-1:len(snap)-len("acme")-1], appendString(nil, "a/b")...)
 	if _, err := decodeSnapshot(bad); err == nil {
 		t.Error("a snapshot with a merchant_id that is not one decoded")
+	}
+	long := strings.Repeat("m", schemas.MaxMerchantIDLength)
+	if _, _, rest, err := decodeHead(encodeHead(1, "", long)); err != nil || headMerchant(rest) != long {
+		t.Errorf("a head with a %d-character merchant_id and no order_no: %q %v", len(long), rest, err)
 	}
 	if h := encodeHead(1, "o", schemas.MerchantDefault); len(h) != 11 {
 		t.Errorf("default merchant's head is %d bytes, want 11 (as before merchants)", len(h))
