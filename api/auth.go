@@ -196,17 +196,17 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, *authFailure) 
 				match = i
 			}
 		}
-		if match < 0 && a.merchants != nil {
+		if match >= 0 {
+			return Principal{Name: a.keys[match].name, Key: true, Merchant: a.keys[match].merchant}, nil
+		}
+		if a.merchants != nil {
 			// A merchant's key: found by its SHA-256, which only the
 			// key's holder can give.
 			if name, merchant, ok := a.merchants.Key(hex.EncodeToString(sum[:])); ok {
 				return Principal{Name: name, Key: true, Merchant: merchant}, nil
 			}
 		}
-		if match < 0 {
-			return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgInvalidKey}
-		}
-		return Principal{Name: a.keys[match].name, Key: true, Merchant: a.keys[match].merchant}, nil
+		return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgInvalidKey}
 	case strings.EqualFold(scheme, "Basic"):
 		user, pass, ok := r.BasicAuth()
 		if !ok {
