@@ -44,6 +44,8 @@ type ConsoleBackend interface {
 	// Delivery returns the furthest delivery status of a provider
 	// message, from the providers' receipts.
 	Delivery(providerMessageID string) (schemas.DeliveryEvent, bool, error)
+	// Counts returns the per-merchant counts of channel results.
+	Counts(f projection.CountsFilter) ([]projection.ChannelCounts, string, error)
 }
 
 // consolePrefix is where the console is served.
@@ -97,7 +99,7 @@ func newConsole(s *Server, backend ConsoleBackend) (*console, error) {
 		// merchant names an entry's merchant: one from before merchants is the default's.
 		"merchant": schemas.MerchantOf,
 	}
-	for _, page := range []string{"login", "home", "txn", "attention", "recover", "batch"} {
+	for _, page := range []string{"login", "home", "txn", "attention", "recover", "batch", "counts"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/layout.html", "console/"+page+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: %w", err)
@@ -127,6 +129,7 @@ func (c *console) routes(mux *http.ServeMux) {
 	page("GET /console/attention", c.signedIn(c.attention))
 	page("POST /console/recover", c.signedIn(c.operator(c.limited(c.recover))))
 	page("GET /console/recover/{batch}", c.signedIn(c.batchPage))
+	page("GET /console/counts", c.signedIn(c.counts))
 	page("GET /console/static/", c.static.ServeHTTP)
 	page("/console/", http.NotFound) // another page, or another method
 	mux.HandleFunc("/console", func(w http.ResponseWriter, r *http.Request) {

@@ -61,6 +61,10 @@ func (b consoleBackend) Attention(f projection.AttentionFilter) ([]projection.At
 	return b.store.Attention(f)
 }
 
+func (b consoleBackend) Counts(f projection.CountsFilter) ([]projection.ChannelCounts, string, error) {
+	return b.store.Counts(f)
+}
+
 func (b consoleBackend) Delivery(id string) (schemas.DeliveryEvent, bool, error) {
 	return b.store.Delivery(id)
 }

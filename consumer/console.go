@@ -64,6 +64,16 @@ func (s *Service) Attention(f projection.AttentionFilter) ([]projection.Attentio
 	return store.Attention(f)
 }
 
+// Counts returns the per-merchant counts of channel results
+// (projection.Store.Counts).
+func (s *Service) Counts(f projection.CountsFilter) ([]projection.ChannelCounts, string, error) {
+	store, _, err := s.storeAndDispatcher()
+	if err != nil {
+		return nil, "", err
+	}
+	return store.Counts(f)
+}
+
 // Delivery returns the furthest delivery status of a provider message
 // (projection.Store.Delivery).
 func (s *Service) Delivery(providerMessageID string) (schemas.DeliveryEvent, bool, error) {

@@ -38,7 +38,10 @@
 //
 // From the results topic the store also keeps a history index, the last
 // send of each channel and state (processing.cooldown) and the correlation
-// of provider message ids (history.go); from the deliveries topic, the
+// of provider message ids (history.go) and per-merchant counts of channel
+// results by UTC day (counts.go: each command's answer counted once, so a
+// duplicate's republished result or a replay adds nothing); from the
+// deliveries topic, the
 // furthest delivery status of each message (deliveries.go); from the
 // console-sessions topic, when each console user's sessions last ended
 // (sessions.go). All rebuild from their topics like the rest.

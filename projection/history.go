@@ -157,11 +157,7 @@ func forgetAttention(b *pebble.Batch, sessionID string) error {
 // indexResult adds a delivery result, the first of its command on the
 // topic, to the history index in batch b (an indexed batch: later results
 // of the same batch see it).
-func indexResult(b *pebble.Batch, value []byte) error {
-	var r schemas.DeliveryResult
-	if err := json.Unmarshal(value, &r); err != nil {
-		return nil // resultCommandID let it through only if it decodes
-	}
+func indexResult(b *pebble.Batch, r *schemas.DeliveryResult) error {
 	if r.SessionID == "" || r.State == nil {
 		return nil // not about a known transaction
 	}
@@ -214,7 +210,7 @@ func indexResult(b *pebble.Batch, value []byte) error {
 		}
 	}
 	for _, c := range sent {
-		if err := indexSent(b, &r, c); err != nil {
+		if err := indexSent(b, r, c); err != nil {
 			return err
 		}
 	}

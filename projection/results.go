@@ -12,8 +12,9 @@ import (
 )
 
 // ApplyResults records delivery results of one results-topic partition in the
-// idempotency table (command_id -> the result's bytes as published), in one
-// atomic batch with the partition's next offset. The first result of a
+// idempotency table (command_id -> the result's bytes as published), the
+// history index and the per-merchant counts, in one atomic batch with the
+// partition's next offset. The first result of a
 // command_id read from the topic is kept and supersedes one this instance
 // recorded itself (RecordResult) but has not read back yet: the first
 // result on the topic is the command's answer, the one every instance
@@ -28,22 +29,25 @@ func (s *Store) ApplyResults(partition int, records []Record) (added []FirstResu
 	b := s.db.NewIndexedBatch()
 	defer s.release(b)
 	for i := range records {
-		id, ok := resultCommandID(records[i].Value)
+		r, ok := decodeResult(records[i].Value)
 		if !ok {
 			s.log.Warn("result skipped: no command_id", "partition", partition, "offset", records[i].Offset)
 			continue
 		}
-		first, answer, err := s.putResult(b, id, records[i].Value)
+		first, answer, err := s.putResult(b, r.CommandID, records[i].Value)
 		if err != nil {
 			return nil, fmt.Errorf("apply results partition %d offset %d: %w", partition, records[i].Offset, err)
 		}
 		if first {
-			added = append(added, FirstResult{CommandID: id, Value: records[i].Value})
+			added = append(added, FirstResult{CommandID: r.CommandID, Value: records[i].Value})
+			if err := countResult(b, &r); err != nil {
+				return nil, fmt.Errorf("apply results partition %d offset %d: counts: %w", partition, records[i].Offset, err)
+			}
 		}
 		// The history indexes the command's answer: its first result, and
 		// that one again (a replay, or a re-read that builds the index).
 		if answer {
-			if err := indexResult(b, records[i].Value); err != nil {
+			if err := indexResult(b, &r); err != nil {
 				return nil, fmt.Errorf("apply results partition %d offset %d: history: %w", partition, records[i].Offset, err)
 			}
 		}
@@ -67,15 +71,14 @@ type FirstResult struct {
 	Value []byte
 }
 
-// resultCommandID returns the command_id of a result record, ok=false when
-// the record is not a delivery result notifyd could publish again (it must
-// decode whole: a record stored here is republished for duplicates).
-func resultCommandID(v []byte) (string, bool) {
-	var r schemas.DeliveryResult
+// decodeResult decodes a result record, ok=false when it is not a
+// delivery result notifyd could publish again (it must decode whole: a
+// record stored here is republished for duplicates) or has no command_id.
+func decodeResult(v []byte) (r schemas.DeliveryResult, ok bool) {
 	if len(v) == 0 || json.Unmarshal(v, &r) != nil || r.CommandID == "" || r.ResultID == "" {
-		return "", false
+		return r, false
 	}
-	return r.CommandID, true
+	return r, true
 }
 
 // putResult records a result read from the topic unless the command_id has

@@ -176,6 +176,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err == nil {
 		err = s.upgradeProjection()
 	}
+	if err == nil {
+		err = s.upgradeCounts()
+	}
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)

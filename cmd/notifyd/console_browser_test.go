@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -401,6 +402,27 @@ templates:
 		t.Errorf("acme's recovery: %q / %q", s, sample)
 	}
 	shot("13-merchant-user-recovery")
+	// acme's counts: its own, by channel and day, no merchant column; the
+	// email that failed in the outage among them.
+	must("acme's counts", chromedp.Navigate(base+"counts"), chromedp.WaitVisible(chromedp.CSS("#totals")))
+	if head, rows := text("#totals thead"), text("#totals tbody"); strings.Contains(head, "Merchant") ||
+		!regexp.MustCompile(`email \d+ [1-9]\d* \d+`).MatchString(rows) || strings.Contains(rows, "default") {
+		t.Errorf("acme's counts: %q / %q", head, rows)
+	}
+	if days := text("#days tbody"); !strings.Contains(days, time.Now().UTC().Format("2006-01-02")+" email") {
+		t.Errorf("acme's counts by day: %q", days)
+	}
+	shot("14-merchant-user-counts")
+	must("sign out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#username")))
+
+	// The platform's counts: every merchant's totals, a link to each.
+	signIn("ops", "ops pass")
+	must("platform counts", chromedp.Navigate(base+"counts"), chromedp.WaitVisible(chromedp.CSS("#totals")))
+	if head, rows := text("#totals thead"), text("#totals tbody"); !strings.Contains(head, "Merchant") ||
+		!strings.Contains(rows, "acme email") || !strings.Contains(rows, "default email") {
+		t.Errorf("platform counts: %q / %q", head, rows)
+	}
+	shot("15-platform-counts")
 	must("sign out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#username")))
 }
 
