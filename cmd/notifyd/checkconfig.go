@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/notifyd/notifyd/api"
@@ -39,15 +38,6 @@ func checkConfig(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 	if _, err := cfg.routes(dispatch.NewRegistry(), io.Discard); err != nil {
 		return err
 	}
-	var providers []string
-	for name, chain := range cfg.Providers {
-		kinds := make([]string, len(chain))
-		for i, p := range chain {
-			kinds[i] = p.Kind
-		}
-		providers = append(providers, name+": "+strings.Join(kinds, " then "))
-	}
-	slices.Sort(providers)
 	if cfg.API.Enabled() {
 		if _, err := api.New(cfg.API, api.Deps{}, slog.New(slog.DiscardHandler)); err != nil {
 			return err
@@ -67,13 +57,11 @@ func checkConfig(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 			kafka += ", SASL " + sc.SASL.Name()
 		}
 	}
-	templates := 0
-	for _, states := range cfg.Templates {
-		for _, langs := range states {
-			templates += len(langs)
-		}
+	templates := fmt.Sprintf("%d rendered (the built-in ones)", countTemplates(cfg.Templates))
+	if cfg.fileTemplates > 0 {
+		templates = fmt.Sprintf("%d rendered (%d of them from the file, over the built-in ones)", countTemplates(cfg.Templates), cfg.fileTemplates)
 	}
-	apiListen := "off"
+	apiListen := cfg.apiOff()
 	if cfg.API.Enabled() {
 		apiListen = cfg.API.Listen
 		if l := cfg.API.RateLimit; l != nil && l.PerSecond > 0 {
@@ -82,8 +70,8 @@ func checkConfig(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 			apiListen += ", no rate limit per key or user (api.rate_limit)"
 		}
 	}
-	fmt.Fprintf(stdout, "notifyd check-config: %s is valid\n  kafka: %s\n  store.dir: %s (%s)\n  providers: %s\n  templates: %d rendered\n  api: %s\n  merchants: %s\n",
-		source, kafka, cfg.Store.Dir, diskGuardSummary(cfg.Store), strings.Join(providers, ", "), templates, apiListen, sealingSummary(cfg))
+	fmt.Fprintf(stdout, "notifyd check-config: %s is valid\n  kafka: %s\n  store.dir: %s (%s)\n  channels:\n    %s\n  templates: %s\n  api: %s\n  merchants: %s\n",
+		source, kafka, cfg.Store.Dir, diskGuardSummary(cfg.Store), strings.Join(cfg.channelSummary(), "\n    "), templates, apiListen, sealingSummary(cfg))
 	return nil
 }
 

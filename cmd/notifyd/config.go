@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/notifyd/notifyd/api"
@@ -29,6 +30,59 @@ type Config struct {
 	Log            LogConfig                `yaml:"log"`
 	// Merchants seals merchants' secrets (merchants.go).
 	Merchants MerchantsConfig `yaml:"merchants"`
+	// fileTemplates is how many templates the file gave (over the
+	// built-in ones).
+	fileTemplates int
+	// apiUnset says the file left api.listen out (the API is off).
+	apiUnset bool
+}
+
+// apiOff says why the API and the console are off, for check-config and
+// the start-up log.
+func (c *Config) apiOff() string {
+	if c.apiUnset {
+		return "OFF: api.listen is not set in the file, so the HTTP API and the console are not served (set api.listen, such as " + api.DefaultListen + ", to serve them)"
+	}
+	return "off (api.listen: off)"
+}
+
+// channelSummary says, per channel, which providers send it and which
+// states of the channel matrix it notifies, or that it has no provider
+// (naming the key): what check-config prints and serve logs.
+func (c *Config) channelSummary() []string {
+	var out []string
+	for _, ch := range schemas.Channels {
+		name := string(ch)
+		chain := c.Providers[name]
+		if len(chain) == 0 {
+			out = append(out, fmt.Sprintf("%s: NO PROVIDER (providers.%s): every %s resend is rejected %s", name, name, name, schemas.ReasonProviderNotConfigured))
+			continue
+		}
+		kinds := make([]string, len(chain))
+		for i, p := range chain {
+			kinds[i] = p.Kind
+		}
+		// Every state of the matrix has a template: the file's laid over
+		// the built-in ones.
+		states := make([]string, 0, 9)
+		for _, st := range dispatch.SupportedStates(ch) {
+			states = append(states, string(st))
+		}
+		line := fmt.Sprintf("%s: %s; sends %s", name, strings.Join(kinds, " then "), strings.Join(states, ", "))
+		out = append(out, line)
+	}
+	return out
+}
+
+// countTemplates counts the <channel>.<state>.<language> cells of t.
+func countTemplates(t dispatch.TemplateConfig) int {
+	n := 0
+	for _, states := range t {
+		for _, langs := range states {
+			n += len(langs)
+		}
+	}
+	return n
 }
 
 // KafkaConfig is the kafka block.

@@ -44,8 +44,11 @@ func TestParseConfig(t *testing.T) {
 				if c.Kafka.Topics.PaymentEvents != "payment-events" || c.Kafka.Topics.DeadLetter != "notification-commands-dlq" {
 					t.Errorf("topics: %+v", c.Kafka.Topics)
 				}
-				if len(c.Providers) != 0 || len(c.Templates) != 0 {
-					t.Errorf("a file's providers and templates are the whole set: %+v", c.Providers)
+				if len(c.Providers) != 0 {
+					t.Errorf("a file's providers are the whole set: %+v", c.Providers)
+				}
+				if !reflect.DeepEqual(c.Templates, dispatch.DefaultTemplates()) {
+					t.Errorf("a file without templates has the built-in ones: %+v", c.Templates)
 				}
 			}},
 		{name: "full", yaml: `
@@ -72,6 +75,12 @@ templates:
 			}
 			if got := c.Templates["email"]["paid"]["en"].Text; got != "Hi {{.CustomerFirstName}}, s3cret" {
 				t.Errorf("env expansion: %q", got)
+			}
+			// The file's cell over the built-in ones, the others kept.
+			def := dispatch.DefaultTemplates()
+			if !reflect.DeepEqual(c.Templates["email"]["paid"]["ar"], def["email"]["paid"]["ar"]) || !reflect.DeepEqual(c.Templates["sms"]["voided"]["en"], def["sms"]["voided"]["en"]) ||
+				reflect.DeepEqual(c.Templates["email"]["paid"]["en"], def["email"]["paid"]["en"]) || c.fileTemplates != 1 || countTemplates(c.Templates) != countTemplates(def) {
+				t.Errorf("templates not laid over the built-in ones: %d from the file, %d in all", c.fileTemplates, countTemplates(c.Templates))
 			}
 		}},
 		{name: "unknown key", yaml: "kafka:\n  brokerz: [a:1]\n", wantErr: "kafka.brokerz: unknown key"},

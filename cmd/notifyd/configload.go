@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/notifyd/notifyd/dispatch"
 )
 
 // Loading a configuration file, in order:
@@ -104,6 +106,12 @@ func (l *loader) parse(data []byte) (Config, error) {
 			return Config{}, l.nameKey(err)
 		}
 	}
+	// A file's templates add to and override the built-in ones, cell by
+	// cell (<channel>.<state>.<language>): naming its providers never
+	// leaves a state without a template.
+	c.fileTemplates = countTemplates(c.Templates)
+	c.apiUnset = c.API.Listen == ""
+	c.Templates = dispatch.MergeTemplates(dispatch.DefaultTemplates(), c.Templates)
 	c.setDefaults()
 	if err := c.Validate(); err != nil {
 		return Config{}, err

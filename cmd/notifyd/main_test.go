@@ -447,7 +447,13 @@ templates:
 		want       string
 	}{
 		{"valid", good, 0, "notifyd check-config: the configuration is valid\n  kafka: kafka.example:9092\n"},
-		{"valid, templates counted", good, 0, "templates: 2 rendered"},
+		{"valid, templates counted", good, 0, "templates: 48 rendered (2 of them from the file, over the built-in ones)"},
+		{"each channel's providers and states", good, 0, "  channels:\n    email: smtp; sends created, paid, canceled, failed, expired, authorized, voided, refunded, captured\n" +
+			"    sms: twilio; sends created, paid, canceled, failed, expired, authorized, voided, refunded, captured\n" +
+			"    whatsapp: NO PROVIDER (providers.whatsapp): every whatsapp resend is rejected provider_not_configured\n"},
+		{"a failover chain", strings.Replace(good, "  sms:\n    kind: twilio", "  sms:\n  - kind: console\n  - kind: twilio", 1), 0, "    sms: console then twilio; sends"},
+		{"the API off, said loudly", good, 0, "api: OFF: api.listen is not set in the file, so the HTTP API and the console are not served"},
+		{"the API turned off", good + "api: {listen: \"off\"}\n", 0, "api: off (api.listen: off)\n"},
 		{"the free-space guard by default", good, 0, "pauses below 5 % of the filesystem, at most 1 GiB free; ballast 1 % of the filesystem, at most 64 MiB"},
 		{"the free-space guard set", good + "store: {min_free_bytes: 100000000, ballast_bytes: 0}\n", 0, "pauses below 100000000 bytes free; ballast none (store.ballast_bytes: 0)"},
 		{"the free-space guard off, said so", good + "store: {min_free_bytes: 0}\n", 0, "free-space guard OFF (store.min_free_bytes: 0)"},

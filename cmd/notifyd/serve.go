@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -40,8 +39,29 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	if err := prepareStoreDir(cfg.Store.Dir, log); err != nil {
 		return err
 	}
+	unlock, err := lockStoreDir(cfg.Store.Dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if !fromFile {
 		log.Info("no configuration file: using the embedded default (embedded Kafka-protocol broker, console providers, built-in en/ar templates)")
+	}
+	// What the configuration sends, and what it leaves off, said at
+	// start as check-config says it.
+	for _, line := range cfg.channelSummary() {
+		if strings.Contains(line, "NO PROVIDER") {
+			log.Warn("channel: "+line, "config", "providers, templates")
+		} else {
+			log.Info("channel: " + line)
+		}
+	}
+	if !cfg.API.Enabled() {
+		if cfg.apiUnset {
+			log.Warn("api: " + cfg.apiOff())
+		} else {
+			log.Info("api: " + cfg.apiOff())
+		}
 	}
 	kinds, reg := dispatch.NewRegistry(), newRegistry()
 	dcfg, scfg, err := cfg.packageConfigs(kinds, redactor, reg, stdout)
@@ -75,13 +95,23 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 		var srv *api.Server
 		a.add(step{name: "api", budget: 5 * time.Second,
 			start: func(ctx context.Context) (err error) {
-				if srv, err = newAPI(cfg, kinds, svc.Load(), ready, reg, stdout, log); err != nil {
+				files := &localFiles{dir: cfg.Store.Dir}
+				defer files.discard()
+				if srv, err = newAPI(cfg, kinds, svc.Load(), ready, reg, files, log); err != nil {
 					return err
 				}
-				if err = srv.Start(ctx); err == nil {
-					apiUp.Store(true)
+				if err = srv.Start(ctx); err != nil {
+					return err
 				}
-				return err
+				// Listening: the credentials made now are kept and shown.
+				if err := files.keep(stdout); err != nil {
+					return errors.Join(err, srv.Stop(ctx))
+				}
+				if cfg.API.Console.On() {
+					log.Info("console listening", "url", consoleURL(cfg.API))
+				}
+				apiUp.Store(true)
+				return nil
 			},
 			stop: func(ctx context.Context) error { return srv.Stop(ctx) },
 		})
@@ -205,48 +235,58 @@ func readiness(svc *atomic.Pointer[consumer.Service], broker **embedded.Broker, 
 }
 
 // newAPI makes the merchant HTTP API. With no keys and no users
-// configured it uses the key kept in <store.dir>/api-key, made (and printed
-// once, on standard output) at the first start.
-func newAPI(cfg Config, kinds *dispatch.Registry, svc *consumer.Service, ready func() consumer.Readiness, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) (*api.Server, error) {
+// configured it uses the key kept in <store.dir>/api-key, and the console
+// the operator kept in <store.dir>/console-user; what does not exist yet
+// is made in files, kept and shown once the API listens.
+func newAPI(cfg Config, kinds *dispatch.Registry, svc *consumer.Service, ready func() consumer.Readiness, reg *prometheus.Registry, files *localFiles, log *slog.Logger) (*api.Server, error) {
 	acfg := cfg.API
 	if len(acfg.Keys) == 0 && len(acfg.Users) == 0 {
-		if err := os.MkdirAll(cfg.Store.Dir, 0o700); err != nil {
-			return nil, fmt.Errorf("store.dir: %w", err)
+		path, err := files.path("api-key")
+		if err != nil {
+			return nil, fmt.Errorf("api.keys: none configured, and %w", err)
 		}
-		path := filepath.Join(cfg.Store.Dir, "api-key")
 		key, created, err := api.LocalKey(path)
 		if err != nil {
 			return nil, fmt.Errorf("api.keys: none configured, and %w", err)
 		}
 		acfg.Keys = []api.Key{{Name: localKeyName, SHA256: api.HashKey(key)}}
 		if created {
-			fmt.Fprintf(stdout, "notifyd: HTTP API key (made now, shown once, kept in %s): %s\n", path, key)
+			files.made("api-key", func(path string) string {
+				return fmt.Sprintf("notifyd: HTTP API key (made now, shown once, kept in %s): %s", path, key)
+			})
 		}
-		log.Info("api: no keys or users configured: the API accepts the key kept in the store directory", "file", path, "key_name", localKeyName)
+		log.Info("api: no keys or users configured: the API accepts the key kept in the store directory", "file", files.final("api-key"), "key_name", localKeyName)
 	}
 	var console api.ConsoleBackend
 	if acfg.Console.On() {
 		console = svc
 		if acfg.Console.SessionKey == "" {
-			key, err := api.LocalSecret(filepath.Join(cfg.Store.Dir, "console-session-key"))
+			path, err := files.path("console-session-key")
+			if err == nil {
+				acfg.Console.SessionKey, err = api.LocalSecret(path)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("api.console.session_key: none configured, and %w", err)
 			}
-			acfg.Console.SessionKey = key
+			files.made("console-session-key", nil)
 		}
 		if len(acfg.Users) == 0 {
-			path := filepath.Join(cfg.Store.Dir, "console-user")
+			path, err := files.path("console-user")
+			if err != nil {
+				return nil, fmt.Errorf("api.users: none configured, and %w", err)
+			}
 			u, password, created, err := api.LocalUser(path, localUserName)
 			if err != nil {
 				return nil, fmt.Errorf("api.users: none configured, and %w", err)
 			}
 			acfg.Users = []api.User{u}
 			if created {
-				fmt.Fprintf(stdout, "notifyd: console user %s (made now, password shown once, its bcrypt hash kept in %s): %s\n", u.Username, path, password)
+				files.made("console-user", func(path string) string {
+					return fmt.Sprintf("notifyd: console user %s (made now, password shown once, its bcrypt hash kept in %s): %s", u.Username, path, password)
+				})
 			}
-			log.Info("api: no users configured: the console accepts the operator kept in the store directory", "file", path, "user", u.Username)
+			log.Info("api: no users configured: the console accepts the operator kept in the store directory", "file", files.final("console-user"), "user", u.Username)
 		}
-		log.Info("console listening", "url", consoleURL(acfg))
 	}
 	srv, err := api.New(acfg, api.Deps{
 		Commands: svc, Results: svc, Registerer: reg, Console: console, SignOuts: svc,

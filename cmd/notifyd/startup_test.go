@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestStoreDirLockedFirst: a second serve on a store.dir in use stops at
+// once, naming the process that holds it, before it starts a broker or a
+// listener; the lock ends with the first.
+func TestStoreDirLockedFirst(t *testing.T) {
+	dir := t.TempDir()
+	release, err := lockStoreDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockStoreDir(dir); err == nil || err.Error() != fmt.Sprintf("store.dir %s is in use by another notifyd (pid %d): one store.dir per instance", dir, os.Getpid()) {
+		t.Errorf("a second lock: %v", err)
+	}
+	broker, apiAddr := freePort(t), freePort(t)
+	path := filepath.Join(t.TempDir(), "notifyd.yaml")
+	cfg := fmt.Sprintf("embedded_broker: {listen: %q}\nstore: {dir: %q}\nhttp: {listen: \"off\"}\napi: {listen: %q}\n", broker, dir, apiAddr)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "-config", path}, nil, &out, &errOut); code != 1 ||
+		!strings.Contains(errOut.String(), "is in use by another notifyd (pid ") {
+		t.Errorf("serve on a store.dir in use: exit %d, %q", code, errOut.String())
+	}
+	for _, s := range []string{"listening", "embedded Kafka-protocol broker started", "made now"} {
+		if strings.Contains(out.String()+errOut.String(), s) {
+			t.Errorf("a start refused at the lock said %q", s)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "embedded-broker")); err == nil {
+		t.Error("the broker's log was made in a store.dir in use")
+	}
+	release()
+	again, err := lockStoreDir(dir)
+	if err != nil {
+		t.Errorf("the lock outlived its release: %v", err)
+	} else {
+		again()
+	}
+}
+
+// TestFailedStartKeepsNoCredentials: a start that fails once the service
+// runs (the API's address is taken) keeps no key, operator or session key
+// in store.dir, shows none, and says nothing listens; the next start makes
+// and shows them.
+func TestFailedStartKeepsNoCredentials(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(t.TempDir(), "notifyd.yaml")
+	cfg := fmt.Sprintf("embedded_broker: {listen: %q}\nstore: {dir: %q}\nhttp: {listen: \"off\"}\napi: {listen: %q}\nlog: {format: text}\n", freePort(t), dir, taken.Addr().String())
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "-config", path}, nil, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "address already in use") {
+		t.Fatalf("exit %d, %q", code, errOut.String())
+	}
+	if strings.Contains(out.String(), "made now") || strings.Contains(errOut.String(), "console listening") {
+		t.Errorf("a failed start announced credentials or the console: %q %q", out.String(), errOut.String())
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		switch name := e.Name(); {
+		case name == "api-key", name == "console-user", name == "console-session-key", strings.HasPrefix(name, stagingPrefix):
+			t.Errorf("a failed start left %s in store.dir", name)
+		}
+	}
+}
+
+// TestLocalFiles: a credential that exists is read in place; one made
+// goes to store.dir, announced, only when kept, never over one there; a
+// discarded start leaves nothing; a staging directory left by a crash is
+// removed by the next start.
+func TestLocalFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "there"), []byte("old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, stagingPrefix+"crashed"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l := &localFiles{dir: dir}
+	if p, err := l.path("there"); err != nil || p != filepath.Join(dir, "there") {
+		t.Errorf("an existing file read at %s, %v", p, err)
+	}
+	p, err := l.path("new")
+	if err != nil || filepath.Dir(filepath.Dir(p)) != dir || !strings.HasPrefix(filepath.Base(filepath.Dir(p)), stagingPrefix) {
+		t.Fatalf("a new file made at %s, %v", p, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, stagingPrefix+"crashed")); err == nil {
+		t.Error("a crashed start's staging directory kept")
+	}
+	if err := os.WriteFile(p, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.made("new", func(path string) string { return "made " + path })
+	l.made("there", func(string) string { return "never" }) // not made here: nothing to keep
+	if _, err := os.Stat(filepath.Join(dir, "new")); err == nil {
+		t.Error("kept before keep")
+	}
+	var out bytes.Buffer
+	if err := l.keep(&out); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "new")); string(b) != "secret\n" || out.String() != "made "+filepath.Join(dir, "new")+"\n" {
+		t.Errorf("kept %q, announced %q", b, out.String())
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "there")); string(b) != "old\n" {
+		t.Errorf("an existing file changed: %q", b)
+	}
+	// Made again while one appeared meanwhile: keep refuses to replace it.
+	l2 := &localFiles{dir: dir}
+	p2, _ := l2.path("race")
+	_ = os.WriteFile(p2, []byte("mine\n"), 0o600)
+	l2.made("race", nil)
+	_ = os.WriteFile(filepath.Join(dir, "race"), []byte("theirs\n"), 0o600)
+	if err := l2.keep(&out); err == nil {
+		t.Error("kept over a file there")
+	}
+	l2.discard()
+	// Discarded: nothing of it remains.
+	l3 := &localFiles{dir: dir}
+	p3, _ := l3.path("gone")
+	_ = os.WriteFile(p3, []byte("x"), 0o600)
+	l3.made("gone", nil)
+	l3.discard()
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() == "gone" || strings.HasPrefix(e.Name(), stagingPrefix) {
+			t.Errorf("left after discard: %s", e.Name())
+		}
+	}
+}
