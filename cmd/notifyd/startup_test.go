@@ -147,3 +147,36 @@ func TestLocalFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedLocalConfig: deploy/notifyd/local.yaml, the README's starting
+// file for a first deployment, passes check-config once its variables are
+// set, sends email and sms with the built-in templates under its one
+// override, says whatsapp has no provider, and names a variable left unset.
+func TestShippedLocalConfig(t *testing.T) {
+	env := map[string]string{"KAFKA_BROKERS": "k1:9092,k2:9092", "SMTP_HOST": "smtp.example.com", "SMTP_USERNAME": "shop",
+		"SMTP_PASSWORD": "smtp-secret-1", "TWILIO_ACCOUNT_SID": "AC0123456789abcdef0123456789abcdef", "TWILIO_AUTH_TOKEN": "twilio-secret-1"}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	path := filepath.Join("..", "..", "deploy", "notifyd", "local.yaml")
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"check-config", "-config", path}, nil, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
+	}
+	for _, want := range []string{"kafka: k1:9092, k2:9092", "email: smtp; sends created, paid,", "sms: twilio; sends created, paid,",
+		"whatsapp: NO PROVIDER (providers.whatsapp)", "templates: 48 rendered (1 of them from the file, over the built-in ones)", "api: 127.0.0.1:8000"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("check-config lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String()+errOut.String(), "secret-1") {
+		t.Error("check-config printed a secret")
+	}
+	t.Setenv("TWILIO_AUTH_TOKEN", "")
+	os.Unsetenv("TWILIO_AUTH_TOKEN")
+	out.Reset()
+	errOut.Reset()
+	if code := run(context.Background(), []string{"check-config", "-config", path}, nil, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "TWILIO_AUTH_TOKEN") {
+		t.Errorf("an unset variable: exit %d, %q", code, errOut.String())
+	}
+}
