@@ -25,7 +25,7 @@ func checkConfig(_ context.Context, args []string, _ io.Reader, stdout, stderr i
 	fs := newFlags("check-config", stderr)
 	load := configFlag(fs)
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return errUsage
+		return usageErr(err)
 	}
 	cfg, fromFile, err := load()
 	if err != nil {

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,10 +32,15 @@ func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	commandID := fs.String("command-id", "", "idempotency key (default: a new UUID)")
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the result")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return usageErr(err)
 	}
 	if (*sessionID == "" && *orderNo == "") || *channels == "" {
 		fmt.Fprintln(stderr, "notifyd resend: -session-id or -order-no, and -channels, are required")
+		return errUsage
+	}
+	chs, err := parseChannels(*channels)
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd resend: -channels: %v\n", err)
 		return errUsage
 	}
 	cfg, conn, err := cliConn(load)
@@ -41,7 +49,7 @@ func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	}
 	cmd := map[string]any{
 		"command_id":   *commandID,
-		"channels":     strings.Split(*channels, ","),
+		"channels":     chs,
 		"requested_by": "notifyd-cli",
 		"requested_at": time.Now().UTC().Format(time.RFC3339),
 	}
@@ -57,6 +65,12 @@ func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	value, err := json.Marshal(cmd)
 	if err != nil {
 		return err
+	}
+	// Checked as the service decodes it: a command it would refuse is
+	// not published.
+	if _, err := schemas.DecodeCommand(value); err != nil {
+		fmt.Fprintf(stderr, "notifyd resend: %v\n", err)
+		return errUsage
 	}
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
@@ -77,6 +91,29 @@ func resend(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		return exitError(1)
 	}
 	return nil
+}
+
+// parseChannels reads -channels: comma-separated, spaces around each
+// trimmed, any case (SMS is sms), each once; an unknown one is refused.
+func parseChannels(list string) ([]schemas.Channel, error) {
+	var out []schemas.Channel
+	for _, part := range strings.Split(list, ",") {
+		name := strings.ToLower(strings.TrimSpace(part))
+		if name == "" {
+			continue
+		}
+		ch := schemas.Channel(name)
+		if !ch.Valid() {
+			return nil, fmt.Errorf("unknown channel %q (want email, sms or whatsapp)", strings.TrimSpace(part))
+		}
+		if !slices.Contains(out, ch) {
+			out = append(out, ch)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("name at least one channel: email, sms or whatsapp")
+	}
+	return out, nil
 }
 
 // publishAndWait publishes a command (value, keyed key) and waits for the
@@ -106,57 +143,197 @@ func publishAndWait(ctx context.Context, cfg Config, conn consumer.Conn, command
 	return result, outcome, err
 }
 
-// publish produces one record per JSON line of stdin, keyed as the
+// publish produces the JSON documents of stdin to a topic, keyed as the
 // contract says: payment events by session_id, commands by session_id or
-// order_no, results by session_id, order_no or command_id.
+// order_no, results by session_id, order_no or command_id. Stdin holds one
+// document per line, pretty-printed documents one after another, or a
+// JSON array of them. Every document is checked before any is published:
+// a payment event or a resend command as the service decodes it (its
+// schema), any other as a JSON object; the first that fails is named by
+// its line and field and nothing is published (exit 1). -raw publishes
+// each line as it is, unchecked, to any topic.
 func publish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("publish", stderr)
 	load := configFlag(fs)
-	topic := fs.String("topic", "", "topic to produce to (required)")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	topic := fs.String("topic", "", "topic to produce to (required): one of notifyd's topics by name")
+	raw := fs.Bool("raw", false, "publish each line of stdin as it is, unchecked, to any topic")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return usageErr(err)
 	}
 	if *topic == "" {
 		fmt.Fprintln(stderr, "notifyd publish: -topic is required")
 		return errUsage
 	}
-	_, conn, err := cliConn(load)
+	cfg, conn, err := cliConn(load)
 	if err != nil {
 		return err
 	}
+	var docs []document
+	if *raw {
+		docs, err = readLines(stdin)
+	} else {
+		var check func([]byte) error
+		if check, err = checkerFor(cfg.Kafka.Topics, *topic); err != nil {
+			fmt.Fprintf(stderr, "notifyd publish: %v\n", err)
+			return errUsage
+		}
+		if docs, err = readDocuments(stdin); err == nil {
+			for _, d := range docs {
+				if cerr := check(d.value); cerr != nil {
+					err = fmt.Errorf("line %d: %w (nothing published)", d.line, cerr)
+					break
+				}
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if len(docs) == 0 {
+		fmt.Fprintf(stderr, "notifyd publish: nothing on standard input: nothing published to %s\n", *topic)
+		return exitError(1)
+	}
+	msgs := make([]kafka.Message, len(docs))
+	for i, d := range docs {
+		msgs[i] = kafka.Message{Topic: *topic, Key: []byte(recordKey(d.value)), Value: d.value}
+	}
 	w := conn.Writer(*topic)
 	defer w.Close()
-	sc := bufio.NewScanner(stdin)
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("publish to %s: %w", *topic, err)
+	}
+	records := "records"
+	if len(docs) == 1 {
+		records = "record"
+	}
+	fmt.Fprintf(stderr, "published %d %s to %s\n", len(docs), records, *topic)
+	return nil
+}
+
+// document is a JSON document of publish's input, compacted, with the
+// line it starts on.
+type document struct {
+	line  int
+	value []byte
+}
+
+// maxPublishInput bounds what publish reads from stdin.
+const maxPublishInput = 64 << 20
+
+// readDocuments reads JSON documents: one per line, pretty-printed ones
+// one after another, or one JSON array holding them.
+func readDocuments(r io.Reader) ([]document, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxPublishInput+1))
+	if err != nil {
+		return nil, fmt.Errorf("read stdin: %w", err)
+	}
+	if len(data) > maxPublishInput {
+		return nil, fmt.Errorf("stdin: more than %d MiB", maxPublishInput>>20)
+	}
+	lineAt := func(off int64) int { return 1 + bytes.Count(data[:min(int(off), len(data))], []byte("\n")) }
+	start := func(off int64) int64 { // the offset of the next value, past spaces and commas
+		for off < int64(len(data)) && strings.ContainsRune(" \t\r\n,", rune(data[off])) {
+			off++
+		}
+		return off
+	}
+	notJSON := func(err error, at int64) error {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			at = se.Offset
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			at = int64(len(data))
+		}
+		return fmt.Errorf("line %d: not JSON: %v (nothing published)", lineAt(at), err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	array := false
+	if first := start(0); first < int64(len(data)) && data[first] == '[' {
+		if _, err := dec.Token(); err != nil {
+			return nil, notJSON(err, first)
+		}
+		array = true
+	}
+	var docs []document
+	for {
+		at := start(dec.InputOffset())
+		if array && !dec.More() {
+			if _, err := dec.Token(); err != nil {
+				return nil, notJSON(err, at)
+			}
+			if rest := start(dec.InputOffset()); rest < int64(len(data)) {
+				return nil, fmt.Errorf("line %d: more after the array (nothing published)", lineAt(rest))
+			}
+			return docs, nil
+		}
+		var v json.RawMessage
+		err := dec.Decode(&v)
+		if errors.Is(err, io.EOF) && !array {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, notJSON(err, at)
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, v); err != nil {
+			return nil, notJSON(err, at)
+		}
+		docs = append(docs, document{line: lineAt(at), value: b.Bytes()})
+	}
+}
+
+// readLines reads publish -raw's input: each non-empty line as it is.
+func readLines(r io.Reader) ([]document, error) {
+	var docs []document
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
-	n := 0
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
+	for n := 1; sc.Scan(); n++ {
+		if line := strings.TrimSpace(sc.Text()); line != "" {
+			docs = append(docs, document{line: n, value: []byte(line)})
 		}
-		var ids struct {
-			SessionID string `json:"session_id"`
-			OrderNo   string `json:"order_no"`
-			CommandID string `json:"command_id"`
-		}
-		_ = json.Unmarshal([]byte(line), &ids)
-		key := ids.SessionID
-		if key == "" {
-			key = ids.OrderNo
-		}
-		if key == "" {
-			key = ids.CommandID
-		}
-		if err := w.WriteMessages(ctx, kafka.Message{Topic: *topic, Key: []byte(key), Value: []byte(line)}); err != nil {
-			return fmt.Errorf("publish line %d: %w", n+1, err)
-		}
-		n++
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read stdin: %w", err)
+		return nil, fmt.Errorf("read stdin: %w", err)
 	}
-	fmt.Fprintf(stderr, "published %d records to %s\n", n, *topic)
-	return nil
+	return docs, nil
+}
+
+// checkerFor returns how publish checks a document for topic: payment
+// events and resend commands as the service decodes them, the others as
+// JSON objects; merchant settings only through notifyd merchant put (which
+// seals their secrets), and a topic that is not notifyd's not at all.
+func checkerFor(t consumer.Topics, topic string) (func([]byte) error, error) {
+	switch topic {
+	case t.PaymentEvents:
+		return func(v []byte) error { _, err := schemas.DecodePaymentEvent(v); return err }, nil
+	case t.Commands:
+		return func(v []byte) error { _, err := schemas.DecodeCommand(v); return err }, nil
+	case t.MerchantSettings:
+		return nil, fmt.Errorf("-topic %s: publish merchants' settings with notifyd merchant put (it checks and seals them)", topic)
+	case t.Results, t.DeadLetter, t.Deliveries, t.ConsoleSessions:
+		return func(v []byte) error {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(v, &m) != nil {
+				return errors.New("not a JSON object")
+			}
+			return nil
+		}, nil
+	}
+	return nil, fmt.Errorf("-topic %s is not one of notifyd's topics (%s, %s, %s, %s, %s, %s); -raw publishes to any topic unchecked",
+		topic, t.PaymentEvents, t.Commands, t.Results, t.DeadLetter, t.Deliveries, t.ConsoleSessions)
+}
+
+// recordKey is the key of a record the contract's way: session_id, else
+// order_no, else command_id.
+func recordKey(v []byte) string {
+	var ids struct {
+		SessionID string `json:"session_id"`
+		OrderNo   string `json:"order_no"`
+		CommandID string `json:"command_id"`
+	}
+	_ = json.Unmarshal(v, &ids)
+	return cmp.Or(ids.SessionID, ids.OrderNo, ids.CommandID)
 }
 
 // tail prints every delivery result as it is published (with -from-beginning,
@@ -166,7 +343,7 @@ func tail(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	load := configFlag(fs)
 	fromBeginning := fs.Bool("from-beginning", false, "print the results already on the topic first")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return usageErr(err)
 	}
 	cfg, conn, err := cliConn(load)
 	if err != nil {
@@ -184,9 +361,9 @@ func tail(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 
 // schema prints one of the embedded JSON Schemas.
 func schema(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	if len(args) != 1 {
-		fmt.Fprintf(stderr, "notifyd schema: name one of %s\n", strings.Join(schemas.SchemaNames(), ", "))
-		return errUsage
+	if len(args) != 1 || isHelpFlag(args[0]) {
+		fmt.Fprintf(stderr, "usage: notifyd schema NAME, NAME one of %s\n", strings.Join(schemas.SchemaNames(), ", "))
+		return usageErr(helpAsked(args))
 	}
 	b, err := schemas.Schema(args[0])
 	if err != nil {
@@ -204,7 +381,7 @@ func apiKey(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wri
 	const usage = "usage: notifyd api-key NAME [-merchant MERCHANT_ID]   (NAME becomes the requested_by of the key's commands)"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprintln(stderr, usage)
-		return errUsage
+		return usageErr(helpAsked(args))
 	}
 	name := args[0]
 	fs := newFlags("api-key", stderr)

@@ -190,7 +190,7 @@ templates:
 	publishLines := func(topic string, lines ...string) {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		if code := run(ctx, []string{"publish", "-config", cfgPath, "-topic", topic}, strings.NewReader(strings.Join(lines, "\n")+"\n"), &out, &errOut); code != 0 {
+		if code := run(ctx, []string{"publish", "-raw", "-config", cfgPath, "-topic", topic}, strings.NewReader(strings.Join(lines, "\n")+"\n"), &out, &errOut); code != 0 {
 			t.Fatalf("publish to %s exited %d: %s", topic, code, errOut.String())
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/notifyd/notifyd/consumer"
@@ -26,36 +27,56 @@ func main() {
 	os.Exit(code)
 }
 
+// commands are the subcommands, in the order help lists them, each with
+// what it does in one line.
+var commands = []struct {
+	name, summary string
+	run           func(context.Context, []string, io.Reader, io.Writer, io.Writer) error
+}{
+	{"serve", "run notifyd (the default command): consume payment events and resend commands, publish results, serve the API and console", serve},
+	{"check-config", "check a configuration without connecting to anything, and say what each channel sends", checkConfig},
+	{"publish", "publish JSON documents from standard input to a topic, each checked against the topic's schema", publish},
+	{"resend", "publish a resend command and print its delivery result", resend},
+	{"tail", "print delivery results as they are published", tail},
+	{"recover", "resend the channels that failed in a time window (a provider's outage)", recoverCmd},
+	{"merchant", "put, get, list, delete or reseal merchants' settings", merchantCmd},
+	{"api-key", "make an HTTP API key and print the api.keys line holding its hash", apiKey},
+	{"schema", "print one of the JSON Schemas of the contract", schema},
+	{"version", "print notifyd's version, revision and build time", versionCmd},
+	{"help", "describe the commands, or one command's flags", nil},
+}
+
 // run executes one subcommand and returns the exit status.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	name := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		name, args = args[0], args[1:]
+	} else if len(args) > 0 && isHelpFlag(args[0]) {
+		name, args = "help", nil
 	}
-	cmds := map[string]func(context.Context, []string, io.Reader, io.Writer, io.Writer) error{
-		"serve":        serve,
-		"resend":       resend,
-		"publish":      publish,
-		"tail":         tail,
-		"schema":       schema,
-		"api-key":      apiKey,
-		"check-config": checkConfig,
-		"recover":      recoverCmd,
-		"merchant":     merchantCmd,
+	if name == "help" {
+		return help(ctx, args, stdout, stderr)
 	}
-	cmd, ok := cmds[name]
-	if !ok {
-		fmt.Fprintf(stderr, "notifyd: unknown command %q (serve, resend, publish, tail, schema, api-key, check-config, recover, merchant)\n", name)
+	i := slices.IndexFunc(commands, func(c struct {
+		name, summary string
+		run           func(context.Context, []string, io.Reader, io.Writer, io.Writer) error
+	}) bool {
+		return c.name == name
+	})
+	if i < 0 {
+		fmt.Fprintf(stderr, "notifyd: unknown command %q (notifyd help lists them)\n", name)
 		return 2
 	}
-	err := cmd(ctx, args, stdin, stdout, stderr)
+	err := commands[i].run(ctx, args, stdin, stdout, stderr)
 	var exit exitError
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0 // -h: the flags were printed, as asked
 	case errors.As(err, &exit):
 		return int(exit)
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
 		return 2
 	case errors.Is(err, projection.ErrStoreFailed):
 		// serve logged why and stopped cleanly: a distinct status for the
@@ -66,6 +87,43 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "notifyd %s: %v\n", name, err)
 		return 1
 	}
+}
+
+func isHelpFlag(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
+
+// helpAsked is flag.ErrHelp when args are just a help flag, else nil.
+func helpAsked(args []string) error {
+	if len(args) == 1 && isHelpFlag(args[0]) {
+		return flag.ErrHelp
+	}
+	return nil
+}
+
+// usageErr is a subcommand's answer to bad flags: flag.ErrHelp when help
+// was asked (exit 0, the usage printed), else errUsage (exit 2).
+func usageErr(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return flag.ErrHelp
+	}
+	return errUsage
+}
+
+// help is `notifyd help [COMMAND]`: the commands, or one command's flags
+// (what COMMAND -h prints).
+func help(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stdout, "usage: notifyd [COMMAND] [FLAGS]\n\nCommands:")
+		for _, c := range commands {
+			fmt.Fprintf(stdout, "  %-13s %s\n", c.name, c.summary)
+		}
+		fmt.Fprintln(stdout, "\nnotifyd help COMMAND (or notifyd COMMAND -h) prints a command's flags. The README has the rest.")
+		return 0
+	}
+	if len(args) > 1 || args[0] == "help" || isHelpFlag(args[0]) {
+		fmt.Fprintln(stderr, "usage: notifyd help [COMMAND]")
+		return 2
+	}
+	return run(ctx, []string{args[0], "-h"}, nil, stdout, stdout)
 }
 
 // ExitStoreFailed is serve's exit status when its local store failed (a

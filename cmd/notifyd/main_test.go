@@ -83,10 +83,12 @@ templates:
 	if code != 0 || r.Outcome != schemas.OutcomeNotified || r.Message != schemas.MessageNotified {
 		t.Fatalf("resend: exit %d, %+v, %s", code, r, stderr)
 	}
-	// The console provider printed both messages, the SMS in Arabic (no ar
-	// email template: it fell back to en), recipients masked.
+	// The console provider printed both messages in Arabic, recipients
+	// masked: the SMS with the file's template, the email with the
+	// built-in one (the file gave only an en email: its cells are laid
+	// over the built-in ones).
 	printed := serveOut.String()
-	for _, want := range []string{"Payment order-1 received", "شكرا Layla", "l***@example.com", "+965****1234"} {
+	for _, want := range []string{"تم استلام الدفعة - الطلب رقم order-1", "شكرا Layla", "l***@example.com", "+965****1234"} {
 		if !strings.Contains(printed, want) {
 			t.Errorf("console output lacks %q:\n%s", want, printed)
 		}
@@ -105,7 +107,7 @@ templates:
 	}
 
 	// A line that is not JSON is dead-lettered; /metrics shows all of it.
-	if code := run(ctx, []string{"publish", "-config", cfgPath, "-topic", "notification-commands"}, strings.NewReader("not json\n"), &out, &errOut); code != 0 {
+	if code := run(ctx, []string{"publish", "-raw", "-config", cfgPath, "-topic", "notification-commands"}, strings.NewReader("not json\n"), &out, &errOut); code != 0 {
 		t.Fatalf("publish: %s", errOut.String())
 	}
 	want := []string{
@@ -137,6 +139,56 @@ templates:
 		}
 		return nil
 	})
+
+	// The CLI checks what it publishes. A pretty-printed example (as the
+	// README's compose section invites) is one record, and its
+	// transaction exists.
+	publishCmd := func(topic, input string, extra ...string) (int, string) {
+		var out, errOut bytes.Buffer
+		code := run(ctx, append([]string{"publish", "-config", cfgPath, "-topic", topic}, extra...), strings.NewReader(input), &out, &errOut)
+		return code, errOut.String()
+	}
+	example, err := os.ReadFile(filepath.Join("..", "..", "schemas", "examples", "payment-event.paid.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := publishCmd("payment-events", string(example)); code != 0 || !strings.Contains(stderr, "published 1 record to payment-events") {
+		t.Fatalf("a pretty-printed event: exit %d, %s", code, stderr)
+	}
+	// Channels in any case and with spaces, normalised.
+	if code, r, stderr := resendCmd("-session-id", "ps_7c1e0f52", "-channels", " EMAIL , email"); code != 0 || len(r.Channels) != 1 || r.Channels[0].Channel != schemas.ChannelEmail {
+		t.Errorf("the example's transaction, -channels ' EMAIL , email': exit %d, %+v, %s", code, r, stderr)
+	}
+	// A bad document anywhere publishes nothing: the array's first event
+	// (valid) does not exist after it.
+	for _, c := range []struct{ name, topic, input, want string }{
+		{"not JSON", "payment-events", "not json\n", "line 1: not JSON"},
+		{"an array with a bad second event", "payment-events", "[\n" + strings.Replace(event, "sess-1", "sess-array", 1) + ",\n" +
+			`{"event_id":"e-2","session_id":"sess-2","state":"paying","timestamp_utc":"2026-11-02 09:00:07"}` + "\n]\n",
+			"line 3: payment event: state"},
+		{"a command without channels", "notification-commands", `{"command_id":"c-x","session_id":"sess-1","requested_by":"me"}`, "line 1: resend command: channels"},
+	} {
+		if code, stderr := publishCmd(c.topic, c.input); code != 1 || !strings.Contains(stderr, c.want) || !strings.Contains(stderr, "nothing published") {
+			t.Errorf("%s: exit %d, %q, want %q", c.name, code, stderr, c.want)
+		}
+	}
+	if code, r, _ := resendCmd("-session-id", "sess-array", "-channels", "email"); code != 1 || r.Reason != schemas.ReasonUnknownTransaction {
+		t.Errorf("an event of a refused batch was published: exit %d, %+v", code, r)
+	}
+	for _, c := range []struct{ name, topic, input, want string }{
+		{"a topic that is not notifyd's", "payment_events", event, "-topic payment_events is not one of notifyd's topics"},
+		{"merchant settings", "merchant-settings", "{}", "notifyd merchant put"},
+	} {
+		if code, stderr := publishCmd(c.topic, c.input); code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%s: exit %d, %q", c.name, code, stderr)
+		}
+	}
+	// Unknown channels are refused before anything is published.
+	for _, chs := range []string{"fax", "sms,fax", " , "} {
+		if code, _, stderr := resendCmd("-session-id", "sess-1", "-channels", chs); code != 2 || !strings.Contains(stderr, "-channels:") {
+			t.Errorf("-channels %q: exit %d, %s", chs, code, stderr)
+		}
+	}
 }
 
 func httpGet(t *testing.T, addr, path string) string {

@@ -29,9 +29,9 @@ const merchantUsage = `usage: notifyd merchant put [-config FILE] -file MERCHANT
 
 // merchantCmd manages merchants' settings on the merchant-settings topic.
 func merchantCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
+	if len(args) == 0 || isHelpFlag(args[0]) {
 		fmt.Fprintln(stderr, merchantUsage)
-		return errUsage
+		return usageErr(helpAsked(args))
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags("merchant "+sub, stderr)
@@ -41,7 +41,7 @@ func merchantCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 		fs.StringVar(&file, "file", "", "the merchant's settings, YAML (required)")
 	}
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return usageErr(err)
 	}
 	wantArgs := map[string]int{"put": 0, "get": 1, "list": 0, "delete": 1, "reseal": 0}
 	n, ok := wantArgs[sub]

@@ -33,7 +33,7 @@ func recoverCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	dryRun := fs.Bool("dry-run", false, "print the plan, publish nothing")
 	by := fs.String("requested-by", "notifyd-cli", "the requested_by of the commands")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return errUsage
+		return usageErr(err)
 	}
 	f, err := recoveryFilter(*channel, *provider, *reason, *since, *until, stderr)
 	if err != nil {

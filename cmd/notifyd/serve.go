@@ -7,8 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -27,7 +25,7 @@ func serve(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	fs := newFlags("serve", stderr)
 	load := configFlag(fs)
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return usageErr(err)
 	}
 	cfg, fromFile, err := load()
 	if err != nil {
@@ -322,26 +320,16 @@ func consoleURL(c api.Config) string {
 // when none is configured.
 const localKeyName = "local"
 
-// version is the release, set at build time with
-// -ldflags "-X main.version=v1.2.3".
-var version = "dev"
-
 // newRegistry returns the Prometheus registry of the process with the Go
-// and process collectors and notifyd_build_info.
+// and process collectors and notifyd_build_info (the build that `notifyd
+// version` prints).
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	revision, goVersion := "unknown", runtime.Version()
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && s.Value != "" {
-				revision = s.Value
-			}
-		}
-	}
+	b := currentBuild()
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "notifyd_build_info",
 		Help:        "Build of the running notifyd: version, revision and Go version, value 1.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "go_version": goVersion},
+		ConstLabels: prometheus.Labels{"version": b.Version, "revision": b.Revision, "go_version": b.GoVersion},
 	})
 	info.Set(1)
 	reg.MustRegister(info, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

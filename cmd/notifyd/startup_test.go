@@ -180,3 +180,76 @@ func TestShippedLocalConfig(t *testing.T) {
 		t.Errorf("an unset variable: exit %d, %q", code, errOut.String())
 	}
 }
+
+// TestHelpAndVersion: notifyd help (and -h) lists every command; help
+// COMMAND and COMMAND -h print its flags and exit 0; version prints the
+// build that notifyd_build_info carries; an unknown command points at
+// help.
+func TestHelpAndVersion(t *testing.T) {
+	call := func(args ...string) (int, string) {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), args, nil, &out, &errOut)
+		return code, out.String() + errOut.String()
+	}
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
+		code, out := call(args...)
+		if code != 0 {
+			t.Errorf("%v: exit %d", args, code)
+		}
+		for _, c := range commands {
+			if !strings.Contains(out, "\n  "+c.name+" ") {
+				t.Errorf("%v does not list %s:\n%s", args, c.name, out)
+			}
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"help", "resend"}, "-channels"},
+		{[]string{"resend", "-h"}, "-channels"},
+		{[]string{"publish", "-h"}, "-raw"},
+		{[]string{"serve", "-h"}, "-config"},
+		{[]string{"check-config", "-h"}, "-config"},
+		{[]string{"recover", "-h"}, "-dry-run"},
+		{[]string{"merchant", "-h"}, "notifyd merchant put"},
+		{[]string{"api-key", "-h"}, "usage: notifyd api-key NAME"},
+		{[]string{"schema", "-h"}, "usage: notifyd schema NAME"},
+		{[]string{"help", "version"}, "Usage of notifyd version"},
+	} {
+		if code, out := call(c.args...); code != 0 || !strings.Contains(out, c.want) {
+			t.Errorf("%v: exit %d, %q lacks %q", c.args, code, out, c.want)
+		}
+	}
+	for _, args := range [][]string{{"frobnicate"}, {"help", "frobnicate"}, {"help", "a", "b"}, {"version", "x"}, {"resend", "-nope"}} {
+		if code, _ := call(args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+	if _, out := call("frobnicate"); !strings.Contains(out, "notifyd help") {
+		t.Errorf("an unknown command does not point at help: %q", out)
+	}
+	code, out := call("version")
+	b := currentBuild()
+	if code != 0 || strings.TrimSpace(out) != b.String() || !strings.HasPrefix(out, "notifyd "+b.Version+" (revision "+b.Revision) || !strings.Contains(out, b.GoVersion) {
+		t.Errorf("version: exit %d, %q (build %+v)", code, out, b)
+	}
+	mfs, err := newRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "notifyd_build_info" {
+			continue
+		}
+		labels := map[string]string{}
+		for _, l := range mf.GetMetric()[0].GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["version"] != b.Version || labels["revision"] != b.Revision || labels["go_version"] != b.GoVersion {
+			t.Errorf("notifyd_build_info %v, version prints %+v", labels, b)
+		}
+		return
+	}
+	t.Error("no notifyd_build_info")
+}
