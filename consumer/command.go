@@ -161,7 +161,7 @@ func (h *commandLifecycle) Handle(msg *message.Message) error {
 func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendCommand, decide func(context.Context) (schemas.DeliveryResult, error)) error {
 	ctx := msg.Context()
 	start := time.Now()
-	log := h.log.With("command_id", cmd.CommandID, "session_id", cmd.SessionID, "order_no", cmd.OrderNo)
+	log := h.log.With(commandFields(cmd)...)
 	undecided := func(step string, err error) error {
 		if ctx.Err() != nil || errors.Is(err, wmkafka.ErrNotOwner) {
 			h.metrics.handedOver.Inc()
@@ -231,12 +231,45 @@ func (h *commandLifecycle) answer(msg *message.Message, cmd schemas.ResendComman
 		return h.replay(msg, stored, start)
 	}
 	h.metrics.decided(&res) // counted once: a redelivery replays it
-	log.Info("command answered", "outcome", res.Outcome, "reason", res.Reason, "result_id", res.ResultID)
+	log.Info("command answered", append(resolvedFields(cmd, res), "outcome", res.Outcome, "reason", res.Reason, "result_id", res.ResultID)...)
 	if err := h.publish(msg, value); err != nil {
 		return err
 	}
 	h.metrics.observe(start)
 	return nil
+}
+
+// commandFields are the identifiers a command carries, for every log line
+// about it: command_id, and session_id and order_no when given.
+func commandFields(cmd schemas.ResendCommand) []any {
+	f := []any{"command_id", cmd.CommandID}
+	if cmd.SessionID != "" {
+		f = append(f, "session_id", cmd.SessionID)
+	}
+	if cmd.OrderNo != "" {
+		f = append(f, "order_no", cmd.OrderNo)
+	}
+	if cmd.MerchantID != "" {
+		f = append(f, "merchant_id", cmd.MerchantID)
+	}
+	return f
+}
+
+// resolvedFields are the identifiers of the transaction a decision
+// resolved that the command did not carry (an order_no command's
+// session_id), for the line that answers it.
+func resolvedFields(cmd schemas.ResendCommand, res schemas.DeliveryResult) []any {
+	var f []any
+	if cmd.SessionID == "" && res.SessionID != "" {
+		f = append(f, "session_id", res.SessionID)
+	}
+	if cmd.OrderNo == "" && res.OrderNo != "" {
+		f = append(f, "order_no", res.OrderNo)
+	}
+	if cmd.MerchantID == "" && res.MerchantID != "" {
+		f = append(f, "merchant_id", res.MerchantID)
+	}
+	return f
 }
 
 // decideInSlot decides a command holding a sending slot, which freeSlot
@@ -289,7 +322,7 @@ func (h *commandLifecycle) unrecorded(msg *message.Message, cmd schemas.ResendCo
 		if err == nil {
 			h.metrics.decided(&res)
 			h.metrics.unrecorded.Inc()
-			log.Info("command answered", "outcome", res.Outcome, "reason", res.Reason, "result_id", res.ResultID, "recorded", false)
+			log.Info("command answered", append(resolvedFields(cmd, res), "outcome", res.Outcome, "reason", res.Reason, "result_id", res.ResultID, "recorded", false)...)
 			h.metrics.observe(start)
 			return nil
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -252,4 +253,73 @@ func TestHelpAndVersion(t *testing.T) {
 		return
 	}
 	t.Error("no notifyd_build_info")
+}
+
+// TestLogLines: every JSON log line of a start, a payment event and an
+// order_no resend is one object with each key once (one component), and
+// the line answering the command carries the session_id it resolved.
+func TestLogLines(t *testing.T) {
+	dir := t.TempDir()
+	broker, httpAddr := freePort(t), freePort(t)
+	cfgPath := filepath.Join(dir, "notifyd.yaml")
+	cfg := fmt.Sprintf("embedded_broker: {listen: %q}\nstore: {dir: %q}\nhttp: {listen: %q}\nlog: {format: json, level: debug}\nproviders:\n  sms: {kind: console}\n",
+		broker, filepath.Join(dir, "data"), httpAddr)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, serveErr := serveForTest(t, httpAddr, "-config", cfgPath)
+	event := `{"event_id":"e-1","session_id":"sess-log","order_no":"order-log","state":"paid","timestamp_utc":"2026-11-02 09:00:07","customer_phone":"+96550001234","notifications":{"sms":[]}}`
+	var out, errOut bytes.Buffer
+	if code := run(t.Context(), []string{"publish", "-config", cfgPath, "-topic", "payment-events"}, strings.NewReader(event), &out, &errOut); code != 0 {
+		t.Fatalf("publish: %s", errOut.String())
+	}
+	if code := run(t.Context(), []string{"resend", "-config", cfgPath, "-order-no", "order-log", "-channels", "sms"}, nil, &out, &errOut); code != 0 {
+		t.Fatalf("resend: %d %s", code, errOut.String())
+	}
+	answered := false
+	for _, line := range strings.Split(strings.TrimSpace(serveErr.String()), "\n") {
+		keys, err := objectKeys([]byte(line))
+		if err != nil {
+			t.Errorf("not one JSON object: %v: %s", err, line)
+			continue
+		}
+		seen := map[string]bool{}
+		for _, k := range keys {
+			if seen[k] {
+				t.Errorf("key %q twice: %s", k, line)
+			}
+			seen[k] = true
+		}
+		if strings.Contains(line, `"msg":"command answered"`) {
+			answered = true
+			if !strings.Contains(line, `"session_id":"sess-log"`) || !strings.Contains(line, `"order_no":"order-log"`) {
+				t.Errorf("the answer's line lacks the resolved session_id: %s", line)
+			}
+		}
+	}
+	if !answered {
+		t.Error("no command answered line")
+	}
+}
+
+// objectKeys returns the top-level keys of a JSON object, in order,
+// duplicates included.
+func objectKeys(b []byte) ([]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, fmt.Errorf("not an object: %v", err)
+	}
+	var keys []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, tok.(string))
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
 }

@@ -109,7 +109,7 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	logger = logger.With(watermill.LogFields{"component": "wmkafka.Publisher"})
+	logger = logger.With(watermill.LogFields{"wmkafka": "publisher"})
 
 	p := &Publisher{cfg: cfg, logger: logger}
 	transport := cfg.Transport

@@ -204,7 +204,7 @@ func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subsc
 	}
 	return &Subscriber{
 		cfg:     cfg.withDefaults(),
-		logger:  logger.With(watermill.LogFields{"component": "wmkafka.Subscriber", "group": cfg.GroupID}),
+		logger:  logger.With(watermill.LogFields{"wmkafka": "subscriber", "group": cfg.GroupID}),
 		closing: make(chan struct{}),
 		subs:    map[*subscription]struct{}{},
 	}, nil
