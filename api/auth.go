@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -223,7 +224,25 @@ func (a *authenticator) authenticate(r *http.Request) (Principal, *authFailure) 
 			return Principal{Name: c.user.Username, Role: c.user.Role, Merchant: c.user.Merchant}, nil
 		}
 	}
+	if strings.TrimSpace(h) != "" {
+		return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: unsupportedScheme(scheme)}
+	}
 	return Principal{}, &authFailure{status: http.StatusUnauthorized, detail: msgNoCredentials}
+}
+
+// schemeName is what an unsupported scheme's answer may name: a word, not
+// something that could be a credential sent without its scheme (a key
+// holds "_").
+var schemeName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{0,19}$`)
+
+// unsupportedScheme answers a credential of a scheme notifyd does not
+// take (Bearer, Token, ...), naming the ones it takes.
+func unsupportedScheme(scheme string) string {
+	const accepted = `use "Api-Key <key>" or "Basic <credentials>".`
+	if schemeName.MatchString(scheme) {
+		return fmt.Sprintf("Unsupported authorization scheme %q: %s", scheme, accepted)
+	}
+	return "Unsupported authorization scheme: " + accepted
 }
 
 // msgBusy answers (503) a password check beyond the bcrypt queue.

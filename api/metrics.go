@@ -22,6 +22,10 @@ type metrics struct {
 	passwords *prometheus.CounterVec
 }
 
+// answeredCodes are the status codes notifyd_api_requests_total has from
+// the start.
+var answeredCodes = []int{200, 202, 400, 401, 403, 404, 429, 503}
+
 // The results of password checks.
 const (
 	passwordAccepted  = "accepted"
@@ -60,6 +64,11 @@ func newMetrics(reg prometheus.Registerer, callbacks []string) *metrics {
 			Name: "notifyd_api_password_checks_total",
 			Help: "Password checks of Basic requests and console sign-ins, by result: accepted, refused (wrong password or unknown user), throttled (429 unchecked: failed sign-ins of the username or the client are backing off), busy (503 unchecked: too many checks at once).",
 		}, []string{"result"}),
+	}
+	// The codes the dashboard and the alerts read, at zero from the
+	// start: a first 401 or 503 is then a change rate() sees.
+	for _, code := range answeredCodes {
+		m.requests.WithLabelValues(strconv.Itoa(code))
 	}
 	for _, r := range []string{passwordAccepted, passwordRefused, passwordThrottled, passwordBusy} {
 		m.passwords.WithLabelValues(r)

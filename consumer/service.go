@@ -233,8 +233,20 @@ func (s *Service) Readiness() Readiness {
 // refreshInterval until ctx ends.
 func (s *Service) refresh(ctx context.Context, client *kafka.Client, wm *watermarks, followers ...*follower) {
 	// The consumer lag at once: notifyd_consumer_lag_messages is on
-	// /metrics from the start, not after the first interval.
+	// /metrics from the start, not after the first interval; while the
+	// group's coordinator cannot answer yet (a new group, a broker just
+	// started), asked again every second until it does.
 	s.refreshConsumerLag(ctx, client)
+	go func() {
+		for s.consumerLag.Load() == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			s.refreshConsumerLag(ctx, client)
+		}
+	}()
 	t := time.NewTicker(refreshInterval)
 	defer t.Stop()
 	for {

@@ -91,10 +91,10 @@ func decodeCounts(v []byte) (ChannelCounts, error) {
 // resultCounts returns the counts a delivery result adds, one per channel
 // result.
 func resultCounts(r *schemas.DeliveryResult) []ChannelCounts {
-	day := r.ProcessedAt.UTC().Truncate(24 * time.Hour)
 	out := make([]ChannelCounts, 0, len(r.Channels))
 	for _, c := range r.Channels {
-		n := ChannelCounts{MerchantID: schemas.MerchantOf(r.MerchantID), Day: day, Channel: c.Channel}
+		// Day is the moment: countsKey keeps its UTC day.
+		n := ChannelCounts{MerchantID: schemas.MerchantOf(r.MerchantID), Day: r.ProcessedAt, Channel: c.Channel}
 		switch c.Status {
 		case schemas.StatusSent:
 			n.Sent = 1
@@ -216,7 +216,6 @@ func (s *Store) Counts(f CountsFilter) (counts []ChannelCounts, next string, err
 		return nil, "", fmt.Errorf("counts: %w", err)
 	}
 	defer it.Close()
-	from, to := f.From.UTC().Truncate(24*time.Hour), f.To.UTC().Truncate(24*time.Hour)
 	merchants, current, seen := 0, "", ""
 	for it.First(); it.Valid(); {
 		m, day, ch, err := parseCountsKey(it.Key())
@@ -225,12 +224,14 @@ func (s *Store) Counts(f CountsFilter) (counts []ChannelCounts, next string, err
 		}
 		if m != seen {
 			seen = m
-			if !f.From.IsZero() && day.Before(from) {
-				it.SeekGE(countsKey(m, from, ""))
+			// A day at midnight before From's moment: on to From's
+			// day (itself when From is later on the same day).
+			if !f.From.IsZero() && day.Before(f.From) {
+				it.SeekGE(countsKey(m, f.From, ""))
 				continue
 			}
 		}
-		if !f.To.IsZero() && day.After(to) {
+		if !f.To.IsZero() && day.After(f.To) {
 			// The merchant's last day selected is behind: on to the next.
 			it.SeekGE(append([]byte(prefixCounts), m+"\x01"...))
 			continue

@@ -1,9 +1,12 @@
 package projection
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,12 +135,46 @@ func TestCountsUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.Close()
-	for range 2 {
-		s := openTest(t, dir)
-		if got, _ := countsOf(t, s, CountsFilter{}); !slices.Equal(got, want) {
-			t.Errorf("counts after the upgrade\n%q\nwant\n%q", got, want)
+	var logs bytes.Buffer
+	open := func() *Store {
+		logs.Reset()
+		s, err := Open(dir, Options{EventsTopic: "payment-events", ResultsTopic: "notification-results",
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
 		}
-		s.Close()
+		return s
+	}
+	s := open()
+	if got, _ := countsOf(t, s, CountsFilter{}); !slices.Equal(got, want) {
+		t.Errorf("counts after the upgrade\n%q\nwant\n%q", got, want)
+	}
+	if !strings.Contains(logs.String(), "per-merchant counts built from the results held") || !strings.Contains(logs.String(), "results=120") {
+		t.Errorf("the upgrade's log: %s", logs.String())
+	}
+	// Counted once: the next open counts nothing again (a count changed
+	// since stays as it is).
+	if err := s.db.Set(countsKey("m1", t0, "sms"), encodeCounts(ChannelCounts{Sent: 99}), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open()
+	defer s.Close()
+	if got, _ := countsOf(t, s, CountsFilter{Merchant: "m1", From: t0, To: t0}); !slices.Contains(got, "m1 11-02 sms 99/0/0") {
+		t.Errorf("counted again at the next open: %q", got)
+	}
+	if strings.Contains(logs.String(), "per-merchant counts") {
+		t.Errorf("the next open logged a count: %s", logs.String())
+	}
+	// A new store has nothing to count and says nothing.
+	fresh, err := Open(t.TempDir(), Options{EventsTopic: "payment-events", ResultsTopic: "notification-results",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh.Close()
+	if strings.Contains(logs.String(), "per-merchant counts") {
+		t.Errorf("a new store logged a count: %s", logs.String())
 	}
 }
 

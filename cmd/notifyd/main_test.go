@@ -431,10 +431,10 @@ func TestAPIKeyCommand(t *testing.T) {
 // at zero: the first failure of a kind is then a change rate() sees.
 func TestMetricsPresentFromStart(t *testing.T) {
 	dir := t.TempDir()
-	broker, httpAddr := freePort(t), freePort(t)
+	broker, httpAddr, apiAddr := freePort(t), freePort(t), freePort(t)
 	cfgPath := filepath.Join(dir, "notifyd.yaml")
-	cfg := fmt.Sprintf("embedded_broker: {listen: %q}\nstore: {dir: %q}\nhttp: {listen: %q}\nlog: {level: warn}\nproviders:\n  email: {kind: console}\n  sms: {kind: console}\n  whatsapp: {kind: console}\n",
-		broker, filepath.Join(dir, "data"), httpAddr)
+	cfg := fmt.Sprintf("embedded_broker: {listen: %q}\nstore: {dir: %q}\nhttp: {listen: %q}\napi: {listen: %q}\nlog: {level: warn}\nproviders:\n  email: {kind: console}\n  sms: {kind: console}\n  whatsapp: {kind: console}\n",
+		broker, filepath.Join(dir, "data"), httpAddr, apiAddr)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -454,6 +454,11 @@ func TestMetricsPresentFromStart(t *testing.T) {
 		`notifyd_provider_retries_total{channel="sms",provider="console"} 0`,
 		`notifyd_projection_events_total{result="invalid"} 0`,
 		`notifyd_consumer_lag_messages{partition="0",topic="notification-commands"} 0`,
+		`notifyd_api_requests_total{code="200"} 0`,
+		`notifyd_api_requests_total{code="401"} 0`,
+		`notifyd_api_requests_total{code="429"} 0`,
+		`notifyd_api_requests_total{code="503"} 0`,
+		`notifyd_api_waiting 0`,
 	}
 	testkit.Until(t, 15*time.Second, func() error {
 		metrics := httpGet(t, httpAddr, "/metrics")
