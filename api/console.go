@@ -98,6 +98,20 @@ func newConsole(s *Server, backend ConsoleBackend) (*console, error) {
 		"stamp": stampOf,
 		// merchant names an entry's merchant: one from before merchants is the default's.
 		"merchant": schemas.MerchantOf,
+		// iso is a time for <time datetime>, which the console's script
+		// shows in the browser's zone beside the UTC text.
+		"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		// short shortens a long id (the whole one is the title and the
+		// copy button's).
+		"short": func(id string) string {
+			if r := []rune(id); len(r) > 14 {
+				return string(r[:10]) + "…"
+			}
+			return id
+		},
+		// outcome is an outcome in words.
+		"outcome": func(o schemas.Outcome) string { return strings.ReplaceAll(string(o), "_", " ") },
+		"plural":  plural,
 	}
 	for _, page := range []string{"login", "home", "txn", "attention", "recover", "batch", "counts"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/layout.html", "console/"+page+".html")
@@ -137,12 +151,13 @@ func (c *console) routes(mux *http.ServeMux) {
 	})
 }
 
-// securityHeaders: no framing, no script, nothing from elsewhere, no
-// caching of pages holding customer data.
+// securityHeaders: no framing, no script but the console's own (copy
+// buttons, local times: every page works without it), nothing from
+// elsewhere, no caching of pages holding customer data.
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "same-origin")
@@ -298,7 +313,7 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 		// A deleted (tombstoned) transaction keeps its history (for a
 		// merchant's user, its own results only).
 		if by == "session_id" {
-			if hist, deliveries, err := c.history(v, id); err == nil && len(hist) > 0 {
+			if hist, deliveries, _, err := c.history(v, id, 0); err == nil && len(hist) > 0 {
 				data["History"], data["Deliveries"] = hist, deliveries
 				data["Deleted"] = true
 			}
@@ -311,10 +326,25 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.unavailable(w, v, err)
 		return
 	}
-	hist, deliveries, err := c.history(v, txn.SessionID)
+	page, _ := strconv.Atoi(q.Get("history_page"))
+	page = max(page, 0)
+	hist, deliveries, more, err := c.history(v, txn.SessionID, page)
 	if err != nil {
 		c.unavailable(w, v, err)
 		return
+	}
+	pageURL := func(n int) string {
+		u := url.Values{"session_id": {txn.SessionID}}
+		if n > 0 {
+			u.Set("history_page", strconv.Itoa(n))
+		}
+		return consolePrefix + "txn?" + u.Encode()
+	}
+	if more {
+		data["Older"] = pageURL(page + 1)
+	}
+	if page > 0 {
+		data["Newer"] = pageURL(page - 1)
 	}
 	data["Txn"] = txnView{
 		SessionID: txn.SessionID, OrderNo: txn.OrderNo, MerchantID: txn.MerchantID, State: string(txn.State), Amount: txn.AmountString(), Currency: txn.CurrencyCode,
@@ -361,14 +391,17 @@ func (c *console) resendResult(data map[string]any, v viewer, sessionID, id, pol
 	return nil
 }
 
-// history decodes a transaction's last results that v may see, with the
-// furthest delivery status of each message they sent, by provider message
-// id.
-func (c *console) history(v viewer, sessionID string) ([]schemas.DeliveryResult, map[string]*schemas.DeliveryEvent, error) {
-	raws, err := c.backend.History(sessionID, historyRows)
+// history decodes a page of a transaction's results that v may see,
+// newest first (page 0: the last historyRows), with the furthest delivery
+// status of each message they sent, by provider message id; more says
+// older results exist.
+func (c *console) history(v viewer, sessionID string, page int) ([]schemas.DeliveryResult, map[string]*schemas.DeliveryEvent, bool, error) {
+	raws, err := c.backend.History(sessionID, (page+1)*historyRows+1)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
+	more := len(raws) > (page+1)*historyRows
+	raws = raws[min(page*historyRows, len(raws)):min((page+1)*historyRows, len(raws))]
 	out := make([]schemas.DeliveryResult, 0, len(raws))
 	deliveries := map[string]*schemas.DeliveryEvent{}
 	for _, raw := range raws {
@@ -383,14 +416,14 @@ func (c *console) history(v viewer, sessionID string) ([]schemas.DeliveryResult,
 			}
 			ev, ok, err := c.backend.Delivery(ch.ProviderMessageID)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, false, err
 			}
 			if ok {
 				deliveries[ch.ProviderMessageID] = &ev
 			}
 		}
 	}
-	return out, deliveries, nil
+	return out, deliveries, more, nil
 }
 
 func (c *console) unavailable(w http.ResponseWriter, v viewer, err error) {

@@ -1,14 +1,19 @@
 package api
 
 import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/notifyd/notifyd/dispatch"
 	"github.com/notifyd/notifyd/projection"
 	"github.com/notifyd/notifyd/schemas"
 )
@@ -61,8 +66,16 @@ func filterOf(who viewer, v url.Values) (projection.AttentionFilter, error) {
 	return f, nil
 }
 
+// attentionRow is a line of the needs-attention list: the entry, the
+// transaction's customer (name, and the channel's contact masked) and the
+// row's tick value (its cursor).
+type attentionRow struct {
+	projection.AttentionItem
+	Customer, Recipient, Pick string
+}
+
 // attention lists the channels that need attention, newest first, a page
-// at a time.
+// at a time, with how many the filter selects and the customer of each.
 func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
 	q := r.URL.Query()
 	f, err := filterOf(v, q)
@@ -73,6 +86,14 @@ func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.render(w, http.StatusBadRequest, "attention", v, data)
 		return
 	}
+	all := f
+	all.Limit = maxRecovery
+	everything, beyond, err := c.backend.Attention(all)
+	if err != nil {
+		c.unavailable(w, v, err)
+		return
+	}
+	data["Total"], data["TotalMore"] = len(everything), beyond != ""
 	f.After, f.Limit = q.Get("after"), attentionRows
 	items, next, err := c.backend.Attention(f)
 	if err != nil {
@@ -84,7 +105,24 @@ func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.unavailable(w, v, err)
 		return
 	}
-	data["Items"] = items
+	rows := make([]attentionRow, len(items))
+	for i, it := range items {
+		rows[i] = attentionRow{AttentionItem: it, Pick: it.Cursor()}
+		txn, found, err := c.backend.Lookup(it.MerchantID, it.SessionID, "")
+		if err != nil {
+			c.unavailable(w, v, err)
+			return
+		}
+		if found {
+			rows[i].Customer = strings.TrimSpace(txn.CustomerFirstName + " " + txn.CustomerLastName)
+			contact := txn.CustomerPhone
+			if it.Channel == schemas.ChannelEmail {
+				contact = txn.CustomerEmail
+			}
+			rows[i].Recipient = dispatch.MaskRecipient(it.Channel, contact)
+		}
+	}
+	data["Items"] = rows
 	if next != "" {
 		nq := url.Values{}
 		for _, k := range []string{"merchant", "channel", "provider", "reason", "since", "until"} {
@@ -98,12 +136,24 @@ func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
 	c.render(w, http.StatusOK, "attention", v, data)
 }
 
+// previewRow is a transaction of a recovery's preview: what its command
+// resends, its order_no and when its latest failure was.
+type previewRow struct {
+	schemas.ResendCommand
+	OrderNo  string
+	FailedAt time.Time
+}
+
 // recover previews a bulk recovery (action=preview: how many commands,
 // which transactions, a sample) or starts it (action=confirm) and shows
-// its progress.
+// its progress. With scope=ticked (or picks carried by the preview's
+// confirmation) it recovers only the ticked rows (pick: their cursors).
 func (c *console) recover(w http.ResponseWriter, r *http.Request, v viewer) {
 	f, err := filterOf(v, r.PostForm)
 	data := map[string]any{"Filter": f}
+	if err == nil && r.PostForm.Get("scope") == "ticked" && len(r.PostForm["pick"]) == 0 {
+		err = errors.New("tick the rows to recover, or recover all of them")
+	}
 	if err != nil {
 		data["Error"] = err.Error()
 		c.render(w, http.StatusBadRequest, "recover", v, data)
@@ -122,16 +172,55 @@ func (c *console) recover(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.unavailable(w, v, err)
 		return
 	}
+	var picks []string
+	if r.PostForm.Get("scope") != "all" {
+		picks = r.PostForm["pick"]
+	}
+	if len(picks) > 0 {
+		items = slices.DeleteFunc(items, func(it projection.AttentionItem) bool { return !slices.Contains(picks, it.Cursor()) })
+		more = ""
+	}
 	plan := projection.PlanRecovery(f, items, "console:"+v.Name, time.Now())
+	if len(picks) > 0 {
+		plan.BatchID = pickedBatchID(plan.BatchID, picks)
+	}
 	if r.PostForm.Get("action") != "confirm" {
 		data["Plan"] = plan
-		data["Sample"] = plan.Commands[:min(recoverySample, len(plan.Commands))]
+		data["Sample"] = previewRows(plan, items, recoverySample)
 		data["More"] = more != ""
+		data["Picks"] = picks
 		c.render(w, http.StatusOK, "recover", v, data)
 		return
 	}
 	c.recoveries.confirm(plan, f, v.Name)
 	http.Redirect(w, r, consolePrefix+"recover/"+plan.BatchID, http.StatusSeeOther)
+}
+
+// pickedBatchID names the recovery of some rows of a filter: the filter's
+// batch id and the rows', so that it has its own progress page.
+func pickedBatchID(filterBatch string, picks []string) string {
+	sorted := slices.Sorted(slices.Values(picks))
+	sum := sha256.Sum256([]byte(strings.Join(sorted, "\x00")))
+	return filterBatch + "-" + hex.EncodeToString(sum[:4])
+}
+
+// previewRows are the first n transactions of a plan, each with its
+// order_no and its latest failure among items.
+func previewRows(plan projection.RecoveryPlan, items []projection.AttentionItem, n int) []previewRow {
+	rows := make([]previewRow, 0, min(n, len(plan.Commands)))
+	for _, cmd := range plan.Commands[:min(n, len(plan.Commands))] {
+		row := previewRow{ResendCommand: cmd}
+		for _, it := range items {
+			if it.SessionID == cmd.SessionID {
+				row.OrderNo = cmp.Or(row.OrderNo, it.OrderNo)
+				if it.ProcessedAt.After(row.FailedAt) {
+					row.FailedAt = it.ProcessedAt
+				}
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows
 }
 
 // batchPage shows a recovery's progress: commands published, and results

@@ -540,7 +540,7 @@ func TestConsoleAttentionAndRecovery(t *testing.T) {
 	// 09:10 to 09:30: 20 minutes, 18 failures (s19 and s29 were sent).
 	form := url.Values{"channel": {"sms"}, "reason": {"provider_unavailable"}, "since": {"2026-11-02T09:10"}, "until": {"2026-11-02T09:30"}, "action": {"preview"}}
 	preview := b.post("/console/recover", form)
-	if preview.status != 200 || !strings.Contains(preview.text(), "18 transaction(s) will get one resend each, covering 18 channel(s)") {
+	if preview.status != 200 || !strings.Contains(preview.text(), "18 transactions will get one resend each, covering 18 channels that need attention") {
 		t.Fatalf("preview: %d %s", preview.status, preview.text())
 	}
 	if n := f.kafka.publishedCount(); n != 0 {
@@ -629,10 +629,10 @@ func TestConsoleDeliveryStatus(t *testing.T) {
 		t.Errorf("history without delivery statuses: %d %s", p.status, p.text())
 	}
 	a := b.get("/console/attention?reason=undelivered")
-	if a.status != 200 || strings.Count(a.body, "<tr><td>") != 1 || !strings.Contains(a.text(), "s-d o-d sms undelivered twilio") {
+	if a.status != 200 || strings.Count(a.body, `<td class="when">`) != 1 || !strings.Contains(a.text(), "s-d o-d Layla +965****1234 sms undelivered twilio") {
 		t.Errorf("attention by undelivered: %d %s", a.status, a.text())
 	}
-	if a := b.get("/console/attention?reason=provider_unavailable"); strings.Count(a.body, "<tr><td>") != 0 {
+	if a := b.get("/console/attention?reason=provider_unavailable"); strings.Count(a.body, `<td class="when">`) != 0 {
 		t.Errorf("an undelivered message listed as provider_unavailable: %s", a.text())
 	}
 }

@@ -152,14 +152,33 @@ templates:
 
 	base := "http://" + apiAddr + "/console/"
 	shots := t.ArtifactDir()
+	// shot saves the page at 1280 px and at 390 px (a phone), and fails
+	// when the narrow page is wider than the phone (a table not in its
+	// scroll box, a form that does not wrap).
 	shot := func(name string) {
 		t.Helper()
-		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
+		for _, w := range []struct {
+			suffix        string
+			width, height int64
+		}{{"", 1280, 900}, {"-390", 390, 844}} {
+			if err := chromedp.Do(ctx, chromedp.EmulateViewport(w.width, w.height)); err != nil {
+				t.Fatalf("viewport %d: %v", w.width, err)
+			}
+			buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+			if err != nil {
+				t.Fatalf("screenshot %s: %v", name, err)
+			}
+			checkNotBlank(t, name+w.suffix, buf)
+			if err := os.WriteFile(filepath.Join(shots, name+w.suffix+".png"), buf, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if w.width == 390 {
+				if wide, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || wide > 390 {
+					t.Errorf("%s at 390 px is %d px wide (%v)", name, wide, err)
+				}
+			}
 		}
-		checkNotBlank(t, name, buf)
-		if err := os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644); err != nil {
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -236,7 +255,26 @@ templates:
 	if keys, calls := peer.count("email/"); keys != 1 || calls != 1 {
 		t.Errorf("email messages %d (calls %d), want 1", keys, calls)
 	}
+	// The status is coloured on the cell that says it, whatever its
+	// column; the cells around it are not.
+	colours, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[
+		getComputedStyle(document.querySelector("#history td.status.status-sent")).color,
+		getComputedStyle(document.querySelector("#history td.status.status-sent").nextElementSibling.nextElementSibling.nextElementSibling).color]`))
+	if err != nil || len(colours) != 2 || colours[0] != "rgb(23, 128, 61)" || colours[1] == colours[0] {
+		t.Errorf("status and provider cell colours %v (%v)", colours, err)
+	}
 	shot("4-resent")
+	// The README's picture of the console is this page:
+	// NOTIFYD_TEST_DOCS=1 retakes docs/console.png.
+	if os.Getenv("NOTIFYD_TEST_DOCS") == "1" {
+		png, err := os.ReadFile(filepath.Join(shots, "4-resent.png"))
+		if err == nil {
+			err = os.WriteFile(filepath.Join("..", "..", "docs", "console.png"), png, 0o644)
+		}
+		if err != nil {
+			t.Errorf("docs/console.png: %v", err)
+		}
+	}
 	must("sign out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#username")))
 
 	// A viewer looks and cannot resend.
@@ -294,7 +332,7 @@ templates:
 			t.Fatalf("preview: %v", err)
 		}
 	}
-	if s := text("#summary"); !strings.Contains(s, "5 transaction(s) will get one resend each") {
+	if s := text("#summary"); !strings.Contains(s, "5 transactions will get one resend each") {
 		t.Errorf("preview %q", s)
 	}
 	shot("8-recovery-preview")
@@ -312,7 +350,7 @@ templates:
 		if err != nil {
 			return err
 		}
-		if strings.Contains(state, "Done.") && sent == "5" {
+		if strings.Contains(state, "Done: 5 of 5 customers notified.") && sent == "5" {
 			return nil
 		}
 		progress, _ := tryText("#progress")
@@ -369,6 +407,33 @@ templates:
 		return err == nil && strings.Contains(rows, "sess-acme-1") && !strings.Contains(rows, "sess-main")
 	})
 	shot("10-platform-merchant-filter")
+	// An empty list offers no recovery.
+	must("an empty list", chromedp.Navigate(base+"attention?channel=whatsapp"), chromedp.WaitVisible(chromedp.CSS("#none")))
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#recover, #recover-ticked").length`)); err != nil || n != 0 {
+		t.Errorf("an empty list offers %d recovery buttons (%v)", n, err)
+	}
+	// Ticking one row recovers that one only: the default merchant's
+	// customer, not acme's.
+	must("tick sess-main", chromedp.Navigate(base+"attention?channel=email"), chromedp.WaitVisible(chromedp.CSS("#attention")),
+		chromedp.Click(chromedp.CSS(`input.pick[aria-label="recover sess-main email"]`)), chromedp.Click(chromedp.CSS("#recover-ticked")),
+		chromedp.WaitVisible(chromedp.CSS("#summary")))
+	if s, sample := text("#summary"), text("#sample tbody"); !strings.Contains(s, "1 transaction will get one resend each, covering 1 channel that needs attention (the 1 ticked row)") ||
+		!strings.Contains(sample, "sess-main") || strings.Contains(sample, "sess-acme-1") {
+		t.Errorf("the ticked row's preview: %q / %q", s, sample)
+	}
+	shot("10b-recover-ticked-preview")
+	must("confirm the ticked", chromedp.Click(chromedp.CSS("#confirm")), chromedp.WaitVisible(chromedp.CSS("#progress")))
+	testkit.Until(t, 30*time.Second, func() error {
+		if state, err := tryText("#state"); err != nil || !strings.Contains(state, "Done: 1 of 1 customer notified.") {
+			return fmt.Errorf("the ticked recovery: %q %v", state, err)
+		}
+		return nil
+	})
+	main, _ := peer.count("email/recover-sess-main")
+	acme, _ := peer.count("email/recover-sess-acme")
+	if main != 1 || acme != 0 {
+		t.Errorf("the ticked recovery sent %d email(s) to sess-main and %d to sess-acme-1, want 1 and 0", main, acme)
+	}
 	must("sign out", chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#username")))
 
 	// acme's operator sees acme only: its order ORD-7001, not the default
@@ -398,7 +463,7 @@ templates:
 	}
 	shot("12-merchant-user-attention")
 	must("acme previews a recovery", chromedp.Click(chromedp.CSS("#recover")), chromedp.WaitVisible(chromedp.CSS("#summary")))
-	if s, sample := text("#summary"), text("#sample"); !strings.Contains(s, "1 transaction(s) will get one resend each") || !strings.Contains(sample, "sess-acme-1") {
+	if s, sample := text("#summary"), text("#sample"); !strings.Contains(s, "1 transaction will get one resend each") || !strings.Contains(sample, "sess-acme-1") {
 		t.Errorf("acme's recovery: %q / %q", s, sample)
 	}
 	shot("13-merchant-user-recovery")
