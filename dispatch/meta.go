@@ -300,7 +300,7 @@ func (p *Meta) classify(ans httpAnswer, to string) (Receipt, error) {
 func metaKind() Kind {
 	return Kind{Name: "meta", Channels: []schemas.Channel{schemas.ChannelWhatsApp}, Handshakes: true,
 		Validate: func(p ProviderConfig) error { return p.Meta.Validate() },
-		New:      func(p ProviderConfig, _ Env) (Provider, error) { return NewMeta(p.Meta, nil) },
+		New:      func(p ProviderConfig, env Env) (Provider, error) { return NewMeta(p.Meta, env.httpClient()) },
 		Receipts: func(blocks []ProviderConfig) ReceiptVerifier {
 			var v MetaReceipts
 			for _, p := range blocks {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -44,6 +45,32 @@ type Env struct {
 	// for them at PublicURL + CallbackPrefix + their kind, unless their
 	// block names another address.
 	PublicURL string
+	// UserAgent is the User-Agent the HTTP providers (twilio, meta,
+	// webhook) send, such as notifyd/v1.2.3; empty: Go's default.
+	UserAgent string
+}
+
+// httpClient is the client the HTTP providers built in e start from (see
+// providerClient): one that sends e.UserAgent, or nil (the default
+// client) when there is none.
+func (e Env) httpClient() *http.Client {
+	if e.UserAgent == "" {
+		return nil
+	}
+	return &http.Client{Transport: userAgent{ua: e.UserAgent, next: http.DefaultTransport}}
+}
+
+// userAgent sets the User-Agent of every request it carries.
+type userAgent struct {
+	ua   string
+	next http.RoundTripper
+}
+
+// RoundTrip sends r, a copy of it, with the User-Agent set.
+func (u userAgent) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("User-Agent", u.ua)
+	return u.next.RoundTrip(r)
 }
 
 // CallbackPrefix is where providers post their receipts:

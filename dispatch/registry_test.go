@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -345,5 +346,51 @@ func TestWebhookReceiptsVerify(t *testing.T) {
 	r.Header.Set(WebhookSignatureHeader, "t="+strconv.FormatInt(now.Unix(), 10))
 	if _, err := v.Verify(r, "", []byte(body), now); err == nil {
 		t.Error("a signature without v1 verified")
+	}
+}
+
+// TestUserAgent: every HTTP kind built with an Env's UserAgent sends it;
+// without one, Go's default.
+func TestUserAgent(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Header.Get("User-Agent"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"sid":"SM1","status":"queued","messages":[{"id":"wamid.1"}],"id":"w1"}`)
+	}))
+	defer srv.Close()
+	blocks := []struct {
+		block ProviderConfig
+		msg   Message
+	}{
+		{ProviderConfig{Kind: "twilio", Twilio: TwilioConfig{BaseURL: srv.URL, AccountSID: "AC1", AuthToken: "t", From: "+1555"}},
+			Message{Channel: schemas.ChannelSMS, To: "+96555001234", Text: "hi"}},
+		{ProviderConfig{Kind: "meta", Meta: MetaConfig{BaseURL: srv.URL, PhoneNumberID: "1", AccessToken: "t"}}, waMessage()},
+		{ProviderConfig{Kind: "webhook", Webhook: WebhookConfig{URL: srv.URL}}, Message{Channel: schemas.ChannelSMS, To: "+96555001234", Text: "hi"}},
+	}
+	for _, ua := range []string{"notifyd/v9.9.9", ""} {
+		for _, b := range blocks {
+			route, err := NewRegistry().Build(b.block, Env{UserAgent: ua})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = nil
+			if _, err := route.Provider.Send(t.Context(), b.msg); err != nil {
+				t.Fatalf("%s: %v", b.block.Kind, err)
+			}
+			want := ua
+			if ua == "" {
+				want = "Go-http-client/1.1"
+			}
+			mu.Lock()
+			if len(got) != 1 || got[0] != want {
+				t.Errorf("%s with UserAgent %q sent User-Agent %q, want %q", b.block.Kind, ua, got, want)
+			}
+			mu.Unlock()
+		}
 	}
 }

@@ -214,7 +214,7 @@ func twilioKind() Kind {
 			if p.Twilio.StatusCallback == "" && env.PublicURL != "" {
 				p.Twilio.StatusCallback = strings.TrimSuffix(env.PublicURL, "/") + CallbackPrefix + "twilio"
 			}
-			return NewTwilio(p.Twilio, nil)
+			return NewTwilio(p.Twilio, env.httpClient())
 		},
 		Receipts: func(blocks []ProviderConfig) ReceiptVerifier {
 			tokens := map[string]string{}

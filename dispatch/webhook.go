@@ -196,7 +196,7 @@ func credentialHeader(name string) bool {
 func webhookKind() Kind {
 	return Kind{Name: "webhook", Channels: schemas.Channels,
 		Validate: func(p ProviderConfig) error { return p.Webhook.Validate() },
-		New:      func(p ProviderConfig, _ Env) (Provider, error) { return NewWebhook(p.Webhook, nil) },
+		New:      func(p ProviderConfig, env Env) (Provider, error) { return NewWebhook(p.Webhook, env.httpClient()) },
 		Receipts: func(blocks []ProviderConfig) ReceiptVerifier {
 			var v WebhookReceipts
 			for _, p := range blocks {

@@ -181,7 +181,7 @@ func (c *Config) providerBlocks() []dispatch.ProviderConfig {
 // providers print to console. A provider whose receipts come back asks
 // for them at api.public_url when that is set (dispatch.Env).
 func (c *Config) routes(kinds *dispatch.Registry, console io.Writer) (map[schemas.Channel][]dispatch.Route, error) {
-	env := dispatch.Env{Console: console, PublicURL: c.API.PublicURL}
+	env := dispatch.Env{Console: console, PublicURL: c.API.PublicURL, UserAgent: userAgent()}
 	out := map[schemas.Channel][]dispatch.Route{}
 	for name, chain := range c.Providers {
 		ch := schemas.Channel(name)

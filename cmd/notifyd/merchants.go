@@ -88,7 +88,7 @@ func (c *Config) sealingKeys() (*seal.Keys, error) {
 // merchantConfig is how merchants' providers and templates are built: as
 // the platform's (console providers print to console).
 func (c *Config) merchantConfig(kinds *dispatch.Registry, console io.Writer) dispatch.MerchantConfig {
-	return dispatch.MerchantConfig{Kinds: kinds, Env: dispatch.Env{Console: console, PublicURL: c.API.PublicURL}}
+	return dispatch.MerchantConfig{Kinds: kinds, Env: dispatch.Env{Console: console, PublicURL: c.API.PublicURL, UserAgent: userAgent()}}
 }
 
 // merchantProviders and merchantTemplates are the parts of a merchant's

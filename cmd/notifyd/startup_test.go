@@ -235,6 +235,9 @@ func TestHelpAndVersion(t *testing.T) {
 	if code != 0 || strings.TrimSpace(out) != b.String() || !strings.HasPrefix(out, "notifyd "+b.Version+" (revision "+b.Revision) || !strings.Contains(out, b.GoVersion) {
 		t.Errorf("version: exit %d, %q (build %+v)", code, out, b)
 	}
+	if ua := userAgent(); ua != "notifyd/"+b.Version {
+		t.Errorf("the providers' User-Agent %q", ua)
+	}
 	mfs, err := newRegistry().Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -69,3 +69,7 @@ func versionCmd(_ context.Context, args []string, _ io.Reader, stdout, stderr io
 	fmt.Fprintln(stdout, currentBuild())
 	return nil
 }
+
+// userAgent is the User-Agent notifyd's HTTP providers send:
+// notifyd/<version>.
+func userAgent() string { return "notifyd/" + currentBuild().Version }
