@@ -112,11 +112,11 @@ func TestAuthenticate(t *testing.T) {
 		{"basic unknown user", basic("nobody", "s3cret pass"), Principal{}, msgInvalidBasic},
 		{"basic not base64", "Basic !!!", Principal{}, msgInvalidBasic},
 		{"none", "", Principal{}, msgNoCredentials},
-		{"another scheme", "Bearer " + key, Principal{}, `Unsupported authorization scheme "Bearer": use "Api-Key <key>" or "Basic <credentials>".`},
-		{"a scheme alone", "Token", Principal{}, `Unsupported authorization scheme "Token": use "Api-Key <key>" or "Basic <credentials>".`},
-		{"a key without its scheme: not echoed", key, Principal{}, `Unsupported authorization scheme: use "Api-Key <key>" or "Basic <credentials>".`},
-		{"a scheme of 20 characters", strings.Repeat("a", 20) + " x", Principal{}, `Unsupported authorization scheme "` + strings.Repeat("a", 20) + `": use "Api-Key <key>" or "Basic <credentials>".`},
-		{"a scheme too long to be one", strings.Repeat("a", 21) + " x", Principal{}, `Unsupported authorization scheme: use "Api-Key <key>" or "Basic <credentials>".`},
+		{"another scheme", "Bearer " + key, Principal{}, `Unsupported authorization scheme "Bearer": use Api-Key or Basic.`},
+		{"a scheme alone", "Token", Principal{}, `Unsupported authorization scheme "Token": use Api-Key or Basic.`},
+		{"a key without its scheme: not echoed", key, Principal{}, `Unsupported authorization scheme: use Api-Key or Basic.`},
+		{"a scheme of 20 characters", strings.Repeat("a", 20) + " x", Principal{}, `Unsupported authorization scheme "` + strings.Repeat("a", 20) + `": use Api-Key or Basic.`},
+		{"a scheme too long to be one", strings.Repeat("a", 21) + " x", Principal{}, `Unsupported authorization scheme: use Api-Key or Basic.`},
 		{"spaces only", "   ", Principal{}, msgNoCredentials},
 	} {
 		r := httptest.NewRequest(http.MethodPost, PathNotifications, nil)

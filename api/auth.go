@@ -238,7 +238,7 @@ var schemeName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{0,19}$`)
 // unsupportedScheme answers a credential of a scheme notifyd does not
 // take (Bearer, Token, ...), naming the ones it takes.
 func unsupportedScheme(scheme string) string {
-	const accepted = `use "Api-Key <key>" or "Basic <credentials>".`
+	const accepted = "use Api-Key or Basic."
 	if schemeName.MatchString(scheme) {
 		return fmt.Sprintf("Unsupported authorization scheme %q: %s", scheme, accepted)
 	}
