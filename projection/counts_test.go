@@ -129,8 +129,10 @@ func TestCountsUpgrade(t *testing.T) {
 	b := old.db.NewBatch()
 	_ = b.DeleteRange([]byte(prefixCounts), upper, nil)
 	_ = b.Delete([]byte(keyCountsVersion), nil)
-	// What an upgrade stopped half-way leaves.
+	// What an upgrade stopped half-way leaves: a count the results give
+	// again, and one they do not (both gone once the upgrade counts).
 	_ = b.Set(countsKey("m1", t0, "sms"), encodeCounts(ChannelCounts{Sent: 99}), nil)
+	_ = b.Set(countsKey("ghost", t0, "sms"), encodeCounts(ChannelCounts{Sent: 7}), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
