@@ -55,6 +55,7 @@ const consolePrefix = "/console/"
 const (
 	historyRows     = 50
 	attentionRows   = 50
+	attentionTotal  = 10_000 // needs-attention entries counted for the list's total
 	recoverySample  = 20
 	maxRecovery     = 100_000
 	resendWait      = 10 * time.Second

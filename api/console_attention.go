@@ -86,8 +86,10 @@ func (c *console) attention(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.render(w, http.StatusBadRequest, "attention", v, data)
 		return
 	}
+	// The total, counted up to attentionTotal entries (each is read: a
+	// larger backlog is said as "10000+" to keep the page quick).
 	all := f
-	all.Limit = maxRecovery
+	all.Limit = attentionTotal
 	everything, beyond, err := c.backend.Attention(all)
 	if err != nil {
 		c.unavailable(w, v, err)
