@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,7 +138,9 @@ func TestCountsUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.Close()
-	var logs bytes.Buffer
+	// The store logs from its session-filter goroutine too: the buffer is
+	// written and read under a lock.
+	var logs lockedBuffer
 	open := func() *Store {
 		logs.Reset()
 		s, err := Open(dir, Options{EventsTopic: "payment-events", ResultsTopic: "notification-results",
@@ -201,4 +204,29 @@ func TestCountsCorrupt(t *testing.T) {
 	if _, _, err := s.Counts(CountsFilter{Merchant: "acme"}); err == nil {
 		t.Error("a corrupt key read as counts")
 	}
+}
+
+// lockedBuffer is a log destination safe to write from the store's
+// goroutines while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *lockedBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
 }
