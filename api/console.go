@@ -46,6 +46,12 @@ type ConsoleBackend interface {
 	Delivery(providerMessageID string) (schemas.DeliveryEvent, bool, error)
 	// Counts returns the per-merchant counts of channel results.
 	Counts(f projection.CountsFilter) ([]projection.ChannelCounts, string, error)
+	// Recent returns the transactions with the latest payment events,
+	// newest first, and the cursor of the next page ("" for none).
+	Recent(f projection.RecentFilter) ([]schemas.PaymentEvent, string, error)
+	// FindPrefix returns the transactions whose session_id or order_no
+	// starts with a prefix; more says more may match.
+	FindPrefix(f projection.PrefixFilter) ([]schemas.PaymentEvent, bool, error)
 }
 
 // consolePrefix is where the console is served.
@@ -54,6 +60,7 @@ const consolePrefix = "/console/"
 // Limits of the console's pages.
 const (
 	historyRows     = 50
+	recentRows      = 20 // transactions on the find page, recent or matching a prefix
 	attentionRows   = 50
 	attentionTotal  = 10_000 // needs-attention entries counted for the list's total
 	recoverySample  = 20
@@ -264,8 +271,59 @@ func (c *console) render(w http.ResponseWriter, status int, page string, v viewe
 	_, _ = w.Write([]byte(b.String()))
 }
 
+// home is the find page: the search form and the transactions with the
+// latest payment events (the viewer's merchant's; a platform user's every
+// merchant's, or one merchant's with ?merchant=), a page at a time.
 func (c *console) home(w http.ResponseWriter, r *http.Request, v viewer) {
-	c.render(w, http.StatusOK, "home", v, nil)
+	q := r.URL.Query()
+	merchant := v.Merchant
+	data := map[string]any{}
+	if merchant == "" && q.Get("merchant") != "" {
+		if !schemas.ValidMerchantID(q.Get("merchant")) {
+			c.render(w, http.StatusBadRequest, "home", v, map[string]any{"Error": "A merchant_id is 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'."})
+			return
+		}
+		merchant = q.Get("merchant")
+		data["Merchant"] = merchant
+	}
+	txns, next, err := c.backend.Recent(projection.RecentFilter{MerchantID: merchant, After: q.Get("after"), Limit: recentRows})
+	if err != nil {
+		if q.Get("after") != "" {
+			c.render(w, http.StatusBadRequest, "home", v, map[string]any{"Error": "That page of recent transactions does not exist: start from the first."})
+			return
+		}
+		c.unavailable(w, v, err)
+		return
+	}
+	data["Rows"] = txnRows(txns)
+	if next != "" {
+		u := url.Values{"after": {next}}
+		if data["Merchant"] != nil {
+			u.Set("merchant", merchant)
+		}
+		data["Next"] = consolePrefix + "?" + u.Encode()
+	}
+	if q.Get("after") != "" {
+		data["Paged"] = true
+	}
+	c.render(w, http.StatusOK, "home", v, data)
+}
+
+// txnRow is a transaction in a list of the find page.
+type txnRow struct {
+	SessionID, OrderNo, MerchantID, State, Customer, Email, Phone string
+	At                                                            time.Time
+}
+
+func txnRows(txns []schemas.PaymentEvent) []txnRow {
+	rows := make([]txnRow, len(txns))
+	for i, t := range txns {
+		rows[i] = txnRow{SessionID: t.SessionID, OrderNo: t.OrderNo, MerchantID: t.MerchantID, State: string(t.State),
+			Customer: strings.TrimSpace(t.CustomerFirstName + " " + t.CustomerLastName),
+			Email:    dispatch.MaskRecipient(schemas.ChannelEmail, t.CustomerEmail),
+			Phone:    dispatch.MaskRecipient(schemas.ChannelSMS, t.CustomerPhone), At: t.TimestampUTC}
+	}
+	return rows
 }
 
 // txnView is a transaction as the console shows it: contacts masked as in
@@ -317,7 +375,20 @@ func (c *console) txn(w http.ResponseWriter, r *http.Request, v viewer) {
 			if hist, deliveries, _, err := c.history(v, id, 0); err == nil && len(hist) > 0 {
 				data["History"], data["Deliveries"] = hist, deliveries
 				data["Deleted"] = true
+				c.render(w, http.StatusNotFound, "txn", v, data)
+				return
 			}
+		}
+		// Not an identifier: the start of some? (Within the viewer's
+		// merchant, so another merchant's are not told apart from none.)
+		matches, more, err := c.backend.FindPrefix(projection.PrefixFilter{MerchantID: merchant, Prefix: id, OrderNo: by == "order_no", Limit: recentRows})
+		if err != nil {
+			c.unavailable(w, v, err)
+			return
+		}
+		if len(matches) > 0 {
+			c.render(w, http.StatusOK, "home", v, map[string]any{"Rows": txnRows(matches), "Prefix": id, "By": by, "More": more, "Merchant": data["Merchant"]})
+			return
 		}
 		c.render(w, http.StatusNotFound, "txn", v, data)
 		return

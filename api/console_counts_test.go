@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -50,28 +49,7 @@ func TestConsoleCounts(t *testing.T) {
 		c.Users = append(c.Users, User{Username: "acme-look", Bcrypt: string(bc), Role: RoleViewer, Merchant: "acme"})
 	}).Handler()
 	platform, merchant := signIn(t, h, "look", "look pass"), signIn(t, h, "acme-look", "acme pass")
-	rowRE, cellRE := regexp.MustCompile(`(?s)<tr>(.*?)</tr>`), regexp.MustCompile(`(?s)<td[^>]*>(.*?)</td>`)
-	tagRE := regexp.MustCompile(`<[^>]*>`)
-	// rows are the rows of the page's table id, their cells joined by " ".
-	rows := func(body, id string) []string {
-		i := strings.Index(body, `<table id="`+id+`">`)
-		if i < 0 {
-			return nil
-		}
-		body = body[i:]
-		body = body[:strings.Index(body, "</table>")]
-		out := []string{}
-		for _, r := range rowRE.FindAllStringSubmatch(body, -1) {
-			var cells []string
-			for _, c := range cellRE.FindAllStringSubmatch(r[1], -1) {
-				cells = append(cells, strings.TrimSpace(tagRE.ReplaceAllString(c[1], "")))
-			}
-			if cells != nil {
-				out = append(out, strings.Join(cells, " "))
-			}
-		}
-		return out
-	}
+	rows := tableRows
 	get := func(cookie, path string) (int, string) {
 		r := httptest.NewRequest(http.MethodGet, path, nil)
 		r.Header.Set("Cookie", cookie)

@@ -65,6 +65,14 @@ func (b consoleBackend) Counts(f projection.CountsFilter) ([]projection.ChannelC
 	return b.store.Counts(f)
 }
 
+func (b consoleBackend) Recent(f projection.RecentFilter) ([]schemas.PaymentEvent, string, error) {
+	return b.store.Recent(f)
+}
+
+func (b consoleBackend) FindPrefix(f projection.PrefixFilter) ([]schemas.PaymentEvent, bool, error) {
+	return b.store.FindPrefix(f)
+}
+
 func (b consoleBackend) Delivery(id string) (schemas.DeliveryEvent, bool, error) {
 	return b.store.Delivery(id)
 }

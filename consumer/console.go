@@ -74,6 +74,26 @@ func (s *Service) Counts(f projection.CountsFilter) ([]projection.ChannelCounts,
 	return store.Counts(f)
 }
 
+// Recent returns the transactions with the latest payment events
+// (projection.Store.Recent).
+func (s *Service) Recent(f projection.RecentFilter) ([]schemas.PaymentEvent, string, error) {
+	store, _, err := s.storeAndDispatcher()
+	if err != nil {
+		return nil, "", err
+	}
+	return store.Recent(f)
+}
+
+// FindPrefix returns the transactions whose session_id or order_no starts
+// with a prefix (projection.Store.FindPrefix).
+func (s *Service) FindPrefix(f projection.PrefixFilter) ([]schemas.PaymentEvent, bool, error) {
+	store, _, err := s.storeAndDispatcher()
+	if err != nil {
+		return nil, false, err
+	}
+	return store.FindPrefix(f)
+}
+
 // Delivery returns the furthest delivery status of a provider message
 // (projection.Store.Delivery).
 func (s *Service) Delivery(providerMessageID string) (schemas.DeliveryEvent, bool, error) {

@@ -34,7 +34,11 @@
 // filter (sessionfilter.go) cannot rule out that the session is stored, so
 // the cost of an event does not grow with the store. Neither changes an
 // answer: the filter says "surely absent" only when the head read would
-// have found nothing.
+// have found nothing. Each transaction is also listed by the time of its
+// latest event, in its merchant's list and in the list of all merchants
+// (recent.go), and the heads and order index answer searches by the start
+// of a session_id or order_no (Store.FindPrefix, bounded), for the
+// console's find page.
 //
 // From the results topic the store also keeps a history index, the last
 // send of each channel and state (processing.cooldown) and the correlation

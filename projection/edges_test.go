@@ -63,11 +63,15 @@ func TestLongIdentifiers(t *testing.T) {
 // TestDecodeHeadCorrupt: a head shorter than its fixed part, or than the
 // order_no its length announces, is corrupt.
 func TestDecodeHeadCorrupt(t *testing.T) {
-	good := encodeHead(7, "ORD-1", schemas.MerchantDefault)
-	if v, o, rest, err := decodeHead(good); err != nil || v != 7 || o != "ORD-1" || len(rest) != 0 {
+	good := encodeHead(7, "ORD-1", schemas.MerchantDefault, 42)
+	v, o, rest, err := decodeHead(good)
+	if err != nil || v != 7 || o != "ORD-1" {
 		t.Fatalf("decodeHead = %d %q %q %v", v, o, rest, err)
 	}
-	for n := range len(good) {
+	if m, at, listed := headRecent(rest); m != schemas.MerchantDefault || at != 42 || !listed {
+		t.Fatalf("headRecent = %q %d %v", m, at, listed)
+	}
+	for n := range 10 + len("ORD-1") {
 		if _, _, _, err := decodeHead(good[:n]); err == nil {
 			t.Errorf("a head cut to %d of %d bytes decoded", n, len(good))
 		}

@@ -31,22 +31,25 @@ func (s *ApplyStats) Add(o ApplyStats) {
 }
 
 // A session is stored under two keys: a/<session_id> holds its head,
-// version (BE64) | len(order_no) (BE16) | order_no | merchant_id (the rest;
-// empty for schemas.MerchantDefault), and t/<session_id> its
+// version (BE64) | len(order_no) (BE16) | order_no | merchant_id (empty for
+// schemas.MerchantDefault) | NUL | the time of its recent-transactions
+// entries (BE64, see recent.go; absent from a head written before them),
+// and t/<session_id> its
 // snapshot (see snapshot.go). Applying an event reads only the head (the
 // version guard and an order_no move need nothing else), and only when the
 // session filter cannot rule out that the session is stored: in a large
 // store a lookup that finds nothing costs several microseconds, reading
 // sstable filter blocks the cache no longer holds. The heads also make the
 // filter cheap to fill at Open: about 50 bytes a session to scan.
-func encodeHead(version int64, orderNo, merchantID string) []byte {
+func encodeHead(version int64, orderNo, merchantID string, listedAt int64) []byte {
 	if merchantID == schemas.MerchantDefault {
 		merchantID = ""
 	}
-	b := make([]byte, 0, 10+len(orderNo)+len(merchantID))
+	b := make([]byte, 0, 19+len(orderNo)+len(merchantID))
 	b = binary.BigEndian.AppendUint64(b, uint64(version))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(orderNo)))
-	return append(append(b, orderNo...), merchantID...)
+	b = append(append(b, orderNo...), merchantID...)
+	return binary.BigEndian.AppendUint64(append(b, 0), uint64(listedAt))
 }
 
 // decodeHead parses a head; rest is what follows it (the merchant_id in a
@@ -65,7 +68,18 @@ func decodeHead(b []byte) (version int64, orderNo string, rest []byte, err error
 
 // headMerchant is the merchant_id of a head's rest.
 func headMerchant(rest []byte) string {
-	return schemas.MerchantOf(string(rest))
+	m, _, _ := headRecent(rest)
+	return m
+}
+
+// headRecent reads a head's rest: the merchant_id, and the time the
+// session's recent-transactions entries are under (listed false: a head
+// written before the index, with none). A merchant_id holds no NUL.
+func headRecent(rest []byte) (merchantID string, listedAt int64, listed bool) {
+	if n := len(rest) - 9; n >= 0 && rest[n] == 0 {
+		return schemas.MerchantOf(string(rest[:n])), int64(binary.BigEndian.Uint64(rest[n+1:])), true
+	}
+	return schemas.MerchantOf(string(rest)), 0, false
 }
 
 // orderKey is the order index's key of a merchant's order_no: o/<order_no>
@@ -202,11 +216,18 @@ func (s *Store) applyEvent(b *pebble.Batch, partition int, r *Record) (txnDelta 
 				return 0, 0, err
 			}
 		}
+		if err := unlistRecent(b, rest, ev.SessionID); err != nil {
+			return 0, 0, err
+		}
 	} else {
 		txnDelta = 1
 		s.sessions.Add(headKey[len(prefixHead):])
 	}
-	if err := b.Set(headKey, encodeHead(ev.Version, ev.OrderNo, ev.MerchantID), nil); err != nil {
+	at := recentAt(&ev)
+	if err := b.Set(headKey, encodeHead(ev.Version, ev.OrderNo, ev.MerchantID, at), nil); err != nil {
+		return 0, 0, err
+	}
+	if err := listRecent(b, ev.MerchantID, at, ev.SessionID); err != nil {
 		return 0, 0, err
 	}
 	snap, err := encodeSnapshot(&ev)
@@ -232,8 +253,13 @@ func (s *Store) forget(b *pebble.Batch, sessionID string) (bool, error) {
 	if err != nil || !found {
 		return false, err
 	}
-	if _, prevOrder, rest, err := decodeHead(prev); err == nil && prevOrder != "" {
-		if err := s.unmapOrder(b, headMerchant(rest), prevOrder, sessionID); err != nil {
+	if _, prevOrder, rest, err := decodeHead(prev); err == nil {
+		if prevOrder != "" {
+			if err := s.unmapOrder(b, headMerchant(rest), prevOrder, sessionID); err != nil {
+				return false, err
+			}
+		}
+		if err := unlistRecent(b, rest, sessionID); err != nil {
 			return false, err
 		}
 	}

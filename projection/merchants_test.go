@@ -2,6 +2,7 @@ package projection
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -244,10 +245,21 @@ func TestMerchantSnapshots(t *testing.T) {
 		t.Error("a snapshot with a merchant_id that is not one decoded")
 	}
 	long := strings.Repeat("m", schemas.MaxMerchantIDLength)
-	if _, _, rest, err := decodeHead(encodeHead(1, "", long)); err != nil || headMerchant(rest) != long {
+	if _, _, rest, err := decodeHead(encodeHead(1, "", long, 5)); err != nil || headMerchant(rest) != long {
 		t.Errorf("a head with a %d-character merchant_id and no order_no: %q %v", len(long), rest, err)
 	}
-	if h := encodeHead(1, "o", schemas.MerchantDefault); len(h) != 11 {
-		t.Errorf("default merchant's head is %d bytes, want 11 (as before merchants)", len(h))
+	if h := encodeHead(1, "o", schemas.MerchantDefault, 5); len(h) != 20 {
+		t.Errorf("default merchant's head is %d bytes, want 20 (its merchant_id takes none)", len(h))
+	}
+	// A head written before the recent-transactions index (no NUL and time
+	// after the merchant_id) reads as not listed, whatever the merchant_id's
+	// length.
+	for _, m := range []string{"", "acme", "merchant1x", long} {
+		old := append(binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(nil, 1), 1), "o"+m...)
+		if _, _, rest, err := decodeHead(old); err != nil {
+			t.Fatal(err)
+		} else if got, _, listed := headRecent(rest); got != schemas.MerchantOf(m) || listed {
+			t.Errorf("an old head of %q read as %q listed=%v", m, got, listed)
+		}
 	}
 }

@@ -25,7 +25,7 @@ import (
 // Key prefixes of the store. Offsets are kept per topic name so that a
 // change of topic in the configuration starts that topic from the beginning.
 const (
-	prefixHead          = "a/" // a/<session_id> -> version and order_no of its snapshot (see encodeHead)
+	prefixHead          = "a/" // a/<session_id> -> version, order_no, merchant_id and listing time of its snapshot (see encodeHead)
 	prefixTxn           = "t/" // t/<session_id> -> its snapshot: the payment event decoded (see snapshot.go)
 	prefixOrder         = "o/" // o/<order_no> -> session_id, merchant default's (see orderKey)
 	prefixMerchantOrder = "O/" // O/<merchant_id>/<order_no> -> session_id, another merchant's
@@ -296,7 +296,11 @@ func (s *Store) upgradeProjection() error {
 		if err != nil {
 			return err
 		}
-		if err := b.Set(append([]byte(prefixHead), sid...), encodeHead(version, orderNo, ev.MerchantID), nil); err != nil {
+		at := recentAt(&ev)
+		if err := b.Set(append([]byte(prefixHead), sid...), encodeHead(version, orderNo, ev.MerchantID, at), nil); err != nil {
+			return err
+		}
+		if err := listRecent(b, ev.MerchantID, at, string(sid)); err != nil {
 			return err
 		}
 		if err := b.Set(it.Key(), snap, nil); err != nil {
@@ -624,9 +628,10 @@ func getCopy(r interface {
 }
 
 // Digest returns a SHA-256 over the projection, the history index and the
-// idempotency table (every snapshot, order_no mapping, history entry,
-// channel state, needs-attention entry, last send, correlation, delivery
-// status, console sessions' end and result, in key order), leaving out
+// idempotency table (every snapshot, order_no mapping, recent-transactions
+// entry, history entry, channel state, needs-attention entry, last send,
+// correlation, delivery status, console sessions' end and result, in key
+// order), leaving out
 // offsets and counters. A result recorded here and not yet read back from
 // the topic counts as if it had been (it is the one the topic will hold,
 // unless another instance's came first). Two stores that applied the same
@@ -640,7 +645,7 @@ func (s *Store) Digest() (string, error) {
 			h.Write(b)
 		}
 	}
-	for _, prefix := range []string{prefixHead, prefixTxn, prefixOrder, prefixMerchantOrder, prefixHistory, prefixChannel, prefixAttention, prefixSent,
+	for _, prefix := range []string{prefixHead, prefixTxn, prefixOrder, prefixMerchantOrder, prefixRecent, prefixHistory, prefixChannel, prefixAttention, prefixSent,
 		prefixCorrelation, prefixDelivery, prefixSessionEnd, prefixMerchantSettings} {
 		if err := s.scan(prefix, func(k, v []byte) { write(k, v) }); err != nil {
 			return "", fmt.Errorf("digest: %w", err)

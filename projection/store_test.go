@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -393,7 +394,7 @@ func TestUpgradeProjectionMovesHeads(t *testing.T) {
 	}
 	b := s.db.NewBatch()
 	for _, err := range []error{
-		b.Set([]byte(prefixTxn+"s1"), append(encodeHead(5, "o1", ""), raw...), nil),
+		b.Set([]byte(prefixTxn+"s1"), append(binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(nil, 5), 2), "o1"+string(raw)...), nil),
 		b.Delete([]byte(prefixHead+"s1"), nil),
 		b.Delete([]byte(keyProjectionVersion), nil),
 		b.Commit(nil),

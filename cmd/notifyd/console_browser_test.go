@@ -219,7 +219,22 @@ templates:
 	if who := text("#who"); who != "ops (operator)" {
 		t.Errorf("signed in as %q", who)
 	}
+	// The find page lists the recent transactions, every merchant's for
+	// the platform's user, with a merchant column; a prefix lists those it
+	// starts.
+	if head, rows := text("#recent thead"), text("#recent tbody"); !strings.Contains(head, "Merchant") ||
+		!strings.Contains(rows, "sess-main") || !strings.Contains(rows, "acme sess-acme-1") || !strings.Contains(rows, "l***@example.com") {
+		t.Errorf("recent transactions: %q / %q", head, rows)
+	}
 	shot("2-find")
+	must("find by a prefix", chromedp.SendKeys(chromedp.CSS("#q"), "sess-out"), chromedp.Click(chromedp.CSS("#find")),
+		chromedp.WaitVisible(chromedp.CSS("#prefix-title")))
+	if title, rows := text("#prefix-title"), text("#recent tbody"); !strings.Contains(title, "starts with sess-out") ||
+		strings.Count(rows, "sess-out-") != 5 || strings.Contains(rows, "sess-main") {
+		t.Errorf("prefix sess-out: %q / %q", title, rows)
+	}
+	shot("2b-find-prefix")
+	must("back to the find page", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("#q")))
 	must("find by order_no", chromedp.Click(chromedp.CSS("#by-order")), chromedp.SendKeys(chromedp.CSS("#q"), "ORD-7001"),
 		chromedp.Click(chromedp.CSS("#find")), chromedp.WaitVisible(chromedp.CSS("#grid")))
 	if s := text("#session"); s != "sess-main" {
@@ -441,6 +456,11 @@ templates:
 	// exist; its own needs-attention entries, without a merchant column;
 	// a recovery of its own failures only.
 	signIn("acme-ops", "acme pass")
+	if head, rows := text("#recent thead"), text("#recent tbody"); strings.Contains(head, "Merchant") ||
+		!strings.Contains(rows, "sess-acme-1") || strings.Contains(rows, "sess-main") || strings.Contains(rows, "sess-out-") {
+		t.Errorf("acme's recent transactions: %q / %q", head, rows)
+	}
+	shot("11a-merchant-user-find")
 	must("acme finds ORD-7001", chromedp.Click(chromedp.CSS("#by-order")), chromedp.SendKeys(chromedp.CSS("#q"), "ORD-7001"),
 		chromedp.Click(chromedp.CSS("#find")), chromedp.WaitVisible(chromedp.CSS("#grid")))
 	if s, c := text("#session"), text("#customer"); s != "sess-acme-1" || c != "Omar" {
