@@ -272,13 +272,17 @@ func (c *console) render(w http.ResponseWriter, status int, page string, v viewe
 }
 
 // home is the find page: the search form and the transactions with the
-// latest payment events (the viewer's merchant's; a platform user's every
-// merchant's, or one merchant's with ?merchant=), a page at a time.
+// latest payment events (the viewer's merchant's; a platform user's of the
+// merchant named by ?merchant=, the default merchant's without), a page at
+// a time.
 func (c *console) home(w http.ResponseWriter, r *http.Request, v viewer) {
 	q := r.URL.Query()
 	merchant := v.Merchant
 	data := map[string]any{}
-	if merchant == "" && q.Get("merchant") != "" {
+	if merchant == "" {
+		merchant = schemas.MerchantDefault
+	}
+	if v.Merchant == "" && q.Get("merchant") != "" {
 		if !schemas.ValidMerchantID(q.Get("merchant")) {
 			c.render(w, http.StatusBadRequest, "home", v, map[string]any{"Error": "A merchant_id is 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'."})
 			return
@@ -295,10 +299,10 @@ func (c *console) home(w http.ResponseWriter, r *http.Request, v viewer) {
 		c.unavailable(w, v, err)
 		return
 	}
-	data["Rows"] = txnRows(txns)
+	data["Rows"], data["Listed"] = txnRows(txns), merchant
 	if next != "" {
 		u := url.Values{"after": {next}}
-		if data["Merchant"] != nil {
+		if v.Merchant == "" && merchant != schemas.MerchantDefault {
 			u.Set("merchant", merchant)
 		}
 		data["Next"] = consolePrefix + "?" + u.Encode()

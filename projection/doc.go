@@ -35,8 +35,7 @@
 // the cost of an event does not grow with the store. Neither changes an
 // answer: the filter says "surely absent" only when the head read would
 // have found nothing. Each transaction is also listed by the time of its
-// latest event, in its merchant's list and in the list of all merchants
-// (recent.go), and the heads and order index answer searches by the start
+// latest event in its merchant's list (recent.go), and the heads and order index answer searches by the start
 // of a session_id or order_no (Store.FindPrefix, bounded), for the
 // console's find page.
 //

@@ -13,24 +13,23 @@ import (
 )
 
 // The recent-transactions index, for the console's find page: every stored
-// transaction under the time of its latest payment event, twice, once in
-// its merchant's list and once in the list of all merchants:
+// transaction in its merchant's list, under the time of its latest payment
+// event:
 //
 //	w/<merchant_id>\x00<newestFirst(timestamp_utc)>\x00<session_id> -> nothing
-//	w/\x00<newestFirst(timestamp_utc)>\x00<session_id>               -> nothing
 //
-// so that a merchant's most recent transactions, and the platform's, are
-// one forward scan. The head of a transaction records the time its entries
-// were written under (see encodeHead), so that the next event of the
-// session, or its tombstone, deletes them without reading the snapshot. A
-// head written before the index existed records none: that transaction
-// enters the index with its next event (a store is not scanned at Open for
-// it; the index is for the newest transactions, which are the ones that
-// move).
+// so that a merchant's most recent transactions are one forward scan. One
+// entry a transaction, not two (a list of every merchant's as well made
+// applying events 0.81–0.97× as fast): a platform user names the merchant.
+// The head of a transaction records the time its entry was written under
+// (see encodeHead), so that the next event of the session, or its
+// tombstone, deletes it without reading the snapshot. A head written
+// before the index records none: that transaction enters the index with
+// its next event (a store is not scanned at Open for it; the index is for
+// the newest transactions, which are the ones that move).
 const prefixRecent = "w/"
 
-// recentKey is the entry of a session in merchantID's list ("" is the list
-// of every merchant).
+// recentKey is the entry of a session in merchantID's list.
 func recentKey(merchantID string, at int64, sessionID string) []byte {
 	k := make([]byte, 0, len(prefixRecent)+len(merchantID)+10+len(sessionID))
 	k = append(append(k, prefixRecent...), merchantID...)
@@ -50,31 +49,25 @@ func recentAt(ev *schemas.PaymentEvent) int64 {
 	return ev.TimestampUTC.UnixNano()
 }
 
-// listRecent writes a session's entries in the index.
+// listRecent writes a session's entry in the index.
 func listRecent(b *pebble.Batch, merchantID string, at int64, sessionID string) error {
-	if err := b.Set(recentKey(schemas.MerchantOf(merchantID), at, sessionID), nil, nil); err != nil {
-		return err
-	}
-	return b.Set(recentKey("", at, sessionID), nil, nil)
+	return b.Set(recentKey(schemas.MerchantOf(merchantID), at, sessionID), nil, nil)
 }
 
-// unlistRecent deletes the entries a head recorded (none for a head
-// written before the index).
+// unlistRecent deletes the entry a head recorded (none for a head written
+// before the index).
 func unlistRecent(b *pebble.Batch, rest []byte, sessionID string) error {
 	merchantID, at, listed := headRecent(rest)
 	if !listed {
 		return nil
 	}
-	if err := b.Delete(recentKey(merchantID, at, sessionID), nil); err != nil {
-		return err
-	}
-	return b.Delete(recentKey("", at, sessionID), nil)
+	return b.Delete(recentKey(merchantID, at, sessionID), nil)
 }
 
 // RecentFilter selects transactions from the recent-transactions index.
 type RecentFilter struct {
-	// MerchantID limits the list to one merchant's transactions; "" lists
-	// every merchant's.
+	// MerchantID is the merchant whose transactions are listed ("" is
+	// schemas.MerchantDefault).
 	MerchantID string
 	// After is the cursor a previous call returned: the list goes on after
 	// it.
@@ -91,7 +84,7 @@ func (s *Store) Recent(f RecentFilter) (txns []schemas.PaymentEvent, next string
 	if f.Limit < 1 {
 		f.Limit = 1
 	}
-	prefix := append(append([]byte(prefixRecent), f.MerchantID...), 0)
+	prefix := append(append([]byte(prefixRecent), schemas.MerchantOf(f.MerchantID)...), 0)
 	lower, upper := prefix, bytes.Clone(prefix)
 	upper[len(upper)-1]++
 	if f.After != "" {

@@ -61,7 +61,7 @@ func applyAll(t *testing.T, s *Store, off *int64, items ...any) {
 }
 
 // TestRecent: each transaction is listed once, by the time of its latest
-// event, newest first, in its merchant's list and in every merchant's; a
+// event, newest first, in its merchant's list; a
 // newer event moves it, a stale one or another merchant's does not, a
 // tombstone removes it; pages follow each other without a gap or a repeat.
 func TestRecent(t *testing.T) {
@@ -89,28 +89,31 @@ func TestRecent(t *testing.T) {
 	steps := []struct {
 		name   string
 		apply  []any
-		all    []string
+		globex []string
 		acme   []string
 		defalt []string
 	}{
-		{"as applied", nil, []string{"g1", "a2", "s2", "a1", "s1"}, []string{"a2", "a1"}, []string{"s2", "s1"}},
+		{"as applied", nil, []string{"g1"}, []string{"a2", "a1"}, []string{"s2", "s1"}},
 		{"a newer event moves s1 first", []any{timedEvent("", "s1", "o1", 2, 9)},
-			[]string{"s1", "g1", "a2", "s2", "a1"}, []string{"a2", "a1"}, []string{"s1", "s2"}},
+			[]string{"g1"}, []string{"a2", "a1"}, []string{"s1", "s2"}},
 		{"a stale one moves nothing", []any{timedEvent("acme", "a1", "1001", 1, 30)},
-			[]string{"s1", "g1", "a2", "s2", "a1"}, []string{"a2", "a1"}, []string{"s1", "s2"}},
+			[]string{"g1"}, []string{"a2", "a1"}, []string{"s1", "s2"}},
 		{"another merchant's is refused", []any{timedEvent("globex", "a1", "1001", 5, 40)},
-			[]string{"s1", "g1", "a2", "s2", "a1"}, []string{"a2", "a1"}, []string{"s1", "s2"}},
+			[]string{"g1"}, []string{"a2", "a1"}, []string{"s1", "s2"}},
 		{"an older time with a newer version moves it back", []any{timedEvent("acme", "a2", "1002", 2, 0)},
-			[]string{"s1", "g1", "s2", "a1", "a2"}, []string{"a1", "a2"}, []string{"s1", "s2"}},
+			[]string{"g1"}, []string{"a1", "a2"}, []string{"s1", "s2"}},
 		{"a tombstone removes it", []any{tombstone("s2")},
-			[]string{"s1", "g1", "a1", "a2"}, []string{"a1", "a2"}, []string{"s1"}},
+			[]string{"g1"}, []string{"a1", "a2"}, []string{"s1"}},
 	}
 	for _, st := range steps {
 		if st.apply != nil {
 			applyAll(t, s, &off, st.apply...)
 		}
-		if got := recent(RecentFilter{}); !slices.Equal(got, st.all) {
-			t.Errorf("%s: every merchant's %q, want %q", st.name, got, st.all)
+		if got := recent(RecentFilter{MerchantID: "globex"}); !slices.Equal(got, st.globex) {
+			t.Errorf("%s: globex's %q, want %q", st.name, got, st.globex)
+		}
+		if got := recent(RecentFilter{}); !slices.Equal(got, st.defalt) {
+			t.Errorf("%s: no merchant named: %q, want the default's %q", st.name, got, st.defalt)
 		}
 		if got := recent(RecentFilter{MerchantID: "acme"}); !slices.Equal(got, st.acme) {
 			t.Errorf("%s: acme's %q, want %q", st.name, got, st.acme)
@@ -128,7 +131,9 @@ func TestRecent(t *testing.T) {
 		t.Errorf("first entry: %+v", txns)
 	}
 
-	// Pages of 3, then 1: every one once, in order, then no cursor.
+	// More of the default merchant's, then pages of 3, then 1: every one
+	// once, in order, then no cursor.
+	applyAll(t, s, &off, timedEvent("", "s3", "", 1, 8), timedEvent("", "s4", "", 1, 7), timedEvent("", "s5", "", 1, 6))
 	var got []string
 	after := ""
 	for page := 0; ; page++ {
@@ -145,7 +150,7 @@ func TestRecent(t *testing.T) {
 		}
 		after = next
 	}
-	if want := []string{"s1", "g1", "a1", "a2"}; !slices.Equal(got, want) {
+	if want := []string{"s1", "s3", "s4", "s5"}; !slices.Equal(got, want) {
 		t.Errorf("paged %q, want %q", got, want)
 	}
 	if txns, next, err := s.Recent(RecentFilter{Limit: 4}); err != nil || len(txns) != 4 || next != "" {
@@ -155,7 +160,7 @@ func TestRecent(t *testing.T) {
 	_, acmeNext, _ := s.Recent(RecentFilter{MerchantID: "acme", Limit: 1})
 	for _, bad := range []string{"zz", "00", acmeNext} {
 		if _, _, err := s.Recent(RecentFilter{Limit: 3, After: bad}); err == nil {
-			t.Errorf("cursor %q accepted by every merchant's list", bad)
+			t.Errorf("cursor %q accepted by the default merchant's list", bad)
 		}
 	}
 }
@@ -173,18 +178,15 @@ func TestRecentOldHeads(t *testing.T) {
 	_ = b.Set([]byte(prefixHead+"old"), head, nil)
 	at := time.Date(2026, 11, 2, 9, 1, 0, 0, time.UTC).UnixNano()
 	_ = b.Delete(recentKey("acme", at, "old"), nil)
-	_ = b.Delete(recentKey("", at, "old"), nil)
 	if err := b.Commit(nil); err != nil {
 		t.Fatal(err)
 	}
-	if txns, _, _ := s.Recent(RecentFilter{Limit: 10}); !slices.Equal(sessionsOf(txns), []string{"new"}) {
+	if txns, _, _ := s.Recent(RecentFilter{MerchantID: "acme", Limit: 10}); !slices.Equal(sessionsOf(txns), []string{"new"}) {
 		t.Fatalf("before its next event: %q", sessionsOf(txns))
 	}
 	applyAll(t, s, &off, timedEvent("acme", "old", "1", 2, 3))
-	for _, m := range []string{"", "acme"} {
-		if txns, _, _ := s.Recent(RecentFilter{MerchantID: m, Limit: 10}); !slices.Equal(sessionsOf(txns), []string{"old", "new"}) {
-			t.Errorf("after its next event, list %q: %q", m, sessionsOf(txns))
-		}
+	if txns, _, _ := s.Recent(RecentFilter{MerchantID: "acme", Limit: 10}); !slices.Equal(sessionsOf(txns), []string{"old", "new"}) {
+		t.Errorf("after its next event: %q", sessionsOf(txns))
 	}
 }
 

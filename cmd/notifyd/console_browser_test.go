@@ -219,14 +219,20 @@ templates:
 	if who := text("#who"); who != "ops (operator)" {
 		t.Errorf("signed in as %q", who)
 	}
-	// The find page lists the recent transactions, every merchant's for
-	// the platform's user, with a merchant column; a prefix lists those it
-	// starts.
-	if head, rows := text("#recent thead"), text("#recent tbody"); !strings.Contains(head, "Merchant") ||
-		!strings.Contains(rows, "sess-main") || !strings.Contains(rows, "acme sess-acme-1") || !strings.Contains(rows, "l***@example.com") {
-		t.Errorf("recent transactions: %q / %q", head, rows)
+	// The find page lists the recent transactions, the default merchant's
+	// for the platform's user, or another's it names; a prefix lists those
+	// it starts.
+	if listed, rows := text("#listed"), text("#recent tbody"); listed != "default" ||
+		!strings.Contains(rows, "sess-main") || strings.Contains(rows, "sess-acme-1") || !strings.Contains(rows, "l***@example.com") {
+		t.Errorf("recent transactions: %q / %q", listed, rows)
 	}
 	shot("2-find")
+	must("acme's recent transactions", chromedp.SendKeys(chromedp.CSS("#recent-merchant"), "acme"), chromedp.Click(chromedp.CSS("#show")),
+		chromedp.WaitVisible(chromedp.CSS(`#recent-merchant[value="acme"]`)))
+	if listed, rows := text("#listed"), text("#recent tbody"); listed != "acme" || !strings.Contains(rows, "sess-acme-1") || strings.Contains(rows, "sess-main") {
+		t.Errorf("acme's recent transactions: %q / %q", listed, rows)
+	}
+	must("back to the find page", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("#q")))
 	must("find by a prefix", chromedp.SendKeys(chromedp.CSS("#q"), "sess-out"), chromedp.Click(chromedp.CSS("#find")),
 		chromedp.WaitVisible(chromedp.CSS("#prefix-title")))
 	if title, rows := text("#prefix-title"), text("#recent tbody"); !strings.Contains(title, "starts with sess-out") ||
