@@ -28,6 +28,18 @@
 //     5 min, 30 min, 2 h, 5 h, 10 h and 10 h after the previous attempt; a
 //     Retry-After longer than the schedule's wait is honoured, up to the
 //     longest wait of the schedule.
+//   - The Engine delivers to each endpoint on its own: a queue bounded in
+//     memory (Config.QueueSize; beyond it deliveries wait in the journal),
+//     at most Config.PerEndpoint attempts in flight, its own schedule, so a
+//     slow or dead endpoint delays no other (BenchmarkEndpointIsolation).
+//     Every delivery is recorded in a Journal before it is queued, and
+//     every schedule step before it is waited on, so a restart resumes
+//     each schedule where it was (Engine.Resume); a message an endpoint
+//     already has, pending or finished, is not delivered again. An outcome
+//     the journal could not record is made again (at least once, never
+//     lost). An endpoint failing for Config.DisableAfter (5 days) is
+//     disabled: its deliveries are finished "endpoint disabled" without an
+//     attempt until its settings change.
 //
 // Nothing here logs, and no error holds the endpoint's URL (it may carry a
 // token in its path or query) or the secret.

@@ -191,12 +191,16 @@ templates:
 		}
 		return strings.Join(strings.Fields(s), " "), nil
 	}
+	// text is tryText repeated for up to 10 s while it fails: right after
+	// a navigation chromedp may hold node ids of the document being
+	// replaced ("No node with given id found"; 1 run in 20 failed so).
 	text := func(sel string) string {
 		t.Helper()
-		s, err := tryText(sel)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var s string
+		testkit.Until(t, 10*time.Second, func() (err error) {
+			s, err = tryText(sel)
+			return err
+		})
 		return s
 	}
 	must := func(what string, actions ...chromedp.Action[chromedp.Void]) {
