@@ -262,7 +262,8 @@ func (e *Engine) worker(ep Endpoint, st *EndpointState) (*worker, error) {
 // worker is one endpoint's queue and attempts.
 type worker struct {
 	e *Engine
-	// fill orders refills and submissions (see Submit).
+	// fill orders refills, submissions and finishes (see Submit, finish):
+	// a refill's list of pending deliveries is never stale.
 	fill sync.Mutex
 
 	mu    sync.Mutex
@@ -431,7 +432,11 @@ func (w *worker) attempt(ep Endpoint, d Delivery) {
 }
 
 // finish records d's end; a journal that fails keeps d queued, retried.
+// It holds fill, so that a refill never reads d as pending and then finds
+// it gone from memory.
 func (w *worker) finish(d Delivery, a Attempt) {
+	w.fill.Lock()
+	defer w.fill.Unlock()
 	if err := w.e.cfg.Journal.Finish(d, a); err != nil {
 		d.Due = w.e.cfg.Now().Add(w.e.cfg.JournalRetry)
 		if a.Outcome == Delivered || a.Outcome == Final {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -228,7 +229,9 @@ func TestSendRefusals(t *testing.T) {
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer srv.Close()
-	tls := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	tls := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	tls.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	tls.StartTLS()
 	defer tls.Close()
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(tls.URL, "https://"))
 	strict := NewSender(Options{Timeout: time.Second})
