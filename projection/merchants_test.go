@@ -255,11 +255,13 @@ func TestMerchantSnapshots(t *testing.T) {
 	// after the merchant_id) reads as not listed, whatever the merchant_id's
 	// length.
 	for _, m := range []string{"", "acme", "merchant1x", long} {
-		old := append(binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(nil, 1), 1), "o"+m...)
-		if _, _, rest, err := decodeHead(old); err != nil {
-			t.Fatal(err)
-		} else if got, _, listed := headRecent(rest); got != schemas.MerchantOf(m) || listed {
-			t.Errorf("an old head of %q read as %q listed=%v", m, got, listed)
+		for _, order := range []string{"o", ""} { // "" and the default merchant: 10 bytes, the shortest head
+			old := append(binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(nil, 1), uint16(len(order))), order+m...)
+			if _, gotOrder, rest, err := decodeHead(old); err != nil || gotOrder != order {
+				t.Fatalf("an old head of %q, order_no %q: %q %v", m, order, gotOrder, err)
+			} else if got, _, listed := headRecent(rest); got != schemas.MerchantOf(m) || listed {
+				t.Errorf("an old head of %q read as %q listed=%v", m, got, listed)
+			}
 		}
 	}
 }

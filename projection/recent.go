@@ -31,8 +31,7 @@ const prefixRecent = "w/"
 
 // recentKey is the entry of a session in merchantID's list.
 func recentKey(merchantID string, at int64, sessionID string) []byte {
-	k := make([]byte, 0, len(prefixRecent)+len(merchantID)+10+len(sessionID))
-	k = append(append(k, prefixRecent...), merchantID...)
+	k := append([]byte(prefixRecent), merchantID...)
 	k = append(k, 0)
 	k = binary.BigEndian.AppendUint64(k, uint64(maxNanos-at))
 	return append(append(k, 0), sessionID...)
@@ -81,9 +80,7 @@ type RecentFilter struct {
 // filter selects them. next is the cursor to pass as After for the
 // following page, or "" when there is none.
 func (s *Store) Recent(f RecentFilter) (txns []schemas.PaymentEvent, next string, err error) {
-	if f.Limit < 1 {
-		f.Limit = 1
-	}
+	f.Limit = max(f.Limit, 1)
 	prefix := append(append([]byte(prefixRecent), schemas.MerchantOf(f.MerchantID)...), 0)
 	lower, upper := prefix, bytes.Clone(prefix)
 	upper[len(upper)-1]++
@@ -112,8 +109,8 @@ func (s *Store) Recent(f RecentFilter) (txns []schemas.PaymentEvent, next string
 		if err != nil {
 			return nil, "", fmt.Errorf("recent transactions: %w", err)
 		}
-		if !found { // never: the entries go with the snapshot
-			continue
+		if !found { // the entry and the snapshot are written and deleted together
+			return nil, "", fmt.Errorf("recent transactions: entry %q without its transaction", k)
 		}
 		txns = append(txns, txn)
 		next = fmt.Sprintf("%x", k)
@@ -149,9 +146,7 @@ func (s *Store) FindPrefix(f PrefixFilter) (txns []schemas.PaymentEvent, more bo
 	if f.Prefix == "" {
 		return nil, false, errors.New("find by prefix: empty prefix")
 	}
-	if f.Limit < 1 {
-		f.Limit = 1
-	}
+	f.Limit = max(f.Limit, 1)
 	var lower []byte
 	if f.OrderNo {
 		lower = orderKey(f.MerchantID, f.Prefix)

@@ -1,13 +1,16 @@
 package projection
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble"
 	"github.com/notifyd/notifyd/schemas"
 )
 
@@ -74,6 +77,7 @@ func TestRecent(t *testing.T) {
 		timedEvent("", "s2", "o2", 1, 3),
 		timedEvent("acme", "a2", "1002", 1, 4),
 		timedEvent("globex", "g1", "1001", 1, 5),
+		timedEvent("acme-2", "x1", "1001", 1, 6), // a merchant_id acme's starts
 	)
 	recent := func(f RecentFilter) []string {
 		t.Helper()
@@ -242,6 +246,38 @@ func TestFindPrefix(t *testing.T) {
 	}
 }
 
+// TestRecentCorrupt: an entry too short to hold its time is an error, and
+// so is one whose transaction is not stored.
+func TestRecentCorrupt(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	var off int64
+	applyAll(t, s, &off, timedEvent("acme", "a1", "", 1, 1))
+	short := append([]byte(prefixRecent+"acme\x00"), make([]byte, 8)...)
+	if err := s.db.Set(append(bytes.Clone(short), 0), nil, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Recent(RecentFilter{MerchantID: "acme", Limit: 5}); err == nil || !strings.Contains(err.Error(), "without its transaction") {
+		t.Errorf("an entry of no session: %v", err)
+	}
+	if err := s.db.Set(short, nil, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Recent(RecentFilter{MerchantID: "acme", Limit: 5}); err == nil {
+		t.Error("an entry without its time read")
+	}
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for in, want := range map[string]string{
+		"ab": "ac", "a\xff": "b", "a\xff\xff": "b", "\x01\xff": "\x02", "\xfe": "\xff", "\xff\xff": "", "": "",
+	} {
+		if got := prefixEnd([]byte(in)); string(got) != want || (want == "" && got != nil) {
+			t.Errorf("prefixEnd(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // TestFindPrefixBounded: a merchant's session_ids among many of another's
 // are searched up to prefixScanned entries, then more is said.
 func TestFindPrefixBounded(t *testing.T) {
@@ -261,5 +297,15 @@ func TestFindPrefixBounded(t *testing.T) {
 	txns, more, err = s.FindPrefix(PrefixFilter{Prefix: "s9", MerchantID: "small", Limit: 10})
 	if err != nil || !slices.Equal(sessionsOf(txns), []string{"s999999"}) || more {
 		t.Errorf("a longer prefix: %q more=%v %v", sessionsOf(txns), more, err)
+	}
+	// The last of exactly prefixScanned entries is read.
+	s2 := openTest(t, t.TempDir())
+	defer s2.Close()
+	off = 0
+	values[prefixScanned-1] = values[prefixScanned]
+	applyAll(t, s2, &off, values[:prefixScanned]...)
+	txns, more, err = s2.FindPrefix(PrefixFilter{Prefix: "s", MerchantID: "small", Limit: 10})
+	if err != nil || !slices.Equal(sessionsOf(txns), []string{"s999999"}) || more {
+		t.Errorf("the last entry within the bound: %q more=%v %v", sessionsOf(txns), more, err)
 	}
 }
