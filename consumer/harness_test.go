@@ -47,6 +47,8 @@ type harness struct {
 type received struct {
 	msg    kafka.Message
 	result schemas.DeliveryResult
+	// at is when the harness read it.
+	at time.Time
 }
 
 // testConn is how the tests reach their broker: with
@@ -136,7 +138,7 @@ func newHarnessOn(t testing.TB, conn Conn) *harness {
 				t.Errorf("result is not JSON: %s", m.Value)
 			}
 			h.mu.Lock()
-			h.results[r.CommandID] = append(h.results[r.CommandID], received{m, r})
+			h.results[r.CommandID] = append(h.results[r.CommandID], received{m, r, time.Now()})
 			h.notifyLocked()
 			h.mu.Unlock()
 			return true
@@ -146,7 +148,7 @@ func newHarnessOn(t testing.TB, conn Conn) *harness {
 		defer func() { done <- struct{}{} }()
 		_ = Follow(ctx, conn, h.topics.DeadLetter, false, func(m kafka.Message) bool {
 			h.mu.Lock()
-			h.dlq = append(h.dlq, received{msg: m})
+			h.dlq = append(h.dlq, received{msg: m, at: time.Now()})
 			h.notifyLocked()
 			h.mu.Unlock()
 			return true
