@@ -438,10 +438,9 @@ func (w *worker) finish(d Delivery, a Attempt) {
 	w.fill.Lock()
 	defer w.fill.Unlock()
 	if err := w.e.cfg.Journal.Finish(d, a); err != nil {
+		// Made again (counted: every attempt made is), until its end is
+		// recorded.
 		d.Due = w.e.cfg.Now().Add(w.e.cfg.JournalRetry)
-		if a.Outcome == Delivered || a.Outcome == Final {
-			d.Attempts-- // made again: the journal does not know of it
-		}
 		w.requeue(d)
 		return
 	}

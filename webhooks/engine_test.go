@@ -315,7 +315,9 @@ func TestEngineDisables(t *testing.T) {
 	clock.Store(time.Date(2026, 12, 8, 10, 0, 0, 0, time.UTC).UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
 	e := newTestEngine(t, j, func(c *Config) {
-		c.Schedule, c.Now, c.DisableAfter = Schedule{0, time.Hour, time.Hour, time.Hour, time.Hour}, now, 90*time.Minute
+		// Disabled at the first failure 2 h after the first one: the
+		// third attempt, exactly 2 h later.
+		c.Schedule, c.Now, c.DisableAfter = Schedule{0, time.Hour, time.Hour, time.Hour, time.Hour}, now, 2*time.Hour
 		c.PerEndpoint = 1 // one attempt at a time: the first failure past 90 min disables it before the next
 	})
 	ep := endpoint(t, "acme/0", srv.srv.URL, secret)
@@ -340,7 +342,7 @@ func TestEngineDisables(t *testing.T) {
 	if st, _ := e.State("acme/0"); !st.Disabled.IsZero() || st.FailingSince.IsZero() {
 		t.Fatalf("after an hour failing: %+v", st)
 	}
-	clock.Add(int64(time.Hour)) // failing for 2 h > 90 min: disabled at the next failure
+	clock.Add(int64(time.Hour)) // failing for 2 h: disabled at the next failure
 	testkit.Eventually(t, "every delivery finished", 5*time.Second, func() bool {
 		p, f := j.counts()
 		return p == 0 && f == 3
@@ -471,11 +473,19 @@ func TestEngineBoundedQueue(t *testing.T) {
 	e.mu.Lock()
 	w := e.workers["acme/0"]
 	e.mu.Unlock()
+	// Two attempts in flight (blocked), the queue refilled to its size
+	// from the journal, no more.
+	testkit.Eventually(t, "the queue refilled", 5*time.Second, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.queue) == 4 && len(w.queued) == 4+2
+	})
+	time.Sleep(50 * time.Millisecond)
 	w.mu.Lock()
-	held := len(w.queued)
+	queue, held := len(w.queue), len(w.queued)
 	w.mu.Unlock()
-	if held > 4+2 {
-		t.Errorf("%d deliveries in memory, want at most the queue and the attempts in flight", held)
+	if queue != 4 || held != 6 {
+		t.Errorf("%d queued, %d in memory; want the queue's 4 and the 2 in flight", queue, held)
 	}
 	close(release)
 	testkit.Eventually(t, "every delivery finished", 10*time.Second, func() bool {

@@ -1,9 +1,7 @@
 package webhooks
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
@@ -55,7 +53,7 @@ func Public(ip netip.Addr) bool {
 // after DNS resolution, so a name that resolves to a private address (or
 // changes to one between a check and the dial) is refused.
 func guardedDialer(allowPrivate bool, timeout time.Duration) *net.Dialer {
-	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	d := &net.Dialer{Timeout: timeout}
 	if !allowPrivate {
 		d.Control = func(_, address string, _ syscall.RawConn) error {
 			ap, err := netip.ParseAddrPort(address)
@@ -93,15 +91,4 @@ func checkURL(raw string, allowPrivate bool) (*url.URL, error) {
 func CheckURL(raw string, allowPrivate bool) error {
 	_, err := checkURL(raw, allowPrivate)
 	return err
-}
-
-// dialContext is the transport's dial, with the cause of a refusal kept.
-func dialContext(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil && errors.Is(err, ErrNotPublic) {
-			return nil, fmt.Errorf("dial: %w", ErrNotPublic)
-		}
-		return c, err
-	}
 }

@@ -74,7 +74,7 @@ func NewSender(opts Options) *Sender {
 	opts.setDefaults()
 	d := guardedDialer(opts.AllowPrivate, opts.Timeout)
 	tr := &http.Transport{
-		DialContext:           dialContext(d),
+		DialContext:           d.DialContext, // a refusal wraps ErrNotPublic
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   4,
@@ -157,7 +157,7 @@ func retryAfter(v string, now time.Time) time.Duration {
 		return 0
 	}
 	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if s <= 0 {
+		if s < 1 {
 			return 0
 		}
 		if s > math.MaxInt64/int64(time.Second) {
@@ -189,12 +189,7 @@ func (s Schedule) Next(attempts int, retryAfter time.Duration) (wait time.Durati
 	if attempts < 0 || attempts >= len(s) {
 		return 0, false
 	}
-	wait = s[attempts]
-	if retryAfter > wait {
-		wait = min(retryAfter, s.longest())
-		wait = max(wait, s[attempts])
-	}
-	return wait, true
+	return max(s[attempts], min(retryAfter, s.longest())), true
 }
 
 func (s Schedule) longest() time.Duration {

@@ -46,6 +46,9 @@ func TestSignKnownVector(t *testing.T) {
 	if !ok(vectorID, ts, vectorSig, vectorBody, at.Add(4*time.Minute)) || !ok(vectorID, ts, "v1,bogus "+vectorSig, vectorBody, at) {
 		t.Error("the vector does not verify")
 	}
+	if !ok(vectorID, ts, vectorSig, vectorBody, at.Add(5*time.Minute)) || !ok(vectorID, ts, vectorSig, vectorBody, at.Add(-5*time.Minute)) {
+		t.Error("the tolerance's own bounds refused")
+	}
 	for name, bad := range map[string]bool{
 		"another body":     ok(vectorID, ts, vectorSig, `{"test": 2432232315}`, at),
 		"another id":       ok("msg_other", ts, vectorSig, vectorBody, at),
@@ -121,6 +124,30 @@ func TestPublic(t *testing.T) {
 	}
 	if Public(netip.Addr{}) {
 		t.Error("the zero address is public")
+	}
+	// The dialer's check, on the address a connection is about to use.
+	control := guardedDialer(false, time.Second).Control
+	for addr, want := range map[string]error{
+		"8.8.8.8:443": nil, "[2606:4700:4700::1111]:443": nil,
+		"127.0.0.1:443": ErrNotPublic, "[::1]:443": ErrNotPublic, "169.254.169.254:80": ErrNotPublic, "not an address": ErrNotPublic,
+	} {
+		if got := control("tcp", addr, nil); got != want {
+			t.Errorf("control(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	if guardedDialer(true, time.Second).Control != nil {
+		t.Error("allow_private checks addresses")
+	}
+}
+
+func TestSenderDefaults(t *testing.T) {
+	for _, timeout := range []time.Duration{0, -time.Second} {
+		if s := NewSender(Options{Timeout: timeout}); s.opts.Timeout != 15*time.Second || s.opts.UserAgent != "notifyd" {
+			t.Errorf("Timeout %v: defaults %+v", timeout, s.opts)
+		}
+	}
+	if s := NewSender(Options{Timeout: time.Second, UserAgent: "x"}); s.opts.Timeout != time.Second || s.opts.UserAgent != "x" || s.client.Timeout != time.Second {
+		t.Errorf("given: %+v", s.opts)
 	}
 }
 
@@ -325,7 +352,8 @@ func TestSchedule(t *testing.T) {
 	}
 	now := time.Date(2026, 12, 8, 10, 0, 0, 0, time.UTC)
 	for v, want := range map[string]time.Duration{
-		"": 0, "0": 0, "-3": 0, "30": 30 * time.Second, " 5 ": 5 * time.Second, "soon": 0,
+		"": 0, "0": 0, "-3": 0, "1": time.Second, "30": 30 * time.Second, " 5 ": 5 * time.Second, "soon": 0,
+		"9223372036": 9223372036 * time.Second, "9223372037": time.Duration(1<<63 - 1),
 		now.Add(time.Minute).Format(http.TimeFormat): time.Minute, now.Add(-time.Minute).Format(http.TimeFormat): 0,
 		"99999999999999999999": 0, "9223372036854775807": time.Duration(1<<63 - 1),
 	} {
