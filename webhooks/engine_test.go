@@ -461,8 +461,15 @@ func TestEngineBoundedQueue(t *testing.T) {
 	secret, _ := NewSecret()
 	release := make(chan struct{})
 	srv := newEndpointServer(t, secret, func(string, int) int { <-release; return 200 })
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before the server's Close, which waits for its handlers
 	j := newMemJournal()
-	e := newTestEngine(t, j, func(c *Config) { c.QueueSize, c.PerEndpoint = 4, 2 })
+	e := newTestEngine(t, j, func(c *Config) {
+		c.QueueSize, c.PerEndpoint = 4, 2
+		// The blocked attempts stay in flight however slow the machine.
+		c.Sender = NewSender(Options{AllowPrivate: true, Timeout: time.Minute})
+	})
 	ep := endpoint(t, "acme/0", srv.srv.URL, secret)
 	const n = 30
 	for i := range n {
@@ -487,7 +494,7 @@ func TestEngineBoundedQueue(t *testing.T) {
 	if queue != 4 || held != 6 {
 		t.Errorf("%d queued, %d in memory; want the queue's 4 and the 2 in flight", queue, held)
 	}
-	close(release)
+	unblock()
 	testkit.Eventually(t, "every delivery finished", 10*time.Second, func() bool {
 		p, f := j.counts()
 		return p == 0 && f == n
