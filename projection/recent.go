@@ -91,7 +91,11 @@ func (s *Store) Recent(f RecentFilter) (txns []schemas.PaymentEvent, next string
 		}
 		lower = append(after, 0) // just past it
 	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	// The entries and the snapshots are read from one view of the store:
+	// an event or a tombstone applied meanwhile changes both or neither.
+	view := s.db.NewSnapshot()
+	defer view.Close()
+	it, err := view.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, "", fmt.Errorf("recent transactions: %w", err)
 	}
@@ -105,12 +109,16 @@ func (s *Store) Recent(f RecentFilter) (txns []schemas.PaymentEvent, next string
 			return txns, next, it.Error()
 		}
 		sid := string(k[len(prefix)+9:])
-		txn, found, err := s.Transaction(sid)
+		v, found, err := getCopy(view, []byte(prefixTxn+sid))
 		if err != nil {
 			return nil, "", fmt.Errorf("recent transactions: %w", err)
 		}
 		if !found { // the entry and the snapshot are written and deleted together
 			return nil, "", fmt.Errorf("recent transactions: entry %q without its transaction", k)
+		}
+		txn, err := decodeSnapshotAt(sid, v)
+		if err != nil {
+			return nil, "", fmt.Errorf("recent transactions: %w", err)
 		}
 		txns = append(txns, txn)
 		next = fmt.Sprintf("%x", k)

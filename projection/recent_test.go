@@ -309,3 +309,40 @@ func TestFindPrefixBounded(t *testing.T) {
 		t.Errorf("the last entry within the bound: %q more=%v %v", sessionsOf(txns), more, err)
 	}
 }
+
+// TestRecentWhileForgetting: tombstones applied while the list is read
+// never make it an error (entries and snapshots are read from one view).
+func TestRecentWhileForgetting(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	var off int64
+	const n = 300
+	values := make([]any, n)
+	for i := range n {
+		values[i] = timedEvent("acme", fmt.Sprintf("s%03d", i), "", 1, i%60)
+	}
+	applyAll(t, s, &off, values...)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			if _, err := s.ApplyEvents(1, []Record{{Offset: int64(i), Key: []byte(fmt.Sprintf("s%03d", i))}}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for reads := 0; ; reads++ {
+		select {
+		case <-done:
+			if txns, _, err := s.Recent(RecentFilter{MerchantID: "acme", Limit: 10}); err != nil || len(txns) != 0 {
+				t.Errorf("after every tombstone: %d %v", len(txns), err)
+			}
+			return
+		default:
+		}
+		if _, _, err := s.Recent(RecentFilter{MerchantID: "acme", Limit: n}); err != nil {
+			t.Fatalf("read %d: %v", reads, err)
+		}
+	}
+}
